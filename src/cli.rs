@@ -1,0 +1,461 @@
+//! The command line: `syncgate serve` and `syncgate token`.
+//!
+//! Every `serve` flag has an environment variable (`SYNCGATE_` + the flag in
+//! upper snake case) and a key in the optional `--config` TOML file (the flag
+//! name, with `-` or `_`). Precedence: flags, then the environment, then the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::auth::{
+    AnonymousAuthenticator, Identity, JwtKey, JwtSettings, JwtVerifier, SharedAuthenticator,
+    StaticTokenVerifier,
+};
+use crate::config::ServerConfig;
+use crate::devtoken::TokenSpec;
+
+/// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
+#[derive(Debug, Parser)]
+#[command(name = "syncgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(Box<ServeArgs>),
+    /// Print a development HS256/384/512 token.
+    Token(TokenArgs),
+}
+
+/// How connections authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No token: the network is the boundary; everyone is `anonymous`.
+    None,
+    /// One static shared token (`--token`).
+    Token,
+    /// Short-lived JWTs (`--jwt-secret` or `--jwt-public-key`).
+    Jwt,
+}
+
+/// A duration given as seconds (`10`, `0.5`) or with a unit (`500ms`, `10m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(secs) = s.trim().parse::<f64>() {
+            return Duration::try_from_secs_f64(secs)
+                .map(Seconds)
+                .map_err(|e| format!("{s:?}: {e}"));
+        }
+        humantime::parse_duration(s.trim())
+            .map(Seconds)
+            .map_err(|e| format!("{s:?} is not a duration: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Duration::try_from_secs_f64(n)
+                .map(Seconds)
+                .map_err(serde::de::Error::custom),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Flags of `syncgate serve`; the same struct reads the `--config` file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML file with defaults for any of these flags.
+    #[arg(long, env = "SYNCGATE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address and port to bind [default: 127.0.0.1:8080].
+    #[arg(long, env = "SYNCGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Auth mode [default: jwt when a JWT key is given, token when --token is, else none].
+    #[arg(long, env = "SYNCGATE_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// The static token (mode token).
+    #[arg(long, env = "SYNCGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// `sub` of static-token holders [default: token].
+    #[arg(long, env = "SYNCGATE_TOKEN_SUB")]
+    pub token_sub: Option<String>,
+    /// Roles of static-token holders, comma-separated [default: user].
+    #[arg(long, env = "SYNCGATE_TOKEN_ROLES", value_delimiter = ',')]
+    pub token_roles: Option<Vec<String>>,
+    /// Roles of anonymous connections in mode none, comma-separated [default: none].
+    #[arg(long, env = "SYNCGATE_ANONYMOUS_ROLES", value_delimiter = ',')]
+    pub anonymous_roles: Option<Vec<String>>,
+    /// HMAC secret for HS256/384/512.
+    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file: RSA (RS*/PS*), EC P-256/P-384 (ES256/384) or Ed25519 (EdDSA).
+    #[arg(long, env = "SYNCGATE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `aud` (repeat or comma-separate to accept several).
+    #[arg(long, env = "SYNCGATE_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Option<Vec<String>>,
+    /// Required `iss` (repeat or comma-separate to accept several).
+    #[arg(long, env = "SYNCGATE_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Option<Vec<String>>,
+    /// Clock-skew allowance for `exp`/`nbf`, in seconds [default: 30].
+    #[arg(long, env = "SYNCGATE_JWT_LEEWAY")]
+    pub jwt_leeway: Option<u64>,
+    /// Claim holding the roles array; dotted paths reach nested claims [default: roles].
+    #[arg(long, env = "SYNCGATE_JWT_ROLES_CLAIM")]
+    pub jwt_roles_claim: Option<String>,
+    /// Claim holding a single role, used when the roles claim is absent [default: role].
+    #[arg(long, env = "SYNCGATE_JWT_ROLE_CLAIM")]
+    pub jwt_role_claim: Option<String>,
+    /// Time allowed between open and AUTH [default: 10].
+    #[arg(long, env = "SYNCGATE_AUTH_TIMEOUT")]
+    pub auth_timeout: Option<Seconds>,
+    /// How long before expiry TOKEN_EXPIRING is sent [default: 30].
+    #[arg(long, env = "SYNCGATE_EXPIRY_NOTICE")]
+    pub expiry_notice: Option<Seconds>,
+    /// Interval of server pings [default: 20].
+    #[arg(long, env = "SYNCGATE_PING_INTERVAL")]
+    pub ping_interval: Option<Seconds>,
+    /// Silence after which a connection is closed with 1001 [default: 60].
+    #[arg(long, env = "SYNCGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<Seconds>,
+    /// Largest accepted message in bytes [default: 1048576].
+    #[arg(long, env = "SYNCGATE_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest message accepted before authentication [default: 65536].
+    #[arg(long, env = "SYNCGATE_MAX_PREAUTH_FRAME_BYTES")]
+    pub max_preauth_frame_bytes: Option<usize>,
+    /// Open connections at most [default: 10000].
+    #[arg(long, env = "SYNCGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// PEM certificate chain: serve wss://.
+    #[arg(long, env = "SYNCGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SYNCGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Log filter (tracing `EnvFilter` syntax) [default: info].
+    #[arg(long, env = "SYNCGATE_LOG")]
+    pub log: Option<String>,
+}
+
+/// A fully resolved `serve` invocation.
+pub struct Serve {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The server configuration.
+    pub config: ServerConfig,
+    /// The log filter.
+    pub log: String,
+    /// Warnings to log once logging is up.
+    pub warnings: Vec<String>,
+}
+
+macro_rules! fill_from {
+    ($target:ident, $source:ident; $($field:ident),* $(,)?) => {
+        $( if $target.$field.is_none() { $target.$field = $source.$field.take(); } )*
+    };
+}
+
+impl ServeArgs {
+    /// Fills every flag not given on the command line or in the environment from the file.
+    fn fill_from_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--config {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
+        // Accept `jwt_secret` as well as `jwt-secret`.
+        let table: toml::Table = table
+            .into_iter()
+            .map(|(k, v)| (k.replace('_', "-"), v))
+            .collect();
+        let mut file = ServeArgs::deserialize(toml::Value::Table(table)).map_err(|e| {
+            anyhow::anyhow!("--config {}: {}", path.display(), e.to_string().trim())
+        })?;
+        fill_from!(self, file;
+            listen, auth, token, token_sub, token_roles, anonymous_roles, jwt_secret, jwt_public_key,
+            jwt_audience, jwt_issuer, jwt_leeway, jwt_roles_claim, jwt_role_claim, auth_timeout,
+            expiry_notice, ping_interval, idle_timeout, max_frame_bytes, max_preauth_frame_bytes,
+            max_connections, tls_cert, tls_key, log);
+        Ok(())
+    }
+
+    /// Resolves flags, environment and file into a server configuration, or
+    /// one error line naming the problem.
+    pub fn resolve(mut self) -> anyhow::Result<Serve> {
+        if let Some(path) = self.config.clone() {
+            self.fill_from_file(&path)?;
+        }
+        let mut config = ServerConfig::default();
+        let mut warnings = Vec::new();
+        config.authenticator = self.authenticator(&mut warnings)?;
+        let leeway = Duration::from_secs(self.jwt_leeway.unwrap_or(30));
+        let session = &mut config.session;
+        session.leeway = leeway;
+        if let Some(Seconds(d)) = self.auth_timeout {
+            session.auth_timeout = d;
+        }
+        if let Some(Seconds(d)) = self.expiry_notice {
+            session.expiry_notice = d;
+        }
+        if let Some(Seconds(d)) = self.ping_interval {
+            session.ping_interval = d;
+        }
+        if let Some(Seconds(d)) = self.idle_timeout {
+            session.idle_timeout = d;
+        }
+        if session.ping_interval.is_zero() || session.idle_timeout <= session.ping_interval {
+            bail!(
+                "--idle-timeout must be longer than --ping-interval (a healthy client would be dropped)"
+            );
+        }
+        let limits = &mut config.limits;
+        if let Some(n) = self.max_frame_bytes {
+            if n < 1024 {
+                bail!("--max-frame-bytes {n} is too small (at least 1024)");
+            }
+            limits.max_frame_bytes = n;
+        }
+        if let Some(n) = self.max_preauth_frame_bytes {
+            limits.max_preauth_frame_bytes = n.max(1024);
+        }
+        if let Some(n) = self.max_connections {
+            if n == 0 {
+                bail!("--max-connections must be at least 1");
+            }
+            limits.max_connections = n;
+        }
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+        };
+        Ok(Serve {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            config,
+            log: self.log.unwrap_or_else(|| "info".into()),
+            warnings,
+        })
+    }
+
+    fn authenticator(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
+        let has_jwt_key = self.jwt_secret.is_some() || self.jwt_public_key.is_some();
+        let mode = self.auth.unwrap_or(if has_jwt_key {
+            AuthMode::Jwt
+        } else if self.token.is_some() {
+            AuthMode::Token
+        } else {
+            AuthMode::None
+        });
+        match mode {
+            AuthMode::None => {
+                if has_jwt_key || self.token.is_some() {
+                    bail!("--auth none conflicts with the --token/--jwt-* credentials also given");
+                }
+                warnings.push("auth mode none: every connection is accepted as `anonymous`".into());
+                Ok(Arc::new(AnonymousAuthenticator {
+                    roles: self.anonymous_roles.clone().unwrap_or_default(),
+                }))
+            }
+            AuthMode::Token => {
+                let token = self
+                    .token
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .context("--auth token needs --token SECRET")?;
+                if has_jwt_key {
+                    bail!("--auth token conflicts with --jwt-secret/--jwt-public-key");
+                }
+                let identity = Identity::new(
+                    self.token_sub.clone().unwrap_or_else(|| "token".into()),
+                    self.token_roles
+                        .clone()
+                        .unwrap_or_else(|| vec!["user".into()]),
+                );
+                Ok(Arc::new(StaticTokenVerifier::new(token, identity)))
+            }
+            AuthMode::Jwt => {
+                let key = match (&self.jwt_secret, &self.jwt_public_key) {
+                    (Some(_), Some(_)) => {
+                        bail!("--jwt-secret and --jwt-public-key are mutually exclusive")
+                    }
+                    (None, None) => bail!("--auth jwt needs --jwt-secret or --jwt-public-key"),
+                    (Some(secret), None) => JwtKey::Secret(secret.as_bytes().to_vec()),
+                    (None, Some(path)) => JwtKey::PublicKeyPem(
+                        std::fs::read(path)
+                            .with_context(|| format!("--jwt-public-key {}", path.display()))?,
+                    ),
+                };
+                if let JwtKey::Secret(secret) = &key
+                    && secret.len() < 32
+                {
+                    warnings.push("the JWT secret is shorter than 32 bytes; use a longer random secret in production".into());
+                }
+                let mut settings = JwtSettings::new(key);
+                settings.audience = self.jwt_audience.clone().unwrap_or_default();
+                settings.issuer = self.jwt_issuer.clone().unwrap_or_default();
+                settings.leeway_secs = self.jwt_leeway.unwrap_or(30);
+                if let Some(claim) = &self.jwt_roles_claim {
+                    settings.roles_claim = claim.clone();
+                }
+                if let Some(claim) = &self.jwt_role_claim {
+                    settings.role_claim = claim.clone();
+                }
+                let verifier =
+                    JwtVerifier::new(settings).map_err(|e| match &self.jwt_public_key {
+                        Some(path) => anyhow::anyhow!("--jwt-public-key {}: {e}", path.display()),
+                        None => anyhow::anyhow!("--jwt-secret: {e}"),
+                    })?;
+                Ok(Arc::new(verifier))
+            }
+        }
+    }
+}
+
+/// Flags of `syncgate token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// HMAC secret (the server's --jwt-secret).
+    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The `sub` claim.
+    #[arg(long)]
+    pub sub: String,
+    /// A role (repeat or comma-separate).
+    #[arg(long = "role", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Lifetime (`90`, `10m`, `1h`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: Seconds,
+    /// The `aud` claim.
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// The `iss` claim.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// An extra string claim, `name=value` (repeatable), e.g. `--claim orgId=acme`.
+    #[arg(long = "claim", value_parser = parse_claim)]
+    pub claims: Vec<(String, String)>,
+    /// HS256, HS384 or HS512.
+    #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
+    pub alg: String,
+}
+
+impl TokenArgs {
+    /// The token specification these flags describe.
+    pub fn spec(&self) -> TokenSpec {
+        TokenSpec {
+            sub: self.sub.clone(),
+            roles: self.roles.clone(),
+            ttl: self.ttl.0,
+            audience: self.aud.clone(),
+            issuer: self.iss.clone(),
+            claims: self.claims.iter().cloned().collect::<BTreeMap<_, _>>(),
+            algorithm: self.alg.parse().unwrap_or(jsonwebtoken::Algorithm::HS256),
+        }
+    }
+}
+
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected name=value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["syncgate", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(a) => *a,
+            Command::Token(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!("10".parse::<Seconds>().unwrap().0, Duration::from_secs(10));
+        assert_eq!(
+            "0.5".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "10m".parse::<Seconds>().unwrap().0,
+            Duration::from_secs(600)
+        );
+        assert!("soon".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_fills_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\njwt_secret = \"from-file-secret-that-is-long-enough\"\nauth-timeout = 3\n").unwrap();
+        let mut args = parse(&["--listen", "127.0.0.1:7000"]);
+        args.config = Some(path);
+        let serve = args.resolve().unwrap();
+        assert_eq!(serve.listen.port(), 7000);
+        assert_eq!(serve.config.session.auth_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_conflicts_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "jwt_sekret = \"x\"\n").unwrap();
+        let mut args = parse(&[]);
+        args.config = Some(path);
+        assert!(
+            args.resolve()
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("jwt-sekret")
+        );
+        let err = parse(&["--auth", "token"])
+            .resolve()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--token"), "{err}");
+        assert!(
+            parse(&["--jwt-secret", "a", "--jwt-public-key", "/x"])
+                .resolve()
+                .is_err()
+        );
+        assert!(parse(&["--tls-cert", "/x"]).resolve().is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! The server's resolved configuration, as a library user builds it.
+//!
+//! The command line (`cli`) produces one of these; an embedding app builds
+//! it directly, for instance with its own [`Authenticator`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
+use crate::session::SessionConfig;
+
+#[cfg(doc)]
+use crate::auth::Authenticator;
+
+/// Everything `run` needs besides the listener and the shutdown token.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Verifies tokens (mode none, static token, JWT, or an embedder's own).
+    pub authenticator: SharedAuthenticator,
+    /// Session timing: auth timeout, expiry notice, pings, idle timeout.
+    pub session: SessionConfig,
+    /// Sizes and counts that bound every connection.
+    pub limits: Limits,
+    /// Transport timeouts.
+    pub timeouts: Timeouts,
+    /// TLS settings; `None` serves plain `ws://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            authenticator: Arc::new(AnonymousAuthenticator { roles: Vec::new() }),
+            session: SessionConfig::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            tls: None,
+        }
+    }
+}
+
+/// Bounds on sizes and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open TCP connections at most; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Largest accepted message (fragments included); larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest message accepted before `AUTH_ACK`: unauthenticated sockets stay cheap.
+    pub max_preauth_frame_bytes: usize,
+    /// Deepest MessagePack nesting accepted.
+    pub max_nesting_depth: usize,
+    /// Messages queued for one connection before it is closed with 4200.
+    pub outbound_queue: usize,
+    /// Largest HTTP request head before the upgrade.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_frame_bytes: 1024 * 1024,
+            max_preauth_frame_bytes: 64 * 1024,
+            max_nesting_depth: 32,
+            outbound_queue: 1024,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Transport timeouts (protocol timeouts live in [`SessionConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A write that takes longer ends the connection (a client that never reads).
+    pub write: Duration,
+    /// Time allowed to send the HTTP request head (slowloris).
+    pub header_read: Duration,
+    /// Time allowed for the TLS handshake.
+    pub tls_handshake: Duration,
+    /// Longest a token verification may take before it fails closed.
+    pub verify: Duration,
+    /// Time to wait for the peer's close after ours before dropping the socket.
+    pub close_linger: Duration,
+    /// Time connections get to close on shutdown before they are dropped.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            write: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+            verify: Duration::from_secs(10),
+            close_linger: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The per-connection actor: one task owns the socket's write side and the
+//! [`Session`]; a reader task owns the read side.
+//!
+//! fastwebsockets' `read_frame` is not cancel-safe, so it never sits in a
+//! `select!`: the reader task decodes messages and hands them over a small
+//! bounded channel (which also gives back-pressure). The actor selects over
+//! that channel, the session's next deadline and shutdown, and is the only
+//! writer, so pongs and close frames never interleave with messages.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{debug, info};
+
+use crate::assembler::{Assembled, Assembler, FrameError};
+use crate::auth::AuthError;
+use crate::clock::{unix_ms, unix_secs};
+use crate::config::Limits;
+use crate::protocol::codes::close;
+use crate::protocol::{
+    AuthFailCode, ClientMessage, DecodeError, DecodeLimits, ServerMessage, decode_client,
+    encode_server,
+};
+use crate::server::Shared;
+use crate::session::{Effect, Session};
+
+/// What the reader task hands to the actor.
+enum Inbound {
+    /// A decoded (or undecodable) protocol message.
+    Message(Result<ClientMessage, DecodeError>),
+    /// A WebSocket ping to answer.
+    Ping(Bytes),
+    /// A pong or other sign of life.
+    Activity,
+    /// The peer sent a close frame.
+    PeerClosed(Option<u16>),
+    /// The frame stream broke; send this close and stop.
+    Fatal(FrameError),
+}
+
+/// Whether the actor goes on after an effect.
+enum Flow {
+    Continue,
+    /// A close frame was sent (or the socket broke): stop.
+    Stop,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn serve<S>(
+    io: S,
+    shared: Arc<Shared>,
+    query_token: Option<String>,
+    peer: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    // The halves are built separately: the writer with a dummy reader, the
+    // reader (in its task) with a dummy writer, so each owns only its side.
+    let (_, ws_write) =
+        fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
+    let (tx, rx) = mpsc::channel(8);
+    let authenticated = Arc::new(AtomicBool::new(false));
+    let mut reader = tokio::spawn(read_loop(
+        read,
+        tx,
+        shared.config.limits,
+        authenticated.clone(),
+    ));
+    let (session, effects) = Session::open(
+        shared.config.session,
+        unix_ms(),
+        shared.config.authenticator.anonymous(),
+        query_token,
+    );
+    let mut actor = Actor {
+        shared: shared.clone(),
+        session,
+        ws: ws_write,
+        peer,
+        authenticated,
+    };
+    let sent_close = actor.run(effects, rx).await;
+    if sent_close {
+        // Let the peer read our close and answer before the socket drops,
+        // so the kernel does not reset it with our close still unread.
+        let _ = timeout(shared.config.timeouts.close_linger, &mut reader).await;
+    }
+    reader.abort();
+}
+
+struct Actor<S> {
+    shared: Arc<Shared>,
+    session: Session,
+    ws: WebSocketWrite<WriteHalf<S>>,
+    peer: SocketAddr,
+    /// Tells the reader to lift the pre-auth size limit once authenticated.
+    authenticated: Arc<AtomicBool>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
+    /// Runs until the connection ends; returns whether a close frame was sent.
+    async fn run(&mut self, first: Vec<Effect>, mut inbound: mpsc::Receiver<Inbound>) -> bool {
+        self.authenticated
+            .store(self.session.identity().is_some(), Ordering::Relaxed);
+        if let Flow::Stop = self.apply(first).await {
+            return true;
+        }
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let deadline = self.session.next_deadline().map(instant_at);
+            let effects = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return self.close(close::GOING_AWAY, "server shutting down").await;
+                }
+                event = inbound.recv() => match event {
+                    None => return false,
+                    Some(Inbound::Message(message)) => self.session.on_message(message, unix_ms()),
+                    Some(Inbound::Ping(payload)) => {
+                        self.session.on_activity(unix_ms());
+                        if self.write(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
+                            return false;
+                        }
+                        continue;
+                    }
+                    Some(Inbound::Activity) => {
+                        self.session.on_activity(unix_ms());
+                        continue;
+                    }
+                    Some(Inbound::PeerClosed(code)) => {
+                        debug!(peer = %self.peer, ?code, "peer closed");
+                        return self.close(close::NORMAL, "").await;
+                    }
+                    Some(Inbound::Fatal(e)) => return self.close(e.code, e.reason).await,
+                },
+                _ = sleep_until_opt(deadline) => self.session.on_timer(unix_ms()),
+            };
+            if let Flow::Stop = self.apply(effects).await {
+                return true;
+            }
+        }
+    }
+
+    /// Carries out effects in order; a verification feeds its result back.
+    async fn apply(&mut self, effects: Vec<Effect>) -> Flow {
+        let mut queue = VecDeque::from(effects);
+        while let Some(effect) = queue.pop_front() {
+            let flow = match effect {
+                Effect::Send(message) => self.send(&message).await,
+                Effect::Verify(token) => {
+                    let result = verify(&self.shared, &token).await;
+                    if let Ok(identity) = &result {
+                        info!(peer = %self.peer, sub = %identity.sub, "authenticated");
+                    } else if let Err(e) = &result {
+                        info!(peer = %self.peer, code = %e.code, "authentication refused");
+                    }
+                    queue.extend(self.session.on_verified(result, unix_ms()));
+                    self.authenticated
+                        .store(self.session.identity().is_some(), Ordering::Relaxed);
+                    Flow::Continue
+                }
+                Effect::Route(request) => self.route(request).await,
+                Effect::Ping => match self
+                    .write(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")))
+                    .await
+                {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::Stop,
+                },
+                Effect::Close { code, reason } => {
+                    self.close(code, &reason).await;
+                    Flow::Stop
+                }
+            };
+            if let Flow::Stop = flow {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn route(&mut self, request: ClientMessage) -> Flow {
+        let id = request_id(&request);
+        self.send(&ServerMessage::Error {
+            id,
+            code: crate::protocol::codes::error::UNAVAILABLE.into(),
+            message: "pub/sub and collections are not enabled on this server".into(),
+        })
+        .await
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Flow {
+        let bytes = encode_server(message);
+        match self.write(Frame::binary(Payload::Borrowed(&bytes))).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> bool {
+        debug!(peer = %self.peer, code, reason, "closing");
+        self.write(Frame::close(code, reason.as_bytes()))
+            .await
+            .is_ok()
+    }
+
+    /// Writes one frame; a peer that does not read within the write timeout is dropped.
+    async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
+        match timeout(
+            self.shared.config.timeouts.write,
+            self.ws.write_frame(frame),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(peer = %self.peer, error = %e, "write failed");
+                Err(())
+            }
+            Err(_) => {
+                debug!(peer = %self.peer, "write timed out");
+                Err(())
+            }
+        }
+    }
+}
+
+/// Verifies a token within the verification timeout (failing closed).
+async fn verify(shared: &Shared, token: &str) -> Result<crate::auth::Identity, AuthError> {
+    let verifier = shared.config.authenticator.verify(token, unix_secs());
+    match timeout(shared.config.timeouts.verify, verifier).await {
+        Ok(result) => result,
+        Err(_) => Err(AuthError::new(
+            AuthFailCode::IntrospectionUnavailable,
+            "token verification timed out",
+        )),
+    }
+}
+
+fn request_id(request: &ClientMessage) -> Option<u64> {
+    match request {
+        ClientMessage::Sub { id, .. }
+        | ClientMessage::Unsub { id, .. }
+        | ClientMessage::Pub { id, .. }
+        | ClientMessage::OpBatch { id, .. }
+        | ClientMessage::Sync { id, .. }
+        | ClientMessage::Unsync { id, .. } => Some(*id),
+        ClientMessage::Ping { id } => *id,
+        ClientMessage::Auth { .. } => None,
+    }
+}
+
+/// Reads frames, reassembles and decodes messages, and hands them to the actor.
+async fn read_loop<S>(
+    mut read: ReadHalf<S>,
+    tx: mpsc::Sender<Inbound>,
+    limits: Limits,
+    authenticated: Arc<AtomicBool>,
+) where
+    S: AsyncRead + Unpin,
+{
+    let decode_limits = DecodeLimits {
+        max_depth: limits.max_nesting_depth,
+    };
+    let preauth_max = limits.max_preauth_frame_bytes.min(limits.max_frame_bytes);
+    let fatal = {
+        let (mut ws, _) =
+            fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Server);
+        ws.set_auto_close(false);
+        ws.set_auto_pong(false);
+        let mut assembler = Assembler::new(preauth_max);
+        loop {
+            // Unauthenticated peers are held to the small pre-auth limit, per frame and in total.
+            let max = if authenticated.load(Ordering::Relaxed) {
+                limits.max_frame_bytes
+            } else {
+                preauth_max
+            };
+            assembler.set_max_message_bytes(max);
+            ws.set_max_message_size(max.saturating_add(1));
+            let frame = match ws
+                .read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) })
+                .await
+            {
+                Ok(frame) => frame,
+                Err(e) => break frame_error(e),
+            };
+            let event = match assembler.push(frame.fin, frame.opcode, &frame.payload) {
+                Ok(None) => continue,
+                Ok(Some(Assembled::Binary(payload))) => {
+                    Inbound::Message(decode_client(payload.as_ref(), decode_limits))
+                }
+                Ok(Some(Assembled::Text)) => Inbound::Message(Err(DecodeError::Malformed(
+                    "text messages are not part of the protocol".into(),
+                ))),
+                Ok(Some(Assembled::Ping(payload))) => {
+                    Inbound::Ping(Bytes::copy_from_slice(payload))
+                }
+                Ok(Some(Assembled::Pong)) => Inbound::Activity,
+                Ok(Some(Assembled::Close { code })) => {
+                    let _ = tx.send(Inbound::PeerClosed(code)).await;
+                    break None;
+                }
+                Err(e) => break Some(e),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    };
+    if let Some(e) = fatal {
+        if tx.send(Inbound::Fatal(e)).await.is_err() {
+            return;
+        }
+    }
+    // Keep reading (and discarding) until the peer closes, so that our close
+    // frame is read rather than lost to a reset; the actor bounds this in time.
+    let mut sink = [0u8; 16 * 1024];
+    while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+}
+
+/// Maps a transport error to the close to send (`None`: the peer is gone).
+fn frame_error(e: WebSocketError) -> Option<FrameError> {
+    let (code, reason) = match e {
+        WebSocketError::FrameTooLarge => (close::MESSAGE_TOO_BIG, "message larger than the limit"),
+        WebSocketError::InvalidUTF8 => (
+            close::MALFORMED,
+            "text messages are not part of the protocol",
+        ),
+        WebSocketError::IoError(_)
+        | WebSocketError::UnexpectedEOF
+        | WebSocketError::ConnectionClosed => return None,
+        _ => (close::PROTOCOL_ERROR, "WebSocket protocol error"),
+    };
+    Some(FrameError { code, reason })
+}
+
+fn instant_at(unix_ms_deadline: u64) -> Instant {
+    Instant::now() + std::time::Duration::from_millis(unix_ms_deadline.saturating_sub(unix_ms()))
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,90 @@
+//! The `syncgate` binary: parse the command line, then call the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use syncgate::cli::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(args) => match syncgate::devtoken::mint(
+            args.secret.as_bytes(),
+            &args.spec(),
+            syncgate::clock::unix_secs(),
+        ) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("cannot sign the token: {e}")),
+        },
+        Command::Serve(args) => {
+            let serve = match args.resolve() {
+                Ok(serve) => serve,
+                Err(e) => return fail(&format!("{e:#}")),
+            };
+            let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| serve.log.clone());
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .init();
+            for warning in &serve.warnings {
+                tracing::warn!("{warning}");
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            runtime.block_on(serve_until_signalled(serve))
+        }
+    }
+}
+
+async fn serve_until_signalled(serve: syncgate::cli::Serve) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(serve.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", serve.listen)),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match syncgate::run(listener, serve.config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("server failed: {e}")),
+    }
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
+
+fn fail(message: &str) -> ExitCode {
+    // One line, whatever the underlying error printed.
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("syncgate: error: {message}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,19 @@
+//! The wire protocol: message types, codes, and the MessagePack codec.
+//!
+//! Every message is one binary WebSocket message holding one MessagePack map
+//! with a string `type`. Client messages are decoded by hand from an
+//! [`rmpv::Value`] (see [`codec`]) so that every field error is precise and one
+//! bad op in a batch never spoils the others; server messages are encoded with
+//! serde.
+
+pub mod codec;
+pub mod codes;
+mod messages;
+
+pub use codec::{DecodeError, DecodeLimits, decode_client, encode_client, encode_server};
+pub use codes::AuthFailCode;
+pub use messages::OpOutcome;
+pub use messages::{ClientMessage, OpInput, RawOp, Record, ServerMessage};
+
+/// Version announced in `AUTH_REQUIRED`.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,219 @@
+//! The accept loop and the HTTP side: `/ws` upgrades, `/healthz`, TLS, shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastwebsockets::upgrade;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, UPGRADE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+use crate::connection;
+
+/// State shared by every connection of one server.
+pub(crate) struct Shared {
+    /// The configuration the server was started with.
+    pub(crate) config: ServerConfig,
+    /// Cancelled when the server shuts down; connections close with 1001.
+    pub(crate) shutdown: CancellationToken,
+    /// Every spawned connection task, so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+/// Serves syncgate on a bound listener until `shutdown` is cancelled.
+///
+/// On shutdown the server stops accepting, closes every WebSocket with 1001,
+/// waits up to `timeouts.shutdown_grace` for connections to finish, and returns.
+/// Tests and embedding apps bind `127.0.0.1:0` and call this directly.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let tls = config.tls.clone().map(TlsAcceptor::from);
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let grace = config.timeouts.shutdown_grace;
+    let shared = Arc::new(Shared {
+        config,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+    });
+    info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        shared.tracker.spawn(accept_connection(
+            tcp,
+            peer,
+            shared.clone(),
+            tls.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    shared.tracker.close();
+    if timeout(grace, shared.tracker.wait()).await.is_err() {
+        warn!("connections still open after the shutdown grace period; dropping them");
+    }
+    info!("syncgate stopped");
+    Ok(())
+}
+
+async fn accept_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    permit: OwnedSemaphorePermit,
+) {
+    match tls {
+        None => serve_http(tcp, peer, shared, permit).await,
+        Some(acceptor) => {
+            match timeout(shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, peer, shared, permit).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, permit: OwnedSemaphorePermit)
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // The permit lives as long as the HTTP connection or the WebSocket it became.
+    let permit = Arc::new(permit);
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| {
+        let shared = service_shared.clone();
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(route(request, peer, shared, permit)) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.timeouts.header_read)
+        .max_buf_size(shared.config.limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = shared.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = timeout(std::time::Duration::from_secs(1), connection).await;
+        }
+    }
+}
+
+fn route(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Response<Full<Bytes>> {
+    // Only the path is ever logged: the query may hold a token.
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (_, "/ws") => {
+            if !upgrade::is_upgrade_request(&request) {
+                let mut response = text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint speaks WebSocket\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(UPGRADE, HeaderValue::from_static("websocket"));
+                return response;
+            }
+            let query_token = request.uri().query().and_then(token_from_query);
+            let (response, upgrading) = match upgrade::upgrade(&mut request) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &format!("bad WebSocket upgrade: {e}\n"),
+                    );
+                }
+            };
+            let connection_shared = shared.clone();
+            shared.tracker.spawn(async move {
+                let _permit = permit;
+                match upgrading.await {
+                    Ok(ws) => {
+                        connection::serve(ws.into_inner(), connection_shared, query_token, peer)
+                            .await
+                    }
+                    Err(e) => debug!(%peer, error = %e, "upgrade did not complete"),
+                }
+            });
+            let (parts, _) = response.into_parts();
+            Response::from_parts(parts, Full::default())
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The `token` query parameter, if present and non-empty.
+fn token_from_query(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty())
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_from_query;
+
+    #[test]
+    fn query_tokens_are_url_decoded() {
+        assert_eq!(
+            token_from_query("a=1&token=x%2By.z").as_deref(),
+            Some("x+y.z")
+        );
+        assert_eq!(token_from_query("token="), None);
+        assert_eq!(token_from_query("tokens=1"), None);
+    }
+}

@@ -1,0 +1,641 @@
+//! The sans-IO session state machine of one connection.
+//!
+//! `Unauthenticated → Authenticated → Closed`. The session never touches a
+//! socket or reads a clock: the connection driver feeds it decoded messages,
+//! verification results and the current time (`now`, Unix milliseconds), and
+//! carries out the [`Effect`]s it returns. That keeps the rules of the brief
+//! (nothing but `AUTH`/`PING` before `AUTH_ACK`, the auth timeout, expiry,
+//! refresh) deterministic, unit-testable and fuzzable.
+
+use std::time::Duration;
+
+use crate::auth::{AuthError, Identity};
+use crate::protocol::codes::{close, error};
+use crate::protocol::{AuthFailCode, ClientMessage, DecodeError, PROTOCOL_VERSION, ServerMessage};
+
+/// Timing policy of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Time allowed between open and a successful `AUTH` (close 4008 after).
+    pub auth_timeout: Duration,
+    /// How long before expiry `TOKEN_EXPIRING` is sent.
+    pub expiry_notice: Duration,
+    /// The JWT leeway: a token accepted inside it (already past `exp`) lives until `exp + leeway`.
+    pub leeway: Duration,
+    /// Interval between server WebSocket pings.
+    pub ping_interval: Duration,
+    /// Silence after which the connection is closed with 1001.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout: Duration::from_secs(10),
+            expiry_notice: Duration::from_secs(30),
+            leeway: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a protocol message.
+    Send(ServerMessage),
+    /// Verify this token and report back with [`Session::on_verified`] before
+    /// feeding anything else.
+    Verify(String),
+    /// An authenticated request for the router (pub/sub and collections).
+    Route(ClientMessage),
+    /// Send a WebSocket ping.
+    Ping,
+    /// Send a close frame and end the connection.
+    Close {
+        /// Close code (see [`close`]).
+        code: u16,
+        /// Close reason (short, never contains a token).
+        reason: String,
+    },
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Waiting for a token; only `AUTH` and `PING` are processed.
+    Unauthenticated {
+        /// Unix ms after which the session closes with 4008.
+        deadline: u64,
+    },
+    /// Authenticated as an identity.
+    Authenticated(Authenticated),
+    /// A close was decided; nothing more is processed.
+    Closed,
+}
+
+/// The state of an authenticated session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authenticated {
+    /// Who is connected.
+    pub identity: Identity,
+    /// Unix ms at which the session closes with 4100, if the credential expires.
+    pub ends_at: Option<u64>,
+    /// Whether `TOKEN_EXPIRING` was sent for the current credential.
+    pub notice_sent: bool,
+}
+
+/// One connection's protocol state.
+#[derive(Debug, Clone)]
+pub struct Session {
+    config: SessionConfig,
+    phase: Phase,
+    /// Set while a `Verify` effect is outstanding: whether it refreshes a live session.
+    verifying: Option<Purpose>,
+    last_seen: u64,
+    next_ping: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Initial,
+    Refresh,
+}
+
+impl Session {
+    /// Opens a session at `now`.
+    ///
+    /// `anonymous` is the identity of mode `none` (granted at once);
+    /// `query_token` is a token from the upgrade URL (verified at once,
+    /// instead of sending `AUTH_REQUIRED`).
+    pub fn open(
+        config: SessionConfig,
+        now: u64,
+        anonymous: Option<Identity>,
+        query_token: Option<String>,
+    ) -> (Self, Vec<Effect>) {
+        let mut session = Self {
+            config,
+            phase: Phase::Unauthenticated {
+                deadline: now.saturating_add(ms(config.auth_timeout)),
+            },
+            verifying: None,
+            last_seen: now,
+            next_ping: now.saturating_add(ms(config.ping_interval)),
+        };
+        let mut out = Vec::with_capacity(1);
+        if let Some(identity) = anonymous {
+            session.authenticate(identity, now, &mut out);
+        } else if let Some(token) = query_token {
+            session.verifying = Some(Purpose::Initial);
+            out.push(Effect::Verify(token));
+        } else {
+            out.push(Effect::Send(ServerMessage::AuthRequired {
+                protocol_version: PROTOCOL_VERSION,
+            }));
+        }
+        (session, out)
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The authenticated identity, if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        match &self.phase {
+            Phase::Authenticated(a) => Some(&a.identity),
+            _ => None,
+        }
+    }
+
+    /// Whether a close was decided.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Records transport activity (any frame, including pongs) at `now`.
+    pub fn on_activity(&mut self, now: u64) {
+        self.last_seen = self.last_seen.max(now);
+    }
+
+    /// Handles one decoded (or undecodable) client message.
+    pub fn on_message(
+        &mut self,
+        message: Result<ClientMessage, DecodeError>,
+        now: u64,
+    ) -> Vec<Effect> {
+        self.on_activity(now);
+        let mut out = Vec::with_capacity(1);
+        if self.verifying.is_some() {
+            // The driver must not feed messages during verification; treat it as a bug in the peer order.
+            return out;
+        }
+        match &self.phase {
+            Phase::Closed => {}
+            Phase::Unauthenticated { .. } => self.unauthenticated(message, &mut out),
+            Phase::Authenticated(_) => self.authenticated(message, &mut out),
+        }
+        out
+    }
+
+    /// Reports the outcome of the last [`Effect::Verify`].
+    pub fn on_verified(&mut self, result: Result<Identity, AuthError>, now: u64) -> Vec<Effect> {
+        let mut out = Vec::with_capacity(2);
+        let Some(purpose) = self.verifying.take() else {
+            return out;
+        };
+        if self.phase == Phase::Closed {
+            return out;
+        }
+        match (purpose, result) {
+            (_, Err(e)) => self.fail(e.code, e.message, &mut out),
+            (Purpose::Initial, Ok(identity)) => self.authenticate(identity, now, &mut out),
+            (Purpose::Refresh, Ok(identity)) => {
+                let same = self
+                    .identity()
+                    .is_some_and(|current| current.sub == identity.sub);
+                if same {
+                    self.authenticate(identity, now, &mut out);
+                } else {
+                    self.fail(
+                        AuthFailCode::Forbidden,
+                        "the refreshed token is for another subject".into(),
+                        &mut out,
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Fires every deadline that has passed by `now`.
+    pub fn on_timer(&mut self, now: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.verifying.is_some() {
+            return out;
+        }
+        match &mut self.phase {
+            Phase::Closed => return out,
+            Phase::Unauthenticated { deadline } => {
+                if now >= *deadline {
+                    self.close(
+                        close::AUTH_TIMEOUT,
+                        "no AUTH within the auth timeout",
+                        &mut out,
+                    );
+                    return out;
+                }
+            }
+            Phase::Authenticated(auth) => {
+                if let Some(ends_at) = auth.ends_at {
+                    if now >= ends_at {
+                        self.close(close::TOKEN_EXPIRED, "token expired", &mut out);
+                        return out;
+                    }
+                    if !auth.notice_sent
+                        && now >= ends_at.saturating_sub(ms(self.config.expiry_notice))
+                    {
+                        auth.notice_sent = true;
+                        let expires_at = auth.identity.expires_at.unwrap_or(ends_at / 1000);
+                        out.push(Effect::Send(ServerMessage::TokenExpiring { expires_at }));
+                    }
+                }
+            }
+        }
+        if now.saturating_sub(self.last_seen) >= ms(self.config.idle_timeout) {
+            self.close(close::GOING_AWAY, "idle timeout", &mut out);
+            return out;
+        }
+        if now >= self.next_ping {
+            self.next_ping = now.saturating_add(ms(self.config.ping_interval));
+            out.push(Effect::Ping);
+        }
+        out
+    }
+
+    /// The earliest Unix ms at which [`Session::on_timer`] has work to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let idle = self.last_seen.saturating_add(ms(self.config.idle_timeout));
+        let base = idle.min(self.next_ping);
+        match &self.phase {
+            Phase::Closed => None,
+            Phase::Unauthenticated { deadline } => Some(base.min(*deadline)),
+            Phase::Authenticated(auth) => {
+                let expiry = auth.ends_at.map(|end| {
+                    if auth.notice_sent {
+                        end
+                    } else {
+                        end.saturating_sub(ms(self.config.expiry_notice))
+                    }
+                });
+                Some(expiry.map_or(base, |e| base.min(e)))
+            }
+        }
+    }
+
+    fn unauthenticated(
+        &mut self,
+        message: Result<ClientMessage, DecodeError>,
+        out: &mut Vec<Effect>,
+    ) {
+        match message {
+            Err(DecodeError::Malformed(reason)) => self.close(close::MALFORMED, &reason, out),
+            Err(e @ DecodeError::TooDeep(_)) => self.close(close::MALFORMED, &e.to_string(), out),
+            Err(DecodeError::Invalid {
+                kind: "AUTH",
+                reason,
+                ..
+            }) => self.fail(AuthFailCode::TokenMalformed, reason, out),
+            Err(_) => self.fail(
+                AuthFailCode::NotAuthenticated,
+                "authenticate with AUTH first".into(),
+                out,
+            ),
+            Ok(ClientMessage::Auth { token: None }) => self.fail(
+                AuthFailCode::TokenMissing,
+                "AUTH carried no token".into(),
+                out,
+            ),
+            Ok(ClientMessage::Auth { token: Some(token) }) => {
+                self.verifying = Some(Purpose::Initial);
+                out.push(Effect::Verify(token));
+            }
+            Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
+            Ok(_) => self.fail(
+                AuthFailCode::NotAuthenticated,
+                "authenticate with AUTH first".into(),
+                out,
+            ),
+        }
+    }
+
+    fn authenticated(
+        &mut self,
+        message: Result<ClientMessage, DecodeError>,
+        out: &mut Vec<Effect>,
+    ) {
+        match message {
+            Err(DecodeError::Malformed(reason)) => self.close(close::MALFORMED, &reason, out),
+            Err(e @ DecodeError::TooDeep(_)) => self.close(close::MALFORMED, &e.to_string(), out),
+            Err(DecodeError::UnknownType { type_name, id }) => {
+                out.push(Effect::Send(ServerMessage::Error {
+                    id,
+                    code: error::UNKNOWN_TYPE.into(),
+                    message: format!("unknown message type {type_name:?}"),
+                }))
+            }
+            Err(DecodeError::Invalid {
+                kind: "AUTH",
+                reason,
+                ..
+            }) => self.fail(AuthFailCode::TokenMalformed, reason, out),
+            Err(DecodeError::Invalid { kind, id, reason }) => {
+                out.push(Effect::Send(ServerMessage::Error {
+                    id,
+                    code: error::INVALID.into(),
+                    message: format!("invalid {kind}: {reason}"),
+                }))
+            }
+            Ok(ClientMessage::Auth { token: None }) => self.fail(
+                AuthFailCode::TokenMissing,
+                "AUTH carried no token".into(),
+                out,
+            ),
+            Ok(ClientMessage::Auth { token: Some(token) }) => {
+                self.verifying = Some(Purpose::Refresh);
+                out.push(Effect::Verify(token));
+            }
+            Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
+            Ok(request) => out.push(Effect::Route(request)),
+        }
+    }
+
+    fn authenticate(&mut self, identity: Identity, now: u64, out: &mut Vec<Effect>) {
+        let ends_at = identity.expires_at.map(|exp| {
+            let exp_ms = exp.saturating_mul(1000);
+            // Accepted inside the leeway (already past exp): allow the leeway, not zero.
+            if exp_ms > now {
+                exp_ms
+            } else {
+                exp_ms.saturating_add(ms(self.config.leeway))
+            }
+        });
+        out.push(Effect::Send(ServerMessage::AuthAck {
+            sub: identity.sub.clone(),
+            roles: identity.roles.clone(),
+            expires_at: identity.expires_at,
+        }));
+        self.phase = Phase::Authenticated(Authenticated {
+            identity,
+            ends_at,
+            notice_sent: false,
+        });
+    }
+
+    fn fail(&mut self, code: AuthFailCode, message: String, out: &mut Vec<Effect>) {
+        out.push(Effect::Send(ServerMessage::AuthFail {
+            code: code.as_str().into(),
+            message,
+        }));
+        self.close(code.close_code(), code.as_str(), out);
+    }
+
+    fn close(&mut self, code: u16, reason: &str, out: &mut Vec<Effect>) {
+        let mut reason = reason.to_string();
+        // A close reason must fit a control frame (125 bytes with the code).
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        out.push(Effect::Close { code, reason });
+        self.phase = Phase::Closed;
+        self.verifying = None;
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::OpInput;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn identity(sub: &str, exp_secs: Option<u64>) -> Identity {
+        Identity {
+            expires_at: exp_secs,
+            ..Identity::new(sub, vec!["user".into()])
+        }
+    }
+
+    fn open() -> Session {
+        let (s, out) = Session::open(SessionConfig::default(), T0, None, None);
+        assert_eq!(
+            out,
+            [Effect::Send(ServerMessage::AuthRequired {
+                protocol_version: 1
+            })]
+        );
+        s
+    }
+
+    fn auth(s: &mut Session, sub: &str, exp: Option<u64>) -> Vec<Effect> {
+        let out = s.on_message(
+            Ok(ClientMessage::Auth {
+                token: Some("t".into()),
+            }),
+            T0,
+        );
+        assert_eq!(out, [Effect::Verify("t".into())]);
+        s.on_verified(Ok(identity(sub, exp)), T0)
+    }
+
+    fn close_code(out: &[Effect]) -> Option<u16> {
+        out.iter().find_map(|e| match e {
+            Effect::Close { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    fn auth_fail_code(out: &[Effect]) -> Option<String> {
+        out.iter().find_map(|e| match e {
+            Effect::Send(ServerMessage::AuthFail { code, .. }) => Some(code.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn nothing_but_auth_and_ping_before_ack() {
+        let mut s = open();
+        assert_eq!(
+            s.on_message(Ok(ClientMessage::Ping { id: Some(1) }), T0),
+            [Effect::Send(ServerMessage::Pong { id: Some(1) })]
+        );
+        let out = s.on_message(
+            Ok(ClientMessage::Sub {
+                id: 1,
+                topic: "t".into(),
+            }),
+            T0,
+        );
+        assert_eq!(auth_fail_code(&out).as_deref(), Some("not_authenticated"));
+        assert_eq!(close_code(&out), Some(4001));
+        assert!(s.is_closed());
+        assert!(
+            s.on_message(Ok(ClientMessage::Ping { id: None }), T0)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unknown_type_before_auth_is_not_authenticated_and_garbage_is_4000() {
+        let mut s = open();
+        let out = s.on_message(
+            Err(DecodeError::UnknownType {
+                type_name: "X".into(),
+                id: None,
+            }),
+            T0,
+        );
+        assert_eq!(close_code(&out), Some(4001));
+        let mut s = open();
+        assert_eq!(
+            close_code(&s.on_message(Err(DecodeError::Malformed("x".into())), T0)),
+            Some(4000)
+        );
+    }
+
+    #[test]
+    fn auth_timeout_closes_with_4008() {
+        let mut s = open();
+        assert_eq!(s.next_deadline(), Some(T0 + 10_000));
+        assert!(s.on_timer(T0 + 9_999).is_empty());
+        assert_eq!(close_code(&s.on_timer(T0 + 10_000)), Some(4008));
+    }
+
+    #[test]
+    fn failures_carry_their_close_codes() {
+        for (code, close) in [
+            (AuthFailCode::TokenExpired, 4100),
+            (AuthFailCode::Forbidden, 4003),
+            (AuthFailCode::TokenInvalid, 4001),
+        ] {
+            let mut s = open();
+            s.on_message(
+                Ok(ClientMessage::Auth {
+                    token: Some("t".into()),
+                }),
+                T0,
+            );
+            let out = s.on_verified(Err(AuthError::new(code, "x")), T0);
+            assert_eq!(auth_fail_code(&out).as_deref(), Some(code.as_str()));
+            assert_eq!(close_code(&out), Some(close));
+        }
+        let mut s = open();
+        let out = s.on_message(Ok(ClientMessage::Auth { token: None }), T0);
+        assert_eq!(auth_fail_code(&out).as_deref(), Some("token_missing"));
+    }
+
+    #[test]
+    fn expiry_notice_then_4100_unless_refreshed() {
+        let exp = T0 / 1000 + 60;
+        let mut s = open();
+        let out = auth(&mut s, "alice", Some(exp));
+        assert!(
+            matches!(&out[0], Effect::Send(ServerMessage::AuthAck { expires_at: Some(e), .. }) if *e == exp)
+        );
+        assert_eq!(
+            s.next_deadline(),
+            Some(T0 + 20_000),
+            "first ping comes before the notice"
+        );
+        s.on_activity(T0 + 29_000);
+        let out = s.on_timer(T0 + 30_000);
+        assert!(out.contains(&Effect::Send(ServerMessage::TokenExpiring {
+            expires_at: exp
+        })));
+        s.on_activity(T0 + 59_000);
+        assert_eq!(close_code(&s.on_timer(T0 + 60_000)), Some(4100));
+    }
+
+    #[test]
+    fn refresh_extends_same_subject_and_refuses_another() {
+        let exp = T0 / 1000 + 60;
+        let mut s = open();
+        auth(&mut s, "alice", Some(exp));
+        s.on_message(
+            Ok(ClientMessage::Auth {
+                token: Some("t2".into()),
+            }),
+            T0 + 1000,
+        );
+        let out = s.on_verified(Ok(identity("alice", Some(exp + 3600))), T0 + 1000);
+        assert!(matches!(
+            &out[0],
+            Effect::Send(ServerMessage::AuthAck { .. })
+        ));
+        s.on_activity(T0 + 59_000);
+        assert!(
+            close_code(&s.on_timer(T0 + 60_000)).is_none(),
+            "refreshed session outlives the first token"
+        );
+
+        s.on_message(
+            Ok(ClientMessage::Auth {
+                token: Some("t3".into()),
+            }),
+            T0 + 61_000,
+        );
+        let out = s.on_verified(Ok(identity("mallory", Some(exp + 3600))), T0 + 61_000);
+        assert_eq!(auth_fail_code(&out).as_deref(), Some("forbidden"));
+        assert_eq!(close_code(&out), Some(4003));
+    }
+
+    #[test]
+    fn invalid_refresh_ends_the_session() {
+        let mut s = open();
+        auth(&mut s, "alice", None);
+        s.on_message(
+            Ok(ClientMessage::Auth {
+                token: Some("bad".into()),
+            }),
+            T0,
+        );
+        let out = s.on_verified(Err(AuthError::new(AuthFailCode::TokenInvalid, "x")), T0);
+        assert_eq!(close_code(&out), Some(4001));
+    }
+
+    #[test]
+    fn authenticated_errors_are_answered_and_requests_routed() {
+        let mut s = open();
+        auth(&mut s, "alice", None);
+        let out = s.on_message(
+            Err(DecodeError::UnknownType {
+                type_name: "X".into(),
+                id: Some(4),
+            }),
+            T0,
+        );
+        assert!(
+            matches!(&out[0], Effect::Send(ServerMessage::Error { id: Some(4), code, .. }) if code == "unknown_type")
+        );
+        let batch = ClientMessage::OpBatch {
+            id: 1,
+            ops: vec![OpInput::Invalid {
+                op_id: rmpv::Value::Nil,
+                reason: "x".into(),
+            }],
+        };
+        assert_eq!(s.on_message(Ok(batch.clone()), T0), [Effect::Route(batch)]);
+    }
+
+    #[test]
+    fn mode_none_and_query_tokens_skip_auth_required() {
+        let (s, out) = Session::open(
+            SessionConfig::default(),
+            T0,
+            Some(Identity::new("anonymous", vec![])),
+            None,
+        );
+        assert!(
+            matches!(&out[0], Effect::Send(ServerMessage::AuthAck { sub, .. }) if sub == "anonymous")
+        );
+        assert!(s.identity().is_some());
+        let (_, out) = Session::open(SessionConfig::default(), T0, None, Some("tok".into()));
+        assert_eq!(out, [Effect::Verify("tok".into())]);
+    }
+
+    #[test]
+    fn silent_peers_are_pinged_then_closed() {
+        let mut s = open();
+        auth(&mut s, "alice", None);
+        assert_eq!(s.on_timer(T0 + 20_000), [Effect::Ping]);
+        assert_eq!(s.on_timer(T0 + 40_000), [Effect::Ping]);
+        assert_eq!(close_code(&s.on_timer(T0 + 60_000)), Some(1001));
+    }
+}

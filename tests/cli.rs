@@ -1,0 +1,180 @@
+//! The `syncgate` binary: configuration errors, the dev token command, env
+//! variables, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use syncgate::protocol::ServerMessage;
+
+fn syncgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncgate"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SYNCGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs `serve` with `args`, expecting an immediate failure with one line on stderr.
+fn refuses(args: &[&str]) -> String {
+    let out = syncgate()
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one clear line, got {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    assert!(refuses(&["--jwt-public-key", garbage.to_str().unwrap()]).contains("--jwt-public-key"));
+    assert!(
+        refuses(&["--jwt-public-key", "/nonexistent/key.pem"]).contains("/nonexistent/key.pem")
+    );
+    assert!(refuses(&["--auth", "token"]).contains("--token"));
+    assert!(refuses(&["--auth", "jwt"]).contains("--jwt-secret"));
+    assert!(
+        refuses(&["--jwt-secret", "x", "--token", "y", "--auth", "token"]).contains("conflicts")
+    );
+    assert!(
+        refuses(&[
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key"
+        ])
+        .contains("--tls-cert")
+    );
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "listen = 5\n").unwrap();
+    assert!(refuses(&["--config", config.to_str().unwrap()]).contains("c.toml"));
+    std::fs::write(&config, "no-such-flag = 1\n").unwrap();
+    assert!(refuses(&["--config", config.to_str().unwrap()]).contains("no-such-flag"));
+}
+
+#[test]
+fn the_token_command_mints_a_verifiable_token() {
+    let out = syncgate()
+        .args([
+            "token",
+            "--secret",
+            SECRET,
+            "--sub",
+            "alice",
+            "--role",
+            "user",
+            "--role",
+            "editor",
+            "--ttl",
+            "10m",
+            "--claim",
+            "orgId=acme",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let verifier = syncgate::auth::JwtVerifier::new(syncgate::auth::JwtSettings::new(
+        syncgate::auth::JwtKey::Secret(SECRET.as_bytes().to_vec()),
+    ))
+    .unwrap();
+    let identity = verifier.check(&token, now()).unwrap();
+    assert_eq!(identity.sub, "alice");
+    assert_eq!(identity.roles, ["user", "editor"]);
+    assert_eq!(identity.claims["orgId"], "acme");
+    let exp = identity.expires_at.unwrap();
+    assert!((now() + 590..=now() + 610).contains(&exp));
+}
+
+/// Starts the binary on an ephemeral port and returns it with its address (read from the log).
+fn spawn_server(
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = syncgate()
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[tokio::test]
+async fn environment_configures_and_sigterm_shuts_down_cleanly() {
+    let (mut child, addr) = spawn_server(
+        &[],
+        &[
+            ("SYNCGATE_JWT_SECRET", SECRET),
+            ("SYNCGATE_AUTH_TIMEOUT", "5"),
+        ],
+    );
+    let mut ws = RawWs::authed(addr, &token("alice", &[])).await;
+    assert_eq!(
+        RawWs::refused(addr, "garbage").await.1,
+        4001,
+        "the env secret put the server in jwt mode"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(ws.close_code().await, 1001);
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test]
+async fn flags_win_over_the_environment() {
+    let (mut child, addr) = spawn_server(
+        &["--auth", "token", "--token", "from-flag"],
+        &[("SYNCGATE_TOKEN", "from-env")],
+    );
+    let mut ws = RawWs::connect("/ws", addr).await;
+    assert!(matches!(ws.msg().await, ServerMessage::AuthRequired { .. }));
+    drop(ws);
+    let _ok = RawWs::authed(addr, "from-flag").await;
+    assert_eq!(RawWs::refused(addr, "from-env").await.0, "token_invalid");
+    child.kill().unwrap();
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

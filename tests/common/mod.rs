@@ -1,0 +1,277 @@
+//! Shared helpers for the integration tests: a real server on 127.0.0.1:0,
+//! a raw WebSocket client that can send anything, and token minting.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, handshake};
+use http_body_util::Empty;
+use hyper::Request;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rmpv::Value;
+use serde_json::json;
+use syncgate::ServerConfig;
+use syncgate::auth::{JwtKey, JwtSettings, JwtVerifier};
+use syncgate::protocol::{ClientMessage, ServerMessage, encode_client};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// A server running in this test's runtime.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: ServerConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on(listener, config)
+    }
+
+    pub fn on(listener: TcpListener, config: ServerConfig) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(syncgate::run(listener, config, shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+pub fn now() -> u64 {
+    syncgate::clock::unix_secs()
+}
+
+/// A server config verifying HS256/384/512 with [`SECRET`].
+pub fn jwt_config() -> ServerConfig {
+    config_with_key(JwtSettings::new(JwtKey::Secret(SECRET.as_bytes().to_vec())))
+}
+
+pub fn config_with_key(settings: JwtSettings) -> ServerConfig {
+    ServerConfig {
+        authenticator: Arc::new(JwtVerifier::new(settings).unwrap()),
+        ..ServerConfig::default()
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Signs arbitrary claims.
+pub fn sign(alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+/// An HS256 token for `sub` with `roles`, valid for an hour.
+pub fn token(sub: &str, roles: &[&str]) -> String {
+    hs256(json!({"sub": sub, "roles": roles, "exp": now() + 3600}))
+}
+
+pub fn hs256(claims: serde_json::Value) -> String {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        &claims,
+    )
+}
+
+/// What a raw client received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recv {
+    Msg(ServerMessage),
+    Close(u16, String),
+    /// The connection ended without a close frame.
+    Eof,
+    Timeout,
+}
+
+/// A raw WebSocket client: sends any bytes, sees every close code.
+pub struct RawWs {
+    ws: WebSocket<TokioIo<Upgraded>>,
+}
+
+impl RawWs {
+    pub async fn connect(url_path: &str, addr: SocketAddr) -> Self {
+        Self::try_connect(url_path, addr).await.unwrap()
+    }
+
+    pub async fn try_connect(url_path: &str, addr: SocketAddr) -> Result<Self, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        Self::handshake(url_path, addr, tcp).await
+    }
+
+    pub async fn handshake<S>(url_path: &str, addr: SocketAddr, stream: S) -> Result<Self, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let request = Request::builder()
+            .method("GET")
+            .uri(url_path)
+            .header("Host", addr.to_string())
+            .header("Upgrade", "websocket")
+            .header("Connection", "upgrade")
+            .header("Sec-WebSocket-Key", handshake::generate_key())
+            .header("Sec-WebSocket-Version", "13")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let (mut ws, _) = handshake::client(&Spawn, request, stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        ws.set_auto_close(false);
+        ws.set_max_message_size(64 << 20);
+        Ok(Self { ws })
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        self.send_bytes(&encode_client(message)).await;
+    }
+
+    pub async fn send_value(&mut self, value: &Value) {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, value).unwrap();
+        self.send_bytes(&bytes).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.ws
+            .write_frame(Frame::binary(Payload::Owned(bytes.to_vec())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_frame(&mut self, frame: Frame<'_>) {
+        self.ws.write_frame(frame).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn recv(&mut self) -> Recv {
+        self.recv_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn recv_within(&mut self, limit: Duration) -> Recv {
+        loop {
+            let frame = match tokio::time::timeout(limit, self.ws.read_frame()).await {
+                Err(_) => return Recv::Timeout,
+                Ok(Err(_)) => return Recv::Eof,
+                Ok(Ok(frame)) => frame,
+            };
+            match frame.opcode {
+                OpCode::Binary => {
+                    return Recv::Msg(
+                        rmp_serde::from_slice(&frame.payload)
+                            .expect("server sent undecodable message"),
+                    );
+                }
+                OpCode::Close => {
+                    let code = if frame.payload.len() >= 2 {
+                        u16::from_be_bytes([frame.payload[0], frame.payload[1]])
+                    } else {
+                        1005
+                    };
+                    let reason =
+                        String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default())
+                            .into_owned();
+                    let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
+                    return Recv::Close(code, reason);
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Receives, expecting a message.
+    pub async fn msg(&mut self) -> ServerMessage {
+        match self.recv().await {
+            Recv::Msg(m) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Receives until a close frame, returning its code (panics on a message-less end).
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            match self.recv().await {
+                Recv::Msg(_) => continue,
+                Recv::Close(code, _) => return code,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Connects, expects AUTH_REQUIRED, authenticates with `token` and expects AUTH_ACK.
+    pub async fn authed(addr: SocketAddr, token: &str) -> Self {
+        let mut ws = Self::connect("/ws", addr).await;
+        assert!(matches!(
+            ws.msg().await,
+            ServerMessage::AuthRequired {
+                protocol_version: 1
+            }
+        ));
+        ws.send(&ClientMessage::Auth {
+            token: Some(token.to_string()),
+        })
+        .await;
+        match ws.msg().await {
+            ServerMessage::AuthAck { .. } => ws,
+            other => panic!("expected AUTH_ACK, got {other:?}"),
+        }
+    }
+
+    /// Sends AUTH with `token` on a fresh connection and returns (AUTH_FAIL code, close code).
+    pub async fn refused(addr: SocketAddr, token: &str) -> (String, u16) {
+        let mut ws = Self::connect("/ws", addr).await;
+        assert!(matches!(ws.msg().await, ServerMessage::AuthRequired { .. }));
+        ws.send(&ClientMessage::Auth {
+            token: Some(token.to_string()),
+        })
+        .await;
+        let code = match ws.msg().await {
+            ServerMessage::AuthFail { code, .. } => code,
+            other => panic!("expected AUTH_FAIL, got {other:?}"),
+        };
+        (code, ws.close_code().await)
+    }
+}
+
+struct Spawn;
+
+impl<F> hyper::rt::Executor<F> for Spawn
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
