@@ -10,32 +10,16 @@ use syncgate::auth::{Identity, JwtKey, JwtSettings, JwtVerifier, StaticTokenVeri
 const NOW: u64 = 1_800_000_000;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture")
+    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }
 
 fn verification(c: &mut Criterion) {
     let claims = json!({"sub": "alice", "roles": ["user"], "exp": NOW + 600, "orgId": "acme"});
     let secret = b"bench-secret-bench-secret-bench-secret".to_vec();
     let cases: Vec<(Algorithm, JwtKey, EncodingKey)> = vec![
-        (
-            Algorithm::HS256,
-            JwtKey::Secret(secret.clone()),
-            EncodingKey::from_secret(&secret),
-        ),
-        (
-            Algorithm::HS384,
-            JwtKey::Secret(secret.clone()),
-            EncodingKey::from_secret(&secret),
-        ),
-        (
-            Algorithm::HS512,
-            JwtKey::Secret(secret.clone()),
-            EncodingKey::from_secret(&secret),
-        ),
+        (Algorithm::HS256, JwtKey::Secret(secret.clone()), EncodingKey::from_secret(&secret)),
+        (Algorithm::HS384, JwtKey::Secret(secret.clone()), EncodingKey::from_secret(&secret)),
+        (Algorithm::HS512, JwtKey::Secret(secret.clone()), EncodingKey::from_secret(&secret)),
         (
             Algorithm::RS256,
             JwtKey::PublicKeyPem(fixture("rsa_public.pem")),
@@ -67,15 +51,10 @@ fn verification(c: &mut Criterion) {
         let verifier = JwtVerifier::new(JwtSettings::new(key)).unwrap();
         let token = jsonwebtoken::encode(&Header::new(alg), &claims, &signing).unwrap();
         assert!(verifier.check(&token, NOW).is_ok());
-        group.bench_function(format!("{alg:?}"), |b| {
-            b.iter(|| verifier.check(black_box(&token), NOW))
-        });
+        group.bench_function(format!("{alg:?}"), |b| b.iter(|| verifier.check(black_box(&token), NOW)));
     }
-    let static_token =
-        StaticTokenVerifier::new("static-shared-secret", Identity::new("holder", vec![]));
-    group.bench_function("static token", |b| {
-        b.iter(|| static_token.check(black_box("static-shared-secret")))
-    });
+    let static_token = StaticTokenVerifier::new("static-shared-secret", Identity::new("holder", vec![]));
+    group.bench_function("static token", |b| b.iter(|| static_token.check(black_box("static-shared-secret"))));
     group.finish();
 }
 

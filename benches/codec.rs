@@ -5,8 +5,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rmpv::Value;
 use syncgate::protocol::{
-    ClientMessage, DecodeLimits, OpInput, RawOp, ServerMessage, decode_client, encode_client,
-    encode_server,
+    ClientMessage, DecodeLimits, OpInput, RawOp, ServerMessage, decode_client, encode_client, encode_server,
 };
 
 fn payload() -> Value {
@@ -18,11 +17,7 @@ fn payload() -> Value {
 }
 
 fn codec(c: &mut Criterion) {
-    let publish = encode_client(&ClientMessage::Pub {
-        id: 7,
-        topic: "rooms/lobby/chat".into(),
-        data: payload(),
-    });
+    let publish = encode_client(&ClientMessage::Pub { id: 7, topic: "rooms/lobby/chat".into(), data: payload() });
     let batch = encode_client(&ClientMessage::OpBatch {
         id: 9,
         ops: (0..10)
@@ -39,29 +34,16 @@ fn codec(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Bytes(publish.len() as u64));
-    group.bench_function("PUB 256B", |b| {
-        b.iter(|| decode_client(black_box(&publish), DecodeLimits::default()))
-    });
+    group.bench_function("PUB 256B", |b| b.iter(|| decode_client(black_box(&publish), DecodeLimits::default())));
     group.throughput(Throughput::Bytes(batch.len() as u64));
-    group.bench_function("OP_BATCH 10 ops", |b| {
-        b.iter(|| decode_client(black_box(&batch), DecodeLimits::default()))
-    });
+    group.bench_function("OP_BATCH 10 ops", |b| b.iter(|| decode_client(black_box(&batch), DecodeLimits::default())));
     group.finish();
 
-    let message = ServerMessage::Message {
-        topic: "rooms/lobby/chat".into(),
-        data: payload(),
-        from: "alice".into(),
-    };
-    let ack = ServerMessage::AuthAck {
-        sub: "alice".into(),
-        roles: vec!["user".into()],
-        expires_at: Some(1_800_000_000),
-    };
+    let message = ServerMessage::Message { topic: "rooms/lobby/chat".into(), data: payload(), from: "alice".into() };
+    let ack =
+        ServerMessage::AuthAck { sub: "alice".into(), roles: vec!["user".into()], expires_at: Some(1_800_000_000) };
     let mut group = c.benchmark_group("encode");
-    group.bench_function("MESSAGE 256B", |b| {
-        b.iter(|| encode_server(black_box(&message)))
-    });
+    group.bench_function("MESSAGE 256B", |b| b.iter(|| encode_server(black_box(&message))));
     group.bench_function("AUTH_ACK", |b| b.iter(|| encode_server(black_box(&ack))));
     group.finish();
 }

@@ -50,10 +50,7 @@ pub struct Assembler {
 impl Assembler {
     /// An assembler accepting messages of at most `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
-        Self {
-            max_message_bytes,
-            partial: None,
-        }
+        Self { max_message_bytes, partial: None }
     }
 
     /// Changes the limit (it rises once the connection is authenticated).
@@ -104,10 +101,7 @@ impl Assembler {
 
     fn check_size(&self, len: usize) -> Result<(), FrameError> {
         if len > self.max_message_bytes {
-            Err(FrameError {
-                code: close::MESSAGE_TOO_BIG,
-                reason: "message larger than the limit",
-            })
+            Err(FrameError { code: close::MESSAGE_TOO_BIG, reason: "message larger than the limit" })
         } else {
             Ok(())
         }
@@ -115,11 +109,7 @@ impl Assembler {
 }
 
 fn complete(opcode: OpCode, payload: Cow<'_, [u8]>) -> Assembled<'_> {
-    if opcode == OpCode::Text {
-        Assembled::Text
-    } else {
-        Assembled::Binary(payload)
-    }
+    if opcode == OpCode::Text { Assembled::Text } else { Assembled::Binary(payload) }
 }
 
 fn close_frame(payload: &[u8]) -> Result<Option<u16>, FrameError> {
@@ -136,10 +126,7 @@ fn close_frame(payload: &[u8]) -> Result<Option<u16>, FrameError> {
 }
 
 fn protocol(reason: &'static str) -> FrameError {
-    FrameError {
-        code: close::PROTOCOL_ERROR,
-        reason,
-    }
+    FrameError { code: close::PROTOCOL_ERROR, reason }
 }
 
 #[cfg(test)]
@@ -149,17 +136,10 @@ mod tests {
     #[test]
     fn fragments_join_and_single_frames_borrow() {
         let mut a = Assembler::new(10);
-        assert_eq!(
-            a.push(true, OpCode::Binary, b"abc"),
-            Ok(Some(Assembled::Binary(Cow::Borrowed(b"abc"))))
-        );
+        assert_eq!(a.push(true, OpCode::Binary, b"abc"), Ok(Some(Assembled::Binary(Cow::Borrowed(b"abc")))));
         assert_eq!(a.push(false, OpCode::Binary, b"ab"), Ok(None));
         assert_eq!(a.push(false, OpCode::Continuation, b"cd"), Ok(None));
-        assert_eq!(
-            a.push(true, OpCode::Ping, b"p"),
-            Ok(Some(Assembled::Ping(b"p"))),
-            "control frames may interleave"
-        );
+        assert_eq!(a.push(true, OpCode::Ping, b"p"), Ok(Some(Assembled::Ping(b"p"))), "control frames may interleave");
         assert_eq!(
             a.push(true, OpCode::Continuation, b"e"),
             Ok(Some(Assembled::Binary(Cow::Owned(b"abcde".to_vec()))))
@@ -170,28 +150,14 @@ mod tests {
     fn the_total_of_fragments_is_capped() {
         let mut a = Assembler::new(10);
         assert_eq!(a.push(false, OpCode::Binary, &[0; 6]), Ok(None));
-        assert_eq!(
-            a.push(false, OpCode::Continuation, &[0; 6])
-                .unwrap_err()
-                .code,
-            1009
-        );
-        assert_eq!(
-            Assembler::new(3)
-                .push(true, OpCode::Binary, &[0; 4])
-                .unwrap_err()
-                .code,
-            1009
-        );
+        assert_eq!(a.push(false, OpCode::Continuation, &[0; 6]).unwrap_err().code, 1009);
+        assert_eq!(Assembler::new(3).push(true, OpCode::Binary, &[0; 4]).unwrap_err().code, 1009);
     }
 
     #[test]
     fn protocol_errors_and_close_frames() {
         let mut a = Assembler::new(10);
-        assert_eq!(
-            a.push(true, OpCode::Continuation, b"x").unwrap_err().code,
-            1002
-        );
+        assert_eq!(a.push(true, OpCode::Continuation, b"x").unwrap_err().code, 1002);
         a.push(false, OpCode::Binary, b"x").unwrap();
         assert_eq!(a.push(true, OpCode::Binary, b"y").unwrap_err().code, 1002);
         let mut a = Assembler::new(10);
@@ -199,10 +165,7 @@ mod tests {
             a.push(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']),
             Ok(Some(Assembled::Close { code: Some(1000) }))
         );
-        assert_eq!(
-            a.push(true, OpCode::Close, &[]),
-            Ok(Some(Assembled::Close { code: None }))
-        );
+        assert_eq!(a.push(true, OpCode::Close, &[]), Ok(Some(Assembled::Close { code: None })));
         assert_eq!(a.push(true, OpCode::Close, &[3]).unwrap_err().code, 1002);
         assert_eq!(a.push(true, OpCode::Text, b"hi"), Ok(Some(Assembled::Text)));
     }

@@ -16,11 +16,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::auth::{
-    AnonymousAuthenticator, Identity, JwtKey, JwtSettings, JwtVerifier, SharedAuthenticator,
-    StaticTokenVerifier,
+    AnonymousAuthenticator, Identity, JwtKey, JwtSettings, JwtVerifier, SharedAuthenticator, StaticTokenVerifier,
 };
 use crate::config::ServerConfig;
 use crate::devtoken::TokenSpec;
+use crate::rules::{Policy, PolicyHandle, RuleSet};
 
 /// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
 #[derive(Debug, Parser)]
@@ -60,13 +60,9 @@ impl FromStr for Seconds {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Ok(secs) = s.trim().parse::<f64>() {
-            return Duration::try_from_secs_f64(secs)
-                .map(Seconds)
-                .map_err(|e| format!("{s:?}: {e}"));
+            return Duration::try_from_secs_f64(secs).map(Seconds).map_err(|e| format!("{s:?}: {e}"));
         }
-        humantime::parse_duration(s.trim())
-            .map(Seconds)
-            .map_err(|e| format!("{s:?} is not a duration: {e}"))
+        humantime::parse_duration(s.trim()).map(Seconds).map_err(|e| format!("{s:?} is not a duration: {e}"))
     }
 }
 
@@ -79,9 +75,7 @@ impl<'de> Deserialize<'de> for Seconds {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Number(n) => Duration::try_from_secs_f64(n)
-                .map(Seconds)
-                .map_err(serde::de::Error::custom),
+            Raw::Number(n) => Duration::try_from_secs_f64(n).map(Seconds).map_err(serde::de::Error::custom),
             Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -161,6 +155,18 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SYNCGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// RBAC rules (TOML); without it every authenticated identity may read and write everything.
+    #[arg(long, env = "SYNCGATE_RULES")]
+    pub rules: Option<PathBuf>,
+    /// How far ahead of the server's clock a write's hlc may be [default: 60].
+    #[arg(long, env = "SYNCGATE_MAX_CLOCK_DRIFT")]
+    pub max_clock_drift: Option<Seconds>,
+    /// Subscriptions plus syncs per connection [default: 256].
+    #[arg(long, env = "SYNCGATE_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Messages queued for a connection before it is closed with 4200 [default: 1024].
+    #[arg(long, env = "SYNCGATE_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
     /// Log filter (tracing `EnvFilter` syntax) [default: info].
     #[arg(long, env = "SYNCGATE_LOG")]
     pub log: Option<String>,
@@ -176,6 +182,8 @@ pub struct Serve {
     pub log: String,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
+    /// The rules file, reloaded on SIGHUP.
+    pub rules: Option<PathBuf>,
 }
 
 macro_rules! fill_from {
@@ -187,23 +195,17 @@ macro_rules! fill_from {
 impl ServeArgs {
     /// Fills every flag not given on the command line or in the environment from the file.
     fn fill_from_file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--config {}", path.display()))?;
-        let table: toml::Table =
-            toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
         // Accept `jwt_secret` as well as `jwt-secret`.
-        let table: toml::Table = table
-            .into_iter()
-            .map(|(k, v)| (k.replace('_', "-"), v))
-            .collect();
-        let mut file = ServeArgs::deserialize(toml::Value::Table(table)).map_err(|e| {
-            anyhow::anyhow!("--config {}: {}", path.display(), e.to_string().trim())
-        })?;
+        let table: toml::Table = table.into_iter().map(|(k, v)| (k.replace('_', "-"), v)).collect();
+        let mut file = ServeArgs::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("--config {}: {}", path.display(), e.to_string().trim()))?;
         fill_from!(self, file;
             listen, auth, token, token_sub, token_roles, anonymous_roles, jwt_secret, jwt_public_key,
             jwt_audience, jwt_issuer, jwt_leeway, jwt_roles_claim, jwt_role_claim, auth_timeout,
             expiry_notice, ping_interval, idle_timeout, max_frame_bytes, max_preauth_frame_bytes,
-            max_connections, tls_cert, tls_key, log);
+            max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log);
         Ok(())
     }
 
@@ -232,9 +234,7 @@ impl ServeArgs {
             session.idle_timeout = d;
         }
         if session.ping_interval.is_zero() || session.idle_timeout <= session.ping_interval {
-            bail!(
-                "--idle-timeout must be longer than --ping-interval (a healthy client would be dropped)"
-            );
+            bail!("--idle-timeout must be longer than --ping-interval (a healthy client would be dropped)");
         }
         let limits = &mut config.limits;
         if let Some(n) = self.max_frame_bytes {
@@ -252,6 +252,22 @@ impl ServeArgs {
             }
             limits.max_connections = n;
         }
+        if let Some(Seconds(d)) = self.max_clock_drift {
+            config.max_clock_drift = d;
+        }
+        if let Some(n) = self.max_subscriptions {
+            config.session.max_subscriptions = n;
+        }
+        if let Some(n) = self.outbound_queue {
+            config.limits.outbound_queue = n.max(1);
+        }
+        match &self.rules {
+            Some(path) => {
+                let rules = RuleSet::load(path)?;
+                config.policy = PolicyHandle::new(Policy::with_rules(rules));
+            }
+            None => warnings.push("no --rules file: every authenticated identity may read and write everything".into()),
+        }
         config.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             (None, None) => None,
@@ -259,12 +275,11 @@ impl ServeArgs {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
         };
         Ok(Serve {
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             config,
             log: self.log.unwrap_or_else(|| "info".into()),
             warnings,
+            rules: self.rules,
         })
     }
 
@@ -283,24 +298,17 @@ impl ServeArgs {
                     bail!("--auth none conflicts with the --token/--jwt-* credentials also given");
                 }
                 warnings.push("auth mode none: every connection is accepted as `anonymous`".into());
-                Ok(Arc::new(AnonymousAuthenticator {
-                    roles: self.anonymous_roles.clone().unwrap_or_default(),
-                }))
+                Ok(Arc::new(AnonymousAuthenticator { roles: self.anonymous_roles.clone().unwrap_or_default() }))
             }
             AuthMode::Token => {
-                let token = self
-                    .token
-                    .as_deref()
-                    .filter(|t| !t.is_empty())
-                    .context("--auth token needs --token SECRET")?;
+                let token =
+                    self.token.as_deref().filter(|t| !t.is_empty()).context("--auth token needs --token SECRET")?;
                 if has_jwt_key {
                     bail!("--auth token conflicts with --jwt-secret/--jwt-public-key");
                 }
                 let identity = Identity::new(
                     self.token_sub.clone().unwrap_or_else(|| "token".into()),
-                    self.token_roles
-                        .clone()
-                        .unwrap_or_else(|| vec!["user".into()]),
+                    self.token_roles.clone().unwrap_or_else(|| vec!["user".into()]),
                 );
                 Ok(Arc::new(StaticTokenVerifier::new(token, identity)))
             }
@@ -312,14 +320,15 @@ impl ServeArgs {
                     (None, None) => bail!("--auth jwt needs --jwt-secret or --jwt-public-key"),
                     (Some(secret), None) => JwtKey::Secret(secret.as_bytes().to_vec()),
                     (None, Some(path)) => JwtKey::PublicKeyPem(
-                        std::fs::read(path)
-                            .with_context(|| format!("--jwt-public-key {}", path.display()))?,
+                        std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?,
                     ),
                 };
                 if let JwtKey::Secret(secret) = &key
                     && secret.len() < 32
                 {
-                    warnings.push("the JWT secret is shorter than 32 bytes; use a longer random secret in production".into());
+                    warnings.push(
+                        "the JWT secret is shorter than 32 bytes; use a longer random secret in production".into(),
+                    );
                 }
                 let mut settings = JwtSettings::new(key);
                 settings.audience = self.jwt_audience.clone().unwrap_or_default();
@@ -331,11 +340,10 @@ impl ServeArgs {
                 if let Some(claim) = &self.jwt_role_claim {
                     settings.role_claim = claim.clone();
                 }
-                let verifier =
-                    JwtVerifier::new(settings).map_err(|e| match &self.jwt_public_key {
-                        Some(path) => anyhow::anyhow!("--jwt-public-key {}: {e}", path.display()),
-                        None => anyhow::anyhow!("--jwt-secret: {e}"),
-                    })?;
+                let verifier = JwtVerifier::new(settings).map_err(|e| match &self.jwt_public_key {
+                    Some(path) => anyhow::anyhow!("--jwt-public-key {}: {e}", path.display()),
+                    None => anyhow::anyhow!("--jwt-secret: {e}"),
+                })?;
                 Ok(Arc::new(verifier))
             }
         }
@@ -387,9 +395,7 @@ impl TokenArgs {
 }
 
 fn parse_claim(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("{s:?}: expected name=value"))
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected name=value"))
 }
 
 #[cfg(test)]
@@ -408,14 +414,8 @@ mod tests {
     #[test]
     fn durations_accept_seconds_and_units() {
         assert_eq!("10".parse::<Seconds>().unwrap().0, Duration::from_secs(10));
-        assert_eq!(
-            "0.5".parse::<Seconds>().unwrap().0,
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            "10m".parse::<Seconds>().unwrap().0,
-            Duration::from_secs(600)
-        );
+        assert_eq!("0.5".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("10m".parse::<Seconds>().unwrap().0, Duration::from_secs(600));
         assert!("soon".parse::<Seconds>().is_err());
     }
 
@@ -423,7 +423,11 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_fills_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\njwt_secret = \"from-file-secret-that-is-long-enough\"\nauth-timeout = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\njwt_secret = \"from-file-secret-that-is-long-enough\"\nauth-timeout = 3\n",
+        )
+        .unwrap();
         let mut args = parse(&["--listen", "127.0.0.1:7000"]);
         args.config = Some(path);
         let serve = args.resolve().unwrap();
@@ -438,24 +442,10 @@ mod tests {
         std::fs::write(&path, "jwt_sekret = \"x\"\n").unwrap();
         let mut args = parse(&[]);
         args.config = Some(path);
-        assert!(
-            args.resolve()
-                .err()
-                .unwrap()
-                .to_string()
-                .contains("jwt-sekret")
-        );
-        let err = parse(&["--auth", "token"])
-            .resolve()
-            .err()
-            .unwrap()
-            .to_string();
+        assert!(args.resolve().err().unwrap().to_string().contains("jwt-sekret"));
+        let err = parse(&["--auth", "token"]).resolve().err().unwrap().to_string();
         assert!(err.contains("--token"), "{err}");
-        assert!(
-            parse(&["--jwt-secret", "a", "--jwt-public-key", "/x"])
-                .resolve()
-                .is_err()
-        );
+        assert!(parse(&["--jwt-secret", "a", "--jwt-public-key", "/x"]).resolve().is_err());
         assert!(parse(&["--tls-cert", "/x"]).resolve().is_err());
     }
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
+use crate::broker::{Broker, MemoryBroker};
+use crate::rules::PolicyHandle;
 use crate::session::SessionConfig;
+use crate::store::{MemoryStore, Store};
 
 #[cfg(doc)]
 use crate::auth::Authenticator;
@@ -25,6 +28,16 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// TLS settings; `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The authorization policy; replace it through the handle to reload rules live.
+    pub policy: PolicyHandle,
+    /// Pub/sub routing.
+    pub broker: Arc<dyn Broker>,
+    /// Where collections are kept.
+    pub store: Arc<dyn Store>,
+    /// How far ahead of the server's clock a write's `hlc` may be (else `clock_skew`).
+    pub max_clock_drift: Duration,
+    /// This server's node id in the hybrid logical clock.
+    pub node_id: String,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +48,11 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             tls: None,
+            policy: PolicyHandle::default(),
+            broker: Arc::new(MemoryBroker::new()),
+            store: Arc::new(MemoryStore::new()),
+            max_clock_drift: Duration::from_secs(60),
+            node_id: format!("syncgate-{:08x}", fastrand::u32(..)),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! that channel, the session's next deadline and shutdown, and is the only
 //! writer, so pongs and close frames never interleave with messages.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,19 +15,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::assembler::{Assembled, Assembler, FrameError};
 use crate::auth::AuthError;
 use crate::clock::{unix_ms, unix_secs};
 use crate::config::Limits;
-use crate::protocol::codes::close;
+use crate::outbox::{Outbound, Outbox};
+use crate::protocol::codes::{close, error};
 use crate::protocol::{
-    AuthFailCode, ClientMessage, DecodeError, DecodeLimits, ServerMessage, decode_client,
-    encode_server,
+    AuthFailCode, ClientMessage, DecodeError, DecodeLimits, ServerMessage, decode_client, encode_server,
 };
+use crate::rules::Policy;
 use crate::server::Shared;
 use crate::session::{Effect, Session};
 
@@ -53,41 +55,35 @@ enum Flow {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn serve<S>(
-    io: S,
-    shared: Arc<Shared>,
-    query_token: Option<String>,
-    peer: SocketAddr,
-) where
+pub(crate) async fn serve<S>(io: S, shared: Arc<Shared>, query_token: Option<String>, peer: SocketAddr)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
     // The halves are built separately: the writer with a dummy reader, the
     // reader (in its task) with a dummy writer, so each owns only its side.
-    let (_, ws_write) =
-        fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
+    let (_, ws_write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
     let (tx, rx) = mpsc::channel(8);
     let authenticated = Arc::new(AtomicBool::new(false));
-    let mut reader = tokio::spawn(read_loop(
-        read,
-        tx,
-        shared.config.limits,
-        authenticated.clone(),
-    ));
-    let (session, effects) = Session::open(
-        shared.config.session,
-        unix_ms(),
-        shared.config.authenticator.anonymous(),
-        query_token,
-    );
+    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, authenticated.clone()));
+    let mut policy = shared.config.policy.subscribe();
+    let current = policy.borrow_and_update().clone();
+    let anonymous = shared.config.authenticator.anonymous();
+    let (session, effects) = Session::open(shared.config.session, unix_ms(), current, anonymous, query_token);
+    let queue = shared.config.limits.outbound_queue;
+    let (outbox, outbound, overflow) = Outbox::new(shared.connection_id(), queue);
     let mut actor = Actor {
         shared: shared.clone(),
         session,
         ws: ws_write,
         peer,
         authenticated,
+        outbox,
+        sync_cursors: HashMap::new(),
     };
-    let sent_close = actor.run(effects, rx).await;
+    let queues = Queues { inbound: rx, outbound, overflow, policy };
+    let sent_close = actor.run(effects, queues).await;
+    actor.leave_everything().await;
     if sent_close {
         // Let the peer read our close and answer before the socket drops,
         // so the kernel does not reset it with our close still unread.
@@ -103,13 +99,24 @@ struct Actor<S> {
     peer: SocketAddr,
     /// Tells the reader to lift the pre-auth size limit once authenticated.
     authenticated: Arc<AtomicBool>,
+    /// This connection's outbound queue, as handed to the broker and feeds.
+    outbox: Outbox,
+    /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
+    sync_cursors: HashMap<Arc<str>, u64>,
+}
+
+/// Everything the actor waits on besides timers.
+struct Queues {
+    inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Receiver<Outbound>,
+    overflow: CancellationToken,
+    policy: watch::Receiver<Arc<Policy>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Runs until the connection ends; returns whether a close frame was sent.
-    async fn run(&mut self, first: Vec<Effect>, mut inbound: mpsc::Receiver<Inbound>) -> bool {
-        self.authenticated
-            .store(self.session.identity().is_some(), Ordering::Relaxed);
+    async fn run(&mut self, first: Vec<Effect>, mut queues: Queues) -> bool {
+        self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
         if let Flow::Stop = self.apply(first).await {
             return true;
         }
@@ -121,7 +128,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 _ = shutdown.cancelled() => {
                     return self.close(close::GOING_AWAY, "server shutting down").await;
                 }
-                event = inbound.recv() => match event {
+                _ = queues.overflow.cancelled() => {
+                    info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
+                    return self.close(close::SLOW_CONSUMER, "slow consumer").await;
+                }
+                Ok(()) = queues.policy.changed() => {
+                    let policy = queues.policy.borrow_and_update().clone();
+                    self.session.on_policy(policy)
+                }
+                Some(item) = queues.outbound.recv() => {
+                    if self.deliver(item).await.is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+                event = queues.inbound.recv() => match event {
                     None => return false,
                     Some(Inbound::Message(message)) => self.session.on_message(message, unix_ms()),
                     Some(Inbound::Ping(payload)) => {
@@ -163,15 +184,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         info!(peer = %self.peer, code = %e.code, "authentication refused");
                     }
                     queue.extend(self.session.on_verified(result, unix_ms()));
-                    self.authenticated
-                        .store(self.session.identity().is_some(), Ordering::Relaxed);
+                    self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
                     Flow::Continue
                 }
-                Effect::Route(request) => self.route(request).await,
-                Effect::Ping => match self
-                    .write(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")))
-                    .await
-                {
+                Effect::Subscribe { id, topic } => {
+                    match self.shared.config.broker.subscribe(&topic, self.outbox.clone()).await {
+                        Ok(()) => self.send(&ServerMessage::Ok { id }).await,
+                        Err(e) => {
+                            self.session.forget_subscription(&topic);
+                            self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await
+                        }
+                    }
+                }
+                Effect::Unsubscribe { topic } => {
+                    let _ = self.shared.config.broker.unsubscribe(&topic, self.outbox.id()).await;
+                    Flow::Continue
+                }
+                Effect::Publish { id, topic, data } => {
+                    let from = self.session.identity().map(|i| i.sub.clone()).unwrap_or_default();
+                    let message = encode_server(&ServerMessage::Message { topic: topic.clone(), data, from });
+                    match self.shared.config.broker.publish(&topic, message).await {
+                        Ok(_) => self.send(&ServerMessage::Ok { id }).await,
+                        Err(e) => self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await,
+                    }
+                }
+                Effect::Write { id, mut results, ops } => {
+                    let (slots, ops): (Vec<usize>, Vec<_>) = ops.into_iter().unzip();
+                    let outcomes = self.shared.collections.apply(ops, unix_ms()).await;
+                    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+                        results[slot] = Some(outcome);
+                    }
+                    self.send(&ServerMessage::OpResult { id, results: results.into_iter().flatten().collect() }).await
+                }
+                Effect::Sync { id, collection, since } => self.sync(id, collection, since).await,
+                Effect::Unsync { collection } => {
+                    self.shared.collections.unwatch(&collection, self.outbox.id());
+                    self.sync_cursors.remove(collection.as_str());
+                    Flow::Continue
+                }
+                Effect::Ping => match self.write(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b""))).await {
                     Ok(()) => Flow::Continue,
                     Err(_) => Flow::Stop,
                 },
@@ -187,14 +238,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    async fn route(&mut self, request: ClientMessage) -> Flow {
-        let id = request_id(&request);
-        self.send(&ServerMessage::Error {
-            id,
-            code: crate::protocol::codes::error::UNAVAILABLE.into(),
-            message: "pub/sub and collections are not enabled on this server".into(),
-        })
-        .await
+    /// Answers `SYNC`: watch first, then snapshot, so no change falls between them.
+    async fn sync(&mut self, id: u64, collection: String, since: u64) -> Flow {
+        let collections = &self.shared.collections;
+        collections.watch(&collection, self.outbox.clone());
+        match collections.snapshot(&collection, since) {
+            Ok((records, cursor)) => {
+                self.sync_cursors.insert(Arc::from(collection.as_str()), cursor);
+                self.send(&ServerMessage::SyncData {
+                    id,
+                    collection,
+                    records,
+                    cursor: cursor.to_string(),
+                    reset: false,
+                })
+                .await
+            }
+            Err(e) => {
+                collections.unwatch(&collection, self.outbox.id());
+                self.session.forget_sync(&collection);
+                self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await
+            }
+        }
+    }
+
+    /// Writes a queued publication or change (skipping changes a snapshot already covered).
+    async fn deliver(&mut self, item: Outbound) -> Result<(), ()> {
+        let bytes = match item {
+            Outbound::Message(bytes) => bytes,
+            Outbound::Change { collection, cursor, bytes } => match self.sync_cursors.get_mut(&collection) {
+                Some(seen) if cursor > *seen => {
+                    *seen = cursor;
+                    bytes
+                }
+                _ => return Ok(()),
+            },
+        };
+        self.write(Frame::binary(Payload::Borrowed(&bytes))).await
+    }
+
+    /// Leaves every topic and feed when the connection ends.
+    async fn leave_everything(&mut self) {
+        let id = self.outbox.id();
+        let topics: Vec<String> = self.session.topics().map(str::to_string).collect();
+        for topic in topics {
+            let _ = self.shared.config.broker.unsubscribe(&topic, id).await;
+        }
+        for collection in self.session.synced() {
+            self.shared.collections.unwatch(collection, id);
+        }
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Flow {
@@ -207,19 +299,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     async fn close(&mut self, code: u16, reason: &str) -> bool {
         debug!(peer = %self.peer, code, reason, "closing");
-        self.write(Frame::close(code, reason.as_bytes()))
-            .await
-            .is_ok()
+        self.write(Frame::close(code, reason.as_bytes())).await.is_ok()
     }
 
     /// Writes one frame; a peer that does not read within the write timeout is dropped.
     async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
-        match timeout(
-            self.shared.config.timeouts.write,
-            self.ws.write_frame(frame),
-        )
-        .await
-        {
+        match timeout(self.shared.config.timeouts.write, self.ws.write_frame(frame)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "write failed");
@@ -238,58 +323,32 @@ async fn verify(shared: &Shared, token: &str) -> Result<crate::auth::Identity, A
     let verifier = shared.config.authenticator.verify(token, unix_secs());
     match timeout(shared.config.timeouts.verify, verifier).await {
         Ok(result) => result,
-        Err(_) => Err(AuthError::new(
-            AuthFailCode::IntrospectionUnavailable,
-            "token verification timed out",
-        )),
+        Err(_) => Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out")),
     }
 }
 
-fn request_id(request: &ClientMessage) -> Option<u64> {
-    match request {
-        ClientMessage::Sub { id, .. }
-        | ClientMessage::Unsub { id, .. }
-        | ClientMessage::Pub { id, .. }
-        | ClientMessage::OpBatch { id, .. }
-        | ClientMessage::Sync { id, .. }
-        | ClientMessage::Unsync { id, .. } => Some(*id),
-        ClientMessage::Ping { id } => *id,
-        ClientMessage::Auth { .. } => None,
-    }
+fn error_reply(id: u64, code: &str, message: String) -> ServerMessage {
+    ServerMessage::Error { id: Some(id), code: code.into(), message }
 }
 
 /// Reads frames, reassembles and decodes messages, and hands them to the actor.
-async fn read_loop<S>(
-    mut read: ReadHalf<S>,
-    tx: mpsc::Sender<Inbound>,
-    limits: Limits,
-    authenticated: Arc<AtomicBool>,
-) where
+async fn read_loop<S>(mut read: ReadHalf<S>, tx: mpsc::Sender<Inbound>, limits: Limits, authenticated: Arc<AtomicBool>)
+where
     S: AsyncRead + Unpin,
 {
-    let decode_limits = DecodeLimits {
-        max_depth: limits.max_nesting_depth,
-    };
+    let decode_limits = DecodeLimits { max_depth: limits.max_nesting_depth };
     let preauth_max = limits.max_preauth_frame_bytes.min(limits.max_frame_bytes);
     let fatal = {
-        let (mut ws, _) =
-            fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Server);
+        let (mut ws, _) = fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Server);
         ws.set_auto_close(false);
         ws.set_auto_pong(false);
         let mut assembler = Assembler::new(preauth_max);
         loop {
             // Unauthenticated peers are held to the small pre-auth limit, per frame and in total.
-            let max = if authenticated.load(Ordering::Relaxed) {
-                limits.max_frame_bytes
-            } else {
-                preauth_max
-            };
+            let max = if authenticated.load(Ordering::Relaxed) { limits.max_frame_bytes } else { preauth_max };
             assembler.set_max_message_bytes(max);
             ws.set_max_message_size(max.saturating_add(1));
-            let frame = match ws
-                .read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) })
-                .await
-            {
+            let frame = match ws.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await {
                 Ok(frame) => frame,
                 Err(e) => break frame_error(e),
             };
@@ -298,12 +357,10 @@ async fn read_loop<S>(
                 Ok(Some(Assembled::Binary(payload))) => {
                     Inbound::Message(decode_client(payload.as_ref(), decode_limits))
                 }
-                Ok(Some(Assembled::Text)) => Inbound::Message(Err(DecodeError::Malformed(
-                    "text messages are not part of the protocol".into(),
-                ))),
-                Ok(Some(Assembled::Ping(payload))) => {
-                    Inbound::Ping(Bytes::copy_from_slice(payload))
+                Ok(Some(Assembled::Text)) => {
+                    Inbound::Message(Err(DecodeError::Malformed("text messages are not part of the protocol".into())))
                 }
+                Ok(Some(Assembled::Ping(payload))) => Inbound::Ping(Bytes::copy_from_slice(payload)),
                 Ok(Some(Assembled::Pong)) => Inbound::Activity,
                 Ok(Some(Assembled::Close { code })) => {
                     let _ = tx.send(Inbound::PeerClosed(code)).await;
@@ -331,13 +388,8 @@ async fn read_loop<S>(
 fn frame_error(e: WebSocketError) -> Option<FrameError> {
     let (code, reason) = match e {
         WebSocketError::FrameTooLarge => (close::MESSAGE_TOO_BIG, "message larger than the limit"),
-        WebSocketError::InvalidUTF8 => (
-            close::MALFORMED,
-            "text messages are not part of the protocol",
-        ),
-        WebSocketError::IoError(_)
-        | WebSocketError::UnexpectedEOF
-        | WebSocketError::ConnectionClosed => return None,
+        WebSocketError::InvalidUTF8 => (close::MALFORMED, "text messages are not part of the protocol"),
+        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return None,
         _ => (close::PROTOCOL_ERROR, "WebSocket protocol error"),
     };
     Some(FrameError { code, reason })

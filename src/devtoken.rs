@@ -42,11 +42,7 @@ impl TokenSpec {
 }
 
 /// Signs `spec` with an HMAC `secret` as of `now` (Unix seconds).
-pub fn mint(
-    secret: &[u8],
-    spec: &TokenSpec,
-    now: u64,
-) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint(secret: &[u8], spec: &TokenSpec, now: u64) -> Result<String, jsonwebtoken::errors::Error> {
     let mut claims = Map::new();
     for (k, v) in &spec.claims {
         claims.insert(k.clone(), Value::String(v.clone()));
@@ -54,21 +50,14 @@ pub fn mint(
     claims.insert("sub".into(), Value::String(spec.sub.clone()));
     claims.insert("roles".into(), Value::from(spec.roles.clone()));
     claims.insert("iat".into(), Value::from(now));
-    claims.insert(
-        "exp".into(),
-        Value::from(now.saturating_add(spec.ttl.as_secs())),
-    );
+    claims.insert("exp".into(), Value::from(now.saturating_add(spec.ttl.as_secs())));
     if let Some(aud) = &spec.audience {
         claims.insert("aud".into(), Value::String(aud.clone()));
     }
     if let Some(iss) = &spec.issuer {
         claims.insert("iss".into(), Value::String(iss.clone()));
     }
-    jsonwebtoken::encode(
-        &Header::new(spec.algorithm),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
+    jsonwebtoken::encode(&Header::new(spec.algorithm), &claims, &EncodingKey::from_secret(secret))
 }
 
 #[cfg(test)]

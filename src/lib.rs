@@ -36,15 +36,21 @@
 
 pub mod assembler;
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod collections;
 pub mod config;
 mod connection;
 pub mod devtoken;
+pub mod hlc;
+pub mod outbox;
 pub mod protocol;
+pub mod rules;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tls;
 
 pub use config::ServerConfig;

@@ -22,8 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::collections::Collections;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::hlc::HlcClock;
+use crate::outbox::ConnId;
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -33,6 +36,16 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Every spawned connection task, so shutdown can wait for them.
     tracker: TaskTracker,
+    /// The last-writer-wins collections.
+    pub(crate) collections: Collections,
+    next_connection: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// A fresh connection id.
+    pub(crate) fn connection_id(&self) -> ConnId {
+        self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Serves syncgate on a bound listener until `shutdown` is cancelled.
@@ -40,18 +53,19 @@ pub(crate) struct Shared {
 /// On shutdown the server stops accepting, closes every WebSocket with 1001,
 /// waits up to `timeouts.shutdown_grace` for connections to finish, and returns.
 /// Tests and embedding apps bind `127.0.0.1:0` and call this directly.
-pub async fn run(
-    listener: TcpListener,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> std::io::Result<()> {
     let tls = config.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let grace = config.timeouts.shutdown_grace;
+    let clock = HlcClock::new(config.node_id.clone(), (0, 0));
+    let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
+    let collections = Collections::new(config.store.clone(), clock, drift);
     let shared = Arc::new(Shared {
         config,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
+        collections,
+        next_connection: std::sync::atomic::AtomicU64::new(1),
     });
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
     loop {
@@ -73,13 +87,7 @@ pub async fn run(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        shared.tracker.spawn(accept_connection(
-            tcp,
-            peer,
-            shared.clone(),
-            tls.clone(),
-            permit,
-        ));
+        shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), permit));
     }
     drop(listener);
     shared.tracker.close();
@@ -99,13 +107,11 @@ async fn accept_connection(
 ) {
     match tls {
         None => serve_http(tcp, peer, shared, permit).await,
-        Some(acceptor) => {
-            match timeout(shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve_http(stream, peer, shared, permit).await,
-                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
-            }
-        }
+        Some(acceptor) => match timeout(shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_http(stream, peer, shared, permit).await,
+            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake timed out"),
+        },
     }
 }
 
@@ -152,33 +158,22 @@ fn route(
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (_, "/ws") => {
             if !upgrade::is_upgrade_request(&request) {
-                let mut response = text(
-                    StatusCode::UPGRADE_REQUIRED,
-                    "this endpoint speaks WebSocket\n",
-                );
-                response
-                    .headers_mut()
-                    .insert(UPGRADE, HeaderValue::from_static("websocket"));
+                let mut response = text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket\n");
+                response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
                 return response;
             }
             let query_token = request.uri().query().and_then(token_from_query);
             let (response, upgrading) = match upgrade::upgrade(&mut request) {
                 Ok(pair) => pair,
                 Err(e) => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        &format!("bad WebSocket upgrade: {e}\n"),
-                    );
+                    return text(StatusCode::BAD_REQUEST, &format!("bad WebSocket upgrade: {e}\n"));
                 }
             };
             let connection_shared = shared.clone();
             shared.tracker.spawn(async move {
                 let _permit = permit;
                 match upgrading.await {
-                    Ok(ws) => {
-                        connection::serve(ws.into_inner(), connection_shared, query_token, peer)
-                            .await
-                    }
+                    Ok(ws) => connection::serve(ws.into_inner(), connection_shared, query_token, peer).await,
                     Err(e) => debug!(%peer, error = %e, "upgrade did not complete"),
                 }
             });
@@ -209,10 +204,7 @@ mod tests {
 
     #[test]
     fn query_tokens_are_url_decoded() {
-        assert_eq!(
-            token_from_query("a=1&token=x%2By.z").as_deref(),
-            Some("x+y.z")
-        );
+        assert_eq!(token_from_query("a=1&token=x%2By.z").as_deref(), Some("x+y.z"));
         assert_eq!(token_from_query("token="), None);
         assert_eq!(token_from_query("tokens=1"), None);
     }

@@ -7,11 +7,18 @@
 //! (nothing but `AUTH`/`PING` before `AUTH_ACK`, the auth timeout, expiry,
 //! refresh) deterministic, unit-testable and fuzzable.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rmpv::Value;
 
 use crate::auth::{AuthError, Identity};
 use crate::protocol::codes::{close, error};
-use crate::protocol::{AuthFailCode, ClientMessage, DecodeError, PROTOCOL_VERSION, ServerMessage};
+use crate::protocol::{
+    AuthFailCode, ClientMessage, DecodeError, OpInput, OpOutcome, PROTOCOL_VERSION, RawOp, ServerMessage,
+};
+use crate::rules::{Access, Action, Policy, valid_resource};
 
 /// Timing policy of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +33,10 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     /// Silence after which the connection is closed with 1001.
     pub idle_timeout: Duration,
+    /// Subscriptions plus syncs one connection may hold.
+    pub max_subscriptions: usize,
+    /// Ops one `OP_BATCH` may carry.
+    pub max_batch_ops: usize,
 }
 
 impl Default for SessionConfig {
@@ -36,6 +47,8 @@ impl Default for SessionConfig {
             leeway: Duration::from_secs(30),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            max_subscriptions: 256,
+            max_batch_ops: 1000,
         }
     }
 }
@@ -48,8 +61,50 @@ pub enum Effect {
     /// Verify this token and report back with [`Session::on_verified`] before
     /// feeding anything else.
     Verify(String),
-    /// An authenticated request for the router (pub/sub and collections).
-    Route(ClientMessage),
+    /// Join a topic (authorised); answer `OK {id}` once joined.
+    Subscribe {
+        /// The `SUB`'s id.
+        id: u64,
+        /// Topic name.
+        topic: String,
+    },
+    /// Leave a topic (no answer: the session answers `UNSUB` itself).
+    Unsubscribe {
+        /// Topic name.
+        topic: String,
+    },
+    /// Publish to a topic (authorised); answer `OK {id}`.
+    Publish {
+        /// The `PUB`'s id.
+        id: u64,
+        /// Topic name.
+        topic: String,
+        /// The payload.
+        data: Value,
+    },
+    /// Apply the authorised ops and answer `OP_RESULT {id}`, filling in `results`.
+    Write {
+        /// The batch's id.
+        id: u64,
+        /// One slot per op; `Some` for ops already rejected here.
+        results: Vec<Option<OpOutcome>>,
+        /// The authorised ops with their positions in the batch.
+        ops: Vec<(usize, RawOp)>,
+    },
+    /// Start following a collection (authorised); answer `SYNC_DATA {id}`.
+    Sync {
+        /// The `SYNC`'s id.
+        id: u64,
+        /// Collection name.
+        collection: String,
+        /// Cursor to resume from (0: everything).
+        since: u64,
+    },
+    /// Stop following a collection (no answer).
+    Unsync {
+        /// Collection name.
+        collection: String,
+    },
     /// Send a WebSocket ping.
     Ping,
     /// Send a close frame and end the connection.
@@ -80,6 +135,12 @@ pub enum Phase {
 pub struct Authenticated {
     /// Who is connected.
     pub identity: Identity,
+    /// What the identity may do under the current policy.
+    pub access: Access,
+    /// Topic → id of the `SUB` that joined it.
+    pub subscriptions: BTreeMap<String, u64>,
+    /// Collection → id of the `SYNC` that follows it.
+    pub syncs: BTreeMap<String, u64>,
     /// Unix ms at which the session closes with 4100, if the credential expires.
     pub ends_at: Option<u64>,
     /// Whether `TOKEN_EXPIRING` was sent for the current credential.
@@ -90,6 +151,7 @@ pub struct Authenticated {
 #[derive(Debug, Clone)]
 pub struct Session {
     config: SessionConfig,
+    policy: Arc<Policy>,
     phase: Phase,
     /// Set while a `Verify` effect is outstanding: whether it refreshes a live session.
     verifying: Option<Purpose>,
@@ -112,14 +174,14 @@ impl Session {
     pub fn open(
         config: SessionConfig,
         now: u64,
+        policy: Arc<Policy>,
         anonymous: Option<Identity>,
         query_token: Option<String>,
     ) -> (Self, Vec<Effect>) {
         let mut session = Self {
             config,
-            phase: Phase::Unauthenticated {
-                deadline: now.saturating_add(ms(config.auth_timeout)),
-            },
+            policy,
+            phase: Phase::Unauthenticated { deadline: now.saturating_add(ms(config.auth_timeout)) },
             verifying: None,
             last_seen: now,
             next_ping: now.saturating_add(ms(config.ping_interval)),
@@ -131,9 +193,7 @@ impl Session {
             session.verifying = Some(Purpose::Initial);
             out.push(Effect::Verify(token));
         } else {
-            out.push(Effect::Send(ServerMessage::AuthRequired {
-                protocol_version: PROTOCOL_VERSION,
-            }));
+            out.push(Effect::Send(ServerMessage::AuthRequired { protocol_version: PROTOCOL_VERSION }));
         }
         (session, out)
     }
@@ -151,6 +211,48 @@ impl Session {
         }
     }
 
+    /// Topics currently subscribed.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.auth_state().into_iter().flat_map(|a| a.subscriptions.keys().map(String::as_str))
+    }
+
+    /// Collections currently followed.
+    pub fn synced(&self) -> impl Iterator<Item = &str> {
+        self.auth_state().into_iter().flat_map(|a| a.syncs.keys().map(String::as_str))
+    }
+
+    /// Forgets a subscription the driver could not establish.
+    pub fn forget_subscription(&mut self, topic: &str) {
+        if let Phase::Authenticated(auth) = &mut self.phase {
+            auth.subscriptions.remove(topic);
+        }
+    }
+
+    /// Forgets a sync the driver could not establish.
+    pub fn forget_sync(&mut self, collection: &str) {
+        if let Phase::Authenticated(auth) = &mut self.phase {
+            auth.syncs.remove(collection);
+        }
+    }
+
+    /// Puts a new policy in force and ends what it no longer allows.
+    pub fn on_policy(&mut self, policy: Arc<Policy>) -> Vec<Effect> {
+        self.policy = policy;
+        let mut out = Vec::new();
+        if let Phase::Authenticated(auth) = &mut self.phase {
+            auth.access = self.policy.access_for(&auth.identity);
+            reauthorize(auth, &mut out);
+        }
+        out
+    }
+
+    fn auth_state(&self) -> Option<&Authenticated> {
+        match &self.phase {
+            Phase::Authenticated(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// Whether a close was decided.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
@@ -162,11 +264,7 @@ impl Session {
     }
 
     /// Handles one decoded (or undecodable) client message.
-    pub fn on_message(
-        &mut self,
-        message: Result<ClientMessage, DecodeError>,
-        now: u64,
-    ) -> Vec<Effect> {
+    pub fn on_message(&mut self, message: Result<ClientMessage, DecodeError>, now: u64) -> Vec<Effect> {
         self.on_activity(now);
         let mut out = Vec::with_capacity(1);
         if self.verifying.is_some() {
@@ -194,17 +292,11 @@ impl Session {
             (_, Err(e)) => self.fail(e.code, e.message, &mut out),
             (Purpose::Initial, Ok(identity)) => self.authenticate(identity, now, &mut out),
             (Purpose::Refresh, Ok(identity)) => {
-                let same = self
-                    .identity()
-                    .is_some_and(|current| current.sub == identity.sub);
+                let same = self.identity().is_some_and(|current| current.sub == identity.sub);
                 if same {
                     self.authenticate(identity, now, &mut out);
                 } else {
-                    self.fail(
-                        AuthFailCode::Forbidden,
-                        "the refreshed token is for another subject".into(),
-                        &mut out,
-                    );
+                    self.fail(AuthFailCode::Forbidden, "the refreshed token is for another subject".into(), &mut out);
                 }
             }
         }
@@ -221,11 +313,7 @@ impl Session {
             Phase::Closed => return out,
             Phase::Unauthenticated { deadline } => {
                 if now >= *deadline {
-                    self.close(
-                        close::AUTH_TIMEOUT,
-                        "no AUTH within the auth timeout",
-                        &mut out,
-                    );
+                    self.close(close::AUTH_TIMEOUT, "no AUTH within the auth timeout", &mut out);
                     return out;
                 }
             }
@@ -235,9 +323,7 @@ impl Session {
                         self.close(close::TOKEN_EXPIRED, "token expired", &mut out);
                         return out;
                     }
-                    if !auth.notice_sent
-                        && now >= ends_at.saturating_sub(ms(self.config.expiry_notice))
-                    {
+                    if !auth.notice_sent && now >= ends_at.saturating_sub(ms(self.config.expiry_notice)) {
                         auth.notice_sent = true;
                         let expires_at = auth.identity.expires_at.unwrap_or(ends_at / 1000);
                         out.push(Effect::Send(ServerMessage::TokenExpiring { expires_at }));
@@ -264,92 +350,66 @@ impl Session {
             Phase::Closed => None,
             Phase::Unauthenticated { deadline } => Some(base.min(*deadline)),
             Phase::Authenticated(auth) => {
-                let expiry = auth.ends_at.map(|end| {
-                    if auth.notice_sent {
-                        end
-                    } else {
-                        end.saturating_sub(ms(self.config.expiry_notice))
-                    }
-                });
+                let expiry = auth
+                    .ends_at
+                    .map(|end| if auth.notice_sent { end } else { end.saturating_sub(ms(self.config.expiry_notice)) });
                 Some(expiry.map_or(base, |e| base.min(e)))
             }
         }
     }
 
-    fn unauthenticated(
-        &mut self,
-        message: Result<ClientMessage, DecodeError>,
-        out: &mut Vec<Effect>,
-    ) {
+    fn unauthenticated(&mut self, message: Result<ClientMessage, DecodeError>, out: &mut Vec<Effect>) {
         match message {
             Err(DecodeError::Malformed(reason)) => self.close(close::MALFORMED, &reason, out),
             Err(e @ DecodeError::TooDeep(_)) => self.close(close::MALFORMED, &e.to_string(), out),
-            Err(DecodeError::Invalid {
-                kind: "AUTH",
-                reason,
-                ..
-            }) => self.fail(AuthFailCode::TokenMalformed, reason, out),
-            Err(_) => self.fail(
-                AuthFailCode::NotAuthenticated,
-                "authenticate with AUTH first".into(),
-                out,
-            ),
-            Ok(ClientMessage::Auth { token: None }) => self.fail(
-                AuthFailCode::TokenMissing,
-                "AUTH carried no token".into(),
-                out,
-            ),
+            Err(DecodeError::Invalid { kind: "AUTH", reason, .. }) => {
+                self.fail(AuthFailCode::TokenMalformed, reason, out)
+            }
+            Err(_) => self.fail(AuthFailCode::NotAuthenticated, "authenticate with AUTH first".into(), out),
+            Ok(ClientMessage::Auth { token: None }) => {
+                self.fail(AuthFailCode::TokenMissing, "AUTH carried no token".into(), out)
+            }
             Ok(ClientMessage::Auth { token: Some(token) }) => {
                 self.verifying = Some(Purpose::Initial);
                 out.push(Effect::Verify(token));
             }
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
-            Ok(_) => self.fail(
-                AuthFailCode::NotAuthenticated,
-                "authenticate with AUTH first".into(),
-                out,
-            ),
+            Ok(_) => self.fail(AuthFailCode::NotAuthenticated, "authenticate with AUTH first".into(), out),
         }
     }
 
-    fn authenticated(
-        &mut self,
-        message: Result<ClientMessage, DecodeError>,
-        out: &mut Vec<Effect>,
-    ) {
+    fn authenticated(&mut self, message: Result<ClientMessage, DecodeError>, out: &mut Vec<Effect>) {
         match message {
             Err(DecodeError::Malformed(reason)) => self.close(close::MALFORMED, &reason, out),
             Err(e @ DecodeError::TooDeep(_)) => self.close(close::MALFORMED, &e.to_string(), out),
-            Err(DecodeError::UnknownType { type_name, id }) => {
-                out.push(Effect::Send(ServerMessage::Error {
-                    id,
-                    code: error::UNKNOWN_TYPE.into(),
-                    message: format!("unknown message type {type_name:?}"),
-                }))
+            Err(DecodeError::UnknownType { type_name, id }) => out.push(Effect::Send(ServerMessage::Error {
+                id,
+                code: error::UNKNOWN_TYPE.into(),
+                message: format!("unknown message type {type_name:?}"),
+            })),
+            Err(DecodeError::Invalid { kind: "AUTH", reason, .. }) => {
+                self.fail(AuthFailCode::TokenMalformed, reason, out)
             }
-            Err(DecodeError::Invalid {
-                kind: "AUTH",
-                reason,
-                ..
-            }) => self.fail(AuthFailCode::TokenMalformed, reason, out),
-            Err(DecodeError::Invalid { kind, id, reason }) => {
-                out.push(Effect::Send(ServerMessage::Error {
-                    id,
-                    code: error::INVALID.into(),
-                    message: format!("invalid {kind}: {reason}"),
-                }))
+            Err(DecodeError::Invalid { kind, id, reason }) => out.push(Effect::Send(ServerMessage::Error {
+                id,
+                code: error::INVALID.into(),
+                message: format!("invalid {kind}: {reason}"),
+            })),
+            Ok(ClientMessage::Auth { token: None }) => {
+                self.fail(AuthFailCode::TokenMissing, "AUTH carried no token".into(), out)
             }
-            Ok(ClientMessage::Auth { token: None }) => self.fail(
-                AuthFailCode::TokenMissing,
-                "AUTH carried no token".into(),
-                out,
-            ),
             Ok(ClientMessage::Auth { token: Some(token) }) => {
                 self.verifying = Some(Purpose::Refresh);
                 out.push(Effect::Verify(token));
             }
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
-            Ok(request) => out.push(Effect::Route(request)),
+            Ok(request) => {
+                let max_subscriptions = self.config.max_subscriptions;
+                let max_batch_ops = self.config.max_batch_ops;
+                if let Phase::Authenticated(auth) = &mut self.phase {
+                    route(auth, request, max_subscriptions, max_batch_ops, out);
+                }
+            }
         }
     }
 
@@ -357,29 +417,38 @@ impl Session {
         let ends_at = identity.expires_at.map(|exp| {
             let exp_ms = exp.saturating_mul(1000);
             // Accepted inside the leeway (already past exp): allow the leeway, not zero.
-            if exp_ms > now {
-                exp_ms
-            } else {
-                exp_ms.saturating_add(ms(self.config.leeway))
-            }
+            if exp_ms > now { exp_ms } else { exp_ms.saturating_add(ms(self.config.leeway)) }
         });
         out.push(Effect::Send(ServerMessage::AuthAck {
             sub: identity.sub.clone(),
             roles: identity.roles.clone(),
             expires_at: identity.expires_at,
         }));
-        self.phase = Phase::Authenticated(Authenticated {
-            identity,
-            ends_at,
-            notice_sent: false,
-        });
+        let access = self.policy.access_for(&identity);
+        match &mut self.phase {
+            // A refresh keeps the session's subscriptions, then re-checks them under the new roles.
+            Phase::Authenticated(auth) => {
+                auth.identity = identity;
+                auth.access = access;
+                auth.ends_at = ends_at;
+                auth.notice_sent = false;
+                reauthorize(auth, out);
+            }
+            _ => {
+                self.phase = Phase::Authenticated(Authenticated {
+                    identity,
+                    access,
+                    subscriptions: BTreeMap::new(),
+                    syncs: BTreeMap::new(),
+                    ends_at,
+                    notice_sent: false,
+                });
+            }
+        }
     }
 
     fn fail(&mut self, code: AuthFailCode, message: String, out: &mut Vec<Effect>) {
-        out.push(Effect::Send(ServerMessage::AuthFail {
-            code: code.as_str().into(),
-            message,
-        }));
+        out.push(Effect::Send(ServerMessage::AuthFail { code: code.as_str().into(), message }));
         self.close(code.close_code(), code.as_str(), out);
     }
 
@@ -395,6 +464,148 @@ impl Session {
     }
 }
 
+/// Checks and routes one authenticated request.
+fn route(
+    auth: &mut Authenticated,
+    request: ClientMessage,
+    max_subscriptions: usize,
+    max_batch_ops: usize,
+    out: &mut Vec<Effect>,
+) {
+    let send = |out: &mut Vec<Effect>, message| out.push(Effect::Send(message));
+    let fail = |out: &mut Vec<Effect>, id: u64, code: &str, message: String| {
+        out.push(Effect::Send(ServerMessage::Error { id: Some(id), code: code.into(), message }))
+    };
+    let count = auth.subscriptions.len() + auth.syncs.len();
+    match request {
+        ClientMessage::Sub { id, topic } => {
+            if let Err(why) = valid_resource(&topic) {
+                fail(out, id, error::INVALID, format!("topic {why}"));
+            } else if !auth.access.allows(Action::Read, &topic) {
+                fail(out, id, error::FORBIDDEN, format!("not allowed to subscribe to {topic:?}"));
+            } else if !auth.subscriptions.contains_key(&topic) && count >= max_subscriptions {
+                fail(
+                    out,
+                    id,
+                    error::TOO_MANY_SUBSCRIPTIONS,
+                    format!("at most {max_subscriptions} subscriptions and syncs per connection"),
+                );
+            } else {
+                auth.subscriptions.insert(topic.clone(), id);
+                out.push(Effect::Subscribe { id, topic });
+            }
+        }
+        ClientMessage::Unsub { id, topic } => {
+            if auth.subscriptions.remove(&topic).is_some() {
+                out.push(Effect::Unsubscribe { topic });
+            }
+            send(out, ServerMessage::Ok { id });
+        }
+        ClientMessage::Pub { id, topic, data } => {
+            if let Err(why) = valid_resource(&topic) {
+                fail(out, id, error::INVALID, format!("topic {why}"));
+            } else if !auth.access.allows(Action::Write, &topic) {
+                fail(out, id, error::FORBIDDEN, format!("not allowed to publish to {topic:?}"));
+            } else {
+                out.push(Effect::Publish { id, topic, data });
+            }
+        }
+        ClientMessage::OpBatch { id, ops } => {
+            if ops.len() > max_batch_ops {
+                return fail(out, id, error::INVALID, format!("at most {max_batch_ops} ops per batch"));
+            }
+            let mut results = Vec::with_capacity(ops.len());
+            let mut allowed = Vec::with_capacity(ops.len());
+            for (i, op) in ops.into_iter().enumerate() {
+                let rejection = |op_id: Value, code: &str, message: String| {
+                    Some(OpOutcome { op_id, ok: false, code: Some(code.into()), message: Some(message) })
+                };
+                results.push(match op {
+                    OpInput::Invalid { op_id, reason } => rejection(op_id, error::INVALID, reason),
+                    OpInput::Op(op) => match valid_resource(&op.collection) {
+                        Err(why) => rejection(op.op_id, error::INVALID, format!("collection {why}")),
+                        Ok(()) if !auth.access.allows(Action::Write, &op.collection) => rejection(
+                            op.op_id,
+                            error::FORBIDDEN,
+                            format!("not allowed to write to {:?}", op.collection),
+                        ),
+                        Ok(()) => {
+                            allowed.push((i, op));
+                            None
+                        }
+                    },
+                });
+            }
+            if allowed.is_empty() {
+                let results = results.into_iter().flatten().collect();
+                send(out, ServerMessage::OpResult { id, results });
+            } else {
+                out.push(Effect::Write { id, results, ops: allowed });
+            }
+        }
+        ClientMessage::Sync { id, collection, since } => {
+            let since = match since.as_deref().map(str::parse::<u64>) {
+                None => Ok(0),
+                Some(Ok(cursor)) => Ok(cursor),
+                Some(Err(_)) => Err(()),
+            };
+            if let Err(why) = valid_resource(&collection) {
+                fail(out, id, error::INVALID, format!("collection {why}"));
+            } else if since.is_err() {
+                fail(out, id, error::INVALID, "`since` is not a cursor this server issued".into());
+            } else if !auth.access.allows(Action::Read, &collection) {
+                fail(out, id, error::FORBIDDEN, format!("not allowed to sync {collection:?}"));
+            } else if !auth.syncs.contains_key(&collection) && count >= max_subscriptions {
+                fail(
+                    out,
+                    id,
+                    error::TOO_MANY_SUBSCRIPTIONS,
+                    format!("at most {max_subscriptions} subscriptions and syncs per connection"),
+                );
+            } else {
+                auth.syncs.insert(collection.clone(), id);
+                out.push(Effect::Sync { id, collection, since: since.unwrap_or(0) });
+            }
+        }
+        ClientMessage::Unsync { id, collection } => {
+            if auth.syncs.remove(&collection).is_some() {
+                out.push(Effect::Unsync { collection });
+            }
+            send(out, ServerMessage::Ok { id });
+        }
+        ClientMessage::Auth { .. } | ClientMessage::Ping { .. } => {}
+    }
+}
+
+/// Ends every subscription and sync the current access no longer allows.
+fn reauthorize(auth: &mut Authenticated, out: &mut Vec<Effect>) {
+    let access = &auth.access;
+    auth.subscriptions.retain(|topic, id| {
+        let keep = access.allows(Action::Read, topic);
+        if !keep {
+            out.push(Effect::Unsubscribe { topic: topic.clone() });
+            out.push(Effect::Send(ServerMessage::Error {
+                id: Some(*id),
+                code: error::FORBIDDEN.into(),
+                message: format!("subscription to {topic:?} is no longer allowed"),
+            }));
+        }
+        keep
+    });
+    auth.syncs.retain(|collection, id| {
+        let keep = access.allows(Action::Read, collection);
+        if !keep {
+            out.push(Effect::Unsync { collection: collection.clone() });
+            out.push(Effect::Send(ServerMessage::Error {
+                id: Some(*id),
+                code: error::FORBIDDEN.into(),
+                message: format!("sync of {collection:?} is no longer allowed"),
+            }));
+        }
+        keep
+    });
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -402,35 +613,111 @@ fn ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::OpInput;
+    use crate::rules::RuleSet;
+
+    const RULES: &str = "[[rules]]\nroles=[\"user\"]\nresource=\"todos/{sub}/**\"\nactions=[\"read\",\"write\"]\n\
+                         [[rules]]\nroles=[\"admin\"]\nresource=\"**\"\nactions=[\"read\",\"write\"]\n";
+
+    fn op(id: &str, collection: &str) -> OpInput {
+        OpInput::Op(RawOp {
+            op_id: Value::from(id),
+            collection: collection.into(),
+            key: "k".into(),
+            value: Value::Nil,
+            hlc: "1:0:n".into(),
+        })
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_rules() {
+        let mut s = open_with(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+        auth(&mut s, "alice", None);
+        assert_eq!(
+            s.on_message(Ok(ClientMessage::Sub { id: 1, topic: "todos/alice".into() }), T0),
+            [Effect::Subscribe { id: 1, topic: "todos/alice".into() }]
+        );
+        let denied = s.on_message(Ok(ClientMessage::Sub { id: 2, topic: "todos/bob".into() }), T0);
+        assert!(
+            matches!(&denied[..], [Effect::Send(ServerMessage::Error { id: Some(2), code, .. })] if code == "forbidden")
+        );
+        let out = s.on_message(
+            Ok(ClientMessage::OpBatch {
+                id: 3,
+                ops: vec![op("a", "todos/alice"), op("b", "todos/bob"), op("c", "todos/alice/x")],
+            }),
+            T0,
+        );
+        let [Effect::Write { id: 3, results, ops }] = &out[..] else { panic!("{out:?}") };
+        assert_eq!(
+            results.iter().map(|r| r.as_ref().map(|o| o.code.clone().unwrap())).collect::<Vec<_>>(),
+            [None, Some("forbidden".into()), None]
+        );
+        assert_eq!(ops.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 2]);
+        let out = s.on_message(
+            Ok(ClientMessage::Sync { id: 4, collection: "todos/alice".into(), since: Some("x".into()) }),
+            T0,
+        );
+        assert!(matches!(&out[..], [Effect::Send(ServerMessage::Error { code, .. })] if code == "invalid"));
+    }
+
+    #[test]
+    fn losing_a_role_ends_subscriptions_but_not_the_connection() {
+        let mut s = open_with(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+        s.on_message(Ok(ClientMessage::Auth { token: Some("t".into()) }), T0);
+        s.on_verified(Ok(Identity::new("alice", vec!["admin".into()])), T0);
+        s.on_message(Ok(ClientMessage::Sub { id: 1, topic: "ops/alerts".into() }), T0);
+        s.on_message(Ok(ClientMessage::Sync { id: 2, collection: "todos/alice".into(), since: None }), T0);
+        s.on_message(Ok(ClientMessage::Auth { token: Some("t2".into()) }), T0);
+        let out = s.on_verified(Ok(Identity::new("alice", vec!["user".into()])), T0);
+        assert!(matches!(&out[0], Effect::Send(ServerMessage::AuthAck { .. })));
+        assert_eq!(out[1], Effect::Unsubscribe { topic: "ops/alerts".into() });
+        assert!(matches!(&out[2], Effect::Send(ServerMessage::Error { id: Some(1), code, .. }) if code == "forbidden"));
+        assert_eq!(out.len(), 3, "the still-allowed sync stays");
+        assert!(!s.is_closed());
+        let out = s.on_policy(Arc::new(Policy::with_rules(RuleSet::parse("").unwrap())));
+        assert_eq!(out[0], Effect::Unsync { collection: "todos/alice".into() });
+        assert_eq!(s.synced().count(), 0);
+    }
+
+    #[test]
+    fn subscription_limit() {
+        let (mut s, _) = Session::open(
+            SessionConfig { max_subscriptions: 1, ..SessionConfig::default() },
+            T0,
+            Arc::new(Policy::allow_all()),
+            None,
+            None,
+        );
+        auth(&mut s, "alice", None);
+        s.on_message(Ok(ClientMessage::Sub { id: 1, topic: "a".into() }), T0);
+        let out = s.on_message(Ok(ClientMessage::Sub { id: 2, topic: "b".into() }), T0);
+        assert!(
+            matches!(&out[..], [Effect::Send(ServerMessage::Error { code, .. })] if code == "too_many_subscriptions")
+        );
+        assert_eq!(
+            s.on_message(Ok(ClientMessage::Sub { id: 3, topic: "a".into() }), T0),
+            [Effect::Subscribe { id: 3, topic: "a".into() }]
+        );
+    }
 
     const T0: u64 = 1_800_000_000_000;
 
     fn identity(sub: &str, exp_secs: Option<u64>) -> Identity {
-        Identity {
-            expires_at: exp_secs,
-            ..Identity::new(sub, vec!["user".into()])
-        }
+        Identity { expires_at: exp_secs, ..Identity::new(sub, vec!["user".into()]) }
     }
 
     fn open() -> Session {
-        let (s, out) = Session::open(SessionConfig::default(), T0, None, None);
-        assert_eq!(
-            out,
-            [Effect::Send(ServerMessage::AuthRequired {
-                protocol_version: 1
-            })]
-        );
+        open_with(Policy::allow_all())
+    }
+
+    fn open_with(policy: Policy) -> Session {
+        let (s, out) = Session::open(SessionConfig::default(), T0, Arc::new(policy), None, None);
+        assert_eq!(out, [Effect::Send(ServerMessage::AuthRequired { protocol_version: 1 })]);
         s
     }
 
     fn auth(s: &mut Session, sub: &str, exp: Option<u64>) -> Vec<Effect> {
-        let out = s.on_message(
-            Ok(ClientMessage::Auth {
-                token: Some("t".into()),
-            }),
-            T0,
-        );
+        let out = s.on_message(Ok(ClientMessage::Auth { token: Some("t".into()) }), T0);
         assert_eq!(out, [Effect::Verify("t".into())]);
         s.on_verified(Ok(identity(sub, exp)), T0)
     }
@@ -456,38 +743,20 @@ mod tests {
             s.on_message(Ok(ClientMessage::Ping { id: Some(1) }), T0),
             [Effect::Send(ServerMessage::Pong { id: Some(1) })]
         );
-        let out = s.on_message(
-            Ok(ClientMessage::Sub {
-                id: 1,
-                topic: "t".into(),
-            }),
-            T0,
-        );
+        let out = s.on_message(Ok(ClientMessage::Sub { id: 1, topic: "t".into() }), T0);
         assert_eq!(auth_fail_code(&out).as_deref(), Some("not_authenticated"));
         assert_eq!(close_code(&out), Some(4001));
         assert!(s.is_closed());
-        assert!(
-            s.on_message(Ok(ClientMessage::Ping { id: None }), T0)
-                .is_empty()
-        );
+        assert!(s.on_message(Ok(ClientMessage::Ping { id: None }), T0).is_empty());
     }
 
     #[test]
     fn unknown_type_before_auth_is_not_authenticated_and_garbage_is_4000() {
         let mut s = open();
-        let out = s.on_message(
-            Err(DecodeError::UnknownType {
-                type_name: "X".into(),
-                id: None,
-            }),
-            T0,
-        );
+        let out = s.on_message(Err(DecodeError::UnknownType { type_name: "X".into(), id: None }), T0);
         assert_eq!(close_code(&out), Some(4001));
         let mut s = open();
-        assert_eq!(
-            close_code(&s.on_message(Err(DecodeError::Malformed("x".into())), T0)),
-            Some(4000)
-        );
+        assert_eq!(close_code(&s.on_message(Err(DecodeError::Malformed("x".into())), T0)), Some(4000));
     }
 
     #[test]
@@ -500,18 +769,11 @@ mod tests {
 
     #[test]
     fn failures_carry_their_close_codes() {
-        for (code, close) in [
-            (AuthFailCode::TokenExpired, 4100),
-            (AuthFailCode::Forbidden, 4003),
-            (AuthFailCode::TokenInvalid, 4001),
-        ] {
+        for (code, close) in
+            [(AuthFailCode::TokenExpired, 4100), (AuthFailCode::Forbidden, 4003), (AuthFailCode::TokenInvalid, 4001)]
+        {
             let mut s = open();
-            s.on_message(
-                Ok(ClientMessage::Auth {
-                    token: Some("t".into()),
-                }),
-                T0,
-            );
+            s.on_message(Ok(ClientMessage::Auth { token: Some("t".into()) }), T0);
             let out = s.on_verified(Err(AuthError::new(code, "x")), T0);
             assert_eq!(auth_fail_code(&out).as_deref(), Some(code.as_str()));
             assert_eq!(close_code(&out), Some(close));
@@ -526,19 +788,11 @@ mod tests {
         let exp = T0 / 1000 + 60;
         let mut s = open();
         let out = auth(&mut s, "alice", Some(exp));
-        assert!(
-            matches!(&out[0], Effect::Send(ServerMessage::AuthAck { expires_at: Some(e), .. }) if *e == exp)
-        );
-        assert_eq!(
-            s.next_deadline(),
-            Some(T0 + 20_000),
-            "first ping comes before the notice"
-        );
+        assert!(matches!(&out[0], Effect::Send(ServerMessage::AuthAck { expires_at: Some(e), .. }) if *e == exp));
+        assert_eq!(s.next_deadline(), Some(T0 + 20_000), "first ping comes before the notice");
         s.on_activity(T0 + 29_000);
         let out = s.on_timer(T0 + 30_000);
-        assert!(out.contains(&Effect::Send(ServerMessage::TokenExpiring {
-            expires_at: exp
-        })));
+        assert!(out.contains(&Effect::Send(ServerMessage::TokenExpiring { expires_at: exp })));
         s.on_activity(T0 + 59_000);
         assert_eq!(close_code(&s.on_timer(T0 + 60_000)), Some(4100));
     }
@@ -548,29 +802,13 @@ mod tests {
         let exp = T0 / 1000 + 60;
         let mut s = open();
         auth(&mut s, "alice", Some(exp));
-        s.on_message(
-            Ok(ClientMessage::Auth {
-                token: Some("t2".into()),
-            }),
-            T0 + 1000,
-        );
+        s.on_message(Ok(ClientMessage::Auth { token: Some("t2".into()) }), T0 + 1000);
         let out = s.on_verified(Ok(identity("alice", Some(exp + 3600))), T0 + 1000);
-        assert!(matches!(
-            &out[0],
-            Effect::Send(ServerMessage::AuthAck { .. })
-        ));
+        assert!(matches!(&out[0], Effect::Send(ServerMessage::AuthAck { .. })));
         s.on_activity(T0 + 59_000);
-        assert!(
-            close_code(&s.on_timer(T0 + 60_000)).is_none(),
-            "refreshed session outlives the first token"
-        );
+        assert!(close_code(&s.on_timer(T0 + 60_000)).is_none(), "refreshed session outlives the first token");
 
-        s.on_message(
-            Ok(ClientMessage::Auth {
-                token: Some("t3".into()),
-            }),
-            T0 + 61_000,
-        );
+        s.on_message(Ok(ClientMessage::Auth { token: Some("t3".into()) }), T0 + 61_000);
         let out = s.on_verified(Ok(identity("mallory", Some(exp + 3600))), T0 + 61_000);
         assert_eq!(auth_fail_code(&out).as_deref(), Some("forbidden"));
         assert_eq!(close_code(&out), Some(4003));
@@ -580,12 +818,7 @@ mod tests {
     fn invalid_refresh_ends_the_session() {
         let mut s = open();
         auth(&mut s, "alice", None);
-        s.on_message(
-            Ok(ClientMessage::Auth {
-                token: Some("bad".into()),
-            }),
-            T0,
-        );
+        s.on_message(Ok(ClientMessage::Auth { token: Some("bad".into()) }), T0);
         let out = s.on_verified(Err(AuthError::new(AuthFailCode::TokenInvalid, "x")), T0);
         assert_eq!(close_code(&out), Some(4001));
     }
@@ -594,39 +827,27 @@ mod tests {
     fn authenticated_errors_are_answered_and_requests_routed() {
         let mut s = open();
         auth(&mut s, "alice", None);
-        let out = s.on_message(
-            Err(DecodeError::UnknownType {
-                type_name: "X".into(),
-                id: Some(4),
-            }),
-            T0,
-        );
+        let out = s.on_message(Err(DecodeError::UnknownType { type_name: "X".into(), id: Some(4) }), T0);
         assert!(
             matches!(&out[0], Effect::Send(ServerMessage::Error { id: Some(4), code, .. }) if code == "unknown_type")
         );
-        let batch = ClientMessage::OpBatch {
-            id: 1,
-            ops: vec![OpInput::Invalid {
-                op_id: rmpv::Value::Nil,
-                reason: "x".into(),
-            }],
-        };
-        assert_eq!(s.on_message(Ok(batch.clone()), T0), [Effect::Route(batch)]);
+        let batch =
+            ClientMessage::OpBatch { id: 1, ops: vec![OpInput::Invalid { op_id: Value::Nil, reason: "x".into() }] };
+        assert!(
+            matches!(&s.on_message(Ok(batch), T0)[..], [Effect::Send(ServerMessage::OpResult { id: 1, results })] if !results[0].ok)
+        );
+        let sub = s.on_message(Ok(ClientMessage::Sub { id: 2, topic: "t".into() }), T0);
+        assert_eq!(sub, [Effect::Subscribe { id: 2, topic: "t".into() }]);
     }
 
     #[test]
     fn mode_none_and_query_tokens_skip_auth_required() {
-        let (s, out) = Session::open(
-            SessionConfig::default(),
-            T0,
-            Some(Identity::new("anonymous", vec![])),
-            None,
-        );
-        assert!(
-            matches!(&out[0], Effect::Send(ServerMessage::AuthAck { sub, .. }) if sub == "anonymous")
-        );
+        let anonymous = Some(Identity::new("anonymous", vec![]));
+        let (s, out) = Session::open(SessionConfig::default(), T0, Arc::new(Policy::allow_all()), anonymous, None);
+        assert!(matches!(&out[0], Effect::Send(ServerMessage::AuthAck { sub, .. }) if sub == "anonymous"));
         assert!(s.identity().is_some());
-        let (_, out) = Session::open(SessionConfig::default(), T0, None, Some("tok".into()));
+        let (_, out) =
+            Session::open(SessionConfig::default(), T0, Arc::new(Policy::allow_all()), None, Some("tok".into()));
         assert_eq!(out, [Effect::Verify("tok".into())]);
     }
 

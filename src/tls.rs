@@ -10,28 +10,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 ///
 /// The aws-lc-rs provider is named explicitly so that no process-wide default
 /// provider has to be installed (and none can conflict).
-pub fn server_config(
-    cert_path: &Path,
-    key_path: &Path,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use anyhow::Context as _;
     let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .with_context(|| {
-            format!(
-                "--tls-cert {}: not a readable PEM certificate chain",
-                cert_path.display()
-            )
-        })?;
+        .with_context(|| format!("--tls-cert {}: not a readable PEM certificate chain", cert_path.display()))?;
     if certs.is_empty() {
         anyhow::bail!("--tls-cert {}: no certificate found", cert_path.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
-        format!(
-            "--tls-key {}: not a readable PEM private key",
-            key_path.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .with_context(|| format!("--tls-key {}: not a readable PEM private key", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -22,19 +22,10 @@ fn syncgate() -> Command {
 
 /// Runs `serve` with `args`, expecting an immediate failure with one line on stderr.
 fn refuses(args: &[&str]) -> String {
-    let out = syncgate()
-        .arg("serve")
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let out = syncgate().arg("serve").args(args).args(["--listen", "127.0.0.1:0"]).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one clear line, got {stderr:?}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one clear line, got {stderr:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
@@ -43,29 +34,13 @@ fn refuses(args: &[&str]) -> String {
 fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.pem");
-    std::fs::write(
-        &garbage,
-        "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
-    )
-    .unwrap();
+    std::fs::write(&garbage, "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n").unwrap();
     assert!(refuses(&["--jwt-public-key", garbage.to_str().unwrap()]).contains("--jwt-public-key"));
-    assert!(
-        refuses(&["--jwt-public-key", "/nonexistent/key.pem"]).contains("/nonexistent/key.pem")
-    );
+    assert!(refuses(&["--jwt-public-key", "/nonexistent/key.pem"]).contains("/nonexistent/key.pem"));
     assert!(refuses(&["--auth", "token"]).contains("--token"));
     assert!(refuses(&["--auth", "jwt"]).contains("--jwt-secret"));
-    assert!(
-        refuses(&["--jwt-secret", "x", "--token", "y", "--auth", "token"]).contains("conflicts")
-    );
-    assert!(
-        refuses(&[
-            "--tls-cert",
-            "/nonexistent.pem",
-            "--tls-key",
-            "/nonexistent.key"
-        ])
-        .contains("--tls-cert")
-    );
+    assert!(refuses(&["--jwt-secret", "x", "--token", "y", "--auth", "token"]).contains("conflicts"));
+    assert!(refuses(&["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"]).contains("--tls-cert"));
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "listen = 5\n").unwrap();
     assert!(refuses(&["--config", config.to_str().unwrap()]).contains("c.toml"));
@@ -95,9 +70,9 @@ fn the_token_command_mints_a_verifiable_token() {
         .unwrap();
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let verifier = syncgate::auth::JwtVerifier::new(syncgate::auth::JwtSettings::new(
-        syncgate::auth::JwtKey::Secret(SECRET.as_bytes().to_vec()),
-    ))
+    let verifier = syncgate::auth::JwtVerifier::new(syncgate::auth::JwtSettings::new(syncgate::auth::JwtKey::Secret(
+        SECRET.as_bytes().to_vec(),
+    )))
     .unwrap();
     let identity = verifier.check(&token, now()).unwrap();
     assert_eq!(identity.sub, "alice");
@@ -108,10 +83,7 @@ fn the_token_command_mints_a_verifiable_token() {
 }
 
 /// Starts the binary on an ephemeral port and returns it with its address (read from the log).
-fn spawn_server(
-    args: &[&str],
-    envs: &[(&str, &str)],
-) -> (std::process::Child, std::net::SocketAddr) {
+fn spawn_server(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
     let mut child = syncgate()
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -124,10 +96,7 @@ fn spawn_server(
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
+        let line = lines.next().expect("server exited before listening").unwrap();
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
@@ -138,37 +107,20 @@ fn spawn_server(
 
 #[tokio::test]
 async fn environment_configures_and_sigterm_shuts_down_cleanly() {
-    let (mut child, addr) = spawn_server(
-        &[],
-        &[
-            ("SYNCGATE_JWT_SECRET", SECRET),
-            ("SYNCGATE_AUTH_TIMEOUT", "5"),
-        ],
-    );
+    let (mut child, addr) = spawn_server(&[], &[("SYNCGATE_JWT_SECRET", SECRET), ("SYNCGATE_AUTH_TIMEOUT", "5")]);
     let mut ws = RawWs::authed(addr, &token("alice", &[])).await;
-    assert_eq!(
-        RawWs::refused(addr, "garbage").await.1,
-        4001,
-        "the env secret put the server in jwt mode"
-    );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    assert_eq!(RawWs::refused(addr, "garbage").await.1, 4001, "the env secret put the server in jwt mode");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert_eq!(ws.close_code().await, 1001);
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }
 
 #[tokio::test]
 async fn flags_win_over_the_environment() {
-    let (mut child, addr) = spawn_server(
-        &["--auth", "token", "--token", "from-flag"],
-        &[("SYNCGATE_TOKEN", "from-env")],
-    );
+    let (mut child, addr) =
+        spawn_server(&["--auth", "token", "--token", "from-flag"], &[("SYNCGATE_TOKEN", "from-env")]);
     let mut ws = RawWs::connect("/ws", addr).await;
     assert!(matches!(ws.msg().await, ServerMessage::AuthRequired { .. }));
     drop(ws);

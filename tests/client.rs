@@ -12,10 +12,7 @@ use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent, TokenRequest}
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Waits for the first event matching `pred`, returning every event seen up to it.
-async fn until(
-    events: &mut UnboundedReceiver<ClientEvent>,
-    pred: impl Fn(&ClientEvent) -> bool,
-) -> Vec<ClientEvent> {
+async fn until(events: &mut UnboundedReceiver<ClientEvent>, pred: impl Fn(&ClientEvent) -> bool) -> Vec<ClientEvent> {
     let mut seen = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(event) = events.recv().await {
@@ -33,10 +30,7 @@ async fn until(
 }
 
 fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-    }
+    Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(200) }
 }
 
 /// A provider that records why it was called and answers from `answer`.
@@ -87,48 +81,27 @@ async fn connects_with_the_provider_and_answers_requests() {
 async fn refreshes_in_band_before_expiry() {
     let server = TestServer::start(jwt_config()).await;
     let (config, calls) = recording(|why, _| {
-        let ttl = if why == TokenRequest::Connect {
-            3
-        } else {
-            3600
-        };
+        let ttl = if why == TokenRequest::Connect { 3 } else { 3600 };
         Ok(Some(hs256(json!({"sub": "alice", "exp": now() + ttl}))))
     });
     let (client, mut events) = Client::connect((config.0)(server.url()));
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Refreshed { .. })).await;
-    assert!(
-        !seen
-            .iter()
-            .any(|e| matches!(e, ClientEvent::Disconnected { .. })),
-        "{seen:?}"
-    );
+    assert!(!seen.iter().any(|e| matches!(e, ClientEvent::Disconnected { .. })), "{seen:?}");
     tokio::time::sleep(Duration::from_secs(4)).await;
     client.ping().await.unwrap();
-    assert_eq!(
-        calls.lock().unwrap()[..2],
-        [TokenRequest::Connect, TokenRequest::Refresh]
-    );
+    assert_eq!(calls.lock().unwrap()[..2], [TokenRequest::Connect, TokenRequest::Refresh]);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_rejected_token_is_replaced_on_reconnect() {
     let server = TestServer::start(jwt_config()).await;
-    let (config, calls) = recording(|_, n| {
-        Ok(Some(if n == 0 {
-            "stale-garbage".into()
-        } else {
-            token("alice", &[])
-        }))
-    });
+    let (config, calls) = recording(|_, n| Ok(Some(if n == 0 { "stale-garbage".into() } else { token("alice", &[]) })));
     let (client, mut events) = Client::connect((config.0)(server.url()));
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     assert!(seen.iter().any(|e| matches!(e, ClientEvent::Disconnected { code: Some(4001), reason } if reason.contains("token_malformed"))), "{seen:?}");
-    assert_eq!(
-        *calls.lock().unwrap(),
-        [TokenRequest::Connect, TokenRequest::Rejected]
-    );
+    assert_eq!(*calls.lock().unwrap(), [TokenRequest::Connect, TokenRequest::Rejected]);
     client.ping().await.unwrap();
     server.stop().await;
 }
@@ -138,25 +111,12 @@ async fn forbidden_stops_the_client() {
     let server = TestServer::start(jwt_config()).await;
     // The refresh returns a token for someone else: the server answers 4003.
     let (config, _) = recording(|why, _| {
-        let sub = if why == TokenRequest::Connect {
-            "alice"
-        } else {
-            "mallory"
-        };
+        let sub = if why == TokenRequest::Connect { "alice" } else { "mallory" };
         Ok(Some(hs256(json!({"sub": sub, "exp": now() + 3}))))
     });
     let (client, mut events) = Client::connect((config.0)(server.url()));
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await;
-    assert!(
-        matches!(
-            seen.last(),
-            Some(ClientEvent::Stopped {
-                code: Some(4003),
-                ..
-            })
-        ),
-        "{seen:?}"
-    );
+    assert!(matches!(seen.last(), Some(ClientEvent::Stopped { code: Some(4003), .. })), "{seen:?}");
     assert!(client.ping().await.is_err());
     server.stop().await;
 }
@@ -173,27 +133,11 @@ async fn expiry_leads_to_a_refresh_on_reconnect() {
     });
     let (client, mut events) = Client::connect((config.0)(server.url()));
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
-    let seen = until(&mut events, |e| {
-        matches!(e, ClientEvent::Disconnected { .. })
-    })
-    .await;
-    assert!(
-        matches!(
-            seen.last(),
-            Some(ClientEvent::Disconnected {
-                code: Some(4100),
-                ..
-            })
-        ),
-        "{seen:?}"
-    );
+    let seen = until(&mut events, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    assert!(matches!(seen.last(), Some(ClientEvent::Disconnected { code: Some(4100), .. })), "{seen:?}");
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     client.ping().await.unwrap();
-    assert!(
-        calls.lock().unwrap()[1..]
-            .iter()
-            .all(|why| *why == TokenRequest::Refresh)
-    );
+    assert!(calls.lock().unwrap()[1..].iter().all(|why| *why == TokenRequest::Refresh));
     server.stop().await;
 }
 
@@ -205,16 +149,7 @@ async fn reconnects_after_a_restart_and_delivers_queued_requests() {
     let (client, mut events) = Client::connect((config.0)(first.url()));
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     first.stop().await;
-    until(&mut events, |e| {
-        matches!(
-            e,
-            ClientEvent::Disconnected {
-                code: Some(1001),
-                ..
-            }
-        )
-    })
-    .await;
+    until(&mut events, |e| matches!(e, ClientEvent::Disconnected { code: Some(1001), .. })).await;
     // A request made while the server is down waits for the next connection.
     let queued = tokio::spawn({
         let client = client.clone();
@@ -234,8 +169,6 @@ async fn a_signed_out_provider_stops_the_client() {
     let (config, _) = recording(|_, _| Ok(None));
     let (_client, mut events) = Client::connect((config.0)(server.url()));
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await;
-    assert!(
-        matches!(seen.last(), Some(ClientEvent::Stopped { reason, .. }) if reason.contains("no token"))
-    );
+    assert!(matches!(seen.last(), Some(ClientEvent::Stopped { reason, .. }) if reason.contains("no token")));
     server.stop().await;
 }

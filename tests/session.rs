@@ -15,50 +15,28 @@ use syncgate::auth::{AnonymousAuthenticator, Identity, StaticTokenVerifier};
 use syncgate::protocol::{ClientMessage, ServerMessage};
 
 fn map(entries: Vec<(&str, Value)>) -> Value {
-    Value::Map(
-        entries
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect(),
-    )
+    Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
 }
 
 #[tokio::test]
 async fn nothing_but_auth_and_ping_before_auth_ack() {
     let server = TestServer::start(jwt_config()).await;
     let mut ws = RawWs::connect("/ws", server.addr).await;
-    assert!(matches!(
-        ws.msg().await,
-        ServerMessage::AuthRequired {
-            protocol_version: 1
-        }
-    ));
+    assert!(matches!(ws.msg().await, ServerMessage::AuthRequired { protocol_version: 1 }));
     ws.send(&ClientMessage::Ping { id: Some(3) }).await;
     assert_eq!(ws.msg().await, ServerMessage::Pong { id: Some(3) });
-    ws.send(&ClientMessage::Sub {
-        id: 1,
-        topic: "t".into(),
-    })
-    .await;
-    assert!(
-        matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "not_authenticated")
-    );
+    ws.send(&ClientMessage::Sub { id: 1, topic: "t".into() }).await;
+    assert!(matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "not_authenticated"));
     assert_eq!(ws.close_code().await, 4001);
 
     for early in [
         map(vec![("type", Value::from("NOPE"))]),
-        map(vec![
-            ("type", Value::from("PUB")),
-            ("id", Value::from(1)),
-            ("topic", Value::from("t")),
-        ]),
+        map(vec![("type", Value::from("PUB")), ("id", Value::from(1)), ("topic", Value::from("t"))]),
     ] {
         let mut ws = RawWs::connect("/ws", server.addr).await;
         ws.msg().await;
         ws.send_value(&early).await;
-        assert!(
-            matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "not_authenticated")
-        );
+        assert!(matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "not_authenticated"));
         assert_eq!(ws.close_code().await, 4001);
     }
     server.stop().await;
@@ -69,28 +47,13 @@ async fn auth_without_a_usable_token() {
     let server = TestServer::start(jwt_config()).await;
     for (auth, code) in [
         (map(vec![("type", Value::from("AUTH"))]), "token_missing"),
-        (
-            map(vec![
-                ("type", Value::from("AUTH")),
-                ("token", Value::from("")),
-            ]),
-            "token_missing",
-        ),
-        (
-            map(vec![
-                ("type", Value::from("AUTH")),
-                ("token", Value::from(42)),
-            ]),
-            "token_malformed",
-        ),
+        (map(vec![("type", Value::from("AUTH")), ("token", Value::from(""))]), "token_missing"),
+        (map(vec![("type", Value::from("AUTH")), ("token", Value::from(42))]), "token_malformed"),
     ] {
         let mut ws = RawWs::connect("/ws", server.addr).await;
         ws.msg().await;
         ws.send_value(&auth).await;
-        assert!(
-            matches!(ws.msg().await, ServerMessage::AuthFail { code: ref got, .. } if got == code),
-            "{auth}"
-        );
+        assert!(matches!(ws.msg().await, ServerMessage::AuthFail { code: ref got, .. } if got == code), "{auth}");
         assert_eq!(ws.close_code().await, 4001);
     }
     server.stop().await;
@@ -111,12 +74,7 @@ async fn malformed_frames_close_with_4000_before_and_after_auth() {
         let mut ws = RawWs::connect("/ws", server.addr).await;
         ws.msg().await;
         ws.send_bytes(&make()).await;
-        assert_eq!(
-            ws.close_code().await,
-            4000,
-            "pre-auth {:?}",
-            &make()[..make().len().min(8)]
-        );
+        assert_eq!(ws.close_code().await, 4000, "pre-auth {:?}", &make()[..make().len().min(8)]);
 
         let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
         ws.send_bytes(&make()).await;
@@ -132,29 +90,12 @@ async fn malformed_frames_close_with_4000_before_and_after_auth() {
 async fn unknown_types_and_bad_fields_after_auth_are_answered() {
     let server = TestServer::start(jwt_config()).await;
     let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
-    ws.send_value(&map(vec![
-        ("type", Value::from("WHAT")),
-        ("id", Value::from(7)),
-        ("extra", Value::from(1)),
-    ]))
-    .await;
-    assert!(
-        matches!(ws.msg().await, ServerMessage::Error { id: Some(7), ref code, .. } if code == "unknown_type")
-    );
-    ws.send_value(&map(vec![
-        ("type", Value::from("SUB")),
-        ("id", Value::from(8)),
-    ]))
-    .await;
-    assert!(
-        matches!(ws.msg().await, ServerMessage::Error { id: Some(8), ref code, .. } if code == "invalid")
-    );
-    ws.send_value(&map(vec![
-        ("type", Value::from("PING")),
-        ("id", Value::from(9)),
-        ("ignored", Value::from("x")),
-    ]))
-    .await;
+    ws.send_value(&map(vec![("type", Value::from("WHAT")), ("id", Value::from(7)), ("extra", Value::from(1))])).await;
+    assert!(matches!(ws.msg().await, ServerMessage::Error { id: Some(7), ref code, .. } if code == "unknown_type"));
+    ws.send_value(&map(vec![("type", Value::from("SUB")), ("id", Value::from(8))])).await;
+    assert!(matches!(ws.msg().await, ServerMessage::Error { id: Some(8), ref code, .. } if code == "invalid"));
+    ws.send_value(&map(vec![("type", Value::from("PING")), ("id", Value::from(9)), ("ignored", Value::from("x"))]))
+        .await;
     assert_eq!(ws.msg().await, ServerMessage::Pong { id: Some(9) });
     server.stop().await;
 }
@@ -181,31 +122,15 @@ async fn oversized_messages_close_with_1009() {
         ("pad", Value::from(pad.as_str())),
     ]))
     .await;
-    assert_eq!(
-        ws.msg().await,
-        ServerMessage::Pong { id: Some(2) },
-        "32 KiB is fine after auth"
-    );
+    assert_eq!(ws.msg().await, ServerMessage::Pong { id: Some(2) }, "32 KiB is fine after auth");
     ws.send_bytes(&vec![0x80; 2 * 1024 * 1024]).await;
     assert_eq!(ws.close_code().await, 1009);
 
     // Many small fragments may not add up past the limit either.
     let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
-    ws.send_frame(Frame::new(
-        false,
-        OpCode::Binary,
-        None,
-        Payload::Owned(vec![0x80; 16 * 1024]),
-    ))
-    .await;
+    ws.send_frame(Frame::new(false, OpCode::Binary, None, Payload::Owned(vec![0x80; 16 * 1024]))).await;
     for _ in 0..5 {
-        ws.send_frame(Frame::new(
-            false,
-            OpCode::Continuation,
-            None,
-            Payload::Owned(vec![0; 16 * 1024]),
-        ))
-        .await;
+        ws.send_frame(Frame::new(false, OpCode::Continuation, None, Payload::Owned(vec![0; 16 * 1024]))).await;
     }
     assert_eq!(ws.close_code().await, 1009);
     server.stop().await;
@@ -220,11 +145,7 @@ async fn auth_timeout_closes_with_4008() {
     ws.msg().await;
     ws.send(&ClientMessage::Ping { id: None }).await;
     assert_eq!(ws.msg().await, ServerMessage::Pong { id: None });
-    assert_eq!(
-        ws.close_code().await,
-        4008,
-        "a PING does not extend the auth timeout"
-    );
+    assert_eq!(ws.close_code().await, 4008, "a PING does not extend the auth timeout");
     server.stop().await;
 }
 
@@ -235,10 +156,7 @@ async fn expiry_sends_token_expiring_then_closes_with_4100() {
     let server = TestServer::start(config).await;
     let exp = now() + 2;
     let mut ws = RawWs::authed(server.addr, &hs256(json!({"sub": "alice", "exp": exp}))).await;
-    assert_eq!(
-        ws.msg().await,
-        ServerMessage::TokenExpiring { expires_at: exp }
-    );
+    assert_eq!(ws.msg().await, ServerMessage::TokenExpiring { expires_at: exp });
     assert_eq!(ws.close_code().await, 4100);
     server.stop().await;
 }
@@ -246,32 +164,14 @@ async fn expiry_sends_token_expiring_then_closes_with_4100() {
 #[tokio::test]
 async fn refresh_extends_the_session_for_the_same_subject() {
     let server = TestServer::start(jwt_config()).await;
-    let mut ws = RawWs::authed(
-        server.addr,
-        &hs256(json!({"sub": "alice", "exp": now() + 2})),
-    )
-    .await;
-    assert!(matches!(
-        ws.msg().await,
-        ServerMessage::TokenExpiring { .. }
-    ));
+    let mut ws = RawWs::authed(server.addr, &hs256(json!({"sub": "alice", "exp": now() + 2}))).await;
+    assert!(matches!(ws.msg().await, ServerMessage::TokenExpiring { .. }));
     let later = now() + 3600;
-    ws.send(&ClientMessage::Auth {
-        token: Some(hs256(
-            json!({"sub": "alice", "exp": later, "roles": ["admin"]}),
-        )),
-    })
-    .await;
+    ws.send(&ClientMessage::Auth { token: Some(hs256(json!({"sub": "alice", "exp": later, "roles": ["admin"]}))) })
+        .await;
     match ws.msg().await {
-        ServerMessage::AuthAck {
-            sub,
-            roles,
-            expires_at,
-        } => {
-            assert_eq!(
-                (sub.as_str(), roles, expires_at),
-                ("alice", vec!["admin".to_string()], Some(later))
-            );
+        ServerMessage::AuthAck { sub, roles, expires_at } => {
+            assert_eq!((sub.as_str(), roles, expires_at), ("alice", vec!["admin".to_string()], Some(later)));
         }
         other => panic!("{other:?}"),
     }
@@ -286,33 +186,18 @@ async fn refresh_extends_the_session_for_the_same_subject() {
 async fn refresh_for_another_subject_or_with_a_bad_token_ends_the_session() {
     let server = TestServer::start(jwt_config()).await;
     let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
-    ws.send(&ClientMessage::Auth {
-        token: Some(token("bob", &[])),
-    })
-    .await;
-    assert!(
-        matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "forbidden")
-    );
+    ws.send(&ClientMessage::Auth { token: Some(token("bob", &[])) }).await;
+    assert!(matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "forbidden"));
     assert_eq!(ws.close_code().await, 4003);
 
     let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
-    ws.send(&ClientMessage::Auth {
-        token: Some("garbage".into()),
-    })
-    .await;
-    assert!(
-        matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "token_malformed")
-    );
+    ws.send(&ClientMessage::Auth { token: Some("garbage".into()) }).await;
+    assert!(matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "token_malformed"));
     assert_eq!(ws.close_code().await, 4001);
 
     let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
-    ws.send(&ClientMessage::Auth {
-        token: Some(hs256(json!({"sub": "alice", "exp": now() - 3600}))),
-    })
-    .await;
-    assert!(
-        matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "token_expired")
-    );
+    ws.send(&ClientMessage::Auth { token: Some(hs256(json!({"sub": "alice", "exp": now() - 3600}))) }).await;
+    assert!(matches!(ws.msg().await, ServerMessage::AuthFail { ref code, .. } if code == "token_expired"));
     assert_eq!(ws.close_code().await, 4100);
     server.stop().await;
 }
@@ -330,14 +215,8 @@ async fn static_token_mode_compares_the_secret() {
     let mut ws = RawWs::authed(server.addr, "family-secret").await;
     ws.send(&ClientMessage::Ping { id: Some(1) }).await;
     assert_eq!(ws.msg().await, ServerMessage::Pong { id: Some(1) });
-    assert_eq!(
-        RawWs::refused(server.addr, "family-secreT").await,
-        ("token_invalid".into(), 4001)
-    );
-    assert_eq!(
-        RawWs::refused(server.addr, "family-secret-and-more").await,
-        ("token_invalid".into(), 4001)
-    );
+    assert_eq!(RawWs::refused(server.addr, "family-secreT").await, ("token_invalid".into(), 4001));
+    assert_eq!(RawWs::refused(server.addr, "family-secret-and-more").await, ("token_invalid".into(), 4001));
     let mut ws = RawWs::connect("/ws?token=family-secret", server.addr).await;
     assert!(matches!(ws.msg().await, ServerMessage::AuthAck { ref sub, .. } if sub == "homelab"));
     server.stop().await;
@@ -346,20 +225,14 @@ async fn static_token_mode_compares_the_secret() {
 #[tokio::test]
 async fn mode_none_acknowledges_at_once_with_the_anonymous_roles() {
     let config = ServerConfig {
-        authenticator: Arc::new(AnonymousAuthenticator {
-            roles: vec!["guest".into()],
-        }),
+        authenticator: Arc::new(AnonymousAuthenticator { roles: vec!["guest".into()] }),
         ..ServerConfig::default()
     };
     let server = TestServer::start(config).await;
     let mut ws = RawWs::connect("/ws", server.addr).await;
     assert_eq!(
         ws.msg().await,
-        ServerMessage::AuthAck {
-            sub: "anonymous".into(),
-            roles: vec!["guest".into()],
-            expires_at: None
-        }
+        ServerMessage::AuthAck { sub: "anonymous".into(), roles: vec!["guest".into()], expires_at: None }
     );
     ws.send(&ClientMessage::Ping { id: Some(1) }).await;
     assert_eq!(ws.msg().await, ServerMessage::Pong { id: Some(1) });
@@ -374,11 +247,7 @@ async fn silent_clients_are_pinged_and_dropped() {
     let server = TestServer::start(config).await;
     // RawWs only answers pings while it reads: reading keeps it alive.
     let mut alive = RawWs::authed(server.addr, &token("alice", &[])).await;
-    assert_eq!(
-        alive.recv_within(Duration::from_millis(900)).await,
-        Recv::Timeout,
-        "a client that answers pings stays"
-    );
+    assert_eq!(alive.recv_within(Duration::from_millis(900)).await, Recv::Timeout, "a client that answers pings stays");
     // A raw TCP peer that completed the upgrade and then went silent is closed.
     let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -400,10 +269,7 @@ async fn silent_clients_are_pinged_and_dropped() {
     .await;
     assert!(closed.is_ok(), "the silent peer was disconnected");
     // 0x88 = FIN + close opcode; a close frame was sent before the socket went.
-    assert!(
-        seen.windows(2).any(|w| w[0] == 0x88),
-        "a close frame was sent"
-    );
+    assert!(seen.windows(2).any(|w| w[0] == 0x88), "a close frame was sent");
     server.stop().await;
 }
 
@@ -440,10 +306,7 @@ async fn graceful_shutdown_closes_every_socket_with_1001() {
     assert_eq!(b.close_code().await, 1001);
     let addr = server.addr;
     server.handle.await.unwrap().unwrap();
-    assert!(
-        RawWs::try_connect("/ws", addr).await.is_err(),
-        "the listener is gone after shutdown"
-    );
+    assert!(RawWs::try_connect("/ws", addr).await.is_err(), "the listener is gone after shutdown");
 }
 
 #[tokio::test]
@@ -453,10 +316,7 @@ async fn the_connection_cap_refuses_extra_sockets() {
     let server = TestServer::start(config).await;
     let _a = RawWs::authed(server.addr, &token("a", &[])).await;
     let _b = RawWs::authed(server.addr, &token("b", &[])).await;
-    assert!(
-        RawWs::try_connect("/ws", server.addr).await.is_err(),
-        "a third socket is refused"
-    );
+    assert!(RawWs::try_connect("/ws", server.addr).await.is_err(), "a third socket is refused");
     drop(_a);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _c = RawWs::authed(server.addr, &token("c", &[])).await;
@@ -469,17 +329,10 @@ async fn healthz_and_unknown_paths() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for (path, status) in [("/healthz", "200"), ("/nope", "404"), ("/ws", "426")] {
         let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        tcp.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
         let mut response = String::new();
         tcp.read_to_string(&mut response).await.unwrap();
-        assert!(
-            response.starts_with(&format!("HTTP/1.1 {status}")),
-            "{path}: {response}"
-        );
+        assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
     }
     server.stop().await;
 }

@@ -99,10 +99,7 @@ impl JwtVerifier {
                 if secret.is_empty() {
                     return Err(KeyError("the JWT secret is empty".into()));
                 }
-                (
-                    DecodingKey::from_secret(secret),
-                    vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
-                )
+                (DecodingKey::from_secret(secret), vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
             }
             JwtKey::PublicKeyPem(pem) => public_key(pem)?,
         };
@@ -134,11 +131,7 @@ impl JwtVerifier {
             key,
             validation,
             leeway_secs: settings.leeway_secs,
-            roles_claim: settings
-                .roles_claim
-                .split('.')
-                .map(str::to_string)
-                .collect(),
+            roles_claim: settings.roles_claim.split('.').map(str::to_string).collect(),
             role_claim: settings.role_claim,
         })
     }
@@ -151,67 +144,40 @@ impl JwtVerifier {
     /// Verifies a token as of `now` (Unix seconds).
     pub fn check(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::new(
-                AuthFailCode::TokenMalformed,
-                "the token is too long",
-            ));
+            return Err(AuthError::new(AuthFailCode::TokenMalformed, "the token is too long"));
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| self.refusal(e.kind(), token))?;
-        identity_from_claims(
-            data.claims,
-            now,
-            self.leeway_secs,
-            &self.roles_claim,
-            &self.role_claim,
-        )
+        identity_from_claims(data.claims, now, self.leeway_secs, &self.roles_claim, &self.role_claim)
     }
 
     fn refusal(&self, kind: &ErrorKind, token: &str) -> AuthError {
         use AuthFailCode as C;
         match kind {
-            ErrorKind::InvalidToken
-            | ErrorKind::Base64(_)
-            | ErrorKind::Json(_)
-            | ErrorKind::Utf8(_) => {
+            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
                 // An algorithm jsonwebtoken cannot even name (`none`) fails as
                 // JSON; report it as the algorithm refusal it is.
                 match header_alg(token) {
                     Some(alg) if !self.algorithms().iter().any(|a| format!("{a:?}") == alg) => {
-                        AuthError::new(
-                            C::TokenInvalid,
-                            format!("algorithm {alg:?} is not accepted"),
-                        )
+                        AuthError::new(C::TokenInvalid, format!("algorithm {alg:?} is not accepted"))
                     }
                     _ => AuthError::new(C::TokenMalformed, "the token is not a well-formed JWT"),
                 }
             }
-            ErrorKind::InvalidAlgorithm
-            | ErrorKind::InvalidAlgorithmName
-            | ErrorKind::UnsupportedAlgorithm => {
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
                 let alg = header_alg(token).unwrap_or_default();
-                AuthError::new(
-                    C::TokenInvalid,
-                    format!("algorithm {alg:?} is not accepted for the configured key"),
-                )
+                AuthError::new(C::TokenInvalid, format!("algorithm {alg:?} is not accepted for the configured key"))
             }
             ErrorKind::MissingRequiredClaim(claim) => {
                 AuthError::new(C::ClaimMissing, format!("the token has no `{claim}` claim"))
             }
-            ErrorKind::InvalidClaimFormat(claim) => AuthError::new(
-                C::ClaimMissing,
-                format!("the `{claim}` claim has the wrong type"),
-            ),
+            ErrorKind::InvalidClaimFormat(claim) => {
+                AuthError::new(C::ClaimMissing, format!("the `{claim}` claim has the wrong type"))
+            }
             ErrorKind::ExpiredSignature => AuthError::new(C::TokenExpired, "the token has expired"),
-            ErrorKind::ImmatureSignature => {
-                AuthError::new(C::TokenNotYetValid, "the token is not valid yet")
-            }
-            ErrorKind::InvalidAudience => {
-                AuthError::new(C::AudienceMismatch, "the token's audience is not accepted")
-            }
-            ErrorKind::InvalidIssuer => {
-                AuthError::new(C::IssuerMismatch, "the token's issuer is not accepted")
-            }
+            ErrorKind::ImmatureSignature => AuthError::new(C::TokenNotYetValid, "the token is not valid yet"),
+            ErrorKind::InvalidAudience => AuthError::new(C::AudienceMismatch, "the token's audience is not accepted"),
+            ErrorKind::InvalidIssuer => AuthError::new(C::IssuerMismatch, "the token's issuer is not accepted"),
             _ => AuthError::new(C::TokenInvalid, "the token's signature does not verify"),
         }
     }
@@ -240,18 +206,12 @@ pub(crate) fn identity_from_claims(
     if let Some(nbf) = numeric_claim(&claims, "nbf")?
         && nbf > now.saturating_add(leeway)
     {
-        return Err(AuthError::new(
-            C::TokenNotYetValid,
-            "the token is not valid yet",
-        ));
+        return Err(AuthError::new(C::TokenNotYetValid, "the token is not valid yet"));
     }
     let sub = match claims.get("sub") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => {
-            return Err(AuthError::new(
-                C::ClaimMissing,
-                "the token has no non-empty `sub` claim",
-            ));
+            return Err(AuthError::new(C::ClaimMissing, "the token has no non-empty `sub` claim"));
         }
     };
     let roles = roles_from_claims(&claims, roles_claim, role_claim);
@@ -263,28 +223,16 @@ pub(crate) fn identity_from_claims(
             _ => None,
         })
         .collect();
-    Ok(Identity {
-        sub,
-        roles,
-        expires_at: Some(exp),
-        claims,
-    })
+    Ok(Identity { sub, roles, expires_at: Some(exp), claims })
 }
 
-fn roles_from_claims(
-    claims: &Map<String, Value>,
-    roles_path: &[String],
-    role_claim: &str,
-) -> Vec<String> {
+fn roles_from_claims(claims: &Map<String, Value>, roles_path: &[String], role_claim: &str) -> Vec<String> {
     let mut node = claims.get(roles_path.first().map(String::as_str).unwrap_or("roles"));
     for segment in roles_path.iter().skip(1) {
         node = node.and_then(|v| v.get(segment));
     }
     match node {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         Some(Value::String(s)) => vec![s.clone()],
         _ => match claims.get(role_claim) {
             Some(Value::String(s)) => vec![s.clone()],
@@ -300,15 +248,9 @@ fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>,
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(v), _) => Ok(Some(v)),
             (None, Some(f)) if f >= 0.0 && f.is_finite() => Ok(Some(f as u64)),
-            _ => Err(AuthError::new(
-                AuthFailCode::ClaimMissing,
-                format!("the `{name}` claim is not a valid time"),
-            )),
+            _ => Err(AuthError::new(AuthFailCode::ClaimMissing, format!("the `{name}` claim is not a valid time"))),
         },
-        Some(_) => Err(AuthError::new(
-            AuthFailCode::ClaimMissing,
-            format!("the `{name}` claim is not a number"),
-        )),
+        Some(_) => Err(AuthError::new(AuthFailCode::ClaimMissing, format!("the `{name}` claim is not a number"))),
     }
 }
 
@@ -319,9 +261,7 @@ fn header_alg(token: &str) -> Option<String> {
         alg: String,
     }
     let encoded = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(encoded)
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
     serde_json::from_slice::<Header>(&bytes).ok().map(|h| h.alg)
 }
 
@@ -331,63 +271,37 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
         Ok(der) => der,
         Err(_) => {
             // PKCS#1 "RSA PUBLIC KEY" files carry no algorithm identifier.
-            return DecodingKey::from_rsa_pem(pem)
-                .map(|k| (k, rsa_algorithms()))
-                .map_err(|_| {
-                    KeyError(
-                        "not a PEM public key (expected BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)"
-                            .into(),
-                    )
-                });
+            return DecodingKey::from_rsa_pem(pem).map(|k| (k, rsa_algorithms())).map_err(|_| {
+                KeyError("not a PEM public key (expected BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)".into())
+            });
         }
     };
     let info = spki::SubjectPublicKeyInfoRef::try_from(spki.as_ref())
         .map_err(|e| KeyError(format!("the PEM public key does not parse: {e}")))?;
     let oid = info.algorithm.oid;
-    let invalid = |e: jsonwebtoken::errors::Error| {
-        KeyError(format!("the PEM public key does not parse: {e}"))
-    };
+    let invalid = |e: jsonwebtoken::errors::Error| KeyError(format!("the PEM public key does not parse: {e}"));
     if oid == OID_RSA {
-        Ok((
-            DecodingKey::from_rsa_pem(pem).map_err(invalid)?,
-            rsa_algorithms(),
-        ))
+        Ok((DecodingKey::from_rsa_pem(pem).map_err(invalid)?, rsa_algorithms()))
     } else if oid == OID_EC {
-        let curve = info
-            .algorithm
-            .parameters_oid()
-            .map_err(|e| KeyError(format!("EC key without a named curve: {e}")))?;
+        let curve =
+            info.algorithm.parameters_oid().map_err(|e| KeyError(format!("EC key without a named curve: {e}")))?;
         let alg = if curve == OID_P256 {
             Algorithm::ES256
         } else if curve == OID_P384 {
             Algorithm::ES384
         } else {
-            return Err(KeyError(format!(
-                "EC curve {curve} is not supported (use P-256 or P-384)"
-            )));
+            return Err(KeyError(format!("EC curve {curve} is not supported (use P-256 or P-384)")));
         };
         Ok((DecodingKey::from_ec_pem(pem).map_err(invalid)?, vec![alg]))
     } else if oid == OID_ED25519 {
-        Ok((
-            DecodingKey::from_ed_pem(pem).map_err(invalid)?,
-            vec![Algorithm::EdDSA],
-        ))
+        Ok((DecodingKey::from_ed_pem(pem).map_err(invalid)?, vec![Algorithm::EdDSA]))
     } else {
-        Err(KeyError(format!(
-            "public key algorithm {oid} is not supported (use RSA, EC P-256/P-384 or Ed25519)"
-        )))
+        Err(KeyError(format!("public key algorithm {oid} is not supported (use RSA, EC P-256/P-384 or Ed25519)")))
     }
 }
 
 fn rsa_algorithms() -> Vec<Algorithm> {
-    vec![
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ]
+    vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512]
 }
 
 #[cfg(test)]
@@ -403,12 +317,7 @@ mod tests {
     }
 
     fn sign(claims: serde_json::Value, secret: &str) -> String {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
     }
 
     #[test]
@@ -417,15 +326,9 @@ mod tests {
         let ok = sign(json!({"sub": "a", "exp": NOW + 10}), "k");
         assert!(v.check(&ok, NOW).is_ok());
         assert!(v.check(&ok, NOW + 39).is_ok(), "inside the 30 s leeway");
-        assert_eq!(
-            v.check(&ok, NOW + 40).unwrap_err().code,
-            AuthFailCode::TokenExpired
-        );
+        assert_eq!(v.check(&ok, NOW + 40).unwrap_err().code, AuthFailCode::TokenExpired);
         let early = sign(json!({"sub": "a", "exp": NOW + 100, "nbf": NOW + 31}), "k");
-        assert_eq!(
-            v.check(&early, NOW).unwrap_err().code,
-            AuthFailCode::TokenNotYetValid
-        );
+        assert_eq!(v.check(&early, NOW).unwrap_err().code, AuthFailCode::TokenNotYetValid);
         assert!(v.check(&early, NOW + 1).is_ok());
     }
 
@@ -433,58 +336,33 @@ mod tests {
     fn required_claims_and_roles() {
         let v = hs("k");
         let no_exp = sign(json!({"sub": "a"}), "k");
-        assert_eq!(
-            v.check(&no_exp, NOW).unwrap_err().code,
-            AuthFailCode::ClaimMissing
-        );
+        assert_eq!(v.check(&no_exp, NOW).unwrap_err().code, AuthFailCode::ClaimMissing);
         let no_sub = sign(json!({"exp": NOW + 10}), "k");
-        assert_eq!(
-            v.check(&no_sub, NOW).unwrap_err().code,
-            AuthFailCode::ClaimMissing
-        );
-        let role = sign(
-            json!({"sub": "a", "exp": NOW + 10, "role": "admin", "orgId": "o1"}),
-            "k",
-        );
+        assert_eq!(v.check(&no_sub, NOW).unwrap_err().code, AuthFailCode::ClaimMissing);
+        let role = sign(json!({"sub": "a", "exp": NOW + 10, "role": "admin", "orgId": "o1"}), "k");
         let id = v.check(&role, NOW).unwrap();
         assert_eq!(id.roles, ["admin"]);
         assert_eq!(id.claims.get("orgId").map(String::as_str), Some("o1"));
-        let roles = sign(
-            json!({"sub": "a", "exp": NOW + 10, "roles": ["x", 3, "y"], "role": "z"}),
-            "k",
-        );
+        let roles = sign(json!({"sub": "a", "exp": NOW + 10, "roles": ["x", 3, "y"], "role": "z"}), "k");
         assert_eq!(v.check(&roles, NOW).unwrap().roles, ["x", "y"]);
     }
 
     #[test]
     fn garbage_and_alg_none_are_distinguished() {
         let v = hs("k");
-        assert_eq!(
-            v.check("not-a-jwt", NOW).unwrap_err().code,
-            AuthFailCode::TokenMalformed
-        );
+        assert_eq!(v.check("not-a-jwt", NOW).unwrap_err().code, AuthFailCode::TokenMalformed);
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let none = format!(
             "{}.{}.",
             b64(r#"{"alg":"none","typ":"JWT"}"#),
             b64(&format!(r#"{{"sub":"a","exp":{}}}"#, NOW + 10))
         );
+        assert_eq!(v.check(&none, NOW).unwrap_err().code, AuthFailCode::TokenInvalid);
         assert_eq!(
-            v.check(&none, NOW).unwrap_err().code,
+            v.check(&sign(json!({"sub": "a", "exp": NOW + 10}), "other"), NOW).unwrap_err().code,
             AuthFailCode::TokenInvalid
         );
-        assert_eq!(
-            v.check(&sign(json!({"sub": "a", "exp": NOW + 10}), "other"), NOW)
-                .unwrap_err()
-                .code,
-            AuthFailCode::TokenInvalid
-        );
-        assert_eq!(
-            v.check(&"a".repeat(MAX_TOKEN_BYTES + 1), NOW)
-                .unwrap_err()
-                .code,
-            AuthFailCode::TokenMalformed
-        );
+        assert_eq!(v.check(&"a".repeat(MAX_TOKEN_BYTES + 1), NOW).unwrap_err().code, AuthFailCode::TokenMalformed);
     }
 
     #[test]
@@ -495,9 +373,7 @@ mod tests {
             )))
             .is_err()
         );
-        assert!(
-            JwtVerifier::new(JwtSettings::new(JwtKey::PublicKeyPem(b"hello".to_vec()))).is_err()
-        );
+        assert!(JwtVerifier::new(JwtSettings::new(JwtKey::PublicKeyPem(b"hello".to_vec()))).is_err());
         assert!(JwtVerifier::new(JwtSettings::new(JwtKey::Secret(Vec::new()))).is_err());
     }
 }

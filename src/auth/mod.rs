@@ -35,12 +35,7 @@ pub struct Identity {
 impl Identity {
     /// An identity with no expiry and no extra claims.
     pub fn new(sub: impl Into<String>, roles: Vec<String>) -> Self {
-        Self {
-            sub: sub.into(),
-            roles,
-            expires_at: None,
-            claims: BTreeMap::new(),
-        }
+        Self { sub: sub.into(), roles, expires_at: None, claims: BTreeMap::new() }
     }
 }
 
@@ -57,10 +52,7 @@ pub struct AuthError {
 impl AuthError {
     /// Builds an error with a code and a reason.
     pub fn new(code: AuthFailCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -91,10 +83,7 @@ pub struct AnonymousAuthenticator {
 
 impl Authenticator for AnonymousAuthenticator {
     fn verify<'a>(&'a self, _token: &'a str, _now: u64) -> VerifyFuture<'a> {
-        Box::pin(std::future::ready(Ok(Identity::new(
-            "anonymous",
-            self.roles.clone(),
-        ))))
+        Box::pin(std::future::ready(Ok(Identity::new("anonymous", self.roles.clone()))))
     }
 
     fn anonymous(&self) -> Option<Identity> {

@@ -17,10 +17,7 @@ pub struct StaticTokenVerifier {
 impl StaticTokenVerifier {
     /// Holders of `secret` authenticate as `identity`.
     pub fn new(secret: &str, identity: Identity) -> Self {
-        Self {
-            digest: Sha256::digest(secret.as_bytes()).into(),
-            identity,
-        }
+        Self { digest: Sha256::digest(secret.as_bytes()).into(), identity }
     }
 
     /// Compares `token` with the secret in constant time.
@@ -29,10 +26,7 @@ impl StaticTokenVerifier {
         if bool::from(presented.ct_eq(&self.digest)) {
             Ok(self.identity.clone())
         } else {
-            Err(AuthError::new(
-                AuthFailCode::TokenInvalid,
-                "the token does not match",
-            ))
+            Err(AuthError::new(AuthFailCode::TokenInvalid, "the token does not match"))
         }
     }
 }

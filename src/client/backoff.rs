@@ -15,10 +15,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(30),
-        }
+        Self { initial: Duration::from_millis(250), max: Duration::from_secs(30) }
     }
 }
 
@@ -38,14 +35,11 @@ mod tests {
 
     #[test]
     fn delays_grow_stay_bounded_and_jitter() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2) };
         for attempt in 0..40 {
             let d = b.delay(attempt);
-            let ceiling = (Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(20)))
-                .min(Duration::from_secs(2));
+            let ceiling =
+                (Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(20))).min(Duration::from_secs(2));
             assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
         }
         let samples: std::collections::HashSet<_> = (0..20).map(|_| b.delay(5)).collect();

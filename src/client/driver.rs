@@ -25,11 +25,7 @@ enum Incoming {
 /// How one connection ended.
 enum End {
     /// The server closed (or the link broke) after `connected` or not.
-    Closed {
-        code: Option<u16>,
-        reason: String,
-        connected: bool,
-    },
+    Closed { code: Option<u16>, reason: String, connected: bool },
     /// Connecting failed.
     Failed(String),
     /// The token provider had no token: the app is signed out.
@@ -53,13 +49,7 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         events: mpsc::UnboundedSender<ClientEvent>,
     ) -> Self {
-        Self {
-            config,
-            commands,
-            events,
-            waiting: VecDeque::new(),
-            next_id: 1,
-        }
+        Self { config, commands, events, waiting: VecDeque::new(), next_id: 1 }
     }
 
     fn emit(&self, event: ClientEvent) {
@@ -77,27 +67,12 @@ impl Driver {
                 End::Failed(error) => {
                     self.emit(ClientEvent::Error(error.clone()));
                     // Keep `why`: a token that was rejected or expired still is.
-                    self.emit(ClientEvent::Disconnected {
-                        code: None,
-                        reason: error,
-                    });
+                    self.emit(ClientEvent::Disconnected { code: None, reason: error });
                 }
-                End::Closed {
-                    code,
-                    reason,
-                    connected,
-                } => {
-                    self.emit(ClientEvent::Disconnected {
-                        code,
-                        reason: reason.clone(),
-                    });
+                End::Closed { code, reason, connected } => {
+                    self.emit(ClientEvent::Disconnected { code, reason: reason.clone() });
                     why = match code {
-                        Some(
-                            close::FORBIDDEN
-                            | close::MALFORMED
-                            | close::MESSAGE_TOO_BIG
-                            | close::PROTOCOL_ERROR,
-                        ) => {
+                        Some(close::FORBIDDEN | close::MALFORMED | close::MESSAGE_TOO_BIG | close::PROTOCOL_ERROR) => {
                             return self.stop(code, &reason);
                         }
                         Some(close::UNAUTHORIZED) => TokenRequest::Rejected,
@@ -121,10 +96,7 @@ impl Driver {
         for (_, reply) in self.waiting.drain(..) {
             let _ = reply.send(Err(ClientError::Stopped));
         }
-        self.emit(ClientEvent::Stopped {
-            code,
-            reason: reason.to_string(),
-        });
+        self.emit(ClientEvent::Stopped { code, reason: reason.to_string() });
     }
 
     /// Sleeps for `delay` while queueing requests; false if the app closed.
@@ -151,15 +123,11 @@ impl Driver {
 
     async fn token(&self, why: TokenRequest) -> Result<String, End> {
         let Some(provider) = &self.config.token_provider else {
-            return Err(End::NoToken(
-                "the server requires a token and no token provider is set".into(),
-            ));
+            return Err(End::NoToken("the server requires a token and no token provider is set".into()));
         };
         match provider.token(why).await {
             Ok(Some(token)) => Ok(token),
-            Ok(None) => Err(End::NoToken(
-                "the token provider returned no token (signed out)".into(),
-            )),
+            Ok(None) => Err(End::NoToken("the token provider returned no token (signed out)".into())),
             Err(e) => Err(End::Failed(format!("token provider: {e}"))),
         }
     }
@@ -172,14 +140,10 @@ impl Driver {
             Err(e) => return End::Failed(e.to_string()),
         };
         let (read, write) = tokio::io::split(ws.into_inner());
-        let (_, writer) =
-            fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Client);
+        let (_, writer) = fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Client);
         let (tx, mut incoming) = mpsc::channel(64);
         let reader = tokio::spawn(read_loop(read, tx, self.config.max_message_bytes));
-        let mut link = Link {
-            writer,
-            pending: HashMap::new(),
-        };
+        let mut link = Link { writer, pending: HashMap::new() };
         let end = self.converse(&mut link, &mut incoming, why).await;
         for (_, reply) in link.pending.drain() {
             let _ = reply.send(Err(ClientError::Disconnected));
@@ -284,12 +248,7 @@ impl Driver {
         Instant::now() + std::time::Duration::from_secs(wait)
     }
 
-    async fn dispatch<S: AsyncWrite + Unpin>(
-        &mut self,
-        link: &mut Link<S>,
-        message: ClientMessage,
-        reply: Reply,
-    ) {
+    async fn dispatch<S: AsyncWrite + Unpin>(&mut self, link: &mut Link<S>, message: ClientMessage, reply: Reply) {
         let id = self.next_id;
         self.next_id += 1;
         let message = with_id(message, id);
@@ -304,9 +263,9 @@ impl Driver {
     fn answer<S>(&self, link: &mut Link<S>, message: ServerMessage) {
         let id = match &message {
             ServerMessage::Pong { id } | ServerMessage::Error { id, .. } => *id,
-            ServerMessage::Ok { id }
-            | ServerMessage::OpResult { id, .. }
-            | ServerMessage::SyncData { id, .. } => Some(*id),
+            ServerMessage::Ok { id } | ServerMessage::OpResult { id, .. } | ServerMessage::SyncData { id, .. } => {
+                Some(*id)
+            }
             _ => None,
         };
         match id.and_then(|id| link.pending.remove(&id)) {
@@ -331,12 +290,7 @@ impl<S: AsyncWrite + Unpin> Link<S> {
     }
 
     async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
-        match tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            self.writer.write_frame(frame),
-        )
-        .await
-        {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), self.writer.write_frame(frame)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
         }
@@ -350,43 +304,22 @@ fn with_id(message: ClientMessage, new: u64) -> ClientMessage {
         M::Ping { .. } => M::Ping { id: Some(new) },
         M::Sub { topic, .. } => M::Sub { id: new, topic },
         M::Unsub { topic, .. } => M::Unsub { id: new, topic },
-        M::Pub { topic, data, .. } => M::Pub {
-            id: new,
-            topic,
-            data,
-        },
+        M::Pub { topic, data, .. } => M::Pub { id: new, topic, data },
         M::OpBatch { ops, .. } => M::OpBatch { id: new, ops },
-        M::Sync {
-            collection, since, ..
-        } => M::Sync {
-            id: new,
-            collection,
-            since,
-        },
-        M::Unsync { collection, .. } => M::Unsync {
-            id: new,
-            collection,
-        },
+        M::Sync { collection, since, .. } => M::Sync { id: new, collection, since },
+        M::Unsync { collection, .. } => M::Unsync { id: new, collection },
         auth @ M::Auth { .. } => auth,
     }
 }
 
-async fn read_loop<S: AsyncRead + Unpin>(
-    mut read: ReadHalf<S>,
-    tx: mpsc::Sender<Incoming>,
-    max: usize,
-) {
-    let (mut ws, _) =
-        fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Client);
+async fn read_loop<S: AsyncRead + Unpin>(mut read: ReadHalf<S>, tx: mpsc::Sender<Incoming>, max: usize) {
+    let (mut ws, _) = fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Client);
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
     ws.set_max_message_size(max.saturating_add(1));
     let mut assembler = Assembler::new(max);
     loop {
-        let frame = match ws
-            .read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) })
-            .await
-        {
+        let frame = match ws.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await {
             Ok(frame) => frame,
             Err(e) => {
                 let _ = tx.send(Incoming::Broken(e.to_string())).await;
@@ -400,12 +333,10 @@ async fn read_loop<S: AsyncRead + Unpin>(
         };
         let event = match assembler.push(frame.fin, frame.opcode, &frame.payload) {
             Ok(None) | Ok(Some(Assembled::Pong)) => continue,
-            Ok(Some(Assembled::Binary(bytes))) => {
-                match rmp_serde::from_slice::<ServerMessage>(&bytes) {
-                    Ok(message) => Incoming::Message(message),
-                    Err(e) => Incoming::Broken(format!("undecodable server message: {e}")),
-                }
-            }
+            Ok(Some(Assembled::Binary(bytes))) => match rmp_serde::from_slice::<ServerMessage>(&bytes) {
+                Ok(message) => Incoming::Message(message),
+                Err(e) => Incoming::Broken(format!("undecodable server message: {e}")),
+            },
             Ok(Some(Assembled::Text)) => Incoming::Broken("the server sent a text message".into()),
             Ok(Some(Assembled::Ping(payload))) => Incoming::Ping(Bytes::copy_from_slice(payload)),
             Ok(Some(Assembled::Close { code })) => Incoming::Closed(code, reason),

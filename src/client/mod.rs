@@ -34,8 +34,7 @@ pub enum TokenRequest {
 }
 
 /// The future a [`TokenProvider`] returns: a token, `None` for "signed out", or an error.
-pub type TokenFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
 
 /// Supplies tokens; called on every `AUTH_REQUIRED` and before expiry.
 pub trait TokenProvider: Send + Sync + 'static {
@@ -182,10 +181,7 @@ impl Client {
     /// connection (up to `max_queued_requests`).
     pub async fn request(&self, message: ClientMessage) -> Result<ServerMessage, ClientError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Request(message, reply))
-            .await
-            .map_err(|_| ClientError::Stopped)?;
+        self.commands.send(Command::Request(message, reply)).await.map_err(|_| ClientError::Stopped)?;
         answer.await.map_err(|_| ClientError::Stopped)?
     }
 
@@ -193,9 +189,7 @@ impl Client {
     pub async fn ping(&self) -> Result<(), ClientError> {
         match self.request(ClientMessage::Ping { id: None }).await? {
             ServerMessage::Pong { .. } => Ok(()),
-            other => Err(ClientError::Io(format!(
-                "unexpected answer to PING: {other:?}"
-            ))),
+            other => Err(ClientError::Io(format!("unexpected answer to PING: {other:?}"))),
         }
     }
 

@@ -19,38 +19,20 @@ pub(crate) async fn open(
     url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<WebSocket<TokioIo<Upgraded>>, ClientError> {
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| ClientError::Config(format!("bad URL {url:?}: {e}")))?;
+    let uri: hyper::Uri = url.parse().map_err(|e| ClientError::Config(format!("bad URL {url:?}: {e}")))?;
     let secure = match uri.scheme_str() {
         Some("ws") => false,
         Some("wss") => true,
         _ => {
-            return Err(ClientError::Config(format!(
-                "URL {url:?} must start with ws:// or wss://"
-            )));
+            return Err(ClientError::Config(format!("URL {url:?} must start with ws:// or wss://")));
         }
     };
-    let host = uri
-        .host()
-        .ok_or_else(|| ClientError::Config(format!("URL {url:?} has no host")))?
-        .to_string();
+    let host = uri.host().ok_or_else(|| ClientError::Config(format!("URL {url:?} has no host")))?.to_string();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_else(|| host.clone());
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let bare_host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let tcp = TcpStream::connect((bare_host.as_str(), port))
-        .await
-        .map_err(|e| ClientError::Io(e.to_string()))?;
+    let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
+    let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let tcp = TcpStream::connect((bare_host.as_str(), port)).await.map_err(|e| ClientError::Io(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let request = Request::builder()
         .method("GET")
@@ -63,10 +45,9 @@ pub(crate) async fn open(
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let ws = if secure {
-        let config =
-            tls.ok_or_else(|| ClientError::Config("wss:// needs ClientConfig::tls".into()))?;
-        let name = ServerName::try_from(bare_host)
-            .map_err(|e| ClientError::Config(format!("bad TLS server name: {e}")))?;
+        let config = tls.ok_or_else(|| ClientError::Config("wss:// needs ClientConfig::tls".into()))?;
+        let name =
+            ServerName::try_from(bare_host).map_err(|e| ClientError::Config(format!("bad TLS server name: {e}")))?;
         let stream = TlsConnector::from(config.clone())
             .connect(name, tcp)
             .await
@@ -75,8 +56,7 @@ pub(crate) async fn open(
     } else {
         handshake::client(&SpawnExecutor, request, tcp).await
     };
-    ws.map(|(ws, _)| ws)
-        .map_err(|e| ClientError::Io(format!("WebSocket handshake: {e}")))
+    ws.map(|(ws, _)| ws).map_err(|e| ClientError::Io(format!("WebSocket handshake: {e}")))
 }
 
 /// Runs hyper's connection future on the tokio runtime.

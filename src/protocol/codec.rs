@@ -65,15 +65,10 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
         Err(e) => return Err(DecodeError::Malformed(format!("not MessagePack: {e}"))),
     };
     if !reader.is_empty() {
-        return Err(DecodeError::Malformed(format!(
-            "{} trailing bytes after the message",
-            reader.len()
-        )));
+        return Err(DecodeError::Malformed(format!("{} trailing bytes after the message", reader.len())));
     }
     let Value::Map(entries) = value else {
-        return Err(DecodeError::Malformed(
-            "a message must be a MessagePack map".into(),
-        ));
+        return Err(DecodeError::Malformed("a message must be a MessagePack map".into()));
     };
     let fields = Fields(&entries);
     let type_name = match fields.get("type") {
@@ -95,18 +90,8 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
                 .map(|id| ClientMessage::Ping { id: Some(id) })
                 .ok_or_else(|| "`id` must be an unsigned integer".to_string()),
         },
-        "SUB" => request_id(raw_id).and_then(|id| {
-            Ok(ClientMessage::Sub {
-                id,
-                topic: fields.string("topic")?,
-            })
-        }),
-        "UNSUB" => request_id(raw_id).and_then(|id| {
-            Ok(ClientMessage::Unsub {
-                id,
-                topic: fields.string("topic")?,
-            })
-        }),
+        "SUB" => request_id(raw_id).and_then(|id| Ok(ClientMessage::Sub { id, topic: fields.string("topic")? })),
+        "UNSUB" => request_id(raw_id).and_then(|id| Ok(ClientMessage::Unsub { id, topic: fields.string("topic")? })),
         "PUB" => request_id(raw_id).and_then(|id| {
             let topic = fields.string("topic")?;
             let data = fields.get("data").cloned().unwrap_or(Value::Nil);
@@ -117,34 +102,21 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
             let collection = fields.string("collection")?;
             let since = match fields.get("since") {
                 None | Some(Value::Nil) => None,
-                Some(Value::String(s)) => {
-                    Some(s.as_str().ok_or("`since` is not valid UTF-8")?.to_string())
-                }
+                Some(Value::String(s)) => Some(s.as_str().ok_or("`since` is not valid UTF-8")?.to_string()),
                 Some(_) => return Err("`since` must be a string cursor".to_string()),
             };
-            Ok(ClientMessage::Sync {
-                id,
-                collection,
-                since,
-            })
+            Ok(ClientMessage::Sync { id, collection, since })
         }),
-        "UNSYNC" => request_id(raw_id).and_then(|id| {
-            Ok(ClientMessage::Unsync {
-                id,
-                collection: fields.string("collection")?,
-            })
-        }),
+        "UNSYNC" => {
+            request_id(raw_id).and_then(|id| Ok(ClientMessage::Unsync { id, collection: fields.string("collection")? }))
+        }
         other => {
             let mut type_name = other.to_string();
             truncate_utf8(&mut type_name, 64);
             return Err(DecodeError::UnknownType { type_name, id });
         }
     };
-    parsed.map_err(|reason| DecodeError::Invalid {
-        kind: static_kind(type_name),
-        id,
-        reason,
-    })
+    parsed.map_err(|reason| DecodeError::Invalid { kind: static_kind(type_name), id, reason })
 }
 
 /// Encodes a server message as one MessagePack map (field names as on the wire).
@@ -163,9 +135,7 @@ fn decode_auth(fields: &Fields<'_>) -> Result<ClientMessage, String> {
         None | Some(Value::Nil) => Ok(ClientMessage::Auth { token: None }),
         Some(Value::String(s)) => match s.as_str() {
             Some("") => Ok(ClientMessage::Auth { token: None }),
-            Some(t) => Ok(ClientMessage::Auth {
-                token: Some(t.to_string()),
-            }),
+            Some(t) => Ok(ClientMessage::Auth { token: Some(t.to_string()) }),
             None => Err("`token` is not valid UTF-8".into()),
         },
         Some(_) => Err("`token` must be a string".into()),
@@ -183,20 +153,14 @@ fn decode_batch(id: u64, fields: &Fields<'_>) -> Result<ClientMessage, String> {
 /// Decodes one op on its own, so that a malformed op is rejected alone.
 fn decode_op(item: &Value) -> OpInput {
     let Value::Map(entries) = item else {
-        return OpInput::Invalid {
-            op_id: Value::Nil,
-            reason: "an op must be a map".into(),
-        };
+        return OpInput::Invalid { op_id: Value::Nil, reason: "an op must be a map".into() };
     };
     let fields = Fields(entries);
     let op_id = match fields.get("opId") {
         Some(v @ Value::Integer(_)) => v.clone(),
         Some(v @ Value::String(s)) if s.is_str() => v.clone(),
         _ => {
-            return OpInput::Invalid {
-                op_id: Value::Nil,
-                reason: "`opId` must be a string or an integer".into(),
-            };
+            return OpInput::Invalid { op_id: Value::Nil, reason: "`opId` must be a string or an integer".into() };
         }
     };
     let parsed = (|| -> Result<RawOp, String> {
@@ -215,8 +179,7 @@ fn decode_op(item: &Value) -> OpInput {
 }
 
 fn request_id(raw: Option<&Value>) -> Result<u64, String> {
-    raw.and_then(Value::as_u64)
-        .ok_or_else(|| "`id` must be an unsigned integer".to_string())
+    raw.and_then(Value::as_u64).ok_or_else(|| "`id` must be an unsigned integer".to_string())
 }
 
 fn static_kind(type_name: &str) -> &'static str {
@@ -248,18 +211,14 @@ struct Fields<'a>(&'a [(Value, Value)]);
 
 impl Fields<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(name))
-            .map(|(_, v)| v)
+        self.0.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v)
     }
 
     fn string(&self, name: &str) -> Result<String, String> {
         match self.get(name) {
-            Some(Value::String(s)) => s
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("`{name}` is not valid UTF-8")),
+            Some(Value::String(s)) => {
+                s.as_str().map(str::to_string).ok_or_else(|| format!("`{name}` is not valid UTF-8"))
+            }
             Some(_) => Err(format!("`{name}` must be a string")),
             None => Err(format!("missing `{name}`")),
         }
@@ -272,12 +231,7 @@ mod tests {
     use crate::protocol::messages::Record;
 
     fn map(entries: Vec<(&str, Value)>) -> Vec<u8> {
-        let v = Value::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Value::from(k), v))
-                .collect(),
-        );
+        let v = Value::Map(entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect());
         let mut out = Vec::new();
         rmpv::encode::write_value(&mut out, &v).unwrap();
         out
@@ -286,24 +240,12 @@ mod tests {
     #[test]
     fn client_messages_round_trip_through_the_wire_form() {
         let messages = vec![
-            ClientMessage::Auth {
-                token: Some("t".into()),
-            },
+            ClientMessage::Auth { token: Some("t".into()) },
             ClientMessage::Ping { id: None },
             ClientMessage::Ping { id: Some(7) },
-            ClientMessage::Sub {
-                id: 1,
-                topic: "a/b".into(),
-            },
-            ClientMessage::Unsub {
-                id: 2,
-                topic: "a/b".into(),
-            },
-            ClientMessage::Pub {
-                id: 3,
-                topic: "t".into(),
-                data: Value::Binary(vec![0, 1, 2]),
-            },
+            ClientMessage::Sub { id: 1, topic: "a/b".into() },
+            ClientMessage::Unsub { id: 2, topic: "a/b".into() },
+            ClientMessage::Pub { id: 3, topic: "t".into(), data: Value::Binary(vec![0, 1, 2]) },
             ClientMessage::OpBatch {
                 id: 4,
                 ops: vec![OpInput::Op(RawOp {
@@ -314,20 +256,9 @@ mod tests {
                     hlc: "1:0:n".into(),
                 })],
             },
-            ClientMessage::Sync {
-                id: 5,
-                collection: "c".into(),
-                since: Some("9".into()),
-            },
-            ClientMessage::Sync {
-                id: 6,
-                collection: "c".into(),
-                since: None,
-            },
-            ClientMessage::Unsync {
-                id: 7,
-                collection: "c".into(),
-            },
+            ClientMessage::Sync { id: 5, collection: "c".into(), since: Some("9".into()) },
+            ClientMessage::Sync { id: 6, collection: "c".into(), since: None },
+            ClientMessage::Unsync { id: 7, collection: "c".into() },
         ];
         for m in messages {
             let bytes = encode_client(&m);
@@ -338,32 +269,15 @@ mod tests {
     #[test]
     fn server_messages_round_trip() {
         let messages = vec![
-            ServerMessage::AuthRequired {
-                protocol_version: 1,
-            },
-            ServerMessage::AuthAck {
-                sub: "a".into(),
-                roles: vec!["r".into()],
-                expires_at: None,
-            },
-            ServerMessage::AuthFail {
-                code: "token_invalid".into(),
-                message: "m".into(),
-            },
+            ServerMessage::AuthRequired { protocol_version: 1 },
+            ServerMessage::AuthAck { sub: "a".into(), roles: vec!["r".into()], expires_at: None },
+            ServerMessage::AuthFail { code: "token_invalid".into(), message: "m".into() },
             ServerMessage::Pong { id: Some(3) },
-            ServerMessage::Error {
-                id: None,
-                code: "unknown_type".into(),
-                message: "x".into(),
-            },
+            ServerMessage::Error { id: None, code: "unknown_type".into(), message: "x".into() },
             ServerMessage::SyncData {
                 id: 1,
                 collection: "c".into(),
-                records: vec![Record {
-                    key: "k".into(),
-                    value: Value::from(1),
-                    hlc: "1:0:n".into(),
-                }],
+                records: vec![Record { key: "k".into(), value: Value::from(1), hlc: "1:0:n".into() }],
                 cursor: "3".into(),
                 reset: false,
             },
@@ -377,18 +291,9 @@ mod tests {
 
     #[test]
     fn auth_ack_carries_nil_expiry_and_camel_case_fields() {
-        let bytes = encode_server(&ServerMessage::AuthAck {
-            sub: "s".into(),
-            roles: vec![],
-            expires_at: None,
-        });
+        let bytes = encode_server(&ServerMessage::AuthAck { sub: "s".into(), roles: vec![], expires_at: None });
         let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
-        let keys: Vec<_> = v
-            .as_map()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.as_str().unwrap().to_string())
-            .collect();
+        let keys: Vec<_> = v.as_map().unwrap().iter().map(|(k, _)| k.as_str().unwrap().to_string()).collect();
         assert_eq!(keys, ["type", "sub", "roles", "expiresAt"]);
         assert_eq!(v.as_map().unwrap()[3].1, Value::Nil);
     }
@@ -396,33 +301,15 @@ mod tests {
     #[test]
     fn garbage_non_maps_and_trailing_bytes_are_malformed() {
         let limits = DecodeLimits::default();
-        assert!(matches!(
-            decode_client(&[0xc1], limits),
-            Err(DecodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_client(&[0x93, 1, 2, 3], limits),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client(&[0xc1], limits), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_client(&[0x93, 1, 2, 3], limits), Err(DecodeError::Malformed(_))));
         let mut bytes = map(vec![("type", Value::from("PING"))]);
         bytes.push(0);
-        assert!(matches!(
-            decode_client(&bytes, limits),
-            Err(DecodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_client(&map(vec![("id", Value::from(1))]), limits),
-            Err(DecodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_client(&map(vec![("type", Value::from(3))]), limits),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client(&bytes, limits), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_client(&map(vec![("id", Value::from(1))]), limits), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_client(&map(vec![("type", Value::from(3))]), limits), Err(DecodeError::Malformed(_))));
         // A 4 GiB string length prefix in a tiny message fails without allocating it.
-        assert!(matches!(
-            decode_client(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'], limits),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'], limits), Err(DecodeError::Malformed(_))));
     }
 
     #[test]
@@ -433,68 +320,28 @@ mod tests {
             for _ in 0..levels {
                 v = Value::Array(vec![v]);
             }
-            map(vec![
-                ("type", Value::from("PUB")),
-                ("id", Value::from(1)),
-                ("topic", Value::from("t")),
-                ("data", v),
-            ])
+            map(vec![("type", Value::from("PUB")), ("id", Value::from(1)), ("topic", Value::from("t")), ("data", v)])
         };
         assert!(decode_client(&nested(3), limits).is_ok());
-        assert_eq!(
-            decode_client(&nested(4), limits),
-            Err(DecodeError::TooDeep(4))
-        );
+        assert_eq!(decode_client(&nested(4), limits), Err(DecodeError::TooDeep(4)));
         let deep = [vec![0x91u8; 50_000], vec![0x01]].concat();
-        assert!(matches!(
-            decode_client(&deep, DecodeLimits::default()),
-            Err(DecodeError::TooDeep(_))
-        ));
+        assert!(matches!(decode_client(&deep, DecodeLimits::default()), Err(DecodeError::TooDeep(_))));
     }
 
     #[test]
     fn unknown_types_and_bad_fields_are_answerable_errors() {
         let limits = DecodeLimits::default();
         assert_eq!(
-            decode_client(
-                &map(vec![("type", Value::from("NOPE")), ("id", Value::from(9))]),
-                limits
-            ),
-            Err(DecodeError::UnknownType {
-                type_name: "NOPE".into(),
-                id: Some(9)
-            })
+            decode_client(&map(vec![("type", Value::from("NOPE")), ("id", Value::from(9))]), limits),
+            Err(DecodeError::UnknownType { type_name: "NOPE".into(), id: Some(9) })
         );
-        let err = decode_client(
-            &map(vec![("type", Value::from("SUB")), ("id", Value::from(2))]),
-            limits,
-        )
-        .unwrap_err();
-        assert!(matches!(
-            err,
-            DecodeError::Invalid {
-                kind: "SUB",
-                id: Some(2),
-                ..
-            }
-        ));
-        let err = decode_client(
-            &map(vec![
-                ("type", Value::from("AUTH")),
-                ("token", Value::from(5)),
-            ]),
-            limits,
-        )
-        .unwrap_err();
+        let err = decode_client(&map(vec![("type", Value::from("SUB")), ("id", Value::from(2))]), limits).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid { kind: "SUB", id: Some(2), .. }));
+        let err =
+            decode_client(&map(vec![("type", Value::from("AUTH")), ("token", Value::from(5))]), limits).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid { kind: "AUTH", .. }));
         assert_eq!(
-            decode_client(
-                &map(vec![
-                    ("type", Value::from("AUTH")),
-                    ("token", Value::from(""))
-                ]),
-                limits
-            ),
+            decode_client(&map(vec![("type", Value::from("AUTH")), ("token", Value::from(""))]), limits),
             Ok(ClientMessage::Auth { token: None })
         );
     }
@@ -507,27 +354,17 @@ mod tests {
             (Value::from("key"), Value::from("k")),
             (Value::from("hlc"), Value::from("1:0:n")),
         ]);
-        let bad = Value::Map(vec![
-            (Value::from("opId"), Value::from(2)),
-            (Value::from("key"), Value::from(1)),
-        ]);
+        let bad = Value::Map(vec![(Value::from("opId"), Value::from(2)), (Value::from("key"), Value::from(1))]);
         let bytes = map(vec![
             ("type", Value::from("OP_BATCH")),
             ("id", Value::from(1)),
             ("ops", Value::Array(vec![good, bad, Value::from(3)])),
         ]);
-        let Ok(ClientMessage::OpBatch { ops, .. }) = decode_client(&bytes, DecodeLimits::default())
-        else {
+        let Ok(ClientMessage::OpBatch { ops, .. }) = decode_client(&bytes, DecodeLimits::default()) else {
             panic!("batch must decode");
         };
         assert!(matches!(&ops[0], OpInput::Op(op) if op.value == Value::Nil));
         assert!(matches!(&ops[1], OpInput::Invalid { op_id, .. } if *op_id == Value::from(2)));
-        assert!(matches!(
-            &ops[2],
-            OpInput::Invalid {
-                op_id: Value::Nil,
-                ..
-            }
-        ));
+        assert!(matches!(&ops[2], OpInput::Invalid { op_id: Value::Nil, .. }));
     }
 }

@@ -9,11 +9,7 @@ use serde::{Deserialize, Serialize};
 /// the server decodes with [`super::decode_client`], not serde, so that field
 /// errors are precise.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(
-    tag = "type",
-    rename_all = "SCREAMING_SNAKE_CASE",
-    rename_all_fields = "camelCase"
-)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
 pub enum ClientMessage {
     /// Present a token: first authentication or in-band refresh.
     Auth {
@@ -151,11 +147,7 @@ pub struct Record {
 
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(
-    tag = "type",
-    rename_all = "SCREAMING_SNAKE_CASE",
-    rename_all_fields = "camelCase"
-)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
 pub enum ServerMessage {
     /// Sent on open: the client must authenticate.
     AuthRequired {

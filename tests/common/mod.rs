@@ -41,11 +41,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(syncgate::run(listener, config, shutdown.clone()));
-        Self {
-            addr,
-            shutdown,
-            handle,
-        }
+        Self { addr, shutdown, handle }
     }
 
     pub fn url(&self) -> String {
@@ -68,18 +64,11 @@ pub fn jwt_config() -> ServerConfig {
 }
 
 pub fn config_with_key(settings: JwtSettings) -> ServerConfig {
-    ServerConfig {
-        authenticator: Arc::new(JwtVerifier::new(settings).unwrap()),
-        ..ServerConfig::default()
-    }
+    ServerConfig { authenticator: Arc::new(JwtVerifier::new(settings).unwrap()), ..ServerConfig::default() }
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// Signs arbitrary claims.
@@ -93,11 +82,7 @@ pub fn token(sub: &str, roles: &[&str]) -> String {
 }
 
 pub fn hs256(claims: serde_json::Value) -> String {
-    sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-        &claims,
-    )
+    sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), &claims)
 }
 
 /// What a raw client received.
@@ -139,9 +124,7 @@ impl RawWs {
             .header("Sec-WebSocket-Version", "13")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let (mut ws, _) = handshake::client(&Spawn, request, stream)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut ws, _) = handshake::client(&Spawn, request, stream).await.map_err(|e| e.to_string())?;
         ws.set_auto_close(false);
         ws.set_max_message_size(64 << 20);
         Ok(Self { ws })
@@ -158,10 +141,7 @@ impl RawWs {
     }
 
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.ws
-            .write_frame(Frame::binary(Payload::Owned(bytes.to_vec())))
-            .await
-            .unwrap();
+        self.ws.write_frame(Frame::binary(Payload::Owned(bytes.to_vec()))).await.unwrap();
     }
 
     pub async fn send_frame(&mut self, frame: Frame<'_>) {
@@ -169,10 +149,7 @@ impl RawWs {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec())))
-            .await
-            .unwrap();
+        self.ws.write_frame(Frame::text(Payload::Owned(text.as_bytes().to_vec()))).await.unwrap();
     }
 
     pub async fn recv(&mut self) -> Recv {
@@ -188,10 +165,7 @@ impl RawWs {
             };
             match frame.opcode {
                 OpCode::Binary => {
-                    return Recv::Msg(
-                        rmp_serde::from_slice(&frame.payload)
-                            .expect("server sent undecodable message"),
-                    );
+                    return Recv::Msg(rmp_serde::from_slice(&frame.payload).expect("server sent undecodable message"));
                 }
                 OpCode::Close => {
                     let code = if frame.payload.len() >= 2 {
@@ -199,9 +173,7 @@ impl RawWs {
                     } else {
                         1005
                     };
-                    let reason =
-                        String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default())
-                            .into_owned();
+                    let reason = String::from_utf8_lossy(frame.payload.get(2..).unwrap_or_default()).into_owned();
                     let _ = self.ws.write_frame(Frame::close(1000, b"")).await;
                     return Recv::Close(code, reason);
                 }
@@ -232,16 +204,8 @@ impl RawWs {
     /// Connects, expects AUTH_REQUIRED, authenticates with `token` and expects AUTH_ACK.
     pub async fn authed(addr: SocketAddr, token: &str) -> Self {
         let mut ws = Self::connect("/ws", addr).await;
-        assert!(matches!(
-            ws.msg().await,
-            ServerMessage::AuthRequired {
-                protocol_version: 1
-            }
-        ));
-        ws.send(&ClientMessage::Auth {
-            token: Some(token.to_string()),
-        })
-        .await;
+        assert!(matches!(ws.msg().await, ServerMessage::AuthRequired { protocol_version: 1 }));
+        ws.send(&ClientMessage::Auth { token: Some(token.to_string()) }).await;
         match ws.msg().await {
             ServerMessage::AuthAck { .. } => ws,
             other => panic!("expected AUTH_ACK, got {other:?}"),
@@ -252,10 +216,7 @@ impl RawWs {
     pub async fn refused(addr: SocketAddr, token: &str) -> (String, u16) {
         let mut ws = Self::connect("/ws", addr).await;
         assert!(matches!(ws.msg().await, ServerMessage::AuthRequired { .. }));
-        ws.send(&ClientMessage::Auth {
-            token: Some(token.to_string()),
-        })
-        .await;
+        ws.send(&ClientMessage::Auth { token: Some(token.to_string()) }).await;
         let code = match ws.msg().await {
             ServerMessage::AuthFail { code, .. } => code,
             other => panic!("expected AUTH_FAIL, got {other:?}"),

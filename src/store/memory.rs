@@ -1,0 +1,83 @@
+//! The in-memory store: for tests, embedding and ephemeral deployments.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+
+/// Collections in memory; nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// A std mutex: held for in-memory updates only, never across an await.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    seq: u64,
+    collections: HashMap<String, Collection>,
+}
+
+#[derive(Debug, Default)]
+struct Collection {
+    records: HashMap<String, StoredRecord>,
+    /// Sequence number → key, for `scan_since`.
+    by_seq: BTreeMap<u64, String>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *inner;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let collection = inner.collections.entry(write.collection.clone()).or_default();
+            let newer = collection.records.get(&write.key).is_none_or(|current| write.hlc > current.hlc);
+            if !newer {
+                outcomes.push(Applied::Superseded);
+                continue;
+            }
+            inner.seq += 1;
+            let seq = inner.seq;
+            let record =
+                StoredRecord { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.clone(), seq };
+            if let Some(old) = collection.records.insert(write.key.clone(), record) {
+                collection.by_seq.remove(&old.seq);
+            }
+            collection.by_seq.insert(seq, write.key.clone());
+            outcomes.push(Applied::Stored { seq });
+        }
+        Box::pin(std::future::ready(Ok(outcomes)))
+    }
+
+    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(inner.collections.get(collection).and_then(|c| c.records.get(key)).cloned())
+    }
+
+    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let records = match inner.collections.get(collection) {
+            None => Vec::new(),
+            Some(c) => {
+                c.by_seq.range(since.saturating_add(1)..).filter_map(|(_, key)| c.records.get(key).cloned()).collect()
+            }
+        };
+        Ok(Scan { records, cursor: inner.seq })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn passes_the_store_conformance_suite() {
+        super::super::conformance::run(|| Box::new(super::MemoryStore::new())).await;
+    }
+}

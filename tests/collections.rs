@@ -1,0 +1,122 @@
+//! Last-writer-wins collections over real sockets: SYNC, CHANGE, UNSYNC,
+//! cursors, late offline writes, replays and tombstones.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rmpv::Value;
+use syncgate::protocol::{ClientMessage, OpInput, RawOp, Record, ServerMessage};
+
+fn op(id: &str, key: &str, value: impl Into<Value>, hlc: &str) -> OpInput {
+    OpInput::Op(RawOp { op_id: Value::from(id), collection: "notes".into(), key: key.into(), value: value.into(), hlc: hlc.into() })
+}
+
+fn at(ms: u64, node: &str) -> String {
+    format!("{ms}:0:{node}")
+}
+
+async fn write(ws: &mut RawWs, id: u64, ops: Vec<OpInput>) -> Vec<bool> {
+    ws.send(&ClientMessage::OpBatch { id, ops }).await;
+    match ws.msg().await {
+        ServerMessage::OpResult { id: got, results } if got == id => results.iter().map(|r| r.ok).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn sync(ws: &mut RawWs, id: u64, since: Option<String>) -> (Vec<Record>, String) {
+    ws.send(&ClientMessage::Sync { id, collection: "notes".into(), since }).await;
+    match ws.msg().await {
+        ServerMessage::SyncData { id: got, records, cursor, .. } if got == id => (records, cursor),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn change(ws: &mut RawWs) -> (Vec<Record>, String) {
+    match ws.msg().await {
+        ServerMessage::Change { records, cursor, .. } => (records, cursor),
+        other => panic!("expected CHANGE, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sync_streams_changes_until_unsync() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut writer = RawWs::authed(server.addr, &token("w", &[])).await;
+    let mut reader = RawWs::authed(server.addr, &token("r", &[])).await;
+    let t = now() * 1000;
+    assert_eq!(write(&mut writer, 1, vec![op("a", "k1", "v1", &at(t, "w"))]).await, [true]);
+    let (records, cursor) = sync(&mut reader, 1, None).await;
+    assert_eq!(records, [Record { key: "k1".into(), value: Value::from("v1"), hlc: at(t, "w") }]);
+
+    write(&mut writer, 2, vec![op("b", "k2", "v2", &at(t + 1, "w")), op("c", "k1", Value::Nil, &at(t + 2, "w"))]).await;
+    let (records, next) = change(&mut reader).await;
+    assert_eq!(records.iter().map(|r| (r.key.as_str(), r.value.clone())).collect::<Vec<_>>(), [("k2", Value::from("v2")), ("k1", Value::Nil)]);
+    assert!(next.parse::<u64>().unwrap() > cursor.parse::<u64>().unwrap());
+
+    reader.send(&ClientMessage::Unsync { id: 3, collection: "notes".into() }).await;
+    assert_eq!(reader.msg().await, ServerMessage::Ok { id: 3 });
+    write(&mut writer, 3, vec![op("d", "k3", "v3", &at(t + 3, "w"))]).await;
+    assert_eq!(reader.recv_within(Duration::from_millis(300)).await, Recv::Timeout, "no CHANGE after UNSYNC");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn since_returns_exactly_what_changed_including_late_offline_writes() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut online = RawWs::authed(server.addr, &token("online", &[])).await;
+    let t = now() * 1000;
+    write(&mut online, 1, vec![op("1", "a", 1, &at(t, "online")), op("2", "b", 2, &at(t, "online"))]).await;
+    let mut reader = RawWs::authed(server.addr, &token("reader", &[])).await;
+    let (_, cursor) = sync(&mut reader, 1, None).await;
+    drop(reader);
+
+    // An offline device replays an edit made an hour ago, after the reader synced.
+    let mut offline = RawWs::authed(server.addr, &token("offline", &[])).await;
+    let hour_ago = t - 3_600_000;
+    assert_eq!(write(&mut offline, 1, vec![op("x", "c", "from the plane", &at(hour_ago, "offline"))]).await, [true]);
+    // And an old edit of a key that changed since loses, without error.
+    assert_eq!(write(&mut offline, 2, vec![op("y", "a", "stale", &at(hour_ago, "offline"))]).await, [true]);
+
+    let mut reader = RawWs::authed(server.addr, &token("reader", &[])).await;
+    let (delta, _) = sync(&mut reader, 2, Some(cursor)).await;
+    assert_eq!(delta, [Record { key: "c".into(), value: Value::from("from the plane"), hlc: at(hour_ago, "offline") }]);
+    let (all, _) = sync(&mut reader, 3, None).await;
+    assert_eq!(all.iter().find(|r| r.key == "a").unwrap().value, Value::from(1), "last writer wins by hlc, not arrival");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn replays_are_harmless_and_ties_break_by_node() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut ws = RawWs::authed(server.addr, &token("w", &[])).await;
+    let t = now() * 1000;
+    let batch = vec![op("1", "k", "first", &at(t, "node-a"))];
+    assert_eq!(write(&mut ws, 1, batch.clone()).await, [true]);
+    let (_, cursor) = sync(&mut ws, 2, None).await;
+    assert_eq!(write(&mut ws, 3, batch).await, [true], "re-sending an op is accepted");
+    assert_eq!(ws.recv_within(Duration::from_millis(200)).await, Recv::Timeout, "and changes nothing");
+    assert_eq!(write(&mut ws, 4, vec![op("2", "k", "tie-b", &at(t, "node-b"))]).await, [true]);
+    let (records, _) = change(&mut ws).await;
+    assert_eq!(records[0].value, Value::from("tie-b"));
+    let (delta, _) = sync(&mut ws, 5, Some(cursor)).await;
+    assert_eq!(delta.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_cursors_and_names_are_invalid() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut ws = RawWs::authed(server.addr, &token("w", &[])).await;
+    ws.send(&ClientMessage::Sync { id: 1, collection: "notes".into(), since: Some("yesterday".into()) }).await;
+    assert!(matches!(ws.msg().await, ServerMessage::Error { id: Some(1), ref code, .. } if code == "invalid"));
+    ws.send(&ClientMessage::Sync { id: 2, collection: "a/*".into(), since: None }).await;
+    assert!(matches!(ws.msg().await, ServerMessage::Error { id: Some(2), ref code, .. } if code == "invalid"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_memory_store_passes_the_public_conformance_suite() {
+    syncgate::store::conformance::run(|| Box::new(syncgate::store::MemoryStore::new())).await;
+}
