@@ -46,58 +46,77 @@ async fn serve_until_signalled(serve: syncgate::cli::Serve) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", serve.listen)),
     };
+    // Handlers are installed before serving, so no signal can hit the default action.
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    if let Some(path) = serve.rules.clone() {
-        tokio::spawn(reload_rules_on_hangup(path, serve.config.policy.clone()));
-    }
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    tokio::spawn(signals.drive(shutdown.clone(), serve.rules.clone(), serve.config.policy.clone()));
     match syncgate::run(listener, serve.config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server failed: {e}")),
     }
 }
 
-/// SIGINT or SIGTERM starts a graceful shutdown.
-async fn cancel_on_signal(shutdown: CancellationToken) {
+/// The process signals syncgate reacts to.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutdown requested");
-    shutdown.cancel();
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
-/// SIGHUP reloads the rules file; a bad file keeps the rules in force.
-async fn reload_rules_on_hangup(path: std::path::PathBuf, policy: syncgate::rules::PolicyHandle) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot install the SIGHUP handler; rules will not reload");
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            match syncgate::rules::RuleSet::load(&path) {
-                Ok(rules) => {
-                    tracing::info!(rules = rules.len(), "rules reloaded");
-                    policy.replace(syncgate::rules::Policy::with_rules(rules));
-                }
-                Err(e) => tracing::error!("rules not reloaded, keeping the previous ones: {e}"),
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+                hangup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// SIGINT or SIGTERM starts a graceful shutdown; SIGHUP reloads the rules
+    /// file, keeping the rules in force when the new file is bad.
+    async fn drive(
+        mut self,
+        shutdown: CancellationToken,
+        rules: Option<std::path::PathBuf>,
+        policy: syncgate::rules::PolicyHandle,
+    ) {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => break,
+                _ = self.interrupt.recv() => break,
+                _ = self.hangup.recv() => match &rules {
+                    None => tracing::info!("SIGHUP: no --rules file to reload"),
+                    Some(path) => match syncgate::rules::RuleSet::load(path) {
+                        Ok(set) => {
+                            tracing::info!(rules = set.len(), "rules reloaded");
+                            policy.replace(syncgate::rules::Policy::with_rules(set));
+                        }
+                        Err(e) => tracing::error!("rules not reloaded, keeping the previous ones: {e}"),
+                    },
+                },
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = (&mut self, rules, policy);
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
     }
-    #[cfg(not(unix))]
-    let _ = (path, policy);
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -46,6 +46,47 @@ fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
     assert!(refuses(&["--config", config.to_str().unwrap()]).contains("c.toml"));
     std::fs::write(&config, "no-such-flag = 1\n").unwrap();
     assert!(refuses(&["--config", config.to_str().unwrap()]).contains("no-such-flag"));
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[[rules]]\nroles = [\"user\"]\nresource = \"a/**\"\nactions = [\"delete\"]\n").unwrap();
+    let err = refuses(&["--rules", rules.to_str().unwrap()]);
+    assert!(err.contains("rule 1") && err.contains("delete"), "{err}");
+    assert!(refuses(&["--rules", "/nonexistent/rules.toml"]).contains("/nonexistent/rules.toml"));
+}
+
+#[tokio::test]
+async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
+    use syncgate::protocol::ClientMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    let allow = |topic: &str| format!("[[rules]]\nroles = [\"user\"]\nresource = \"{topic}\"\nactions = [\"read\"]\n");
+    std::fs::write(&rules, allow("rooms/*")).unwrap();
+    let (mut child, addr) = spawn_server(&["--jwt-secret", SECRET, "--rules", rules.to_str().unwrap()], &[]);
+    let mut ws = RawWs::authed(addr, &token("alice", &["user"])).await;
+    ws.send(&ClientMessage::Sub { id: 1, topic: "rooms/lobby".into() }).await;
+    assert_eq!(ws.msg().await, ServerMessage::Ok { id: 1 });
+    ws.send(&ClientMessage::Sub { id: 2, topic: "rooms/staff".into() }).await;
+    assert_eq!(ws.msg().await, ServerMessage::Ok { id: 2 });
+
+    let hup = |pid: u32| Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    std::fs::write(&rules, "this is not toml [[").unwrap();
+    assert!(hup(child.id()).success());
+    ws.send(&ClientMessage::Ping { id: Some(3) }).await;
+    assert_eq!(
+        ws.msg().await,
+        ServerMessage::Pong { id: Some(3) },
+        "a bad file keeps the old rules and the connection"
+    );
+
+    std::fs::write(&rules, allow("rooms/lobby")).unwrap();
+    assert!(hup(child.id()).success());
+    match ws.msg().await {
+        ServerMessage::Error { id: Some(2), code, .. } => assert_eq!(code, "forbidden"),
+        other => panic!("{other:?}"),
+    }
+    ws.send(&ClientMessage::Sub { id: 4, topic: "rooms/lobby".into() }).await;
+    assert_eq!(ws.msg().await, ServerMessage::Ok { id: 4 });
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 #[test]

@@ -64,7 +64,7 @@ struct ClientConfigBuilder(Box<dyn Fn(String) -> ClientConfig>);
 async fn connects_with_the_provider_and_answers_requests() {
     let server = TestServer::start(jwt_config()).await;
     let (config, calls) = recording(|_, _| Ok(Some(token("alice", &["user"]))));
-    let (client, mut events) = Client::connect((config.0)(server.url()));
+    let (client, mut events) = Client::connect((config.0)(server.url())).unwrap();
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     assert!(matches!(seen[0], ClientEvent::Connecting { attempt: 0 }));
     assert!(
@@ -84,7 +84,7 @@ async fn refreshes_in_band_before_expiry() {
         let ttl = if why == TokenRequest::Connect { 3 } else { 3600 };
         Ok(Some(hs256(json!({"sub": "alice", "exp": now() + ttl}))))
     });
-    let (client, mut events) = Client::connect((config.0)(server.url()));
+    let (client, mut events) = Client::connect((config.0)(server.url())).unwrap();
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Refreshed { .. })).await;
     assert!(!seen.iter().any(|e| matches!(e, ClientEvent::Disconnected { .. })), "{seen:?}");
@@ -98,7 +98,7 @@ async fn refreshes_in_band_before_expiry() {
 async fn a_rejected_token_is_replaced_on_reconnect() {
     let server = TestServer::start(jwt_config()).await;
     let (config, calls) = recording(|_, n| Ok(Some(if n == 0 { "stale-garbage".into() } else { token("alice", &[]) })));
-    let (client, mut events) = Client::connect((config.0)(server.url()));
+    let (client, mut events) = Client::connect((config.0)(server.url())).unwrap();
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     assert!(seen.iter().any(|e| matches!(e, ClientEvent::Disconnected { code: Some(4001), reason } if reason.contains("token_malformed"))), "{seen:?}");
     assert_eq!(*calls.lock().unwrap(), [TokenRequest::Connect, TokenRequest::Rejected]);
@@ -114,7 +114,7 @@ async fn forbidden_stops_the_client() {
         let sub = if why == TokenRequest::Connect { "alice" } else { "mallory" };
         Ok(Some(hs256(json!({"sub": sub, "exp": now() + 3}))))
     });
-    let (client, mut events) = Client::connect((config.0)(server.url()));
+    let (client, mut events) = Client::connect((config.0)(server.url())).unwrap();
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await;
     assert!(matches!(seen.last(), Some(ClientEvent::Stopped { code: Some(4003), .. })), "{seen:?}");
     assert!(client.ping().await.is_err());
@@ -131,7 +131,7 @@ async fn expiry_leads_to_a_refresh_on_reconnect() {
         _ if now() <= exp => Err("identity provider unavailable".into()),
         _ => Ok(Some(token("alice", &[]))),
     });
-    let (client, mut events) = Client::connect((config.0)(server.url()));
+    let (client, mut events) = Client::connect((config.0)(server.url())).unwrap();
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
     assert!(matches!(seen.last(), Some(ClientEvent::Disconnected { code: Some(4100), .. })), "{seen:?}");
@@ -146,7 +146,7 @@ async fn reconnects_after_a_restart_and_delivers_queued_requests() {
     let first = TestServer::start(jwt_config()).await;
     let addr = first.addr;
     let (config, _) = recording(|_, _| Ok(Some(token("alice", &[]))));
-    let (client, mut events) = Client::connect((config.0)(first.url()));
+    let (client, mut events) = Client::connect((config.0)(first.url())).unwrap();
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     first.stop().await;
     until(&mut events, |e| matches!(e, ClientEvent::Disconnected { code: Some(1001), .. })).await;
@@ -167,7 +167,7 @@ async fn reconnects_after_a_restart_and_delivers_queued_requests() {
 async fn a_signed_out_provider_stops_the_client() {
     let server = TestServer::start(jwt_config()).await;
     let (config, _) = recording(|_, _| Ok(None));
-    let (_client, mut events) = Client::connect((config.0)(server.url()));
+    let (_client, mut events) = Client::connect((config.0)(server.url())).unwrap();
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await;
     assert!(matches!(seen.last(), Some(ClientEvent::Stopped { reason, .. }) if reason.contains("no token")));
     server.stop().await;

@@ -10,7 +10,13 @@ use rmpv::Value;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, Record, ServerMessage};
 
 fn op(id: &str, key: &str, value: impl Into<Value>, hlc: &str) -> OpInput {
-    OpInput::Op(RawOp { op_id: Value::from(id), collection: "notes".into(), key: key.into(), value: value.into(), hlc: hlc.into() })
+    OpInput::Op(RawOp {
+        op_id: Value::from(id),
+        collection: "notes".into(),
+        key: key.into(),
+        value: value.into(),
+        hlc: hlc.into(),
+    })
 }
 
 fn at(ms: u64, node: &str) -> String {
@@ -52,7 +58,10 @@ async fn sync_streams_changes_until_unsync() {
 
     write(&mut writer, 2, vec![op("b", "k2", "v2", &at(t + 1, "w")), op("c", "k1", Value::Nil, &at(t + 2, "w"))]).await;
     let (records, next) = change(&mut reader).await;
-    assert_eq!(records.iter().map(|r| (r.key.as_str(), r.value.clone())).collect::<Vec<_>>(), [("k2", Value::from("v2")), ("k1", Value::Nil)]);
+    assert_eq!(
+        records.iter().map(|r| (r.key.as_str(), r.value.clone())).collect::<Vec<_>>(),
+        [("k2", Value::from("v2")), ("k1", Value::Nil)]
+    );
     assert!(next.parse::<u64>().unwrap() > cursor.parse::<u64>().unwrap());
 
     reader.send(&ClientMessage::Unsync { id: 3, collection: "notes".into() }).await;
@@ -83,7 +92,11 @@ async fn since_returns_exactly_what_changed_including_late_offline_writes() {
     let (delta, _) = sync(&mut reader, 2, Some(cursor)).await;
     assert_eq!(delta, [Record { key: "c".into(), value: Value::from("from the plane"), hlc: at(hour_ago, "offline") }]);
     let (all, _) = sync(&mut reader, 3, None).await;
-    assert_eq!(all.iter().find(|r| r.key == "a").unwrap().value, Value::from(1), "last writer wins by hlc, not arrival");
+    assert_eq!(
+        all.iter().find(|r| r.key == "a").unwrap().value,
+        Value::from(1),
+        "last writer wins by hlc, not arrival"
+    );
     server.stop().await;
 }
 

@@ -34,7 +34,7 @@ async fn wss_with_a_generated_certificate() {
         tls: Some(Arc::new(tls)),
         ..ClientConfig::new(url).with_token_provider(|_| async { Ok(Some(token("alice", &[]))) })
     };
-    let (client, mut events) = Client::connect(client_config);
+    let (client, mut events) = Client::connect(client_config).unwrap();
     let connected = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(event) = events.recv().await {
             if let ClientEvent::Connected { sub, .. } = event {

@@ -9,16 +9,21 @@
 
 mod backoff;
 mod driver;
+pub mod replica;
 mod transport;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use rmpv::Value;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use backoff::Backoff;
+pub use replica::{PendingOp, Replica, Settled};
 
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -69,6 +74,14 @@ pub struct ClientConfig {
     pub max_message_bytes: usize,
     /// Requests queued while disconnected, at most.
     pub max_queued_requests: usize,
+    /// This client's node id in its hybrid logical clock (unique per device).
+    pub node_id: String,
+    /// Where the outbox is saved, so writes survive an app restart.
+    pub outbox_path: Option<PathBuf>,
+    /// Ops per replayed `OP_BATCH`.
+    pub replay_batch: usize,
+    /// Deliveries buffered per topic subscription before they are dropped (reported as an error).
+    pub subscription_buffer: usize,
 }
 
 impl ClientConfig {
@@ -82,6 +95,10 @@ impl ClientConfig {
             refresh_before: Duration::from_secs(30),
             max_message_bytes: 16 * 1024 * 1024,
             max_queued_requests: 1024,
+            node_id: format!("client-{:016x}", fastrand::u64(..)),
+            outbox_path: None,
+            replay_batch: 100,
+            subscription_buffer: 1024,
         }
     }
 
@@ -130,8 +147,61 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
-    /// A message that answers no request (`MESSAGE`, `CHANGE`, `ERROR` without id).
+    /// The server settled a local write: accepted, or rejected and rolled back.
+    OpSettled {
+        /// The op's id (as returned by [`Client::write`]).
+        op_id: String,
+        /// Collection of the write.
+        collection: String,
+        /// Key of the write.
+        key: String,
+        /// `None` if accepted; else the code (`forbidden`, `invalid`, `clock_skew`, …).
+        rejected: Option<String>,
+        /// The server's reason for a rejection.
+        message: Option<String>,
+    },
+    /// A synced collection received its snapshot (after every (re)connection).
+    Synced {
+        /// The collection.
+        collection: String,
+    },
+    /// Records of a synced collection changed on the server.
+    Changed {
+        /// The collection.
+        collection: String,
+        /// The keys that changed.
+        keys: Vec<String>,
+    },
+    /// The server ended a subscription or sync (`forbidden`, …); it is not renewed.
+    SubscriptionEnded {
+        /// The topic or collection.
+        name: String,
+        /// The error code.
+        code: String,
+        /// The server's reason.
+        message: String,
+    },
+    /// A message that answers no request (an `ERROR` without id).
     Message(ServerMessage),
+}
+
+/// A publication received on a subscribed topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: String,
+    /// The published value.
+    pub data: Value,
+    /// The publisher's `sub`.
+    pub from: String,
+}
+
+/// State shared by the handle and the background task. A std mutex: it is
+/// held for in-memory updates only, never across an await.
+pub(crate) struct Local {
+    pub(crate) replica: Replica,
+    pub(crate) synced: BTreeSet<String>,
+    pub(crate) topics: HashMap<String, mpsc::Sender<Delivery>>,
 }
 
 /// Why a request failed.
@@ -165,15 +235,96 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
+    local: Arc<Mutex<Local>>,
+    /// Wakes the background task to send new writes, subscriptions and syncs.
+    wake: Arc<Notify>,
+    outbox_path: Option<PathBuf>,
+    subscription_buffer: usize,
 }
 
 impl Client {
     /// Starts connecting in the background; events arrive on the receiver.
-    pub fn connect(config: ClientConfig) -> (Client, mpsc::UnboundedReceiver<ClientEvent>) {
+    ///
+    /// With `outbox_path` set, writes queued by an earlier run are loaded and
+    /// replayed; an unreadable outbox file is an error rather than a silent loss.
+    pub fn connect(config: ClientConfig) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
+        let mut replica = Replica::new(&config.node_id);
+        if let Some(path) = &config.outbox_path {
+            replica.load_outbox(path).map_err(|e| ClientError::Config(format!("outbox {}: {e}", path.display())))?;
+        }
+        let local = Arc::new(Mutex::new(Local { replica, synced: BTreeSet::new(), topics: HashMap::new() }));
+        let wake = Arc::new(Notify::new());
         let (commands, command_rx) = mpsc::channel(256);
         let (events, event_rx) = mpsc::unbounded_channel();
-        tokio::spawn(driver::Driver::new(config, command_rx, events).run());
-        (Client { commands }, event_rx)
+        let client = Client {
+            commands,
+            local: local.clone(),
+            wake: wake.clone(),
+            outbox_path: config.outbox_path.clone(),
+            subscription_buffer: config.subscription_buffer,
+        };
+        tokio::spawn(driver::Driver::new(config, command_rx, events, local, wake).run());
+        Ok((client, event_rx))
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a record locally (visible at once) and queues it for the server;
+    /// `value: nil` deletes. Returns the op id reported later in [`ClientEvent::OpSettled`].
+    /// With `outbox_path`, the write is on disk before this returns.
+    pub fn write(&self, collection: &str, key: &str, value: Value) -> Result<String, ClientError> {
+        let mut local = self.local();
+        let op = local.replica.write(collection, key, value, crate::clock::unix_ms());
+        if let Some(path) = &self.outbox_path
+            && let Err(e) = local.replica.save_outbox(path)
+        {
+            local.replica.settle(&[crate::protocol::OpOutcome {
+                op_id: Value::from(op.op_id.as_str()),
+                ok: false,
+                code: None,
+                message: None,
+            }]);
+            return Err(ClientError::Io(format!("cannot save the outbox: {e}")));
+        }
+        drop(local);
+        self.wake.notify_one();
+        Ok(op.op_id)
+    }
+
+    /// The visible value of a record: the local write if still pending and newest, else the server's.
+    pub fn get(&self, collection: &str, key: &str) -> Option<Value> {
+        self.local().replica.get(collection, key).cloned()
+    }
+
+    /// Every visible record of a collection.
+    pub fn records(&self, collection: &str) -> BTreeMap<String, Value> {
+        self.local().replica.records(collection)
+    }
+
+    /// Writes not yet settled by the server.
+    pub fn pending(&self) -> usize {
+        self.local().replica.outbox().len()
+    }
+
+    /// Keeps `collection` in the local replica, resuming from the last cursor after every reconnect.
+    pub fn sync(&self, collection: &str) {
+        self.local().synced.insert(collection.to_string());
+        self.wake.notify_one();
+    }
+
+    /// Subscribes to a topic (renewed after every reconnect); deliveries arrive on the receiver.
+    pub fn subscribe(&self, topic: &str) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(self.subscription_buffer.max(1));
+        self.local().topics.insert(topic.to_string(), tx);
+        self.wake.notify_one();
+        rx
+    }
+
+    /// Publishes to a topic and waits for the server's `OK` (or `ERROR`).
+    pub async fn publish(&self, topic: &str, data: Value) -> Result<ServerMessage, ClientError> {
+        self.request(ClientMessage::Pub { id: 0, topic: topic.to_string(), data }).await
     }
 
     /// Sends a request and waits for its answer; the id is assigned here.

@@ -1,0 +1,221 @@
+//! The offline-first client against a real server: queued writes, replay
+//! after re-authentication with shrunken roles, per-op rollback, outbox
+//! persistence, and pub/sub through the client.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use rmpv::Value;
+use syncgate::ServerConfig;
+use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent};
+use syncgate::rules::{Policy, RuleSet};
+use syncgate::store::{MemoryStore, Store};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const RULES: &str = r#"
+[[rules]]
+roles = ["user"]
+resource = "users/{sub}/**"
+actions = ["read", "write"]
+
+[[rules]]
+roles = ["editor"]
+resource = "shared/**"
+actions = ["read", "write"]
+
+[[rules]]
+roles = ["user"]
+resource = "shared/**"
+actions = ["read"]
+
+[[rules]]
+roles = ["auditor"]
+resource = "**"
+actions = ["read"]
+"#;
+
+fn config(store: Arc<dyn Store>) -> ServerConfig {
+    let config = ServerConfig { store, ..jwt_config() };
+    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    config
+}
+
+async fn until(events: &mut UnboundedReceiver<ClientEvent>, pred: impl Fn(&ClientEvent) -> bool) -> Vec<ClientEvent> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            let hit = pred(&event);
+            seen.push(event);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "event not seen; got {:?}", &seen[seen.len().saturating_sub(5)..]);
+    seen
+}
+
+fn client_config(url: String, editor: Arc<AtomicBool>) -> ClientConfig {
+    let provider = move |_| {
+        let roles: &[&str] = if editor.load(Ordering::SeqCst) { &["user", "editor"] } else { &["user"] };
+        let token = token("alice", roles);
+        async move { Ok(Some(token)) }
+    };
+    ClientConfig {
+        backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(200) },
+        replay_batch: 50,
+        ..ClientConfig::new(url).with_token_provider(provider)
+    }
+}
+
+#[tokio::test]
+async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let first = TestServer::start(config(store.clone())).await;
+    let addr = first.addr;
+    let editor = Arc::new(AtomicBool::new(true));
+    let (alice, mut events) = Client::connect(client_config(first.url(), editor.clone())).unwrap();
+    alice.sync("shared/board");
+    alice.sync("users/alice/todos");
+    until(&mut events, |e| matches!(e, ClientEvent::Synced { collection } if collection == "users/alice/todos")).await;
+    // While an editor and online, alice sets a value on the shared board.
+    alice.write("shared/board", "title", Value::from("original")).unwrap();
+    until(&mut events, |e| matches!(e, ClientEvent::OpSettled { rejected: None, .. })).await;
+
+    // Offline: the server goes away; alice keeps writing, and loses the editor role meanwhile.
+    first.stop().await;
+    until(&mut events, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    editor.store(false, Ordering::SeqCst);
+    for i in 0..100 {
+        alice.write("users/alice/todos", &format!("todo-{i}"), Value::from(format!("buy {i}"))).unwrap();
+        alice.write("shared/board", if i == 0 { "title" } else { "note" }, Value::from(format!("edit {i}"))).unwrap();
+    }
+    assert_eq!(alice.pending(), 200);
+    assert_eq!(alice.get("shared/board", "title"), Some(Value::from("edit 0")), "offline writes are visible at once");
+
+    // Back online with the new token: replay in bounded batches, each op judged alone.
+    let second = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), config(store.clone()));
+    let mut accepted = 0;
+    let mut forbidden = Vec::new();
+    let seen = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    assert!(seen.iter().any(|e| matches!(e, ClientEvent::Connected { roles, .. } if roles == &["user"])));
+    while accepted + forbidden.len() < 200 {
+        match tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap() {
+            ClientEvent::OpSettled { rejected: None, collection, .. } => {
+                assert_eq!(collection, "users/alice/todos");
+                accepted += 1;
+            }
+            ClientEvent::OpSettled { rejected: Some(code), collection, key, .. } => {
+                assert_eq!((collection.as_str(), code.as_str()), ("shared/board", "forbidden"));
+                forbidden.push(key);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((accepted, forbidden.len()), (100, 100));
+    assert_eq!(alice.pending(), 0);
+    assert_eq!(alice.get("shared/board", "title"), Some(Value::from("original")), "rolled back to the server's value");
+    assert_eq!(alice.get("shared/board", "note"), None, "a rejected create disappears");
+    assert_eq!(alice.records("users/alice/todos").len(), 100);
+
+    // A second client sees exactly the accepted writes.
+    let auditor = {
+        let url = second.url();
+        let config = ClientConfig::new(url).with_token_provider(|_| async { Ok(Some(token("audit", &["auditor"]))) });
+        let (auditor, mut audit_events) = Client::connect(config).unwrap();
+        auditor.sync("users/alice/todos");
+        auditor.sync("shared/board");
+        until(&mut audit_events, |e| matches!(e, ClientEvent::Synced { collection } if collection == "shared/board"))
+            .await;
+        until(
+            &mut audit_events,
+            |e| matches!(e, ClientEvent::Synced { collection } if collection == "users/alice/todos"),
+        )
+        .await;
+        auditor
+    };
+    let todos = auditor.records("users/alice/todos");
+    assert_eq!(todos.len(), 100);
+    assert_eq!(todos["todo-42"], Value::from("buy 42"));
+    assert_eq!(
+        auditor.records("shared/board").into_iter().collect::<Vec<_>>(),
+        [("title".to_string(), Value::from("original"))]
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn the_outbox_survives_an_app_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.msgpack");
+    let server = TestServer::start(config(Arc::new(MemoryStore::new()))).await;
+    let unreachable = "ws://127.0.0.1:9/ws".to_string();
+    {
+        let config = ClientConfig {
+            outbox_path: Some(path.clone()),
+            ..client_config(unreachable, Arc::new(AtomicBool::new(false)))
+        };
+        let (offline, _events) = Client::connect(config).unwrap();
+        for i in 0..5 {
+            offline.write("users/alice/todos", &format!("k{i}"), Value::from(i)).unwrap();
+        }
+        offline.close().await;
+    }
+    let config = ClientConfig {
+        outbox_path: Some(path.clone()),
+        ..client_config(server.url(), Arc::new(AtomicBool::new(false)))
+    };
+    let (again, mut events) = Client::connect(config).unwrap();
+    assert_eq!(again.pending(), 5, "queued writes were loaded from disk");
+    for _ in 0..5 {
+        until(&mut events, |e| matches!(e, ClientEvent::OpSettled { rejected: None, .. })).await;
+    }
+    assert_eq!(again.pending(), 0);
+    std::fs::write(&path, b"not msgpack").unwrap();
+    let corrupt = Client::connect(ClientConfig { outbox_path: Some(path), ..ClientConfig::new("ws://127.0.0.1:9/ws") });
+    assert!(corrupt.is_err(), "an unreadable outbox is an error, not a silent loss");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pub_sub_through_the_client_survives_reconnects() {
+    let first = TestServer::start(jwt_config()).await;
+    let addr = first.addr;
+    let make = |url: String, sub: &'static str| ClientConfig {
+        backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(200) },
+        ..ClientConfig::new(url).with_token_provider(move |_| async move { Ok(Some(token(sub, &[]))) })
+    };
+    let (listener, mut listener_events) = Client::connect(make(first.url(), "listener")).unwrap();
+    let mut deliveries = listener.subscribe("rooms/lobby");
+    until(&mut listener_events, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let (speaker, _) = Client::connect(make(first.url(), "speaker")).unwrap();
+    // The subscription may still be in flight: publish until it is delivered.
+    let got = loop {
+        speaker.publish("rooms/lobby", Value::from("hello")).await.unwrap();
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), deliveries.recv()).await {
+            break d;
+        }
+    };
+    assert_eq!((got.data, got.from.as_str()), (Value::from("hello"), "speaker"));
+
+    first.stop().await;
+    until(&mut listener_events, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
+    let second = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), jwt_config());
+    until(&mut listener_events, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    let got = loop {
+        if let Ok(syncgate::protocol::ServerMessage::Ok { .. }) =
+            speaker.publish("rooms/lobby", Value::from("again")).await
+            && let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), deliveries.recv()).await
+        {
+            break d;
+        }
+    };
+    assert_eq!(got.data, Value::from("again"), "the subscription was renewed after the reconnect");
+    second.stop().await;
+}
