@@ -16,10 +16,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::auth::{
-    AnonymousAuthenticator, Identity, JwtKey, JwtSettings, JwtVerifier, SharedAuthenticator, StaticTokenVerifier,
+    AnonymousAuthenticator, Identity, IntrospectSettings, Introspector, JwksPolicy, JwksSource, JwtKey, JwtSettings,
+    JwtVerifier, SharedAuthenticator, StaticTokenVerifier,
 };
 use crate::config::ServerConfig;
 use crate::devtoken::TokenSpec;
+use crate::http_client::{HttpClient, check_url};
 use crate::rules::{Policy, PolicyHandle, RuleSet};
 
 /// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
@@ -48,8 +50,10 @@ pub enum AuthMode {
     None,
     /// One static shared token (`--token`).
     Token,
-    /// Short-lived JWTs (`--jwt-secret` or `--jwt-public-key`).
+    /// Short-lived JWTs (`--jwt-secret`, `--jwt-public-key` or `--jwks-url`).
     Jwt,
+    /// Token introspection against the operator's API (`--introspect-url`).
+    Introspect,
 }
 
 /// A duration given as seconds (`10`, `0.5`) or with a unit (`500ms`, `10m`).
@@ -113,6 +117,51 @@ pub struct ServeArgs {
     /// PEM public key file: RSA (RS*/PS*), EC P-256/P-384 (ES256/384) or Ed25519 (EdDSA).
     #[arg(long, env = "SYNCGATE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// JWKS endpoint (repeat or comma-separate for several); https://, or http:// to loopback.
+    #[arg(long, env = "SYNCGATE_JWKS_URL", value_delimiter = ',')]
+    pub jwks_url: Option<Vec<String>>,
+    /// Least time between JWKS fetches caused by unknown `kid`s [default: 10].
+    #[arg(long, env = "SYNCGATE_JWKS_COOLDOWN")]
+    pub jwks_cooldown: Option<Seconds>,
+    /// The previous HMAC secret, accepted until --jwt-previous-secret-until (rotation).
+    #[arg(long, env = "SYNCGATE_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// Unix seconds until which --jwt-previous-secret is accepted.
+    #[arg(long, env = "SYNCGATE_JWT_PREVIOUS_SECRET_UNTIL")]
+    pub jwt_previous_secret_until: Option<u64>,
+    /// Introspection endpoint (mode introspect); https://, or http:// to loopback.
+    #[arg(long, env = "SYNCGATE_INTROSPECT_URL")]
+    pub introspect_url: Option<String>,
+    /// Bearer credential syncgate sends to the introspection endpoint.
+    #[arg(long, env = "SYNCGATE_INTROSPECT_TOKEN", hide_env_values = true)]
+    pub introspect_token: Option<String>,
+    /// How long a successful introspection is reused, in milliseconds [default: 30000].
+    #[arg(long, env = "SYNCGATE_INTROSPECT_CACHE_MS")]
+    pub introspect_cache_ms: Option<u64>,
+    /// Time allowed for one introspection or JWKS request [default: 5].
+    #[arg(long, env = "SYNCGATE_INTROSPECT_TIMEOUT")]
+    pub introspect_timeout: Option<Seconds>,
+    /// Accept unverified claims when introspection is unavailable (development only; refused in production).
+    #[arg(long, env = "SYNCGATE_INTROSPECT_FAIL_OPEN", num_args = 0..=1, default_missing_value = "true")]
+    pub introspect_fail_open: Option<bool>,
+    /// Send the token form-encoded (RFC 7662) instead of as JSON.
+    #[arg(long, env = "SYNCGATE_INTROSPECT_FORM", num_args = 0..=1, default_missing_value = "true")]
+    pub introspect_form: Option<bool>,
+    /// Deployment environment; `production` refuses development-only settings.
+    #[arg(long, env = "SYNCGATE_ENV")]
+    pub env: Option<String>,
+    /// Read the token from this cookie at the upgrade (only from an --allowed-origins Origin).
+    #[arg(long, env = "SYNCGATE_AUTH_COOKIE")]
+    pub auth_cookie: Option<String>,
+    /// Origins allowed to open WebSockets (comma-separated); others get HTTP 403.
+    #[arg(long, env = "SYNCGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Bearer token of the admin API (/admin/*); without it the API is absent.
+    #[arg(long, env = "SYNCGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Failed authentications per client IP per minute before 4029 / HTTP 429 [default: 30; 0: off].
+    #[arg(long, env = "SYNCGATE_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
     /// Required `aud` (repeat or comma-separate to accept several).
     #[arg(long, env = "SYNCGATE_JWT_AUDIENCE", value_delimiter = ',')]
     pub jwt_audience: Option<Vec<String>>,
@@ -205,7 +254,10 @@ impl ServeArgs {
             listen, auth, token, token_sub, token_roles, anonymous_roles, jwt_secret, jwt_public_key,
             jwt_audience, jwt_issuer, jwt_leeway, jwt_roles_claim, jwt_role_claim, auth_timeout,
             expiry_notice, ping_interval, idle_timeout, max_frame_bytes, max_preauth_frame_bytes,
-            max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log);
+            max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
+            jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
+            introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form,
+            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute);
         Ok(())
     }
 
@@ -268,6 +320,17 @@ impl ServeArgs {
             }
             None => warnings.push("no --rules file: every authenticated identity may read and write everything".into()),
         }
+        config.allowed_origins = self.allowed_origins.clone().unwrap_or_default();
+        if let Some(name) = &self.auth_cookie {
+            if config.allowed_origins.is_empty() {
+                bail!("--auth-cookie needs --allowed-origins (cookies are only trusted from listed Origins)");
+            }
+            config.auth_cookie = Some(name.clone());
+        }
+        config.admin_token = self.admin_token.clone().filter(|t| !t.is_empty());
+        if let Some(n) = self.auth_failures_per_minute {
+            config.auth_failures_per_minute = n;
+        }
         config.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
             (None, None) => None,
@@ -284,7 +347,7 @@ impl ServeArgs {
     }
 
     fn authenticator(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
-        let has_jwt_key = self.jwt_secret.is_some() || self.jwt_public_key.is_some();
+        let has_jwt_key = self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_url.is_some();
         let mode = self.auth.unwrap_or(if has_jwt_key {
             AuthMode::Jwt
         } else if self.token.is_some() {
@@ -294,8 +357,10 @@ impl ServeArgs {
         });
         match mode {
             AuthMode::None => {
-                if has_jwt_key || self.token.is_some() {
-                    bail!("--auth none conflicts with the --token/--jwt-* credentials also given");
+                if has_jwt_key || self.token.is_some() || self.introspect_url.is_some() {
+                    bail!(
+                        "--auth none conflicts with the --token/--jwt-*/--jwks-url/--introspect-url settings also given"
+                    );
                 }
                 warnings.push("auth mode none: every connection is accepted as `anonymous`".into());
                 Ok(Arc::new(AnonymousAuthenticator { roles: self.anonymous_roles.clone().unwrap_or_default() }))
@@ -313,24 +378,45 @@ impl ServeArgs {
                 Ok(Arc::new(StaticTokenVerifier::new(token, identity)))
             }
             AuthMode::Jwt => {
-                let key = match (&self.jwt_secret, &self.jwt_public_key) {
-                    (Some(_), Some(_)) => {
-                        bail!("--jwt-secret and --jwt-public-key are mutually exclusive")
+                let mut keys = Vec::new();
+                if let Some(secret) = &self.jwt_secret {
+                    if secret.len() < 32 {
+                        warnings.push(
+                            "the JWT secret is shorter than 32 bytes; use a longer random secret in production".into(),
+                        );
                     }
-                    (None, None) => bail!("--auth jwt needs --jwt-secret or --jwt-public-key"),
-                    (Some(secret), None) => JwtKey::Secret(secret.as_bytes().to_vec()),
-                    (None, Some(path)) => JwtKey::PublicKeyPem(
-                        std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?,
-                    ),
-                };
-                if let JwtKey::Secret(secret) = &key
-                    && secret.len() < 32
-                {
-                    warnings.push(
-                        "the JWT secret is shorter than 32 bytes; use a longer random secret in production".into(),
-                    );
+                    keys.push(JwtKey::Secret(secret.as_bytes().to_vec()));
                 }
-                let mut settings = JwtSettings::new(key);
+                match (&self.jwt_previous_secret, self.jwt_previous_secret_until) {
+                    (Some(secret), Some(until)) => {
+                        keys.push(JwtKey::PreviousSecret { secret: secret.as_bytes().to_vec(), until })
+                    }
+                    (Some(_), None) => bail!("--jwt-previous-secret needs --jwt-previous-secret-until (Unix seconds)"),
+                    (None, Some(_)) => bail!("--jwt-previous-secret-until needs --jwt-previous-secret"),
+                    (None, None) => {}
+                }
+                if let Some(path) = &self.jwt_public_key {
+                    let pem = std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
+                    keys.push(JwtKey::PublicKeyPem(pem));
+                }
+                if let Some(urls) = &self.jwks_url {
+                    let http = self.http_client()?;
+                    let mut policy = JwksPolicy::default();
+                    if let Some(Seconds(d)) = self.jwks_cooldown {
+                        policy.unknown_kid_cooldown = d;
+                    }
+                    for url in urls {
+                        check_url(url).map_err(|e| anyhow::anyhow!("--jwks-url {e}"))?;
+                        keys.push(JwtKey::Jwks(JwksSource::new(url.clone(), http.clone(), policy)));
+                    }
+                }
+                if keys.is_empty() {
+                    bail!("--auth jwt needs --jwt-secret, --jwt-public-key or --jwks-url");
+                }
+                if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+                    bail!("--jwt-secret and --jwt-public-key are mutually exclusive");
+                }
+                let mut settings = JwtSettings { keys, ..JwtSettings::new(JwtKey::Secret(Vec::new())) };
                 settings.audience = self.jwt_audience.clone().unwrap_or_default();
                 settings.issuer = self.jwt_issuer.clone().unwrap_or_default();
                 settings.leeway_secs = self.jwt_leeway.unwrap_or(30);
@@ -346,7 +432,38 @@ impl ServeArgs {
                 })?;
                 Ok(Arc::new(verifier))
             }
+            AuthMode::Introspect => {
+                let url = self.introspect_url.clone().context("--auth introspect needs --introspect-url")?;
+                check_url(&url).map_err(|e| anyhow::anyhow!("--introspect-url {e}"))?;
+                let bearer = self
+                    .introspect_token
+                    .clone()
+                    .filter(|t| !t.is_empty())
+                    .context("--auth introspect needs --introspect-token")?;
+                let fail_open = self.introspect_fail_open.unwrap_or(false);
+                if fail_open && self.env.as_deref() == Some("production") {
+                    bail!("--introspect-fail-open is refused with --env production (SYNCGATE_ENV=production)");
+                }
+                if fail_open {
+                    warnings.push("--introspect-fail-open: when introspection is down, UNVERIFIED token claims are accepted (development only)".into());
+                }
+                let settings = IntrospectSettings {
+                    url,
+                    bearer,
+                    cache_ttl: Duration::from_millis(self.introspect_cache_ms.unwrap_or(30_000).max(1)),
+                    cache_max_entries: 100_000,
+                    form: self.introspect_form.unwrap_or(false),
+                    fail_open,
+                    leeway_secs: self.jwt_leeway.unwrap_or(30),
+                };
+                Ok(Arc::new(Introspector::new(settings, self.http_client()?)))
+            }
         }
+    }
+
+    fn http_client(&self) -> anyhow::Result<HttpClient> {
+        let timeout = self.introspect_timeout.map_or(Duration::from_secs(5), |Seconds(d)| d);
+        HttpClient::new(timeout).map_err(|e| anyhow::anyhow!("HTTP client: {e}"))
     }
 }
 

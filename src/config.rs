@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
 use crate::broker::{Broker, MemoryBroker};
+use crate::revocation::Revocations;
 use crate::rules::PolicyHandle;
 use crate::session::SessionConfig;
 use crate::store::{MemoryStore, Store};
@@ -38,6 +39,16 @@ pub struct ServerConfig {
     pub max_clock_drift: Duration,
     /// This server's node id in the hybrid logical clock.
     pub node_id: String,
+    /// Revoked tokens, consulted at authentication and refresh.
+    pub revocations: Arc<Revocations>,
+    /// Bearer token of the admin API; `None` leaves `/admin/*` absent (404).
+    pub admin_token: Option<String>,
+    /// Origins allowed to open WebSockets; when set, other Origins get HTTP 403.
+    pub allowed_origins: Vec<String>,
+    /// Cookie carrying the token for same-origin browsers (only from an allowed Origin).
+    pub auth_cookie: Option<String>,
+    /// Failed authentications per client IP per minute before 4029 / HTTP 429 (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +64,11 @@ impl Default for ServerConfig {
             store: Arc::new(MemoryStore::new()),
             max_clock_drift: Duration::from_secs(60),
             node_id: format!("syncgate-{:08x}", fastrand::u32(..)),
+            revocations: Arc::new(Revocations::new()),
+            admin_token: None,
+            allowed_origins: Vec::new(),
+            auth_cookie: None,
+            auth_failures_per_minute: 30,
         }
     }
 }

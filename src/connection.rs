@@ -29,6 +29,7 @@ use crate::protocol::codes::{close, error};
 use crate::protocol::{
     AuthFailCode, ClientMessage, DecodeError, DecodeLimits, ServerMessage, decode_client, encode_server,
 };
+use crate::registry::Control;
 use crate::rules::Policy;
 use crate::server::Shared;
 use crate::session::{Effect, Session};
@@ -69,7 +70,10 @@ where
     let mut policy = shared.config.policy.subscribe();
     let current = policy.borrow_and_update().clone();
     let anonymous = shared.config.authenticator.anonymous();
-    let (session, effects) = Session::open(shared.config.session, unix_ms(), current, anonymous, query_token);
+    let mut session_config = shared.config.session;
+    session_config.revalidate_every = shared.config.authenticator.revalidate_every();
+    let (session, effects) = Session::open(session_config, unix_ms(), current, anonymous, query_token);
+    let (control_tx, control) = mpsc::channel(4);
     let queue = shared.config.limits.outbound_queue;
     let (outbox, outbound, overflow) = Outbox::new(shared.connection_id(), queue);
     let mut actor = Actor {
@@ -80,10 +84,12 @@ where
         authenticated,
         outbox,
         sync_cursors: HashMap::new(),
+        control: control_tx,
     };
-    let queues = Queues { inbound: rx, outbound, overflow, policy };
+    let queues = Queues { inbound: rx, outbound, overflow, policy, control };
     let sent_close = actor.run(effects, queues).await;
     actor.leave_everything().await;
+    shared.registry.unregister(actor.outbox.id());
     if sent_close {
         // Let the peer read our close and answer before the socket drops,
         // so the kernel does not reset it with our close still unread.
@@ -103,6 +109,8 @@ struct Actor<S> {
     outbox: Outbox,
     /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
     sync_cursors: HashMap<Arc<str>, u64>,
+    /// Handed to the registry so the admin API can close this connection.
+    control: mpsc::Sender<Control>,
 }
 
 /// Everything the actor waits on besides timers.
@@ -111,6 +119,7 @@ struct Queues {
     outbound: mpsc::Receiver<Outbound>,
     overflow: CancellationToken,
     policy: watch::Receiver<Arc<Policy>>,
+    control: mpsc::Receiver<Control>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
@@ -131,6 +140,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 _ = queues.overflow.cancelled() => {
                     info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
                     return self.close(close::SLOW_CONSUMER, "slow consumer").await;
+                }
+                Some(Control::Close { code, reason }) = queues.control.recv() => {
+                    info!(peer = %self.peer, code, %reason, "closed by the server");
+                    return self.close(code, &reason).await;
                 }
                 Ok(()) = queues.policy.changed() => {
                     let policy = queues.policy.borrow_and_update().clone();
@@ -177,13 +190,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             let flow = match effect {
                 Effect::Send(message) => self.send(&message).await,
                 Effect::Verify(token) => {
+                    let ip = self.peer.ip();
+                    if self.shared.auth_failures.is_blocked(ip) {
+                        info!(peer = %self.peer, "too many failed authentications");
+                        self.close(close::RATE_LIMITED, "too many failed authentications").await;
+                        return Flow::Stop;
+                    }
                     let result = verify(&self.shared, &token).await;
-                    if let Ok(identity) = &result {
-                        info!(peer = %self.peer, sub = %identity.sub, "authenticated");
-                    } else if let Err(e) = &result {
-                        info!(peer = %self.peer, code = %e.code, "authentication refused");
+                    match &result {
+                        Ok(identity) => info!(peer = %self.peer, sub = %identity.sub, "authenticated"),
+                        Err(e) => {
+                            info!(peer = %self.peer, code = %e.code, "authentication refused");
+                            // An identity provider outage is not the client's failure.
+                            if e.code != AuthFailCode::IntrospectionUnavailable {
+                                self.shared.auth_failures.record_failure(ip);
+                            }
+                        }
                     }
                     queue.extend(self.session.on_verified(result, unix_ms()));
+                    if let Some(identity) = self.session.identity() {
+                        self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
+                    }
                     self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
                     Flow::Continue
                 }
@@ -321,10 +348,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 /// Verifies a token within the verification timeout (failing closed).
 async fn verify(shared: &Shared, token: &str) -> Result<crate::auth::Identity, AuthError> {
     let verifier = shared.config.authenticator.verify(token, unix_secs());
-    match timeout(shared.config.timeouts.verify, verifier).await {
-        Ok(result) => result,
-        Err(_) => Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out")),
+    let identity = match timeout(shared.config.timeouts.verify, verifier).await {
+        Ok(result) => result?,
+        Err(_) => return Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out")),
+    };
+    if shared.config.revocations.is_revoked(&identity) {
+        return Err(AuthError::new(AuthFailCode::Forbidden, "the token has been revoked"));
     }
+    Ok(identity)
 }
 
 fn error_reply(id: u64, code: &str, message: String) -> ServerMessage {

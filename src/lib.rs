@@ -34,6 +34,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+mod admin;
 pub mod assembler;
 pub mod auth;
 pub mod broker;
@@ -45,8 +46,12 @@ pub mod config;
 mod connection;
 pub mod devtoken;
 pub mod hlc;
+pub mod http_client;
 pub mod outbox;
 pub mod protocol;
+pub mod ratelimit;
+pub mod registry;
+pub mod revocation;
 pub mod rules;
 pub mod server;
 pub mod session;

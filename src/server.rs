@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fastwebsockets::upgrade;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, UPGRADE};
+use hyper::header::{COOKIE, HeaderValue, ORIGIN, UPGRADE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,6 +27,8 @@ use crate::config::ServerConfig;
 use crate::connection;
 use crate::hlc::HlcClock;
 use crate::outbox::ConnId;
+use crate::ratelimit::AuthFailures;
+use crate::registry::Registry;
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -38,6 +40,10 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// The last-writer-wins collections.
     pub(crate) collections: Collections,
+    /// Authenticated connections, for the admin API.
+    pub(crate) registry: Registry,
+    /// Failed authentications per client IP.
+    pub(crate) auth_failures: AuthFailures,
     next_connection: std::sync::atomic::AtomicU64,
 }
 
@@ -57,6 +63,7 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
     let tls = config.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let grace = config.timeouts.shutdown_grace;
+    let auth_failures = config.auth_failures_per_minute;
     let clock = HlcClock::new(config.node_id.clone(), (0, 0));
     let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
     let collections = Collections::new(config.store.clone(), clock, drift);
@@ -65,6 +72,8 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         collections,
+        registry: Registry::new(),
+        auth_failures: AuthFailures::new(auth_failures),
         next_connection: std::sync::atomic::AtomicU64::new(1),
     });
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
@@ -125,7 +134,7 @@ where
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
         let permit = permit.clone();
-        async move { Ok::<_, Infallible>(route(request, peer, shared, permit)) }
+        async move { Ok::<_, Infallible>(route(request, peer, shared, permit).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -147,13 +156,16 @@ where
     }
 }
 
-fn route(
+async fn route(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     permit: Arc<OwnedSemaphorePermit>,
 ) -> Response<Full<Bytes>> {
     // Only the path is ever logged: the query may hold a token.
+    if request.uri().path().starts_with("/admin/") {
+        return crate::admin::handle(request, shared).await;
+    }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (_, "/ws") => {
@@ -162,7 +174,22 @@ fn route(
                 response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
                 return response;
             }
-            let query_token = request.uri().query().and_then(token_from_query);
+            // Cross-site WebSocket hijacking: a browser on another Origin may not connect at all.
+            let origin = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let allowed = &shared.config.allowed_origins;
+            let origin_allowed = origin.as_deref().is_some_and(|o| allowed.iter().any(|a| a == o));
+            if !allowed.is_empty() && origin.is_some() && !origin_allowed {
+                debug!(%peer, "upgrade refused: Origin not allowed");
+                return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+            }
+            if shared.auth_failures.is_blocked(peer.ip()) {
+                return text(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications; retry later\n");
+            }
+            let cookie_token = match &shared.config.auth_cookie {
+                Some(name) if origin_allowed => cookie(&request, name),
+                _ => None,
+            };
+            let query_token = request.uri().query().and_then(token_from_query).or(cookie_token);
             let (response, upgrading) = match upgrade::upgrade(&mut request) {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -182,6 +209,20 @@ fn route(
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The value of cookie `name`, if present and non-empty.
+fn cookie(request: &Request<Incoming>, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// The `token` query parameter, if present and non-empty.

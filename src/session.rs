@@ -37,6 +37,9 @@ pub struct SessionConfig {
     pub max_subscriptions: usize,
     /// Ops one `OP_BATCH` may carry.
     pub max_batch_ops: usize,
+    /// Re-verify a live session's token this often (introspection), so that
+    /// revocation at the identity provider ends the session.
+    pub revalidate_every: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -49,6 +52,7 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(60),
             max_subscriptions: 256,
             max_batch_ops: 1000,
+            revalidate_every: None,
         }
     }
 }
@@ -124,8 +128,8 @@ pub enum Phase {
         /// Unix ms after which the session closes with 4008.
         deadline: u64,
     },
-    /// Authenticated as an identity.
-    Authenticated(Authenticated),
+    /// Authenticated as an identity (boxed: it is much larger than the other phases).
+    Authenticated(Box<Authenticated>),
     /// A close was decided; nothing more is processed.
     Closed,
 }
@@ -153,8 +157,13 @@ pub struct Session {
     config: SessionConfig,
     policy: Arc<Policy>,
     phase: Phase,
-    /// Set while a `Verify` effect is outstanding: whether it refreshes a live session.
+    /// Set while a `Verify` effect is outstanding: what the verification is for.
     verifying: Option<Purpose>,
+    /// The token being verified, and the one the session runs on (for revalidation).
+    pending_token: Option<String>,
+    token: Option<String>,
+    /// Unix ms of the next revalidation of `token`.
+    revalidate_at: Option<u64>,
     last_seen: u64,
     next_ping: u64,
 }
@@ -163,6 +172,7 @@ pub struct Session {
 enum Purpose {
     Initial,
     Refresh,
+    Revalidate,
 }
 
 impl Session {
@@ -183,6 +193,9 @@ impl Session {
             policy,
             phase: Phase::Unauthenticated { deadline: now.saturating_add(ms(config.auth_timeout)) },
             verifying: None,
+            pending_token: None,
+            token: None,
+            revalidate_at: None,
             last_seen: now,
             next_ping: now.saturating_add(ms(config.ping_interval)),
         };
@@ -191,6 +204,7 @@ impl Session {
             session.authenticate(identity, now, &mut out);
         } else if let Some(token) = query_token {
             session.verifying = Some(Purpose::Initial);
+            session.pending_token = Some(token.clone());
             out.push(Effect::Verify(token));
         } else {
             out.push(Effect::Send(ServerMessage::AuthRequired { protocol_version: PROTOCOL_VERSION }));
@@ -288,15 +302,37 @@ impl Session {
         if self.phase == Phase::Closed {
             return out;
         }
+        let token = self.pending_token.take();
         match (purpose, result) {
+            (Purpose::Revalidate, Err(e)) if e.code == AuthFailCode::IntrospectionUnavailable => {
+                // Fail closed for new sessions, but do not drop live ones on a provider blip: try again later.
+                self.schedule_revalidation(now);
+            }
+            (Purpose::Revalidate, Err(e)) if e.code == AuthFailCode::TokenExpired => {
+                self.fail(e.code, e.message, &mut out)
+            }
+            (Purpose::Revalidate, Err(_)) => {
+                self.fail(AuthFailCode::Forbidden, "the token is no longer active".into(), &mut out);
+            }
             (_, Err(e)) => self.fail(e.code, e.message, &mut out),
-            (Purpose::Initial, Ok(identity)) => self.authenticate(identity, now, &mut out),
-            (Purpose::Refresh, Ok(identity)) => {
+            (Purpose::Initial, Ok(identity)) => {
+                self.token = token;
+                self.authenticate(identity, now, &mut out);
+            }
+            (purpose @ (Purpose::Refresh | Purpose::Revalidate), Ok(identity)) => {
                 let same = self.identity().is_some_and(|current| current.sub == identity.sub);
-                if same {
+                if !same {
+                    self.fail(AuthFailCode::Forbidden, "the refreshed token is for another subject".into(), &mut out);
+                } else if purpose == Purpose::Refresh {
+                    self.token = token;
                     self.authenticate(identity, now, &mut out);
                 } else {
-                    self.fail(AuthFailCode::Forbidden, "the refreshed token is for another subject".into(), &mut out);
+                    // A revalidation updates roles and claims silently (no AUTH_ACK).
+                    let mut ignored = Vec::new();
+                    self.authenticate(identity, now, &mut ignored);
+                    out.extend(
+                        ignored.into_iter().filter(|e| !matches!(e, Effect::Send(ServerMessage::AuthAck { .. }))),
+                    );
                 }
             }
         }
@@ -335,6 +371,15 @@ impl Session {
             self.close(close::GOING_AWAY, "idle timeout", &mut out);
             return out;
         }
+        if self.revalidate_at.is_some_and(|at| now >= at)
+            && let Some(token) = self.token.clone()
+        {
+            self.revalidate_at = None;
+            self.verifying = Some(Purpose::Revalidate);
+            self.pending_token = Some(token.clone());
+            out.push(Effect::Verify(token));
+            return out;
+        }
         if now >= self.next_ping {
             self.next_ping = now.saturating_add(ms(self.config.ping_interval));
             out.push(Effect::Ping);
@@ -345,7 +390,7 @@ impl Session {
     /// The earliest Unix ms at which [`Session::on_timer`] has work to do.
     pub fn next_deadline(&self) -> Option<u64> {
         let idle = self.last_seen.saturating_add(ms(self.config.idle_timeout));
-        let base = idle.min(self.next_ping);
+        let base = idle.min(self.next_ping).min(self.revalidate_at.unwrap_or(u64::MAX));
         match &self.phase {
             Phase::Closed => None,
             Phase::Unauthenticated { deadline } => Some(base.min(*deadline)),
@@ -371,6 +416,7 @@ impl Session {
             }
             Ok(ClientMessage::Auth { token: Some(token) }) => {
                 self.verifying = Some(Purpose::Initial);
+                self.pending_token = Some(token.clone());
                 out.push(Effect::Verify(token));
             }
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
@@ -400,6 +446,7 @@ impl Session {
             }
             Ok(ClientMessage::Auth { token: Some(token) }) => {
                 self.verifying = Some(Purpose::Refresh);
+                self.pending_token = Some(token.clone());
                 out.push(Effect::Verify(token));
             }
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
@@ -425,6 +472,7 @@ impl Session {
             expires_at: identity.expires_at,
         }));
         let access = self.policy.access_for(&identity);
+        self.schedule_revalidation(now);
         match &mut self.phase {
             // A refresh keeps the session's subscriptions, then re-checks them under the new roles.
             Phase::Authenticated(auth) => {
@@ -435,16 +483,24 @@ impl Session {
                 reauthorize(auth, out);
             }
             _ => {
-                self.phase = Phase::Authenticated(Authenticated {
+                self.phase = Phase::Authenticated(Box::new(Authenticated {
                     identity,
                     access,
                     subscriptions: BTreeMap::new(),
                     syncs: BTreeMap::new(),
                     ends_at,
                     notice_sent: false,
-                });
+                }));
             }
         }
+    }
+
+    fn schedule_revalidation(&mut self, now: u64) {
+        self.revalidate_at = self
+            .config
+            .revalidate_every
+            .filter(|_| self.token.is_some())
+            .map(|every| now.saturating_add(ms(every).max(1)));
     }
 
     fn fail(&mut self, code: AuthFailCode, message: String, out: &mut Vec<Effect>) {
@@ -677,6 +733,29 @@ mod tests {
         let out = s.on_policy(Arc::new(Policy::with_rules(RuleSet::parse("").unwrap())));
         assert_eq!(out[0], Effect::Unsync { collection: "todos/alice".into() });
         assert_eq!(s.synced().count(), 0);
+    }
+
+    #[test]
+    fn live_sessions_are_revalidated() {
+        let config = SessionConfig { revalidate_every: Some(Duration::from_secs(30)), ..SessionConfig::default() };
+        let (mut s, _) = Session::open(config, T0, Arc::new(Policy::allow_all()), None, None);
+        auth(&mut s, "alice", None);
+        s.on_activity(T0 + 29_000);
+        assert!(!s.on_timer(T0 + 29_999).contains(&Effect::Verify("t".into())));
+        assert_eq!(s.on_timer(T0 + 30_000), [Effect::Verify("t".into())]);
+        let out = s.on_verified(Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "down")), T0 + 30_000);
+        assert!(out.is_empty() && !s.is_closed(), "a provider outage keeps live sessions");
+        s.on_activity(T0 + 59_000);
+        assert_eq!(s.on_timer(T0 + 60_000), [Effect::Verify("t".into())]);
+        assert!(
+            s.on_verified(Ok(identity("alice", None)), T0 + 60_000).is_empty(),
+            "no AUTH_ACK for a silent revalidation"
+        );
+        s.on_activity(T0 + 89_000);
+        s.on_timer(T0 + 90_000);
+        let out = s.on_verified(Err(AuthError::new(AuthFailCode::TokenInvalid, "inactive")), T0 + 90_000);
+        assert_eq!(auth_fail_code(&out).as_deref(), Some("forbidden"));
+        assert_eq!(close_code(&out), Some(4003));
     }
 
     #[test]

@@ -1,11 +1,16 @@
-//! Mode `jwt`: short-lived JSON Web Tokens verified locally.
+//! Mode `jwt`: short-lived JSON Web Tokens verified against configured keys.
 //!
 //! jsonwebtoken checks the signature, the algorithm, `aud`, `iss` and the
 //! presence of `exp`/`sub`; `exp` and `nbf` are compared here against the
 //! `now` passed in, so that expiry is deterministic under test. The accepted
-//! algorithms follow from the key alone: an HMAC secret accepts HS*, an RSA
-//! PEM RS*/PS*, an EC PEM exactly its curve's ES*, an Ed25519 PEM EdDSA. A
-//! PEM key is never usable as an HMAC secret and `alg: none` never passes.
+//! algorithms follow from each key alone: an HMAC secret accepts HS*, an RSA
+//! PEM RS*/PS*, an EC PEM exactly its curve's ES*, an Ed25519 PEM EdDSA, a
+//! JWKS key its declared (or implied) `alg`. A PEM key is never usable as an
+//! HMAC secret and `alg: none` never passes.
+//!
+//! Keys form a ring: the current HMAC secret, a previous one valid until a
+//! configured time (rotation), PEM public keys and JWKS endpoints. The token's
+//! `alg` (and `kid`, for JWKS) select the candidate keys.
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -15,6 +20,9 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 use spki::ObjectIdentifier;
 
+use std::sync::Arc;
+
+use super::jwks::JwksSource;
 use super::{AuthError, Authenticator, Identity, VerifyFuture};
 use crate::protocol::AuthFailCode;
 
@@ -27,20 +35,31 @@ const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3
 const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
-/// The verification key, as configured.
+/// A verification key, as configured.
 #[derive(Clone)]
 pub enum JwtKey {
     /// An HMAC secret (`--jwt-secret`): HS256/384/512.
     Secret(Vec<u8>),
+    /// A previous HMAC secret, accepted until `until` (Unix seconds) during a rotation.
+    PreviousSecret {
+        /// The old secret.
+        secret: Vec<u8>,
+        /// When it stops being accepted.
+        until: u64,
+    },
     /// The contents of a PEM public key file (`--jwt-public-key`).
     PublicKeyPem(Vec<u8>),
+    /// A JWKS endpoint (`--jwks-url`).
+    Jwks(Arc<JwksSource>),
 }
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             JwtKey::Secret(_) => f.write_str("Secret(<redacted>)"),
+            JwtKey::PreviousSecret { until, .. } => write!(f, "PreviousSecret(<redacted>, until {until})"),
             JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+            JwtKey::Jwks(source) => write!(f, "Jwks({})", source.url()),
         }
     }
 }
@@ -48,8 +67,8 @@ impl std::fmt::Debug for JwtKey {
 /// Everything that decides whether a JWT is accepted.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
-    /// The key; it fixes the accepted algorithms.
-    pub key: JwtKey,
+    /// The keys; each fixes the algorithms it accepts.
+    pub keys: Vec<JwtKey>,
     /// Accepted `aud` values; empty means `aud` is not checked.
     pub audience: Vec<String>,
     /// Accepted `iss` values; empty means `iss` is not checked.
@@ -66,7 +85,7 @@ impl JwtSettings {
     /// Settings with the brief's defaults for a key.
     pub fn new(key: JwtKey) -> Self {
         Self {
-            key,
+            keys: vec![key],
             audience: Vec::new(),
             issuer: Vec::new(),
             leeway_secs: 30,
@@ -81,10 +100,20 @@ impl JwtSettings {
 #[error("{0}")]
 pub struct KeyError(String);
 
-/// Verifies JWTs against one configured key.
-pub struct JwtVerifier {
+/// A static key of the ring.
+struct StaticKey {
     key: DecodingKey,
-    validation: Validation,
+    algorithms: Vec<Algorithm>,
+    /// Unix seconds after which the key is no longer accepted.
+    until: Option<u64>,
+}
+
+/// Verifies JWTs against a ring of configured keys.
+pub struct JwtVerifier {
+    statics: Vec<StaticKey>,
+    jwks: Vec<Arc<JwksSource>>,
+    /// One validation per algorithm, built once.
+    validations: Vec<(Algorithm, Validation)>,
     leeway_secs: u64,
     roles_claim: Vec<String>,
     role_claim: String,
@@ -94,17 +123,28 @@ impl JwtVerifier {
     /// Builds a verifier; a PEM that does not parse or a key type that is not
     /// supported is an error naming the problem.
     pub fn new(settings: JwtSettings) -> Result<Self, KeyError> {
-        let (key, algorithms) = match &settings.key {
-            JwtKey::Secret(secret) => {
-                if secret.is_empty() {
-                    return Err(KeyError("the JWT secret is empty".into()));
+        if settings.keys.is_empty() {
+            return Err(KeyError("no JWT key configured".into()));
+        }
+        let mut statics = Vec::new();
+        let mut jwks = Vec::new();
+        for key in &settings.keys {
+            match key {
+                JwtKey::Secret(secret) | JwtKey::PreviousSecret { secret, .. } => {
+                    if secret.is_empty() {
+                        return Err(KeyError("the JWT secret is empty".into()));
+                    }
+                    let until = if let JwtKey::PreviousSecret { until, .. } = key { Some(*until) } else { None };
+                    let algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+                    statics.push(StaticKey { key: DecodingKey::from_secret(secret), algorithms, until });
                 }
-                (DecodingKey::from_secret(secret), vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
+                JwtKey::PublicKeyPem(pem) => {
+                    let (key, algorithms) = public_key(pem)?;
+                    statics.push(StaticKey { key, algorithms, until: None });
+                }
+                JwtKey::Jwks(source) => jwks.push(source.clone()),
             }
-            JwtKey::PublicKeyPem(pem) => public_key(pem)?,
-        };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
+        }
         // A configured audience or issuer must also be present: jsonwebtoken
         // alone only rejects a token whose aud/iss is present and wrong.
         let mut required = vec!["exp", "sub"];
@@ -114,78 +154,187 @@ impl JwtVerifier {
         if !settings.issuer.is_empty() {
             required.push("iss");
         }
-        validation.set_required_spec_claims(&required);
-        // exp and nbf are checked in `check` against the `now` passed in.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = 0;
-        if settings.audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&settings.audience);
-        }
-        if !settings.issuer.is_empty() {
-            validation.set_issuer(&settings.issuer);
-        }
+        let all = [
+            Algorithm::HS256,
+            Algorithm::HS384,
+            Algorithm::HS512,
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ];
+        let validations = all
+            .into_iter()
+            .map(|alg| {
+                let mut validation = Validation::new(alg);
+                validation.set_required_spec_claims(&required);
+                // exp and nbf are checked in `identity_from_claims` against the `now` passed in.
+                validation.validate_exp = false;
+                validation.validate_nbf = false;
+                validation.leeway = 0;
+                if settings.audience.is_empty() {
+                    validation.validate_aud = false;
+                } else {
+                    validation.set_audience(&settings.audience);
+                }
+                if !settings.issuer.is_empty() {
+                    validation.set_issuer(&settings.issuer);
+                }
+                (alg, validation)
+            })
+            .collect();
         Ok(Self {
-            key,
-            validation,
+            statics,
+            jwks,
+            validations,
             leeway_secs: settings.leeway_secs,
             roles_claim: settings.roles_claim.split('.').map(str::to_string).collect(),
             role_claim: settings.role_claim,
         })
     }
 
-    /// The algorithms this verifier accepts.
-    pub fn algorithms(&self) -> &[Algorithm] {
-        &self.validation.algorithms
+    /// The algorithms the static keys accept (JWKS keys add theirs when fetched).
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        let mut all: Vec<Algorithm> = self.statics.iter().flat_map(|k| k.algorithms.iter().copied()).collect();
+        all.dedup();
+        all
     }
 
-    /// Verifies a token as of `now` (Unix seconds).
+    /// Verifies a token against the static keys as of `now` (Unix seconds).
     pub fn check(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let header = self.header(token)?;
+        let candidates: Vec<DecodingKey> = self.static_candidates(header.alg, now).cloned().collect();
+        self.try_keys(token, header.alg, &candidates, now)
+    }
+
+    /// Verifies a token against every key of the ring, fetching JWKS keys as needed.
+    pub async fn verify_token(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let header = self.header(token)?;
+        let mut candidates: Vec<DecodingKey> = self.static_candidates(header.alg, now).cloned().collect();
+        for source in &self.jwks {
+            candidates.extend(source.keys_for(header.kid.as_deref(), header.alg).await);
+        }
+        self.try_keys(token, header.alg, &candidates, now)
+    }
+
+    fn header(&self, token: &str) -> Result<PeekedHeader, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::new(AuthFailCode::TokenMalformed, "the token is too long"));
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| self.refusal(e.kind(), token))?;
-        identity_from_claims(data.claims, now, self.leeway_secs, &self.roles_claim, &self.role_claim)
+        peek_header(token)
     }
 
-    fn refusal(&self, kind: &ErrorKind, token: &str) -> AuthError {
-        use AuthFailCode as C;
-        match kind {
-            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-                // An algorithm jsonwebtoken cannot even name (`none`) fails as
-                // JSON; report it as the algorithm refusal it is.
-                match header_alg(token) {
-                    Some(alg) if !self.algorithms().iter().any(|a| format!("{a:?}") == alg) => {
-                        AuthError::new(C::TokenInvalid, format!("algorithm {alg:?} is not accepted"))
+    fn static_candidates(&self, alg: Algorithm, now: u64) -> impl Iterator<Item = &DecodingKey> {
+        self.statics
+            .iter()
+            .filter(move |k| k.algorithms.contains(&alg) && k.until.is_none_or(|until| now < until))
+            .map(|k| &k.key)
+    }
+
+    /// Tries each candidate key; a claim error after a good signature is final.
+    fn try_keys(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        candidates: &[DecodingKey],
+        now: u64,
+    ) -> Result<Identity, AuthError> {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
+            return Err(AuthError::new(AuthFailCode::TokenInvalid, format!("algorithm {alg:?} is not accepted")));
+        };
+        if candidates.is_empty() {
+            return Err(AuthError::new(
+                AuthFailCode::TokenInvalid,
+                format!("no configured key accepts {alg:?} for this token"),
+            ));
+        }
+        let mut last = AuthError::new(AuthFailCode::TokenInvalid, "the token's signature does not verify");
+        for key in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
+                Ok(data) => {
+                    return identity_from_claims(
+                        data.claims,
+                        now,
+                        self.leeway_secs,
+                        &self.roles_claim,
+                        &self.role_claim,
+                    );
+                }
+                Err(e) => {
+                    let refusal = refusal(e.kind(), token);
+                    if refusal.code != AuthFailCode::TokenInvalid {
+                        return Err(refusal);
                     }
-                    _ => AuthError::new(C::TokenMalformed, "the token is not a well-formed JWT"),
+                    last = refusal;
                 }
             }
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-                let alg = header_alg(token).unwrap_or_default();
-                AuthError::new(C::TokenInvalid, format!("algorithm {alg:?} is not accepted for the configured key"))
-            }
-            ErrorKind::MissingRequiredClaim(claim) => {
-                AuthError::new(C::ClaimMissing, format!("the token has no `{claim}` claim"))
-            }
-            ErrorKind::InvalidClaimFormat(claim) => {
-                AuthError::new(C::ClaimMissing, format!("the `{claim}` claim has the wrong type"))
-            }
-            ErrorKind::ExpiredSignature => AuthError::new(C::TokenExpired, "the token has expired"),
-            ErrorKind::ImmatureSignature => AuthError::new(C::TokenNotYetValid, "the token is not valid yet"),
-            ErrorKind::InvalidAudience => AuthError::new(C::AudienceMismatch, "the token's audience is not accepted"),
-            ErrorKind::InvalidIssuer => AuthError::new(C::IssuerMismatch, "the token's issuer is not accepted"),
-            _ => AuthError::new(C::TokenInvalid, "the token's signature does not verify"),
         }
+        Err(last)
+    }
+}
+
+/// What the header says, read without trusting it, to pick candidate keys.
+struct PeekedHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+fn peek_header(token: &str) -> Result<PeekedHeader, AuthError> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        alg: String,
+        #[serde(default)]
+        kid: Option<String>,
+    }
+    let malformed = || AuthError::new(AuthFailCode::TokenMalformed, "the token is not a well-formed JWT");
+    if token.split('.').count() != 3 {
+        return Err(malformed());
+    }
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+    let header: Header = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    let alg = header.alg.parse::<Algorithm>().map_err(|_| {
+        AuthError::new(AuthFailCode::TokenInvalid, format!("algorithm {:?} is not accepted", header.alg))
+    })?;
+    Ok(PeekedHeader { alg, kid: header.kid })
+}
+
+fn refusal(kind: &ErrorKind, token: &str) -> AuthError {
+    use AuthFailCode as C;
+    match kind {
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            AuthError::new(C::TokenMalformed, "the token is not a well-formed JWT")
+        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+            let alg = header_alg(token).unwrap_or_default();
+            AuthError::new(C::TokenInvalid, format!("algorithm {alg:?} is not accepted for the configured key"))
+        }
+        ErrorKind::MissingRequiredClaim(claim) => {
+            AuthError::new(C::ClaimMissing, format!("the token has no `{claim}` claim"))
+        }
+        ErrorKind::InvalidClaimFormat(claim) => {
+            AuthError::new(C::ClaimMissing, format!("the `{claim}` claim has the wrong type"))
+        }
+        ErrorKind::ExpiredSignature => AuthError::new(C::TokenExpired, "the token has expired"),
+        ErrorKind::ImmatureSignature => AuthError::new(C::TokenNotYetValid, "the token is not valid yet"),
+        ErrorKind::InvalidAudience => AuthError::new(C::AudienceMismatch, "the token's audience is not accepted"),
+        ErrorKind::InvalidIssuer => AuthError::new(C::IssuerMismatch, "the token's issuer is not accepted"),
+        _ => AuthError::new(C::TokenInvalid, "the token's signature does not verify"),
     }
 }
 
 impl Authenticator for JwtVerifier {
     fn verify<'a>(&'a self, token: &'a str, now: u64) -> VerifyFuture<'a> {
-        Box::pin(std::future::ready(self.check(token, now)))
+        if self.jwks.is_empty() {
+            Box::pin(std::future::ready(self.check(token, now)))
+        } else {
+            Box::pin(self.verify_token(token, now))
+        }
     }
 }
 
@@ -215,6 +364,8 @@ pub(crate) fn identity_from_claims(
         }
     };
     let roles = roles_from_claims(&claims, roles_claim, role_claim);
+    let jti = claims.get("jti").and_then(Value::as_str).map(str::to_string);
+    let issued_at = numeric_claim(&claims, "iat").ok().flatten();
     let claims = claims
         .into_iter()
         .filter_map(|(k, v)| match v {
@@ -223,7 +374,7 @@ pub(crate) fn identity_from_claims(
             _ => None,
         })
         .collect();
-    Ok(Identity { sub, roles, expires_at: Some(exp), claims })
+    Ok(Identity { sub, roles, expires_at: Some(exp), claims, jti, issued_at })
 }
 
 fn roles_from_claims(claims: &Map<String, Value>, roles_path: &[String], role_claim: &str) -> Vec<String> {

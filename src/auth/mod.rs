@@ -6,6 +6,8 @@
 //! in here. Time is passed in (`now`, Unix seconds) so verification is
 //! deterministic under test.
 
+mod introspect;
+mod jwks;
 mod jwt;
 mod static_token;
 
@@ -14,6 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use introspect::{IntrospectSettings, Introspector};
+pub use jwks::{JwksPolicy, JwksSource};
 pub use jwt::{JwtKey, JwtSettings, JwtVerifier, KeyError, MAX_TOKEN_BYTES};
 pub use static_token::StaticTokenVerifier;
 
@@ -30,12 +34,16 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// String-valued claims (`orgId`, `docId`, …) for `{claim}` substitution in rules.
     pub claims: BTreeMap<String, String>,
+    /// The token's `jti`, for revocation by token id.
+    pub jti: Option<String>,
+    /// The token's `iat` (Unix seconds), for revocation of tokens issued before a time.
+    pub issued_at: Option<u64>,
 }
 
 impl Identity {
     /// An identity with no expiry and no extra claims.
     pub fn new(sub: impl Into<String>, roles: Vec<String>) -> Self {
-        Self { sub: sub.into(), roles, expires_at: None, claims: BTreeMap::new() }
+        Self { sub: sub.into(), roles, expires_at: None, claims: BTreeMap::new(), jti: None, issued_at: None }
     }
 }
 
@@ -70,6 +78,12 @@ pub trait Authenticator: Send + Sync + 'static {
 
     /// The identity granted without a token, when the mode needs none.
     fn anonymous(&self) -> Option<Identity> {
+        None
+    }
+
+    /// How often a live session's token must be verified again (introspection:
+    /// the cache TTL, so that revocation takes effect within it).
+    fn revalidate_every(&self) -> Option<std::time::Duration> {
         None
     }
 }

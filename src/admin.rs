@@ -1,0 +1,118 @@
+//! The admin HTTP API on the server's listener: kick, revoke, inspect.
+//!
+//! Absent (404) unless `--admin-token` is set; every request must carry
+//! `Authorization: Bearer <admin token>`, compared in constant time. Requests
+//! are logged by method and path only, never with credentials.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::protocol::codes::close;
+use crate::server::Shared;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Answers a request under `/admin/`.
+pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+    let Some(expected) = &shared.config.admin_token else {
+        return reply(StatusCode::NOT_FOUND, json!({"error": "not found"}));
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok: bool = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into();
+    if !ok {
+        tracing::warn!(%method, %path, "admin request refused: bad credentials");
+        let mut response = reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
+        response.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    tracing::info!(%method, %path, "admin request");
+    match (method, path.as_str()) {
+        (Method::GET, "/admin/connections") => {
+            let (total, by_sub) = shared.registry.counts();
+            reply(StatusCode::OK, json!({"connections": total, "bySub": by_sub}))
+        }
+        (Method::POST, "/admin/disconnect") => {
+            #[derive(Deserialize)]
+            struct Body {
+                sub: String,
+            }
+            let body: Body = match read_json(request).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let n =
+                shared
+                    .registry
+                    .close_matching(close::FORBIDDEN, "disconnected by an administrator", |sub, _, _| sub == body.sub);
+            tracing::info!(sub = %body.sub, disconnected = n, "admin disconnect");
+            reply(StatusCode::OK, json!({"disconnected": n}))
+        }
+        (Method::POST, "/admin/revoke") => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Body {
+                jti: Option<String>,
+                sub: Option<String>,
+                issued_before: Option<u64>,
+            }
+            let body: Body = match read_json(request).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let revocations = &shared.config.revocations;
+            match (body.jti, body.sub, body.issued_before) {
+                (Some(jti), None, None) => revocations.revoke_jti(&jti),
+                (None, Some(sub), Some(before)) => revocations.revoke_subject(&sub, before),
+                _ => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "send {\"jti\": …} or {\"sub\": …, \"issuedBefore\": <unix seconds>}"}),
+                    );
+                }
+            }
+            let n = shared
+                .registry
+                .close_matching(close::FORBIDDEN, "token revoked", |sub, jti, iat| revocations.matches(sub, jti, iat));
+            tracing::info!(disconnected = n, "admin revoke");
+            reply(StatusCode::OK, json!({"revoked": true, "disconnected": n}))
+        }
+        (_, "/admin/connections" | "/admin/disconnect" | "/admin/revoke") => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
+        }
+        _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+    }
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {
+    let bytes = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| reply(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "body too large or unreadable"})))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| reply(StatusCode::BAD_REQUEST, json!({"error": format!("bad JSON: {e}")})))
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,235 @@
+//! Mode `introspect`: the operator's API decides, per token.
+//!
+//! The token is POSTed to the introspection endpoint (JSON `{"token": …}`, or
+//! RFC 7662 form encoding) with a bearer credential. RFC 7662 answers
+//! (`active`, `sub`, `exp`, `scope`, …) and the `{userId, orgId, role}` shape
+//! are both understood; every string or integer field becomes a claim usable
+//! in rules (`{orgId}`). Successful answers are cached in memory, keyed by
+//! the SHA-256 of the token, for the cache TTL; concurrent checks of one token
+//! share one request. Fail closed: a timeout, a network error or a 5xx is
+//! `introspection_unavailable`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{AuthError, Authenticator, Identity, VerifyFuture};
+use crate::http_client::HttpClient;
+use crate::protocol::AuthFailCode;
+
+/// How to reach and trust the introspection endpoint.
+#[derive(Debug, Clone)]
+pub struct IntrospectSettings {
+    /// The endpoint (`--introspect-url`).
+    pub url: String,
+    /// Bearer credential sent with every request (`--introspect-token`).
+    pub bearer: String,
+    /// How long a successful answer is reused (`--introspect-cache-ms`).
+    pub cache_ttl: Duration,
+    /// Most answers kept in the cache.
+    pub cache_max_entries: usize,
+    /// Send `token=…` form-encoded (RFC 7662) instead of JSON.
+    pub form: bool,
+    /// On unavailability, accept the token's own (unverified) claims. Development only.
+    pub fail_open: bool,
+    /// Clock-skew allowance for a returned `exp`.
+    pub leeway_secs: u64,
+}
+
+struct Cached {
+    identity: Identity,
+    at: Instant,
+}
+
+type Key = [u8; 32];
+
+/// Verifies tokens by asking the operator's API.
+pub struct Introspector {
+    settings: IntrospectSettings,
+    http: HttpClient,
+    cache: DashMap<Key, Cached>,
+    inflight: DashMap<Key, Arc<OnceCell<Result<Identity, AuthError>>>>,
+}
+
+impl Introspector {
+    /// An introspector using `http` (whose timeout bounds each request).
+    pub fn new(settings: IntrospectSettings, http: HttpClient) -> Self {
+        Self { settings, http, cache: DashMap::new(), inflight: DashMap::new() }
+    }
+
+    /// Number of cached answers.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    async fn check(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let key: Key = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&key)
+            && hit.at.elapsed() < self.settings.cache_ttl
+        {
+            let identity = hit.identity.clone();
+            drop(hit);
+            return still_valid(identity, now, self.settings.leeway_secs);
+        }
+        // One request per token at a time: later callers await the same cell.
+        let cell = self.inflight.entry(key).or_insert_with(|| Arc::new(OnceCell::new())).clone();
+        let result = cell.get_or_init(|| self.ask(token, now)).await.clone();
+        self.inflight.remove_if(&key, |_, c| Arc::ptr_eq(c, &cell));
+        if let Ok(identity) = &result {
+            self.remember(key, identity.clone());
+        }
+        result
+    }
+
+    fn remember(&self, key: Key, identity: Identity) {
+        if self.cache.len() >= self.settings.cache_max_entries {
+            let ttl = self.settings.cache_ttl;
+            self.cache.retain(|_, c| c.at.elapsed() < ttl);
+            // Still full of live entries: drop an arbitrary one rather than grow.
+            if self.cache.len() >= self.settings.cache_max_entries
+                && let Some(victim) = self.cache.iter().next().map(|e| *e.key())
+            {
+                self.cache.remove(&victim);
+            }
+        }
+        self.cache.insert(key, Cached { identity, at: Instant::now() });
+    }
+
+    async fn ask(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let (content_type, body) = if self.settings.form {
+            let encoded: String = form_urlencoded::Serializer::new(String::new()).append_pair("token", token).finish();
+            ("application/x-www-form-urlencoded", Bytes::from(encoded))
+        } else {
+            ("application/json", Bytes::from(serde_json::json!({ "token": token }).to_string()))
+        };
+        let unavailable = |why: String| {
+            tracing::warn!(reason = %why, "token introspection unavailable");
+            AuthError::new(AuthFailCode::IntrospectionUnavailable, "the token could not be checked right now")
+        };
+        let response = match self.http.post(&self.settings.url, content_type, Some(&self.settings.bearer), body).await {
+            Ok(r) => r,
+            Err(e) => return self.fail_open(token, now).ok_or_else(|| unavailable(e.0)),
+        };
+        match response.status {
+            200 => {}
+            401 | 403 => {
+                tracing::error!(
+                    status = response.status,
+                    "the introspection endpoint refused syncgate's credential (--introspect-token)"
+                );
+                return self.fail_open(token, now).ok_or_else(|| unavailable(format!("status {}", response.status)));
+            }
+            s if s >= 500 => return self.fail_open(token, now).ok_or_else(|| unavailable(format!("status {s}"))),
+            s => {
+                return Err(AuthError::new(
+                    AuthFailCode::TokenInvalid,
+                    format!("the identity provider refused the token (status {s})"),
+                ));
+            }
+        }
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&response.body) else {
+            return self.fail_open(token, now).ok_or_else(|| unavailable("the answer is not a JSON object".into()));
+        };
+        identity_from_answer(fields, now, self.settings.leeway_secs)
+    }
+
+    /// Development escape hatch: the token's own claims, unverified.
+    fn fail_open(&self, token: &str, now: u64) -> Option<Identity> {
+        if !self.settings.fail_open {
+            return None;
+        }
+        let payload = token.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&bytes) else { return None };
+        tracing::warn!("introspection unavailable: accepting unverified claims (--introspect-fail-open)");
+        identity_from_answer(fields, now, self.settings.leeway_secs).ok()
+    }
+}
+
+impl Authenticator for Introspector {
+    fn verify<'a>(&'a self, token: &'a str, now: u64) -> VerifyFuture<'a> {
+        Box::pin(self.check(token, now))
+    }
+
+    fn revalidate_every(&self) -> Option<Duration> {
+        Some(self.settings.cache_ttl)
+    }
+}
+
+fn still_valid(identity: Identity, now: u64, leeway: u64) -> Result<Identity, AuthError> {
+    match identity.expires_at {
+        Some(exp) if now >= exp.saturating_add(leeway) => {
+            Err(AuthError::new(AuthFailCode::TokenExpired, "the token has expired"))
+        }
+        _ => Ok(identity),
+    }
+}
+
+/// Maps an introspection answer to an identity.
+fn identity_from_answer(fields: Map<String, Value>, now: u64, leeway: u64) -> Result<Identity, AuthError> {
+    if matches!(fields.get("active"), Some(Value::Bool(false))) {
+        return Err(AuthError::new(AuthFailCode::TokenInvalid, "the token is not active"));
+    }
+    let sub = ["sub", "userId", "user_id"]
+        .iter()
+        .find_map(|name| match fields.get(*name) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| AuthError::new(AuthFailCode::ClaimMissing, "the introspection answer has no sub or userId"))?;
+    let roles = match (fields.get("roles"), fields.get("role")) {
+        (Some(Value::Array(items)), _) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        (_, Some(Value::String(role))) => vec![role.clone()],
+        _ => Vec::new(),
+    };
+    let expires_at = fields.get("exp").and_then(Value::as_u64);
+    let issued_at = fields.get("iat").and_then(Value::as_u64);
+    let jti = fields.get("jti").and_then(Value::as_str).map(str::to_string);
+    let mut claims: std::collections::BTreeMap<String, String> = fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) if n.is_u64() || n.is_i64() => Some((k, n.to_string())),
+            _ => None,
+        })
+        .collect();
+    claims.insert("sub".into(), sub.clone());
+    let identity = Identity { sub, roles, expires_at, claims, jti, issued_at };
+    still_valid(identity, now, leeway)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(v: Value) -> Result<Identity, AuthError> {
+        let Value::Object(fields) = v else { panic!() };
+        identity_from_answer(fields, 1000, 0)
+    }
+
+    #[test]
+    fn both_answer_shapes_map_to_identities() {
+        let rfc = answer(json!({"active": true, "sub": "u1", "exp": 2000, "scope": "read write", "roles": ["user"]}))
+            .unwrap();
+        assert_eq!(
+            (rfc.sub.as_str(), rfc.roles.as_slice(), rfc.expires_at),
+            ("u1", &["user".to_string()][..], Some(2000))
+        );
+        assert_eq!(rfc.claims["scope"], "read write");
+        let formula = answer(json!({"userId": "u2", "orgId": "acme", "role": "editor"})).unwrap();
+        assert_eq!((formula.sub.as_str(), formula.roles.as_slice()), ("u2", &["editor".to_string()][..]));
+        assert_eq!(formula.claims["orgId"], "acme");
+        assert_eq!(answer(json!({"active": false})).unwrap_err().code, AuthFailCode::TokenInvalid);
+        assert_eq!(answer(json!({"active": true})).unwrap_err().code, AuthFailCode::ClaimMissing);
+        assert_eq!(answer(json!({"sub": "u", "exp": 999})).unwrap_err().code, AuthFailCode::TokenExpired);
+    }
+}
