@@ -51,6 +51,16 @@ fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
     let err = refuses(&["--rules", rules.to_str().unwrap()]);
     assert!(err.contains("rule 1") && err.contains("delete"), "{err}");
     assert!(refuses(&["--rules", "/nonexistent/rules.toml"]).contains("/nonexistent/rules.toml"));
+    let introspect = ["--auth", "introspect", "--introspect-url", "http://127.0.0.1:1/x", "--introspect-token", "t"];
+    let production = [&introspect[..], &["--introspect-fail-open", "--env", "production"]].concat();
+    assert!(refuses(&production).contains("production"));
+    assert!(refuses(&["--auth", "introspect"]).contains("--introspect-url"));
+    assert!(
+        refuses(&["--auth", "introspect", "--introspect-url", "https://idp.example/i"]).contains("--introspect-token")
+    );
+    assert!(refuses(&["--jwks-url", "http://idp.example.com/jwks"]).contains("loopback"));
+    assert!(refuses(&["--jwt-secret", SECRET, "--auth-cookie", "sg"]).contains("--allowed-origins"));
+    assert!(refuses(&["--jwt-secret", SECRET, "--jwt-previous-secret", "old"]).contains("--jwt-previous-secret-until"));
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! a raw WebSocket client that can send anything, and token minting.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +116,29 @@ impl RawWs {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let request = Request::builder()
+        Self::handshake_with(url_path, addr, stream, &[]).await
+    }
+
+    /// Connects with extra request headers (Origin, Cookie).
+    pub async fn connect_with(url_path: &str, addr: SocketAddr, headers: &[(&str, &str)]) -> Result<Self, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        Self::handshake_with(url_path, addr, tcp, headers).await
+    }
+
+    pub async fn handshake_with<S>(
+        url_path: &str,
+        addr: SocketAddr,
+        stream: S,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut builder = Request::builder();
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
             .method("GET")
             .uri(url_path)
             .header("Host", addr.to_string())
