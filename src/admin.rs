@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::protocol::codes::close;
+use crate::revocation::Revoked;
 use crate::server::Shared;
 
 /// Largest admin request body.
@@ -77,16 +78,19 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> R
                 Err(response) => return response,
             };
             let revocations = &shared.config.revocations;
-            match (body.jti, body.sub, body.issued_before) {
-                (Some(jti), None, None) => revocations.revoke_jti(&jti),
-                (None, Some(sub), Some(before)) => revocations.revoke_subject(&sub, before),
+            let revoked = match (body.jti, body.sub, body.issued_before) {
+                (Some(jti), None, None) => Revoked::Jti(jti),
+                (None, Some(sub), Some(issued_before)) => Revoked::Subject { sub, issued_before },
                 _ => {
-                    return reply(
-                        StatusCode::BAD_REQUEST,
-                        json!({"error": "send {\"jti\": …} or {\"sub\": …, \"issuedBefore\": <unix seconds>}"}),
-                    );
+                    let usage = "send {\"jti\": …} or {\"sub\": …, \"issuedBefore\": <unix seconds>}";
+                    return reply(StatusCode::BAD_REQUEST, json!({ "error": usage }));
                 }
+            };
+            // Durable first: a revocation that was answered survives a restart.
+            if let Err(e) = shared.collections.store().save_revocation(&revoked).await {
+                return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}));
             }
+            revocations.apply(&revoked);
             let n = shared
                 .registry
                 .close_matching(close::FORBIDDEN, "token revoked", |sub, jti, iat| revocations.matches(sub, jti, iat));

@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::devtoken::TokenSpec;
 use crate::http_client::{HttpClient, check_url};
 use crate::rules::{Policy, PolicyHandle, RuleSet};
+use crate::store::{Durability, MemoryStore, SqliteStore};
 
 /// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
 #[derive(Debug, Parser)]
@@ -40,6 +41,62 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a development HS256/384/512 token.
     Token(TokenArgs),
+    /// Copy a (possibly live) store to a backup file.
+    Backup(BackupArgs),
+    /// Load a backup into an empty data directory.
+    Restore(RestoreArgs),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Flags of `syncgate backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The server's data directory (the server may be running).
+    #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
+    pub data_dir: PathBuf,
+    /// The backup file to create (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags of `syncgate restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// An empty (or missing) data directory to restore into.
+    #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
+    pub data_dir: PathBuf,
+    /// The backup file.
+    #[arg(long, alias = "in")]
+    pub from: PathBuf,
+}
+
+/// `syncgate bench …`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Authenticated writers sending OP_BATCHes and waiting for each OP_RESULT.
+    Ops(crate::loadgen::OpsArgs),
+}
+
+/// Which store keeps collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in --data-dir: durable (the default).
+    Disk,
+    /// In memory: everything is lost at exit.
+    Memory,
+}
+
+/// When an accepted write counts as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    /// fsync before OP_RESULT.
+    Full,
+    /// No fsync: a crash can lose acknowledged writes.
+    None,
 }
 
 /// How connections authenticate.
@@ -204,6 +261,18 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SYNCGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Where collections are kept: disk (SQLite in --data-dir) or memory [default: disk].
+    #[arg(long, env = "SYNCGATE_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// Data directory of the disk store [default: ./syncgate-data].
+    #[arg(long, env = "SYNCGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// full: fsync before acknowledging; none: explicitly ephemeral [default: full].
+    #[arg(long, env = "SYNCGATE_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityArg>,
+    /// Tombstones older than this are collected [default: 30d].
+    #[arg(long, env = "SYNCGATE_TOMBSTONE_RETENTION")]
+    pub tombstone_retention: Option<Seconds>,
     /// RBAC rules (TOML); without it every authenticated identity may read and write everything.
     #[arg(long, env = "SYNCGATE_RULES")]
     pub rules: Option<PathBuf>,
@@ -257,7 +326,8 @@ impl ServeArgs {
             max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form,
-            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute);
+            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, data_dir,
+            durability, tombstone_retention);
         Ok(())
     }
 
@@ -320,6 +390,31 @@ impl ServeArgs {
             }
             None => warnings.push("no --rules file: every authenticated identity may read and write everything".into()),
         }
+        if let Some(Seconds(d)) = self.tombstone_retention {
+            config.tombstone_retention = d;
+        }
+        config.store = match self.store.unwrap_or(StoreKind::Disk) {
+            StoreKind::Memory => {
+                warnings.push("--store memory: collections are lost when the server stops".into());
+                Arc::new(MemoryStore::new())
+            }
+            StoreKind::Disk => {
+                let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./syncgate-data"));
+                let durability = match self.durability.unwrap_or(DurabilityArg::Full) {
+                    DurabilityArg::Full => Durability::Full,
+                    DurabilityArg::None => {
+                        warnings.push(
+                            "--durability none: acknowledged writes can be lost in a crash (ephemeral use only)".into(),
+                        );
+                        Durability::None
+                    }
+                };
+                Arc::new(
+                    SqliteStore::open(&dir, durability)
+                        .map_err(|e| anyhow::anyhow!("--data-dir {}: {}", dir.display(), e.0))?,
+                )
+            }
+        };
         config.allowed_origins = self.allowed_origins.clone().unwrap_or_default();
         if let Some(name) = &self.auth_cookie {
             if config.allowed_origins.is_empty() {
@@ -524,7 +619,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(a) => *a,
-            Command::Token(_) => unreachable!(),
+            _ => unreachable!("a serve command line"),
         }
     }
 

@@ -1,9 +1,11 @@
 //! Last-writer-wins collections: validating ops, committing them, and
 //! streaming `CHANGE`s to syncing connections.
 //!
-//! Commits and `CHANGE` publication are serialised by one lock, so `CHANGE`s
-//! leave in acceptance order: a reader that resumes from any cursor it was
-//! given can never skip a write accepted before it.
+//! Commits run concurrently (so the store can group them), but `CHANGE`s
+//! leave strictly in acceptance order: a reorder buffer releases a commit's
+//! changes only once every earlier sequence number has been published. So a
+//! reader that resumes from any cursor it was given can never skip a write
+//! accepted before it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -22,12 +24,23 @@ pub const MAX_KEY_BYTES: usize = 256;
 
 /// The collections of one server.
 pub struct Collections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Arc<dyn Store>,
     clock: HlcClock,
     max_drift_ms: u64,
-    /// Held across a commit and its `CHANGE` publication (a tokio mutex: the commit awaits).
-    commit: tokio::sync::Mutex<()>,
     feeds: DashMap<String, Arc<Feed>>,
+    /// Commits whose changes wait for earlier sequence numbers. A std mutex:
+    /// held to insert and flush, never across an await.
+    pending: Mutex<Reorder>,
+}
+
+/// Changes of committed batches, keyed by their first sequence number.
+struct Reorder {
+    next: u64,
+    waiting: BTreeMap<u64, (u64, Vec<(Write, u64)>)>,
 }
 
 /// Connections syncing one collection. A std mutex: offering never waits.
@@ -39,12 +52,19 @@ struct Feed {
 impl Collections {
     /// Collections over `store`; writes stamped more than `max_drift_ms` ahead of the server's clock are refused.
     pub fn new(store: Arc<dyn Store>, clock: HlcClock, max_drift_ms: u64) -> Self {
-        Self { store, clock, max_drift_ms, commit: tokio::sync::Mutex::new(()), feeds: DashMap::new() }
+        let next = store.last_seq() + 1;
+        let pending = Mutex::new(Reorder { next, waiting: BTreeMap::new() });
+        Self { inner: Arc::new(Inner { store, clock, max_drift_ms, feeds: DashMap::new(), pending }) }
     }
 
     /// The server's hybrid logical clock.
     pub fn clock(&self) -> &HlcClock {
-        &self.clock
+        &self.inner.clock
+    }
+
+    /// The store behind the collections.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
     }
 
     /// Validates and applies ops (already authorised), returning one outcome per op in order.
@@ -63,24 +83,27 @@ impl Collections {
             }
         }
         if !writes.is_empty() {
-            let _commit = self.commit.lock().await;
-            match self.store.apply(&writes).await {
-                Ok(applied) => {
-                    self.publish(&writes, &applied);
-                    for (i, op_id) in slots {
-                        outcomes[i] = Some(OpOutcome { op_id, ok: true, code: None, message: None });
-                    }
+            // The commit and its publication run in their own task: a caller that
+            // goes away mid-commit can never leave a gap in the reorder buffer.
+            let inner = self.inner.clone();
+            let committed = tokio::spawn(async move {
+                let result = inner.store.apply(&writes).await;
+                if let Ok(applied) = &result {
+                    inner.publish(&writes, applied);
                 }
-                Err(StoreError(reason)) => {
-                    tracing::warn!(%reason, "store write failed");
-                    for (i, op_id) in slots {
-                        outcomes[i] = Some(rejected(
-                            op_id,
-                            error::UNAVAILABLE,
-                            "the store cannot accept writes right now".into(),
-                        ));
-                    }
-                }
+                result
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError(format!("commit task failed: {e}"))));
+            let unavailable = "the store cannot accept writes right now";
+            for (i, op_id) in slots {
+                outcomes[i] = Some(match &committed {
+                    Ok(_) => OpOutcome { op_id, ok: true, code: None, message: None },
+                    Err(_) => rejected(op_id, error::UNAVAILABLE, unavailable.into()),
+                });
+            }
+            if let Err(StoreError(reason)) = &committed {
+                tracing::warn!(%reason, "store write failed");
             }
         }
         outcomes
@@ -90,30 +113,91 @@ impl Collections {
     }
 
     fn validate(&self, op: &RawOp, now_ms: u64) -> Result<Hlc, (&'static str, String)> {
+        let max_drift_ms = self.inner.max_drift_ms;
         if op.key.is_empty() || op.key.len() > MAX_KEY_BYTES {
             return Err((error::INVALID, format!("key must be 1 to {MAX_KEY_BYTES} bytes")));
         }
         let hlc: Hlc = op.hlc.parse().map_err(|e: crate::hlc::HlcError| (error::INVALID, e.to_string()))?;
-        if hlc.millis > now_ms.saturating_add(self.max_drift_ms) {
+        if hlc.millis > now_ms.saturating_add(max_drift_ms) {
             let ahead = hlc.millis - now_ms;
             return Err((
                 error::CLOCK_SKEW,
-                format!("hlc is {ahead} ms ahead of the server's clock (limit {} ms)", self.max_drift_ms),
+                format!("hlc is {ahead} ms ahead of the server's clock (limit {} ms)", max_drift_ms),
             ));
         }
         Ok(hlc)
     }
 
-    /// Sends one `CHANGE` per collection touched, encoded once for all its watchers.
+    /// Starts sending `CHANGE`s of `collection` to `outbox`. Call before [`Collections::snapshot`]
+    /// so nothing falls between the snapshot and the stream.
+    pub fn watch(&self, collection: &str, outbox: Outbox) {
+        let entry = self.inner.feeds.entry(collection.to_string()).or_default();
+        let mut watchers = entry.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if !watchers.iter().any(|w| w.id() == outbox.id()) {
+            watchers.push(outbox);
+        }
+    }
+
+    /// Stops sending `CHANGE`s of `collection` to connection `id`.
+    pub fn unwatch(&self, collection: &str, id: ConnId) {
+        self.inner.feeds.remove_if(collection, |_, feed| {
+            let mut watchers = feed.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            watchers.retain(|w| w.id() != id);
+            watchers.is_empty()
+        });
+    }
+
+    /// Records of `collection` changed after `since` (all when 0), as wire
+    /// records, with the cursor after them. When `since` is older than the
+    /// tombstone horizon a delete may have been collected, so the full state
+    /// is returned instead and the flag says so (`SYNC_DATA.reset`).
+    pub fn snapshot(&self, collection: &str, since: u64) -> Result<(Vec<Record>, u64, bool), StoreError> {
+        let reset = since > 0 && since < self.inner.store.horizon();
+        let from = if reset { 0 } else { since };
+        let Scan { records, cursor } = self.inner.store.scan_since(collection, from)?;
+        Ok((records.into_iter().map(to_wire).collect(), cursor, reset))
+    }
+
+    /// Collects tombstones written before `before_millis` (retention).
+    pub async fn collect_tombstones(&self, before_millis: u64) -> Result<usize, StoreError> {
+        self.inner.store.collect_tombstones(before_millis).await
+    }
+}
+
+impl Inner {
+    /// Queues a commit's changes and publishes every batch that is now next in sequence.
     fn publish(&self, writes: &[Write], applied: &[Applied]) {
+        let stored: Vec<(Write, u64)> = writes
+            .iter()
+            .zip(applied)
+            .filter_map(|(w, a)| match a {
+                Applied::Stored { seq } => Some((w.clone(), *seq)),
+                Applied::Superseded => None,
+            })
+            .collect();
+        let (Some(first), Some(last)) = (stored.first().map(|s| s.1), stored.last().map(|s| s.1)) else {
+            return;
+        };
+        for (write, _) in &stored {
+            self.clock.observe(&write.hlc);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.waiting.insert(first, (last, stored));
+        loop {
+            let next = pending.next;
+            let Some((last, batch)) = pending.waiting.remove(&next) else { break };
+            pending.next = last + 1;
+            self.send_changes(&batch);
+        }
+    }
+
+    /// Sends one `CHANGE` per collection touched, encoded once for all its watchers.
+    fn send_changes(&self, batch: &[(Write, u64)]) {
         let mut changed: BTreeMap<&str, (Vec<Record>, u64)> = BTreeMap::new();
-        for (write, outcome) in writes.iter().zip(applied) {
-            if let Applied::Stored { seq } = outcome {
-                self.clock.observe(&write.hlc);
-                let entry = changed.entry(write.collection.as_str()).or_default();
-                entry.0.push(Record { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.to_string() });
-                entry.1 = entry.1.max(*seq);
-            }
+        for (write, seq) in batch {
+            let entry = changed.entry(write.collection.as_str()).or_default();
+            entry.0.push(Record { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.to_string() });
+            entry.1 = entry.1.max(*seq);
         }
         for (collection, (records, cursor)) in changed {
             let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else {
@@ -130,31 +214,6 @@ impl Collections {
                 watcher.offer(Outbound::Change { collection: name.clone(), cursor, bytes: bytes.clone() });
             }
         }
-    }
-
-    /// Starts sending `CHANGE`s of `collection` to `outbox`. Call before [`Collections::snapshot`]
-    /// so nothing falls between the snapshot and the stream.
-    pub fn watch(&self, collection: &str, outbox: Outbox) {
-        let entry = self.feeds.entry(collection.to_string()).or_default();
-        let mut watchers = entry.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        if !watchers.iter().any(|w| w.id() == outbox.id()) {
-            watchers.push(outbox);
-        }
-    }
-
-    /// Stops sending `CHANGE`s of `collection` to connection `id`.
-    pub fn unwatch(&self, collection: &str, id: ConnId) {
-        self.feeds.remove_if(collection, |_, feed| {
-            let mut watchers = feed.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            watchers.retain(|w| w.id() != id);
-            watchers.is_empty()
-        });
-    }
-
-    /// Records of `collection` changed after `since` (all when 0), as wire records.
-    pub fn snapshot(&self, collection: &str, since: u64) -> Result<(Vec<Record>, u64), StoreError> {
-        let Scan { records, cursor } = self.store.scan_since(collection, since)?;
-        Ok((records.into_iter().map(to_wire).collect(), cursor))
     }
 }
 
@@ -211,7 +270,7 @@ mod tests {
             matches!(change, ServerMessage::Change { ref records, .. } if records.len() == 1 && records[0].key == "k1")
         );
         assert_eq!(collections.clock().last(), (999_000, 0), "the clock absorbed the accepted hlc");
-        let (records, cursor) = collections.snapshot("c", 0).unwrap();
+        let (records, cursor, _reset) = collections.snapshot("c", 0).unwrap();
         assert_eq!((records.len(), cursor), (1, 1));
     }
 }

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub auth_cookie: Option<String>,
     /// Failed authentications per client IP per minute before 4029 / HTTP 429 (0: no limit).
     pub auth_failures_per_minute: u32,
+    /// Tombstones older than this (by their `hlc`) are collected.
+    pub tombstone_retention: Duration,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             auth_cookie: None,
             auth_failures_per_minute: 30,
+            tombstone_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -270,16 +270,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let collections = &self.shared.collections;
         collections.watch(&collection, self.outbox.clone());
         match collections.snapshot(&collection, since) {
-            Ok((records, cursor)) => {
+            Ok((records, cursor, reset)) => {
                 self.sync_cursors.insert(Arc::from(collection.as_str()), cursor);
-                self.send(&ServerMessage::SyncData {
-                    id,
-                    collection,
-                    records,
-                    cursor: cursor.to_string(),
-                    reset: false,
-                })
-                .await
+                self.send(&ServerMessage::SyncData { id, collection, records, cursor: cursor.to_string(), reset }).await
             }
             Err(e) => {
                 collections.unwatch(&collection, self.outbox.id());
@@ -404,10 +397,10 @@ where
             }
         }
     };
-    if let Some(e) = fatal {
-        if tx.send(Inbound::Fatal(e)).await.is_err() {
-            return;
-        }
+    if let Some(e) = fatal
+        && tx.send(Inbound::Fatal(e)).await.is_err()
+    {
+        return;
     }
     // Keep reading (and discarding) until the peer closes, so that our close
     // frame is read rather than lost to a reset; the actor bounds this in time.

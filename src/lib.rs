@@ -47,6 +47,7 @@ mod connection;
 pub mod devtoken;
 pub mod hlc;
 pub mod http_client;
+pub mod loadgen;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;

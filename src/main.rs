@@ -18,6 +18,43 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("cannot sign the token: {e}")),
             }
         }
+        Command::Backup(args) => match syncgate::store::sqlite_backup(&args.data_dir, &args.out) {
+            Ok(report) => {
+                println!(
+                    "backup {} written: {} records, consistent at cursor {}",
+                    args.out.display(),
+                    report.records,
+                    report.cursor
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.0),
+        },
+        Command::Restore(args) => match syncgate::store::sqlite_restore(&args.data_dir, &args.from) {
+            Ok(report) => {
+                println!(
+                    "restored {} records into {} (cursor {})",
+                    report.records,
+                    args.data_dir.display(),
+                    report.cursor
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.0),
+        },
+        Command::Bench(syncgate::cli::BenchCommand::Ops(args)) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(syncgate::loadgen::run_ops(args)) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Serve(args) => {
             let serve = match args.resolve() {
                 Ok(serve) => serve,

@@ -4,6 +4,20 @@ use dashmap::DashMap;
 
 use crate::auth::Identity;
 
+/// One revocation, as the admin API records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// One token id.
+    Jti(String),
+    /// Every token of `sub` issued before `issued_before` (Unix seconds).
+    Subject {
+        /// The subject.
+        sub: String,
+        /// Tokens issued before this are revoked.
+        issued_before: u64,
+    },
+}
+
 /// The revocation list consulted at authentication and refresh.
 #[derive(Debug, Default)]
 pub struct Revocations {
@@ -28,6 +42,14 @@ impl Revocations {
     pub fn revoke_subject(&self, sub: &str, issued_before: u64) {
         let mut entry = self.subjects.entry(sub.to_string()).or_insert(issued_before);
         *entry = (*entry).max(issued_before);
+    }
+
+    /// Applies a revocation.
+    pub fn apply(&self, revoked: &Revoked) {
+        match revoked {
+            Revoked::Jti(jti) => self.revoke_jti(jti),
+            Revoked::Subject { sub, issued_before } => self.revoke_subject(sub, *issued_before),
+        }
     }
 
     /// Whether a credential with these attributes is revoked. A token without

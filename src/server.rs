@@ -63,8 +63,14 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
     let tls = config.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let grace = config.timeouts.shutdown_grace;
+    let config = config;
     let auth_failures = config.auth_failures_per_minute;
-    let clock = HlcClock::new(config.node_id.clone(), (0, 0));
+    // The clock resumes after every timestamp the store ever accepted: it never goes back.
+    let clock = HlcClock::new(config.node_id.clone(), config.store.clock());
+    match config.store.revocations() {
+        Ok(saved) => saved.iter().for_each(|r| config.revocations.apply(r)),
+        Err(e) => warn!(error = %e, "could not load saved revocations"),
+    }
     let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
     let collections = Collections::new(config.store.clone(), clock, drift);
     let shared = Arc::new(Shared {
@@ -76,6 +82,7 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
         auth_failures: AuthFailures::new(auth_failures),
         next_connection: std::sync::atomic::AtomicU64::new(1),
     });
+    shared.tracker.spawn(collect_tombstones(shared.clone()));
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
     loop {
         let accepted = tokio::select! {
@@ -105,6 +112,23 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
     }
     info!("syncgate stopped");
     Ok(())
+}
+
+/// Collects expired tombstones hourly (and once at start), until shutdown.
+async fn collect_tombstones(shared: Arc<Shared>) {
+    let retention = u64::try_from(shared.config.tombstone_retention.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let cutoff = crate::clock::unix_ms().saturating_sub(retention);
+        match shared.collections.collect_tombstones(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!(collected = n, "expired tombstones collected"),
+            Err(e) => warn!(error = %e, "tombstone collection failed"),
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 async fn accept_connection(

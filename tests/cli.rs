@@ -22,7 +22,8 @@ fn syncgate() -> Command {
 
 /// Runs `serve` with `args`, expecting an immediate failure with one line on stderr.
 fn refuses(args: &[&str]) -> String {
-    let out = syncgate().arg("serve").args(args).args(["--listen", "127.0.0.1:0"]).output().unwrap();
+    let out =
+        syncgate().arg("serve").args(args).args(["--listen", "127.0.0.1:0", "--store", "memory"]).output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.trim_end().lines().count(), 1, "one clear line, got {stderr:?}");
@@ -137,7 +138,7 @@ fn the_token_command_mints_a_verifiable_token() {
 fn spawn_server(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
     let mut child = syncgate()
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--store", "memory"])
         .args(args)
         .envs(envs.iter().copied())
         .stderr(Stdio::piped())

@@ -204,6 +204,13 @@ pub(crate) struct Local {
     pub(crate) topics: HashMap<String, mpsc::Sender<Delivery>>,
 }
 
+/// Opens a raw WebSocket to `url` (`ws://` only), for tools like the load generator.
+pub async fn open_socket(
+    url: &str,
+) -> Result<fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, ClientError> {
+    transport::open(url, None).await
+}
+
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {

@@ -24,6 +24,7 @@ pub async fn run(fresh: impl Fn() -> Box<dyn Store>) {
     scans_follow_acceptance_order(fresh().as_ref()).await;
     batches_apply_in_order(fresh().as_ref()).await;
     collections_are_separate(fresh().as_ref()).await;
+    old_tombstones_are_collected(fresh().as_ref()).await;
 }
 
 async fn last_writer_wins(store: &dyn Store) {
@@ -106,4 +107,25 @@ async fn collections_are_separate(store: &dyn Store) {
     assert_eq!(store.get("x", "k").unwrap().unwrap().value, Value::from(1));
     assert_eq!(store.scan_since("y", 0).unwrap().records.len(), 1);
     assert!(store.scan_since("z", 0).unwrap().records.is_empty());
+}
+
+async fn old_tombstones_are_collected(store: &dyn Store) {
+    store
+        .apply(&[
+            write("c", "gone", Value::Nil, hlc(100, 0, "n")),
+            write("c", "recent", Value::Nil, hlc(900, 0, "n")),
+            write("c", "live", 1, hlc(50, 0, "n")),
+        ])
+        .await
+        .unwrap();
+    let before = store.scan_since("c", 0).unwrap();
+    assert_eq!(store.horizon(), 0);
+    assert_eq!(store.collect_tombstones(500).await.unwrap(), 1, "only tombstones older than the cutoff go");
+    assert!(store.get("c", "gone").unwrap().is_none());
+    assert!(store.get("c", "recent").unwrap().is_some());
+    assert!(store.get("c", "live").unwrap().is_some(), "live records are never collected");
+    let gone_seq = before.records.iter().find(|r| r.key == "gone").unwrap().seq;
+    assert!(store.horizon() >= gone_seq, "readers from before the collection must resync");
+    assert_eq!(store.last_seq(), before.cursor);
+    assert_eq!(store.clock(), (900, 0));
 }

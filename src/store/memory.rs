@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+use crate::revocation::Revoked;
 
 /// Collections in memory; nothing survives the process.
 #[derive(Debug, Default)]
@@ -15,6 +16,8 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     seq: u64,
+    clock: (u64, u32),
+    horizon: u64,
     collections: HashMap<String, Collection>,
 }
 
@@ -46,6 +49,7 @@ impl Store for MemoryStore {
             }
             inner.seq += 1;
             let seq = inner.seq;
+            inner.clock = inner.clock.max((write.hlc.millis, write.hlc.counter));
             let record =
                 StoredRecord { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.clone(), seq };
             if let Some(old) = collection.records.insert(write.key.clone(), record) {
@@ -71,6 +75,47 @@ impl Store for MemoryStore {
             }
         };
         Ok(Scan { records, cursor: inner.seq })
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seq
+    }
+
+    fn clock(&self) -> (u64, u32) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clock
+    }
+
+    fn horizon(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).horizon
+    }
+
+    fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *inner;
+        let mut removed = 0;
+        for collection in inner.collections.values_mut() {
+            let dead: Vec<(String, u64)> = collection
+                .records
+                .values()
+                .filter(|r| r.value.is_nil() && r.hlc.millis < before_millis)
+                .map(|r| (r.key.clone(), r.seq))
+                .collect();
+            for (key, seq) in dead {
+                collection.records.remove(&key);
+                collection.by_seq.remove(&seq);
+                inner.horizon = inner.horizon.max(seq);
+                removed += 1;
+            }
+        }
+        Box::pin(std::future::ready(Ok(removed)))
+    }
+
+    fn save_revocation<'a>(&'a self, _revoked: &'a Revoked) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn revocations(&self) -> Result<Vec<Revoked>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

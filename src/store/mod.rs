@@ -5,6 +5,7 @@
 
 pub mod conformance;
 mod memory;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +13,12 @@ use std::pin::Pin;
 use rmpv::Value;
 
 pub use memory::MemoryStore;
+pub use sqlite::{
+    BackupReport, Durability, FORMAT_VERSION, SqliteStore, backup as sqlite_backup, restore as sqlite_restore,
+};
 
 use crate::hlc::Hlc;
+use crate::revocation::Revoked;
 
 /// One last-writer-wins write.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +91,11 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   greater than `s`, in sequence order, and a cursor no smaller than every
 ///   sequence number returned; `scan_since(c, cursor)` then returns only
 ///   later changes.
+/// - `collect_tombstones(t)` removes tombstones whose `hlc.millis < t` and
+///   raises `horizon()` to the highest sequence number it removed: a reader
+///   whose cursor is below the horizon may have missed a delete and must
+///   resync from scratch.
+/// - `last_seq`, `clock` and `horizon` survive a restart of a durable store.
 pub trait Store: Send + Sync + 'static {
     /// Applies writes (see the contract).
     fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>>;
@@ -93,4 +103,16 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError>;
     /// Records of `collection` changed after sequence number `since`.
     fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError>;
+    /// The highest sequence number assigned so far.
+    fn last_seq(&self) -> u64;
+    /// The highest `(millis, counter)` of any stored write, so the server's clock never goes back.
+    fn clock(&self) -> (u64, u32);
+    /// Cursors below this may have missed collected tombstones.
+    fn horizon(&self) -> u64;
+    /// Removes tombstones written (by `hlc`) before `before_millis`; returns how many.
+    fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize>;
+    /// Records a revocation durably (a no-op for stores that keep nothing).
+    fn save_revocation<'a>(&'a self, revoked: &'a Revoked) -> StoreFuture<'a, ()>;
+    /// Revocations saved earlier.
+    fn revocations(&self) -> Result<Vec<Revoked>, StoreError>;
 }

@@ -158,6 +158,12 @@ impl RawWs {
         self.send_bytes(&encode_client(message)).await;
     }
 
+    /// Sends a message, reporting a broken connection instead of panicking.
+    pub async fn try_send(&mut self, message: &ClientMessage) -> Result<(), String> {
+        let bytes = encode_client(message);
+        self.ws.write_frame(Frame::binary(Payload::Owned(bytes.to_vec()))).await.map_err(|e| e.to_string())
+    }
+
     pub async fn send_value(&mut self, value: &Value) {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, value).unwrap();
