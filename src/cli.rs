@@ -252,6 +252,21 @@ pub struct ServeArgs {
     /// Largest message accepted before authentication [default: 65536].
     #[arg(long, env = "SYNCGATE_MAX_PREAUTH_FRAME_BYTES")]
     pub max_preauth_frame_bytes: Option<usize>,
+    /// Open connections per client IP (0: unlimited) [default: 2048].
+    #[arg(long, env = "SYNCGATE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Unauthenticated WebSockets per client IP (0: unlimited) [default: 1024].
+    #[arg(long, env = "SYNCGATE_MAX_UNAUTHENTICATED_PER_IP")]
+    pub max_unauthenticated_per_ip: Option<usize>,
+    /// Sustained messages per second per connection (0: unlimited) [default: 1000].
+    #[arg(long, env = "SYNCGATE_MESSAGES_PER_SECOND")]
+    pub messages_per_second: Option<u32>,
+    /// Burst above the message rate before rate_limited [default: 2000].
+    #[arg(long, env = "SYNCGATE_MESSAGE_BURST")]
+    pub message_burst: Option<u32>,
+    /// Largest encoded PUB data or op value, in bytes [default: 262144].
+    #[arg(long, env = "SYNCGATE_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
     /// Open connections at most [default: 10000].
     #[arg(long, env = "SYNCGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -327,7 +342,8 @@ impl ServeArgs {
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form,
             env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, data_dir,
-            durability, tombstone_retention);
+            durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
+            message_burst, max_value_bytes);
         Ok(())
     }
 
@@ -389,6 +405,21 @@ impl ServeArgs {
                 config.policy = PolicyHandle::new(Policy::with_rules(rules));
             }
             None => warnings.push("no --rules file: every authenticated identity may read and write everything".into()),
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            config.limits.per_ip.connections = n;
+        }
+        if let Some(n) = self.max_unauthenticated_per_ip {
+            config.limits.per_ip.unauthenticated = n;
+        }
+        if let Some(n) = self.messages_per_second {
+            config.session.messages_per_second = n;
+        }
+        if let Some(n) = self.message_burst {
+            config.session.message_burst = n.max(1);
+        }
+        if let Some(n) = self.max_value_bytes {
+            config.session.max_value_bytes = n;
         }
         if let Some(Seconds(d)) = self.tombstone_retention {
             config.tombstone_retention = d;

@@ -91,6 +91,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Largest HTTP request head before the upgrade.
     pub max_header_bytes: usize,
+    /// Connections per client IP, and unauthenticated ones among them.
+    pub per_ip: crate::limits::PerIpLimits,
 }
 
 impl Default for Limits {
@@ -102,6 +104,7 @@ impl Default for Limits {
             max_nesting_depth: 32,
             outbound_queue: 1024,
             max_header_bytes: 16 * 1024,
+            per_ip: crate::limits::PerIpLimits::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::assembler::{Assembled, Assembler, FrameError};
 use crate::auth::AuthError;
 use crate::clock::{unix_ms, unix_secs};
 use crate::config::Limits;
+use crate::limits::SlotGuard;
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::codes::{close, error};
 use crate::protocol::{
@@ -56,8 +57,13 @@ enum Flow {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn serve<S>(io: S, shared: Arc<Shared>, query_token: Option<String>, peer: SocketAddr)
-where
+pub(crate) async fn serve<S>(
+    io: S,
+    shared: Arc<Shared>,
+    query_token: Option<String>,
+    peer: SocketAddr,
+    pending: SlotGuard,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
@@ -85,6 +91,7 @@ where
         outbox,
         sync_cursors: HashMap::new(),
         control: control_tx,
+        pending: Some(pending),
     };
     let queues = Queues { inbound: rx, outbound, overflow, policy, control };
     let sent_close = actor.run(effects, queues).await;
@@ -111,6 +118,8 @@ struct Actor<S> {
     sync_cursors: HashMap<Arc<str>, u64>,
     /// Handed to the registry so the admin API can close this connection.
     control: mpsc::Sender<Control>,
+    /// The per-IP unauthenticated slot, given back once authenticated.
+    pending: Option<SlotGuard>,
 }
 
 /// Everything the actor waits on besides timers.
@@ -126,6 +135,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Runs until the connection ends; returns whether a close frame was sent.
     async fn run(&mut self, first: Vec<Effect>, mut queues: Queues) -> bool {
         self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
+        if self.session.identity().is_some() {
+            self.pending = None;
+        }
         if let Flow::Stop = self.apply(first).await {
             return true;
         }
@@ -210,6 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     queue.extend(self.session.on_verified(result, unix_ms()));
                     if let Some(identity) = self.session.identity() {
                         self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
+                        self.pending = None;
                     }
                     self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
                     Flow::Continue

@@ -47,6 +47,7 @@ mod connection;
 pub mod devtoken;
 pub mod hlc;
 pub mod http_client;
+pub mod limits;
 pub mod loadgen;
 pub mod outbox;
 pub mod protocol;

@@ -26,9 +26,13 @@ use crate::collections::Collections;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::hlc::HlcClock;
+use crate::limits::{IpSlots, SlotGuard};
 use crate::outbox::ConnId;
 use crate::ratelimit::AuthFailures;
 use crate::registry::Registry;
+
+/// What one accepted connection holds until it ends: a global and a per-IP slot.
+type Slots = (OwnedSemaphorePermit, SlotGuard);
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -44,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// Failed authentications per client IP.
     pub(crate) auth_failures: AuthFailures,
+    /// Connections per client IP.
+    pub(crate) ip_slots: Arc<IpSlots>,
     next_connection: std::sync::atomic::AtomicU64,
 }
 
@@ -65,6 +71,7 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
     let grace = config.timeouts.shutdown_grace;
     let config = config;
     let auth_failures = config.auth_failures_per_minute;
+    let per_ip = config.limits.per_ip;
     // The clock resumes after every timestamp the store ever accepted: it never goes back.
     let clock = HlcClock::new(config.node_id.clone(), config.store.clock());
     match config.store.revocations() {
@@ -79,6 +86,7 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
         tracker: TaskTracker::new(),
         collections,
         registry: Registry::new(),
+        ip_slots: IpSlots::new(per_ip),
         auth_failures: AuthFailures::new(auth_failures),
         next_connection: std::sync::atomic::AtomicU64::new(1),
     });
@@ -102,8 +110,12 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
             debug!(%peer, "connection limit reached; closing");
             continue;
         };
+        let Some(slot) = shared.ip_slots.connection(peer.ip()) else {
+            debug!(%peer, "per-IP connection limit reached; closing");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), permit));
+        shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), (permit, slot)));
     }
     drop(listener);
     shared.tracker.close();
@@ -136,7 +148,7 @@ async fn accept_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    permit: OwnedSemaphorePermit,
+    permit: Slots,
 ) {
     match tls {
         None => serve_http(tcp, peer, shared, permit).await,
@@ -148,7 +160,7 @@ async fn accept_connection(
     }
 }
 
-async fn serve_http<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, permit: OwnedSemaphorePermit)
+async fn serve_http<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, permit: Slots)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -184,7 +196,7 @@ async fn route(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<Slots>,
 ) -> Response<Full<Bytes>> {
     // Only the path is ever logged: the query may hold a token.
     if request.uri().path().starts_with("/admin/") {
@@ -214,6 +226,9 @@ async fn route(
                 _ => None,
             };
             let query_token = request.uri().query().and_then(token_from_query).or(cookie_token);
+            let Some(pending) = shared.ip_slots.unauthenticated(peer.ip()) else {
+                return text(StatusCode::TOO_MANY_REQUESTS, "too many unauthenticated connections from this address\n");
+            };
             let (response, upgrading) = match upgrade::upgrade(&mut request) {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -224,7 +239,7 @@ async fn route(
             shared.tracker.spawn(async move {
                 let _permit = permit;
                 match upgrading.await {
-                    Ok(ws) => connection::serve(ws.into_inner(), connection_shared, query_token, peer).await,
+                    Ok(ws) => connection::serve(ws.into_inner(), connection_shared, query_token, peer, pending).await,
                     Err(e) => debug!(%peer, error = %e, "upgrade did not complete"),
                 }
             });

@@ -15,6 +15,7 @@ use rmpv::Value;
 
 use crate::auth::{AuthError, Identity};
 use crate::protocol::codes::{close, error};
+use crate::protocol::encoded_len;
 use crate::protocol::{
     AuthFailCode, ClientMessage, DecodeError, OpInput, OpOutcome, PROTOCOL_VERSION, RawOp, ServerMessage,
 };
@@ -40,6 +41,13 @@ pub struct SessionConfig {
     /// Re-verify a live session's token this often (introspection), so that
     /// revocation at the identity provider ends the session.
     pub revalidate_every: Option<Duration>,
+    /// Sustained messages per second per connection (0: unlimited).
+    pub messages_per_second: u32,
+    /// Messages a connection may send at once above the rate; as many again
+    /// beyond that while rate-limited closes it with 4029.
+    pub message_burst: u32,
+    /// Largest encoded `PUB.data` or op `value`.
+    pub max_value_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +61,9 @@ impl Default for SessionConfig {
             max_subscriptions: 256,
             max_batch_ops: 1000,
             revalidate_every: None,
+            messages_per_second: 1000,
+            message_burst: 2000,
+            max_value_bytes: 256 * 1024,
         }
     }
 }
@@ -166,6 +177,9 @@ pub struct Session {
     revalidate_at: Option<u64>,
     last_seen: u64,
     next_ping: u64,
+    /// Token bucket: messages that may be sent now (negative: debt while limited).
+    tokens: f64,
+    refilled_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +212,8 @@ impl Session {
             revalidate_at: None,
             last_seen: now,
             next_ping: now.saturating_add(ms(config.ping_interval)),
+            tokens: f64::from(config.message_burst),
+            refilled_at: now,
         };
         let mut out = Vec::with_capacity(1);
         if let Some(identity) = anonymous {
@@ -283,6 +299,23 @@ impl Session {
         let mut out = Vec::with_capacity(1);
         if self.verifying.is_some() {
             // The driver must not feed messages during verification; treat it as a bug in the peer order.
+            return out;
+        }
+        if !self.take_token(now) {
+            if self.tokens < -f64::from(self.config.message_burst) {
+                self.close(close::RATE_LIMITED, "message rate limit exceeded", &mut out);
+            } else {
+                let id = match &message {
+                    Ok(m) => request_id(m),
+                    Err(DecodeError::UnknownType { id, .. } | DecodeError::Invalid { id, .. }) => *id,
+                    Err(_) => None,
+                };
+                out.push(Effect::Send(ServerMessage::Error {
+                    id,
+                    code: error::RATE_LIMITED.into(),
+                    message: format!("more than {} messages per second", self.config.messages_per_second),
+                }));
+            }
             return out;
         }
         match &self.phase {
@@ -451,10 +484,9 @@ impl Session {
             }
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
             Ok(request) => {
-                let max_subscriptions = self.config.max_subscriptions;
-                let max_batch_ops = self.config.max_batch_ops;
+                let config = self.config;
                 if let Phase::Authenticated(auth) = &mut self.phase {
-                    route(auth, request, max_subscriptions, max_batch_ops, out);
+                    route(auth, request, &config, out);
                 }
             }
         }
@@ -495,6 +527,19 @@ impl Session {
         }
     }
 
+    /// Refills the bucket for the time passed and takes one token; false when empty.
+    fn take_token(&mut self, now: u64) -> bool {
+        let rate = self.config.messages_per_second;
+        if rate == 0 {
+            return true;
+        }
+        let elapsed = now.saturating_sub(self.refilled_at) as f64 / 1000.0;
+        self.refilled_at = self.refilled_at.max(now);
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(self.config.message_burst));
+        self.tokens -= 1.0;
+        self.tokens >= 0.0
+    }
+
     fn schedule_revalidation(&mut self, now: u64) {
         self.revalidate_at = self
             .config
@@ -521,13 +566,9 @@ impl Session {
 }
 
 /// Checks and routes one authenticated request.
-fn route(
-    auth: &mut Authenticated,
-    request: ClientMessage,
-    max_subscriptions: usize,
-    max_batch_ops: usize,
-    out: &mut Vec<Effect>,
-) {
+fn route(auth: &mut Authenticated, request: ClientMessage, config: &SessionConfig, out: &mut Vec<Effect>) {
+    let (max_subscriptions, max_batch_ops, max_value) =
+        (config.max_subscriptions, config.max_batch_ops, config.max_value_bytes);
     let send = |out: &mut Vec<Effect>, message| out.push(Effect::Send(message));
     let fail = |out: &mut Vec<Effect>, id: u64, code: &str, message: String| {
         out.push(Effect::Send(ServerMessage::Error { id: Some(id), code: code.into(), message }))
@@ -562,6 +603,8 @@ fn route(
                 fail(out, id, error::INVALID, format!("topic {why}"));
             } else if !auth.access.allows(Action::Write, &topic) {
                 fail(out, id, error::FORBIDDEN, format!("not allowed to publish to {topic:?}"));
+            } else if encoded_len(&data) > max_value {
+                fail(out, id, error::INVALID, format!("data is larger than {max_value} bytes"));
             } else {
                 out.push(Effect::Publish { id, topic, data });
             }
@@ -578,6 +621,9 @@ fn route(
                 };
                 results.push(match op {
                     OpInput::Invalid { op_id, reason } => rejection(op_id, error::INVALID, reason),
+                    OpInput::Op(op) if encoded_len(&op.value) > max_value => {
+                        rejection(op.op_id, error::INVALID, format!("value is larger than {max_value} bytes"))
+                    }
                     OpInput::Op(op) => match valid_resource(&op.collection) {
                         Err(why) => rejection(op.op_id, error::INVALID, format!("collection {why}")),
                         Ok(()) if !auth.access.allows(Action::Write, &op.collection) => rejection(
@@ -630,6 +676,20 @@ fn route(
             send(out, ServerMessage::Ok { id });
         }
         ClientMessage::Auth { .. } | ClientMessage::Ping { .. } => {}
+    }
+}
+
+/// The `id` of a request, if it has one.
+fn request_id(message: &ClientMessage) -> Option<u64> {
+    match message {
+        ClientMessage::Sub { id, .. }
+        | ClientMessage::Unsub { id, .. }
+        | ClientMessage::Pub { id, .. }
+        | ClientMessage::OpBatch { id, .. }
+        | ClientMessage::Sync { id, .. }
+        | ClientMessage::Unsync { id, .. } => Some(*id),
+        ClientMessage::Ping { id } => *id,
+        ClientMessage::Auth { .. } => None,
     }
 }
 
@@ -756,6 +816,25 @@ mod tests {
         let out = s.on_verified(Err(AuthError::new(AuthFailCode::TokenInvalid, "inactive")), T0 + 90_000);
         assert_eq!(auth_fail_code(&out).as_deref(), Some("forbidden"));
         assert_eq!(close_code(&out), Some(4003));
+    }
+
+    #[test]
+    fn floods_are_answered_then_closed() {
+        let config = SessionConfig { messages_per_second: 10, message_burst: 5, ..SessionConfig::default() };
+        let (mut s, _) = Session::open(config, T0, Arc::new(Policy::allow_all()), None, None);
+        let ping = |s: &mut Session, at| s.on_message(Ok(ClientMessage::Ping { id: Some(1) }), at);
+        for _ in 0..5 {
+            assert_eq!(ping(&mut s, T0), [Effect::Send(ServerMessage::Pong { id: Some(1) })]);
+        }
+        assert!(
+            matches!(&ping(&mut s, T0)[..], [Effect::Send(ServerMessage::Error { code, .. })] if code == "rate_limited")
+        );
+        assert_eq!(ping(&mut s, T0 + 1000).len(), 1, "the bucket refills with time");
+        let mut closed = None;
+        for _ in 0..20 {
+            closed = close_code(&ping(&mut s, T0 + 1000)).or(closed);
+        }
+        assert_eq!(closed, Some(4029));
     }
 
     #[test]

@@ -119,6 +119,23 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
     parsed.map_err(|reason| DecodeError::Invalid { kind: static_kind(type_name), id, reason })
 }
 
+/// The length of a value's MessagePack encoding, without allocating it.
+pub fn encoded_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = rmpv::encode::write_value(&mut count, value);
+    count.0
+}
+
 /// Encodes a server message as one MessagePack map (field names as on the wire).
 pub fn encode_server(message: &ServerMessage) -> Bytes {
     // Writing owned, serde-supported types into a Vec cannot fail.

@@ -44,6 +44,8 @@ pub mod error {
     pub const UNAVAILABLE: &str = "unavailable";
     /// A per-connection limit (subscriptions, syncs) was reached.
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    /// The connection sends messages faster than its rate limit.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 /// `AUTH_FAIL.code` values, each with the close code that follows it.

@@ -10,7 +10,7 @@ pub mod codec;
 pub mod codes;
 mod messages;
 
-pub use codec::{DecodeError, DecodeLimits, decode_client, encode_client, encode_server};
+pub use codec::{DecodeError, DecodeLimits, decode_client, encode_client, encode_server, encoded_len};
 pub use codes::AuthFailCode;
 pub use messages::OpOutcome;
 pub use messages::{ClientMessage, OpInput, RawOp, Record, ServerMessage};

@@ -14,7 +14,8 @@ use rmpv::Value;
 
 pub use memory::MemoryStore;
 pub use sqlite::{
-    BackupReport, Durability, FORMAT_VERSION, SqliteStore, backup as sqlite_backup, restore as sqlite_restore,
+    BackupReport, Durability, FORMAT_VERSION, SqliteStore, backup as sqlite_backup, decode_value, encode_value,
+    restore as sqlite_restore,
 };
 
 use crate::hlc::Hlc;

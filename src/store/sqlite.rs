@@ -273,14 +273,15 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecor
 }
 
 /// A stored value: its MessagePack encoding.
-pub(crate) fn encode_value(value: &Value) -> Vec<u8> {
+pub fn encode_value(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, value);
     out
 }
 
-pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, StoreError> {
+/// Decodes a stored value.
+pub fn decode_value(bytes: &[u8]) -> Result<Value, StoreError> {
     rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| err("a stored value does not decode", e))
 }
 
