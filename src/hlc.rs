@@ -66,6 +66,18 @@ impl FromStr for Hlc {
     }
 }
 
+/// The last-writer-wins rule: whether a write `(hlc, value)` replaces the
+/// current one. Timestamps decide; equal timestamps (a writer that reused
+/// one) fall back to the MessagePack encoding of the values, so every replica
+/// picks the same winner whatever order the writes arrive in.
+pub fn replaces(new_hlc: &Hlc, new_value: &[u8], current_hlc: &Hlc, current_value: &[u8]) -> bool {
+    match new_hlc.cmp(current_hlc) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => new_value > current_value,
+    }
+}
+
 /// The server's clock: monotonic, and never behind a timestamp it accepted.
 #[derive(Debug)]
 pub struct HlcClock {

@@ -12,8 +12,9 @@ use std::path::Path;
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::hlc::{Hlc, HlcClock};
+use crate::hlc::{Hlc, HlcClock, replaces};
 use crate::protocol::{OpInput, OpOutcome, RawOp, Record};
+use crate::store::encode_value;
 
 /// A write made locally and not yet settled by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,7 +100,11 @@ impl Replica {
             .iter()
             .filter(|op| op.collection == collection && op.key == key)
             .filter_map(|op| op.hlc.parse::<Hlc>().ok().map(|h| (&op.value, h)));
-        let winner = confirmed.into_iter().chain(pending).max_by(|a, b| a.1.cmp(&b.1));
+        // The same rule as the server's: timestamp first, then the value's encoding.
+        let winner = confirmed
+            .into_iter()
+            .chain(pending)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| encode_value(a.0).cmp(&encode_value(b.0))));
         winner.map(|(v, _)| v).filter(|v| !v.is_nil())
     }
 
@@ -120,7 +125,9 @@ impl Replica {
         for record in records {
             let Ok(hlc) = record.hlc.parse::<Hlc>() else { continue };
             self.clock.observe(&hlc);
-            let newer = state.confirmed.get(&record.key).is_none_or(|(_, current)| hlc > *current);
+            let newer = state.confirmed.get(&record.key).is_none_or(|(value, current)| {
+                replaces(&hlc, &encode_value(&record.value), current, &encode_value(value))
+            });
             if newer {
                 state.confirmed.insert(record.key.clone(), (record.value.clone(), hlc));
             }
@@ -233,6 +240,17 @@ mod tests {
         assert_eq!(r.get("c", "k"), None);
         r.settle(&[outcome(&del, true)]);
         assert!(r.records("c").is_empty());
+    }
+
+    #[test]
+    fn equal_clocks_merge_the_same_in_any_order() {
+        // Regression for the hlc_merge fuzz crash ac4a3118: same hlc, values 121 and 255.
+        let records = |v: u8| Record { key: "k3".into(), value: Value::from(v), hlc: "7:0:n1".into() };
+        let mut a = Replica::new("a");
+        a.merge("c", &[records(121), records(255)]);
+        let mut b = Replica::new("b");
+        b.merge("c", &[records(255), records(121)]);
+        assert_eq!(a.records("c"), b.records("c"));
     }
 
     #[test]

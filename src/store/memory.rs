@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::encode_value;
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+use crate::hlc::replaces;
 use crate::revocation::Revoked;
 
 /// Collections in memory; nothing survives the process.
@@ -42,7 +44,9 @@ impl Store for MemoryStore {
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
             let collection = inner.collections.entry(write.collection.clone()).or_default();
-            let newer = collection.records.get(&write.key).is_none_or(|current| write.hlc > current.hlc);
+            let newer = collection.records.get(&write.key).is_none_or(|current| {
+                replaces(&write.hlc, &encode_value(&write.value), &current.hlc, &encode_value(&current.value))
+            });
             if !newer {
                 outcomes.push(Applied::Superseded);
                 continue;

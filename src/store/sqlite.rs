@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
-use crate::hlc::Hlc;
+use crate::hlc::{Hlc, replaces};
 use crate::revocation::Revoked;
 
 /// Schema version of the database file (and of backups, which are database files).
@@ -341,7 +341,9 @@ fn commit(
     let mut all = Vec::with_capacity(applies.len());
     {
         let mut current = tx
-            .prepare_cached("SELECT hlc_millis, hlc_counter, hlc_node FROM records WHERE collection = ?1 AND key = ?2")
+            .prepare_cached(
+                "SELECT hlc_millis, hlc_counter, hlc_node, value FROM records WHERE collection = ?1 AND key = ?2",
+            )
             .map_err(|e| err("preparing", e))?;
         let mut put = tx
             .prepare_cached(
@@ -355,15 +357,17 @@ fn commit(
             for write in writes {
                 let stored = current
                     .query_row(params![write.collection, write.key], |r| {
-                        Ok(Hlc {
+                        let hlc = Hlc {
                             millis: to_u64(r.get(0)?),
                             counter: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                             node: r.get(2)?,
-                        })
+                        };
+                        Ok((hlc, r.get::<_, Vec<u8>>(3)?))
                     })
                     .optional()
                     .map_err(|e| err("reading a record", e))?;
-                if stored.is_some_and(|stored| write.hlc <= stored) {
+                let encoded = encode_value(&write.value);
+                if stored.is_some_and(|(hlc, value)| !replaces(&write.hlc, &encoded, &hlc, &value)) {
                     outcomes.push(Applied::Superseded);
                     continue;
                 }
@@ -371,7 +375,7 @@ fn commit(
                 put.execute(params![
                     write.collection,
                     write.key,
-                    encode_value(&write.value),
+                    encoded,
                     to_i64(write.hlc.millis),
                     i64::from(write.hlc.counter),
                     write.hlc.node,
