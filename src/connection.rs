@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use crate::auth::AuthError;
 use crate::clock::{unix_ms, unix_secs};
 use crate::config::Limits;
 use crate::limits::SlotGuard;
+use crate::mask::MaskCheck;
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::codes::{close, error};
 use crate::protocol::{
@@ -67,12 +68,14 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
+    let unmasked = Arc::new(AtomicBool::new(false));
+    let read = MaskCheck::new(read, unmasked.clone());
     // The halves are built separately: the writer with a dummy reader, the
     // reader (in its task) with a dummy writer, so each owns only its side.
     let (_, ws_write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
     let (tx, rx) = mpsc::channel(8);
     let authenticated = Arc::new(AtomicBool::new(false));
-    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, authenticated.clone()));
+    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, authenticated.clone(), unmasked));
     let mut policy = shared.config.policy.subscribe();
     let current = policy.borrow_and_update().clone();
     let anonymous = shared.config.authenticator.anonymous();
@@ -369,9 +372,14 @@ fn error_reply(id: u64, code: &str, message: String) -> ServerMessage {
 }
 
 /// Reads frames, reassembles and decodes messages, and hands them to the actor.
-async fn read_loop<S>(mut read: ReadHalf<S>, tx: mpsc::Sender<Inbound>, limits: Limits, authenticated: Arc<AtomicBool>)
-where
-    S: AsyncRead + Unpin,
+async fn read_loop<R>(
+    mut read: R,
+    tx: mpsc::Sender<Inbound>,
+    limits: Limits,
+    authenticated: Arc<AtomicBool>,
+    unmasked: Arc<AtomicBool>,
+) where
+    R: AsyncRead + Unpin,
 {
     let decode_limits = DecodeLimits { max_depth: limits.max_nesting_depth };
     let preauth_max = limits.max_preauth_frame_bytes.min(limits.max_frame_bytes);
@@ -387,6 +395,9 @@ where
             ws.set_max_message_size(max.saturating_add(1));
             let frame = match ws.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await {
                 Ok(frame) => frame,
+                Err(_) if unmasked.load(Ordering::Relaxed) => {
+                    break Some(FrameError { code: close::PROTOCOL_ERROR, reason: "client frames must be masked" });
+                }
                 Err(e) => break frame_error(e),
             };
             let event = match assembler.push(frame.fin, frame.opcode, &frame.payload) {

@@ -49,6 +49,7 @@ pub mod hlc;
 pub mod http_client;
 pub mod limits;
 pub mod loadgen;
+pub mod mask;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;

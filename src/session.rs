@@ -695,27 +695,33 @@ fn request_id(message: &ClientMessage) -> Option<u64> {
 
 /// Ends every subscription and sync the current access no longer allows.
 fn reauthorize(auth: &mut Authenticated, out: &mut Vec<Effect>) {
-    let access = &auth.access;
-    auth.subscriptions.retain(|topic, id| {
-        let keep = access.allows(Action::Read, topic);
+    end_disallowed(
+        &mut auth.subscriptions,
+        &auth.access,
+        "subscription to",
+        |topic| Effect::Unsubscribe { topic },
+        out,
+    );
+    end_disallowed(&mut auth.syncs, &auth.access, "sync of", |collection| Effect::Unsync { collection }, out);
+}
+
+/// Drops the entries `access` no longer lets the identity read, ending each
+/// with `leave` and an `ERROR forbidden` carrying the request's id.
+fn end_disallowed(
+    entries: &mut BTreeMap<String, u64>,
+    access: &Access,
+    what: &str,
+    leave: impl Fn(String) -> Effect,
+    out: &mut Vec<Effect>,
+) {
+    entries.retain(|name, id| {
+        let keep = access.allows(Action::Read, name);
         if !keep {
-            out.push(Effect::Unsubscribe { topic: topic.clone() });
+            out.push(leave(name.clone()));
             out.push(Effect::Send(ServerMessage::Error {
                 id: Some(*id),
                 code: error::FORBIDDEN.into(),
-                message: format!("subscription to {topic:?} is no longer allowed"),
-            }));
-        }
-        keep
-    });
-    auth.syncs.retain(|collection, id| {
-        let keep = access.allows(Action::Read, collection);
-        if !keep {
-            out.push(Effect::Unsync { collection: collection.clone() });
-            out.push(Effect::Send(ServerMessage::Error {
-                id: Some(*id),
-                code: error::FORBIDDEN.into(),
-                message: format!("sync of {collection:?} is no longer allowed"),
+                message: format!("{what} {name:?} is no longer allowed"),
             }));
         }
         keep

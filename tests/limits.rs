@@ -79,6 +79,19 @@ async fn a_4_gib_length_prefix_is_refused_without_allocating() {
 }
 
 #[tokio::test]
+async fn unmasked_client_frames_close_with_1002() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut tcp = raw_upgrade(server.addr).await;
+    // A well-formed PING message, but without the mask bit.
+    let ping = syncgate::protocol::encode_client(&ClientMessage::Ping { id: Some(1) });
+    let mut frame = vec![0x82, ping.len() as u8];
+    frame.extend_from_slice(&ping);
+    tcp.write_all(&frame).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, Some(1002), "an unmasked frame is refused");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn half_sent_and_oversized_http_heads_are_cut_off() {
     let mut config = jwt_config();
     config.timeouts.header_read = Duration::from_millis(500);

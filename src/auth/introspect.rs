@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::{AuthError, Authenticator, Identity, VerifyFuture};
+use super::{AuthError, Authenticator, Identity, VerifyFuture, string_claims};
 use crate::http_client::HttpClient;
 use crate::protocol::AuthFailCode;
 
@@ -193,14 +193,7 @@ fn identity_from_answer(fields: Map<String, Value>, now: u64, leeway: u64) -> Re
     let expires_at = fields.get("exp").and_then(Value::as_u64);
     let issued_at = fields.get("iat").and_then(Value::as_u64);
     let jti = fields.get("jti").and_then(Value::as_str).map(str::to_string);
-    let mut claims: std::collections::BTreeMap<String, String> = fields
-        .into_iter()
-        .filter_map(|(k, v)| match v {
-            Value::String(s) => Some((k, s)),
-            Value::Number(n) if n.is_u64() || n.is_i64() => Some((k, n.to_string())),
-            _ => None,
-        })
-        .collect();
+    let mut claims = string_claims(fields);
     claims.insert("sub".into(), sub.clone());
     let identity = Identity { sub, roles, expires_at, claims, jti, issued_at };
     still_valid(identity, now, leeway)

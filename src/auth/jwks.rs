@@ -211,16 +211,7 @@ fn entry(jwk: &Jwk) -> Option<Entry> {
         return None;
     }
     let implied: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => {
-            vec![
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ]
-        }
+        AlgorithmParameters::RSA(_) => super::jwt::rsa_algorithms(),
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
             EllipticCurve::P384 => vec![Algorithm::ES384],

@@ -23,7 +23,7 @@ use spki::ObjectIdentifier;
 use std::sync::Arc;
 
 use super::jwks::JwksSource;
-use super::{AuthError, Authenticator, Identity, VerifyFuture};
+use super::{AuthError, Authenticator, Identity, VerifyFuture, string_claims};
 use crate::protocol::AuthFailCode;
 
 /// Longest token accepted before any parsing (bigger ones are `token_malformed`).
@@ -366,15 +366,7 @@ pub(crate) fn identity_from_claims(
     let roles = roles_from_claims(&claims, roles_claim, role_claim);
     let jti = claims.get("jti").and_then(Value::as_str).map(str::to_string);
     let issued_at = numeric_claim(&claims, "iat").ok().flatten();
-    let claims = claims
-        .into_iter()
-        .filter_map(|(k, v)| match v {
-            Value::String(s) => Some((k, s)),
-            Value::Number(n) if n.is_u64() || n.is_i64() => Some((k, n.to_string())),
-            _ => None,
-        })
-        .collect();
-    Ok(Identity { sub, roles, expires_at: Some(exp), claims, jti, issued_at })
+    Ok(Identity { sub, roles, expires_at: Some(exp), claims: string_claims(claims), jti, issued_at })
 }
 
 fn roles_from_claims(claims: &Map<String, Value>, roles_path: &[String], role_claim: &str) -> Vec<String> {
@@ -451,7 +443,8 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
     }
 }
 
-fn rsa_algorithms() -> Vec<Algorithm> {
+/// Every RSA signature algorithm: what an RSA key may verify.
+pub(super) fn rsa_algorithms() -> Vec<Algorithm> {
     vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512]
 }
 

@@ -105,5 +105,19 @@ impl Authenticator for AnonymousAuthenticator {
     }
 }
 
+/// The string and integer claims of a token or introspection answer, as
+/// strings, for `{claim}` substitution in rules.
+pub(crate) fn string_claims(fields: serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, String> {
+    use serde_json::Value;
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            Value::Number(n) if n.is_u64() || n.is_i64() => Some((k, n.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A shareable authenticator, as held by the server.
 pub type SharedAuthenticator = Arc<dyn Authenticator>;
