@@ -227,3 +227,49 @@ async fn thousands_of_idle_unauthenticated_sockets_do_not_starve_real_users() {
     assert_eq!(idle.len(), 2000);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn subscriptions_batches_and_names_are_bounded() {
+    let mut config = jwt_config();
+    config.session.max_subscriptions = 3;
+    config.session.max_batch_ops = 5;
+    let server = TestServer::start(config).await;
+    let mut ws = RawWs::authed(server.addr, &token("limits", &[])).await;
+    for (id, topic) in ["a", "b", "c"].iter().enumerate() {
+        ws.send(&ClientMessage::Sub { id: id as u64, topic: topic.to_string() }).await;
+        assert_eq!(ws.msg().await, ServerMessage::Ok { id: id as u64 });
+    }
+    ws.send(&ClientMessage::Sync { id: 10, collection: "d".into(), since: None }).await;
+    assert!(
+        matches!(ws.msg().await, ServerMessage::Error { id: Some(10), ref code, .. } if code == "too_many_subscriptions")
+    );
+
+    let op = |key: String| {
+        OpInput::Op(RawOp {
+            op_id: Value::from(1),
+            collection: "c".into(),
+            key,
+            value: Value::Nil,
+            hlc: format!("{}:0:n", now() * 1000),
+        })
+    };
+    ws.send(&ClientMessage::OpBatch { id: 11, ops: (0..6).map(|i| op(format!("k{i}"))).collect() }).await;
+    assert!(
+        matches!(ws.msg().await, ServerMessage::Error { id: Some(11), ref code, .. } if code == "invalid"),
+        "more ops than the batch limit"
+    );
+
+    ws.send(&ClientMessage::OpBatch { id: 12, ops: vec![op("k".repeat(257)), op("k".repeat(256))] }).await;
+    match ws.msg().await {
+        ServerMessage::OpResult { results, .. } => {
+            assert_eq!(results.iter().map(|r| r.ok).collect::<Vec<_>>(), [false, true])
+        }
+        other => panic!("{other:?}"),
+    }
+    ws.send(&ClientMessage::Pub { id: 13, topic: "t".repeat(257), data: Value::Nil }).await;
+    assert!(
+        matches!(ws.msg().await, ServerMessage::Error { id: Some(13), ref code, .. } if code == "invalid"),
+        "topic longer than 256 bytes"
+    );
+    server.stop().await;
+}
