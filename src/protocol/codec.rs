@@ -139,12 +139,28 @@ pub fn encoded_len(value: &Value) -> usize {
 /// Encodes a server message as one MessagePack map (field names as on the wire).
 pub fn encode_server(message: &ServerMessage) -> Bytes {
     // Writing owned, serde-supported types into a Vec cannot fail.
-    Bytes::from(rmp_serde::to_vec_named(message).expect("a ServerMessage always encodes"))
+    // Encoding into a Vec does not fail for these types (the decode_frame fuzzer
+    // re-encodes arbitrary client data); should it ever, the peer gets an ERROR
+    // instead of the process panicking.
+    rmp_serde::to_vec_named(message).map(Bytes::from).unwrap_or_else(|e| encoding_failed(&e))
 }
 
 /// Encodes a client message as one MessagePack map (used by the client and tests).
 pub fn encode_client(message: &ClientMessage) -> Bytes {
-    Bytes::from(rmp_serde::to_vec_named(message).expect("a ClientMessage always encodes"))
+    rmp_serde::to_vec_named(message).map(Bytes::from).unwrap_or_else(|e| encoding_failed(&e))
+}
+
+/// A hand-built `ERROR {code: "internal"}`: rmpv writing into a Vec cannot fail.
+fn encoding_failed(e: &rmp_serde::encode::Error) -> Bytes {
+    tracing::error!(error = %e, "a message could not be encoded");
+    let error = Value::Map(vec![
+        (Value::from("type"), Value::from("ERROR")),
+        (Value::from("code"), Value::from("internal")),
+        (Value::from("message"), Value::from("the server could not encode a message")),
+    ]);
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(&mut out, &error);
+    Bytes::from(out)
 }
 
 fn decode_auth(fields: &Fields<'_>) -> Result<ClientMessage, String> {
