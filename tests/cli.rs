@@ -10,16 +10,6 @@ use std::time::Duration;
 use common::*;
 use syncgate::protocol::ServerMessage;
 
-fn syncgate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncgate"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SYNCGATE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
 /// Runs `serve` with `args`, expecting an immediate failure with one line on stderr.
 fn refuses(args: &[&str]) -> String {
     let out =

@@ -9,25 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent, TokenRequest};
-use tokio::sync::mpsc::UnboundedReceiver;
-
-/// Waits for the first event matching `pred`, returning every event seen up to it.
-async fn until(events: &mut UnboundedReceiver<ClientEvent>, pred: impl Fn(&ClientEvent) -> bool) -> Vec<ClientEvent> {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(event) = events.recv().await {
-            let hit = pred(&event);
-            seen.push(event);
-            if hit {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(found, Ok(true)), "event not seen; got {seen:?}");
-    seen
-}
 
 fn fast_backoff() -> Backoff {
     Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(200) }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,16 +17,6 @@ use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use syncgate::store::{Durability, SqliteStore, Store};
 
 const BATCH: usize = 4;
-
-fn syncgate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncgate"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SYNCGATE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
 
 fn start(data_dir: &Path) -> (Child, SocketAddr) {
     let mut child = syncgate()

@@ -14,7 +14,6 @@ use syncgate::ServerConfig;
 use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent};
 use syncgate::rules::{Policy, RuleSet};
 use syncgate::store::{MemoryStore, Store};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const RULES: &str = r#"
 [[rules]]
@@ -42,23 +41,6 @@ fn config(store: Arc<dyn Store>) -> ServerConfig {
     let config = ServerConfig { store, ..jwt_config() };
     config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
     config
-}
-
-async fn until(events: &mut UnboundedReceiver<ClientEvent>, pred: impl Fn(&ClientEvent) -> bool) -> Vec<ClientEvent> {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(event) = events.recv().await {
-            let hit = pred(&event);
-            seen.push(event);
-            if hit {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(found, Ok(true)), "event not seen; got {:?}", &seen[seen.len().saturating_sub(5)..]);
-    seen
 }
 
 fn client_config(url: String, editor: Arc<AtomicBool>) -> ClientConfig {

@@ -266,3 +266,35 @@ where
         tokio::spawn(future);
     }
 }
+
+/// The `syncgate` binary with no `SYNCGATE_*` variables inherited from the environment.
+pub fn syncgate() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SYNCGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Waits (15 s at most) for the first client event matching `pred`; returns every event seen up to it.
+pub async fn until(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<syncgate::client::ClientEvent>,
+    pred: impl Fn(&syncgate::client::ClientEvent) -> bool,
+) -> Vec<syncgate::client::ClientEvent> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(event) = events.recv().await {
+            let hit = pred(&event);
+            seen.push(event);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "event not seen; got {:?}", &seen[seen.len().saturating_sub(5)..]);
+    seen
+}
