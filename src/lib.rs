@@ -10,18 +10,22 @@
 //!
 //! | module | responsibility |
 //! | --- | --- |
-//! | [`server`] | accept loop, connection cap, HTTP (`/ws` upgrade, `/healthz`), TLS, graceful shutdown; [`run`] |
-//! | `connection` | the per-connection actor: reader task, writer, timers; drives a [`session::Session`] |
-//! | [`session`] | sans-IO state machine: handshake rules, auth timeout, expiry, refresh, pings |
-//! | [`assembler`] | WebSocket fragment reassembly with a total size cap (sans-IO) |
+//! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown; [`run`] |
+//! | `connection` | the per-connection actor: reader task, writer, timers, outbox; drives a [`session::Session`] |
+//! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, RBAC checks, rate limit |
+//! | [`assembler`], [`mask`] | WebSocket reassembly with a total cap; refusal of unmasked client frames (sans-IO) |
 //! | [`protocol`] | message types, wire codes ([`protocol::codes`]), MessagePack codec |
-//! | [`auth`] | the [`auth::Authenticator`] trait and its modes: none, static token, JWT |
-//! | [`config`] | [`ServerConfig`]: what an embedder or the CLI hands to [`run`] |
-//! | [`cli`] | `syncgate serve` / `syncgate token` flags, env and TOML file precedence |
-//! | [`tls`] | rustls server configuration from PEM files |
-//! | [`client`] | the Rust client: token provider, refresh, reconnect, events |
-//! | [`devtoken`] | minting development HS256/384/512 tokens |
-//! | [`clock`] | the one place that reads the wall clock |
+//! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
+//! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
+//! | [`broker`], [`outbox`] | pub/sub routing behind the `Broker` trait; bounded per-connection queues (4200) |
+//! | [`collections`], [`hlc`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks |
+//! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore, conformance suite |
+//! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
+//! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens; the admin HTTP API |
+//! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
+//! | [`config`], [`cli`] | [`ServerConfig`]; `syncgate` subcommands and flag/env/TOML precedence |
+//! | [`client`] | the Rust client: token provider, reconnect, offline replica and outbox |
+//! | [`tls`], [`devtoken`], [`loadgen`], [`clock`] | TLS config; dev tokens; `syncgate bench ops`; the wall clock |
 //!
 //! # Embedding
 //!
