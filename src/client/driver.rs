@@ -153,7 +153,7 @@ impl Driver {
 
     /// Runs one connection from handshake to close.
     async fn connection(&mut self, why: TokenRequest) -> End {
-        let ws = match transport::open(&self.config.url, self.config.tls.as_ref()).await {
+        let ws = match transport::open(&self.config.url, self.config.tls.as_ref(), None).await {
             Ok(ws) => ws,
             Err(ClientError::Config(e)) => return End::NoToken(e),
             Err(e) => return End::Failed(e.to_string()),

@@ -10,7 +10,7 @@
 mod backoff;
 mod driver;
 pub mod replica;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -208,7 +208,7 @@ pub(crate) struct Local {
 pub async fn open_socket(
     url: &str,
 ) -> Result<fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, ClientError> {
-    transport::open(url, None).await
+    transport::open(url, None, None).await
 }
 
 /// Why a request failed.

@@ -1,5 +1,6 @@
 //! Opening a WebSocket to a syncgate URL (`ws://` or `wss://`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,15 +10,17 @@ use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use super::ClientError;
 
-/// Connects and performs the WebSocket handshake.
+/// Connects and performs the WebSocket handshake; `bind` picks the local
+/// address (the load generator uses it to act as other client IPs).
 pub(crate) async fn open(
     url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
+    bind: Option<IpAddr>,
 ) -> Result<WebSocket<TokioIo<Upgraded>>, ClientError> {
     let uri: hyper::Uri = url.parse().map_err(|e| ClientError::Config(format!("bad URL {url:?}: {e}")))?;
     let secure = match uri.scheme_str() {
@@ -32,7 +35,7 @@ pub(crate) async fn open(
     let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.clone());
     let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let tcp = TcpStream::connect((bare_host.as_str(), port)).await.map_err(|e| ClientError::Io(e.to_string()))?;
+    let tcp = connect(&bare_host, port, bind).await.map_err(|e| ClientError::Io(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let request = Request::builder()
         .method("GET")
@@ -57,6 +60,21 @@ pub(crate) async fn open(
         handshake::client(&SpawnExecutor, request, tcp).await
     };
     ws.map(|(ws, _)| ws).map_err(|e| ClientError::Io(format!("WebSocket handshake: {e}")))
+}
+
+/// Opens a TCP connection to `host:port`, from `bind` when given (the first
+/// resolved address of the same family).
+pub(crate) async fn connect(host: &str, port: u16, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = bind else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let remote = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|addr| addr.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| std::io::Error::other(format!("{host} has no address of the family of {local}")))?;
+    let socket = if local.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(remote).await
 }
 
 /// Runs hyper's connection future on the tokio runtime.

@@ -3,6 +3,10 @@
 //! Opens authenticated connections that each write `OP_BATCH`es and wait for
 //! every `OP_RESULT`, then prints throughput and batch latency percentiles
 //! (hdrhistogram). Timings belong here and in criterion, never in tests.
+//! With `--flood-*` it also attacks the server before authentication while
+//! the writers run ([`flood`]), to measure what the attack costs them.
+
+pub mod flood;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -11,6 +15,7 @@ use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
 use hdrhistogram::Histogram;
 use rmpv::Value;
 
+use self::flood::{Flood, FloodArgs, FloodReport};
 use crate::cli::Seconds;
 use crate::devtoken::{TokenSpec, mint};
 use crate::hlc::HlcClock;
@@ -40,7 +45,18 @@ pub struct OpsArgs {
     /// Bytes of each op's value.
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
+    /// Pre-authentication attack traffic sent while the writers run.
+    #[command(flatten)]
+    pub flood: FloodArgs,
 }
+
+/// How long the flood may take to open its idle and slowloris sockets before
+/// the writers start anyway.
+const FLOOD_RAMP_LIMIT: Duration = Duration::from_secs(30);
+/// Pause after a batch was refused as `rate_limited`.
+const RATE_LIMITED_PAUSE: Duration = Duration::from_millis(10);
+/// A batch unanswered for this long ends its writer with an error.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a run measured.
 #[derive(Debug, Clone)]
@@ -49,10 +65,35 @@ pub struct OpsReport {
     batch: usize,
     elapsed: Duration,
     batches: u64,
+    rate_limited: u64,
     accepted: u64,
     rejected: u64,
     failed_writers: usize,
     latency_us: Histogram<u64>,
+    handshake_us: Histogram<u64>,
+    flood: Option<FloodReport>,
+}
+
+impl OpsReport {
+    /// Ops the server accepted.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Ops the server rejected.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Writers that could not connect, authenticate or finish.
+    pub fn failed_writers(&self) -> usize {
+        self.failed_writers
+    }
+
+    /// What the flood saw, when one ran.
+    pub fn flood(&self) -> Option<&FloodReport> {
+        self.flood.as_ref()
+    }
 }
 
 impl fmt::Display for OpsReport {
@@ -67,7 +108,13 @@ impl fmt::Display for OpsReport {
             self.accepted as f64 / secs,
             self.rejected
         )?;
-        writeln!(f, "batches       {} ({:.0} batches/s)", self.batches, self.batches as f64 / secs)?;
+        writeln!(
+            f,
+            "batches       {} ({:.0} batches/s), {} refused as rate_limited",
+            self.batches,
+            self.batches as f64 / secs,
+            self.rate_limited
+        )?;
         writeln!(
             f,
             "batch latency p50 {:.2} ms · p90 {:.2} ms · p99 {:.2} ms · p99.9 {:.2} ms · max {:.2} ms",
@@ -77,12 +124,26 @@ impl fmt::Display for OpsReport {
             ms(0.999),
             self.latency_us.max() as f64 / 1000.0
         )?;
-        write!(f, "writers that failed: {}", self.failed_writers)
+        let hs = |q: f64| self.handshake_us.value_at_quantile(q) as f64 / 1000.0;
+        writeln!(
+            f,
+            "writer handshakes (connect → AUTH_ACK) p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+            hs(0.5),
+            hs(0.99),
+            self.handshake_us.max() as f64 / 1000.0
+        )?;
+        write!(f, "writers that failed: {}", self.failed_writers)?;
+        if let Some(flood) = &self.flood {
+            write!(f, "\n{flood}")?;
+        }
+        Ok(())
     }
 }
 
 struct WriterResult {
+    handshake: Duration,
     batches: u64,
+    rate_limited: u64,
     accepted: u64,
     rejected: u64,
     latency_us: Histogram<u64>,
@@ -93,6 +154,11 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     if args.writers == 0 || args.batch == 0 {
         return Err("--writers and --batch must be at least 1".into());
     }
+    let flood = if args.flood.is_active() {
+        Some(Flood::start(&args.url, args.flood.clone(), FLOOD_RAMP_LIMIT).await?)
+    } else {
+        None
+    };
     let deadline = Instant::now() + args.duration.0;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.writers);
@@ -114,19 +180,24 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
         batch: args.batch,
         elapsed: Duration::ZERO,
         batches: 0,
+        rate_limited: 0,
         accepted: 0,
         rejected: 0,
         failed_writers: 0,
         latency_us: Histogram::new(3).map_err(|e| e.to_string())?,
+        handshake_us: Histogram::new(3).map_err(|e| e.to_string())?,
+        flood: None,
     };
     let mut first_error = None;
     for task in tasks {
         match task.await {
             Ok(Ok(result)) => {
                 report.batches += result.batches;
+                report.rate_limited += result.rate_limited;
                 report.accepted += result.accepted;
                 report.rejected += result.rejected;
                 let _ = report.latency_us.add(&result.latency_us);
+                let _ = report.handshake_us.record(micros(result.handshake));
             }
             Ok(Err(e)) => {
                 report.failed_writers += 1;
@@ -139,6 +210,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
         }
     }
     report.elapsed = started.elapsed();
+    report.flood = flood.map(|flood| flood.report());
     if report.failed_writers == args.writers {
         return Err(format!("every writer failed; first error: {}", first_error.unwrap_or_default()));
     }
@@ -153,6 +225,7 @@ async fn write_until(
     value_bytes: usize,
     deadline: Instant,
 ) -> Result<WriterResult, String> {
+    let connecting = Instant::now();
     let ws = crate::client::open_socket(&url).await.map_err(|e| e.to_string())?;
     let mut ws = FragmentCollector::new(ws);
     let next = async |ws: &mut FragmentCollector<_>| -> Result<ServerMessage, String> {
@@ -180,10 +253,13 @@ async fn write_until(
         ServerMessage::AuthAck { .. } => {}
         other => return Err(format!("unexpected first message {other:?}")),
     }
+    let handshake = connecting.elapsed();
     let clock = HlcClock::new(format!("bench-{writer}"), (0, 0));
     let value = Value::Binary(vec![b'x'; value_bytes]);
     let mut result = WriterResult {
+        handshake,
         batches: 0,
+        rate_limited: 0,
         accepted: 0,
         rejected: 0,
         latency_us: Histogram::new(3).map_err(|e| e.to_string())?,
@@ -204,19 +280,39 @@ async fn write_until(
             .collect();
         let sent = Instant::now();
         send(&mut ws, &ClientMessage::OpBatch { id, ops }).await?;
-        loop {
-            if let ServerMessage::OpResult { id: got, results } = next(&mut ws).await?
-                && got == id
-            {
-                let ok = results.iter().filter(|r| r.ok).count() as u64;
-                result.accepted += ok;
-                result.rejected += results.len() as u64 - ok;
-                break;
+        let answered = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            loop {
+                match next(&mut ws).await? {
+                    ServerMessage::OpResult { id: got, results } if got == id => return Ok(Some(results)),
+                    ServerMessage::Error { id: Some(got), code, .. } if got == id && code == "rate_limited" => {
+                        return Ok(None);
+                    }
+                    ServerMessage::Error { id: Some(got), code, message } if got == id => {
+                        return Err(format!("batch {id}: ERROR {code}: {message}"));
+                    }
+                    _ => continue,
+                }
             }
-        }
-        let _ = result.latency_us.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+        })
+        .await
+        .map_err(|_| format!("batch {id}: no answer within {ANSWER_TIMEOUT:?}"))??;
+        let Some(results) = answered else {
+            // Over the server's per-connection message rate: counted, not timed; a short
+            // pause keeps the writer from running into the 4029 close.
+            result.rate_limited += 1;
+            tokio::time::sleep(RATE_LIMITED_PAUSE).await;
+            continue;
+        };
+        let ok = results.iter().filter(|r| r.ok).count() as u64;
+        result.accepted += ok;
+        result.rejected += results.len() as u64 - ok;
+        let _ = result.latency_us.record(micros(sent.elapsed()));
         result.batches += 1;
     }
     let _ = ws.write_frame(Frame::close(1000, b"")).await;
     Ok(result)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
