@@ -74,8 +74,8 @@ pub(crate) async fn serve<S>(
     // reader (in its task) with a dummy writer, so each owns only its side.
     let (_, ws_write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
     let (tx, rx) = mpsc::channel(8);
-    let authenticated = Arc::new(AtomicBool::new(false));
-    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, authenticated.clone(), unmasked));
+    let (authenticated, auth_verdicts) = watch::channel(false);
+    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, auth_verdicts, unmasked));
     let mut policy = shared.config.policy.subscribe();
     let current = policy.borrow_and_update().clone();
     let anonymous = shared.config.authenticator.anonymous();
@@ -113,8 +113,9 @@ struct Actor<S> {
     session: Session,
     ws: WebSocketWrite<WriteHalf<S>>,
     peer: SocketAddr,
-    /// Tells the reader to lift the pre-auth size limit once authenticated.
-    authenticated: Arc<AtomicBool>,
+    /// Tells the reader whether the session is authenticated (it lifts the
+    /// pre-auth size limit), after every verification.
+    authenticated: watch::Sender<bool>,
     /// This connection's outbound queue, as handed to the broker and feeds.
     outbox: Outbox,
     /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
@@ -137,7 +138,7 @@ struct Queues {
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Runs until the connection ends; returns whether a close frame was sent.
     async fn run(&mut self, first: Vec<Effect>, mut queues: Queues) -> bool {
-        self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
+        self.authenticated.send_replace(self.session.identity().is_some());
         if self.session.identity().is_some() {
             self.pending = None;
         }
@@ -227,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
                         self.pending = None;
                     }
-                    self.authenticated.store(self.session.identity().is_some(), Ordering::Relaxed);
+                    self.authenticated.send_replace(self.session.identity().is_some());
                     Flow::Continue
                 }
                 Effect::Subscribe { id, topic } => {
@@ -376,7 +377,7 @@ async fn read_loop<R>(
     mut read: R,
     tx: mpsc::Sender<Inbound>,
     limits: Limits,
-    authenticated: Arc<AtomicBool>,
+    mut authenticated: watch::Receiver<bool>,
     unmasked: Arc<AtomicBool>,
 ) where
     R: AsyncRead + Unpin,
@@ -390,7 +391,7 @@ async fn read_loop<R>(
         let mut assembler = Assembler::new(preauth_max);
         loop {
             // Unauthenticated peers are held to the small pre-auth limit, per frame and in total.
-            let max = if authenticated.load(Ordering::Relaxed) { limits.max_frame_bytes } else { preauth_max };
+            let max = if *authenticated.borrow_and_update() { limits.max_frame_bytes } else { preauth_max };
             assembler.set_max_message_bytes(max);
             ws.set_max_message_size(max.saturating_add(1));
             let frame = match ws.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await {
@@ -411,20 +412,30 @@ async fn read_loop<R>(
                 Ok(Some(Assembled::Ping(payload))) => Inbound::Ping(Bytes::copy_from_slice(payload)),
                 Ok(Some(Assembled::Pong)) => Inbound::Activity,
                 Ok(Some(Assembled::Close { code })) => {
+                    // The peer's close ends the conversation: nothing after it is read, so the
+                    // socket can drop at once without a reset.
                     let _ = tx.send(Inbound::PeerClosed(code)).await;
-                    break None;
+                    return;
                 }
                 Err(e) => break Some(e),
             };
-            if tx.send(event).await.is_err() {
-                return;
+            // A client may send its first message as soon as AUTH_ACK arrives, so the next
+            // frame must not be read under the pre-auth limit chosen before the verdict.
+            let awaits_verdict = matches!(event, Inbound::Message(Ok(ClientMessage::Auth { .. })))
+                && !*authenticated.borrow_and_update();
+            if !tx.is_closed() && tx.send(event).await.is_ok() && awaits_verdict {
+                tokio::select! {
+                    _ = authenticated.changed() => {}
+                    _ = tx.closed() => {}
+                }
             }
+            // Once the actor has stopped (it sent its close), frames are parsed and dropped
+            // until the peer's close arrives: dropping the socket with unread bytes would
+            // reset it and the peer could lose our close frame. The actor bounds this in time.
         }
     };
-    if let Some(e) = fatal
-        && tx.send(Inbound::Fatal(e)).await.is_err()
-    {
-        return;
+    if let Some(e) = fatal {
+        let _ = tx.send(Inbound::Fatal(e)).await;
     }
     // Keep reading (and discarding) until the peer closes, so that our close
     // frame is read rather than lost to a reset; the actor bounds this in time.

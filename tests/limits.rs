@@ -148,6 +148,14 @@ async fn message_floods_get_rate_limited_then_closed() {
             break;
         }
     }
+    // A flooding client goes on sending after the server's close (it has not read it yet).
+    // The server must read on until the client's close: dropping the socket with unread
+    // bytes resets it, and the reset can destroy the close frame before the client reads it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 200..300 {
+        ws.try_send(&ClientMessage::Ping { id: Some(i) }).await.expect("the server reset the connection");
+        tokio::task::yield_now().await;
+    }
     let (mut limited, mut code) = (0, None);
     loop {
         match ws.recv().await {
@@ -271,5 +279,18 @@ async fn subscriptions_batches_and_names_are_bounded() {
         matches!(ws.msg().await, ServerMessage::Error { id: Some(13), ref code, .. } if code == "invalid"),
         "topic longer than 256 bytes"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_message_after_auth_ack_gets_the_authenticated_size_limit() {
+    // The reader must not still be waiting under the 64 KiB pre-auth limit it chose before
+    // the verdict: a client may send a large message the moment AUTH_ACK arrives.
+    let server = TestServer::start(jwt_config()).await;
+    for i in 0..5 {
+        let mut ws = RawWs::authed(server.addr, &token(&format!("big-{i}"), &[])).await;
+        ws.send(&ClientMessage::Pub { id: 1, topic: "t".into(), data: Value::Binary(vec![7; 200 * 1024]) }).await;
+        assert_eq!(ws.msg().await, ServerMessage::Ok { id: 1 });
+    }
     server.stop().await;
 }
