@@ -22,6 +22,44 @@ use crate::store::{Applied, Scan, Store, StoreError, StoredRecord, Write};
 /// Longest accepted record key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// Record bytes (key, value, hlc) per page of a snapshot. A page holds at
+/// least one record, so a message stays under about twice this plus one
+/// largest value: well inside the 1 MiB that clients commonly accept.
+pub const SYNC_PAGE_BYTES: usize = 256 * 1024;
+
+/// A collection's records for `SYNC`, in acceptance order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Never empty: the first page answers as `SYNC_DATA`, the others follow
+    /// as `CHANGE`s. Each page carries the cursor after its last record, so a
+    /// client cut off between pages resumes without a gap.
+    pub pages: Vec<(Vec<Record>, u64)>,
+    /// The cursor after the whole snapshot (the last page's).
+    pub cursor: u64,
+    /// `since` was older than the tombstone horizon: this is the full state.
+    pub reset: bool,
+}
+
+/// Cuts `records` (in acceptance order) into pages of about `max_bytes`;
+/// each page's cursor is its last record's sequence number, the last page's
+/// is `cursor` (the store's position when it was scanned).
+fn paginate(records: Vec<StoredRecord>, cursor: u64, max_bytes: usize) -> Vec<(Vec<Record>, u64)> {
+    let mut pages = Vec::new();
+    let (mut page, mut bytes, mut last_seq) = (Vec::new(), 0, 0);
+    for record in records {
+        let size = record.key.len() + crate::protocol::encoded_len(&record.value) + 32;
+        if !page.is_empty() && bytes + size > max_bytes {
+            pages.push((std::mem::take(&mut page), last_seq));
+            bytes = 0;
+        }
+        bytes += size;
+        last_seq = record.seq;
+        page.push(to_wire(record));
+    }
+    pages.push((page, cursor));
+    pages
+}
+
 /// The collections of one server.
 pub struct Collections {
     inner: Arc<Inner>,
@@ -148,14 +186,20 @@ impl Collections {
     }
 
     /// Records of `collection` changed after `since` (all when 0), as wire
-    /// records, with the cursor after them. When `since` is older than the
-    /// tombstone horizon a delete may have been collected, so the full state
-    /// is returned instead and the flag says so (`SYNC_DATA.reset`).
-    pub fn snapshot(&self, collection: &str, since: u64) -> Result<(Vec<Record>, u64, bool), StoreError> {
+    /// records cut into pages of about [`SYNC_PAGE_BYTES`]. When `since` is
+    /// older than the tombstone horizon a delete may have been collected, so
+    /// the full state is returned instead and the flag says so
+    /// (`SYNC_DATA.reset`).
+    /// The scan runs on the blocking pool: a large collection must not stall
+    /// the connections that share this runtime thread.
+    pub async fn snapshot(&self, collection: &str, since: u64) -> Result<Snapshot, StoreError> {
         let reset = since > 0 && since < self.inner.store.horizon();
         let from = if reset { 0 } else { since };
-        let Scan { records, cursor } = self.inner.store.scan_since(collection, from)?;
-        Ok((records.into_iter().map(to_wire).collect(), cursor, reset))
+        let (store, collection) = (self.inner.store.clone(), collection.to_string());
+        let Scan { records, cursor } = tokio::task::spawn_blocking(move || store.scan_since(&collection, from))
+            .await
+            .map_err(|e| StoreError(format!("scan failed: {e}")))??;
+        Ok(Snapshot { pages: paginate(records, cursor, SYNC_PAGE_BYTES), cursor, reset })
     }
 
     /// Collects tombstones written before `before_millis` (retention).
@@ -270,7 +314,30 @@ mod tests {
             matches!(change, ServerMessage::Change { ref records, .. } if records.len() == 1 && records[0].key == "k1")
         );
         assert_eq!(collections.clock().last(), (999_000, 0), "the clock absorbed the accepted hlc");
-        let (records, cursor, _reset) = collections.snapshot("c", 0).unwrap();
-        assert_eq!((records.len(), cursor), (1, 1));
+        let snapshot = collections.snapshot("c", 0).await.unwrap();
+        assert_eq!((snapshot.pages.len(), snapshot.pages[0].0.len(), snapshot.cursor), (1, 1, 1));
+    }
+
+    fn stored(key: &str, bytes: usize, seq: u64) -> StoredRecord {
+        StoredRecord {
+            key: key.into(),
+            value: Value::Binary(vec![0; bytes]),
+            hlc: format!("{seq}:0:n").parse().unwrap(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn snapshots_are_cut_into_pages_with_their_own_cursors() {
+        assert_eq!(paginate(Vec::new(), 7, 100), vec![(Vec::new(), 7)], "an empty snapshot is one empty page");
+        let records = vec![stored("a", 60, 3), stored("b", 60, 5), stored("c", 500, 8), stored("d", 10, 9)];
+        let pages = paginate(records, 12, 200);
+        let shape: Vec<(Vec<&str>, u64)> =
+            pages.iter().map(|(page, cursor)| (page.iter().map(|r| r.key.as_str()).collect(), *cursor)).collect();
+        assert_eq!(
+            shape,
+            [(vec!["a", "b"], 5), (vec!["c"], 8), (vec!["d"], 12)],
+            "pages keep acceptance order; a record larger than a page gets its own; the last cursor is the scan's"
+        );
     }
 }

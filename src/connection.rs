@@ -282,21 +282,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    /// Answers `SYNC`: watch first, then snapshot, so no change falls between them.
+    /// Answers `SYNC`: watch first, then snapshot, so no change falls between
+    /// them. The first page is the `SYNC_DATA`; further pages follow as
+    /// `CHANGE`s before any live change (those wait in the outbox and are
+    /// skipped when the snapshot covered them).
     async fn sync(&mut self, id: u64, collection: String, since: u64) -> Flow {
         let collections = &self.shared.collections;
         collections.watch(&collection, self.outbox.clone());
-        match collections.snapshot(&collection, since) {
-            Ok((records, cursor, reset)) => {
-                self.sync_cursors.insert(Arc::from(collection.as_str()), cursor);
-                self.send(&ServerMessage::SyncData { id, collection, records, cursor: cursor.to_string(), reset }).await
-            }
+        let snapshot = match collections.snapshot(&collection, since).await {
+            Ok(snapshot) => snapshot,
             Err(e) => {
                 collections.unwatch(&collection, self.outbox.id());
                 self.session.forget_sync(&collection);
-                self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await
+                return self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await;
+            }
+        };
+        self.sync_cursors.insert(Arc::from(collection.as_str()), snapshot.cursor);
+        let mut pages = snapshot.pages.into_iter();
+        let (records, cursor) = pages.next().unwrap_or_default();
+        let first = ServerMessage::SyncData {
+            id,
+            collection: collection.clone(),
+            records,
+            cursor: cursor.to_string(),
+            reset: snapshot.reset,
+        };
+        if let Flow::Stop = self.send(&first).await {
+            return Flow::Stop;
+        }
+        for (records, cursor) in pages {
+            let page = ServerMessage::Change { collection: collection.clone(), records, cursor: cursor.to_string() };
+            if let Flow::Stop = self.send(&page).await {
+                return Flow::Stop;
             }
         }
+        Flow::Continue
     }
 
     /// Writes a queued publication or change (skipping changes a snapshot already covered).

@@ -133,3 +133,47 @@ async fn bad_cursors_and_names_are_invalid() {
 async fn the_memory_store_passes_the_public_conformance_suite() {
     syncgate::store::conformance::run(|| Box::new(syncgate::store::MemoryStore::new())).await;
 }
+
+#[tokio::test]
+async fn large_snapshots_arrive_in_pages_that_each_resume_without_a_gap() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut writer = RawWs::authed(server.addr, &token("w", &[])).await;
+    let t = now() * 1000;
+    let value = || Value::Binary(vec![7; 20 * 1024]);
+    for batch in 0..2u64 {
+        let ops = (0..20u64)
+            .map(|i| op(&format!("o{batch}-{i}"), &format!("k{batch}-{i:02}"), value(), &at(t + batch * 20 + i, "w")))
+            .collect();
+        assert!(write(&mut writer, batch + 1, ops).await.iter().all(|ok| *ok));
+    }
+
+    // 40 records of 20 KiB: more than one page, so SYNC_DATA is followed by CHANGE pages.
+    let mut reader = RawWs::authed(server.addr, &token("r", &[])).await;
+    let (first, first_cursor) = sync(&mut reader, 1, None).await;
+    assert!(!first.is_empty() && first.len() < 40, "the first page holds part: {}", first.len());
+    let mut keys: Vec<String> = first.iter().map(|r| r.key.clone()).collect();
+    let mut cursors = vec![first_cursor.parse::<u64>().unwrap()];
+    while keys.len() < 40 {
+        let (records, cursor) = change(&mut reader).await;
+        keys.extend(records.iter().map(|r| r.key.clone()));
+        cursors.push(cursor.parse().unwrap());
+    }
+    assert_eq!(keys.len(), 40, "every record exactly once");
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "page cursors advance: {cursors:?}");
+
+    // A live write after the snapshot comes after its pages.
+    assert_eq!(write(&mut writer, 3, vec![op("live", "live", "v", &at(t + 100, "w"))]).await, [true]);
+    let (live, _) = change(&mut reader).await;
+    assert_eq!(live.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["live"]);
+
+    // A client cut off after the first page resumes from its cursor and gets exactly the rest.
+    let mut resumed = RawWs::authed(server.addr, &token("r2", &[])).await;
+    let (mut rest, _) = sync(&mut resumed, 1, Some(first_cursor)).await;
+    while rest.len() < 40 - first.len() + 1 {
+        rest.extend(change(&mut resumed).await.0);
+    }
+    let mut expected: Vec<String> = keys[first.len()..].to_vec();
+    expected.push("live".into());
+    assert_eq!(rest.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), expected);
+    server.stop().await;
+}

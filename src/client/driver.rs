@@ -394,8 +394,11 @@ impl Driver {
                 self.settle(&results);
                 self.replay(link).await?;
             }
-            (Some(Internal::Sync(_)), ServerMessage::SyncData { collection, records, cursor, .. }) => {
+            (Some(Internal::Sync(_)), ServerMessage::SyncData { collection, records, cursor, reset, .. }) => {
                 let mut local = self.local();
+                if reset {
+                    local.replica.reset(&collection);
+                }
                 local.replica.merge(&collection, &records);
                 local.replica.set_cursor(&collection, cursor);
                 drop(local);

@@ -119,6 +119,15 @@ impl Replica {
         keys.into_iter().filter_map(|k| self.get(collection, k).map(|v| (k.to_string(), v.clone()))).collect()
     }
 
+    /// Forgets what the server confirmed of `collection` (a `SYNC_DATA` with
+    /// `reset`: deletes may have been collected, the snapshot is the whole
+    /// state). Pending writes stay and are still sent.
+    pub fn reset(&mut self, collection: &str) {
+        if let Some(state) = self.collections.get_mut(collection) {
+            state.confirmed.clear();
+        }
+    }
+
     /// Merges server records (snapshot or change), last writer wins.
     pub fn merge(&mut self, collection: &str, records: &[Record]) {
         let state = self.collections.entry(collection.to_string()).or_default();
@@ -240,6 +249,19 @@ mod tests {
         assert_eq!(r.get("c", "k"), None);
         r.settle(&[outcome(&del, true)]);
         assert!(r.records("c").is_empty());
+    }
+
+    #[test]
+    fn a_reset_drops_confirmed_records_but_keeps_pending_writes() {
+        let mut r = Replica::new("dev");
+        let record = |key: &str| Record { key: key.into(), value: Value::from(1), hlc: "100:0:srv".into() };
+        r.merge("c", &[record("collected"), record("kept")]);
+        let pending = r.write("c", "mine", Value::from(2), 200);
+        r.reset("c");
+        r.merge("c", &[record("kept")]);
+        let keys: Vec<String> = r.records("c").into_keys().collect();
+        assert_eq!(keys, ["kept", "mine"], "a record deleted and collected on the server is gone");
+        assert_eq!(r.outbox().front().map(|op| op.op_id.clone()), Some(pending.op_id));
     }
 
     #[test]
