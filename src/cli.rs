@@ -24,6 +24,8 @@ use crate::devtoken::TokenSpec;
 use crate::http_client::{HttpClient, check_url};
 use crate::rules::{Policy, PolicyHandle, RuleSet};
 use crate::store::{Durability, MemoryStore, SqliteStore};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
 #[derive(Debug, Parser)]
@@ -198,6 +200,10 @@ pub struct ServeArgs {
     /// Time allowed for one introspection or JWKS request [default: 5].
     #[arg(long, env = "SYNCGATE_INTROSPECT_TIMEOUT")]
     pub introspect_timeout: Option<Seconds>,
+    /// PEM file of CA certificates trusted for JWKS and introspection over https://, besides the
+    /// bundled Mozilla roots (an identity provider behind a private CA).
+    #[arg(long, env = "SYNCGATE_IDP_CA_FILE")]
+    pub idp_ca_file: Option<PathBuf>,
     /// Accept unverified claims when introspection is unavailable (development only; refused in production).
     #[arg(long, env = "SYNCGATE_INTROSPECT_FAIL_OPEN", num_args = 0..=1, default_missing_value = "true")]
     pub introspect_fail_open: Option<bool>,
@@ -340,7 +346,7 @@ impl ServeArgs {
             expiry_notice, ping_interval, idle_timeout, max_frame_bytes, max_preauth_frame_bytes,
             max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
-            introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form,
+            introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
             env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
             message_burst, max_value_bytes);
@@ -589,7 +595,17 @@ impl ServeArgs {
 
     fn http_client(&self) -> anyhow::Result<HttpClient> {
         let timeout = self.introspect_timeout.map_or(Duration::from_secs(5), |Seconds(d)| d);
-        HttpClient::new(timeout).map_err(|e| anyhow::anyhow!("HTTP client: {e}"))
+        let Some(path) = &self.idp_ca_file else {
+            return HttpClient::new(timeout).map_err(|e| anyhow::anyhow!("HTTP client: {e}"));
+        };
+        let roots = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("--idp-ca-file {}: {e}", path.display()))?;
+        if roots.is_empty() {
+            bail!("--idp-ca-file {}: no PEM certificate in the file", path.display());
+        }
+        HttpClient::with_extra_roots(timeout, roots)
+            .map_err(|e| anyhow::anyhow!("--idp-ca-file {}: {e}", path.display()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! time and size, HTTPS by default, plain HTTP only to loopback addresses.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
 
 /// Largest response body read from an identity provider.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -48,14 +51,25 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client whose requests fail after `timeout` (connect, send and read together).
     pub fn new(timeout: Duration) -> Result<Self, HttpError> {
-        // The provider is named so no process-wide default has to exist; roots are Mozilla's, bundled.
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
+        Self::with_extra_roots(timeout, Vec::new())
+    }
+
+    /// Like [`HttpClient::new`], also trusting `extra_roots` (the CA of an
+    /// internal identity provider) besides the bundled Mozilla roots.
+    pub fn with_extra_roots(timeout: Duration, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, HttpError> {
+        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        for (n, cert) in extra_roots.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| HttpError(format!("CA certificate {}: {e}", n + 1)))?;
+        }
+        // The provider is named so no process-wide default has to exist.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
             .map_err(|e| HttpError(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Ok(Self { inner: Client::builder(TokioExecutor::new()).build(connector), timeout })
     }
 
@@ -87,7 +101,8 @@ impl HttpClient {
 
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<HttpResponse, HttpError> {
         let exchange = async {
-            let response = self.inner.request(request).await.map_err(|e| HttpError(format!("request failed: {e}")))?;
+            let response =
+                self.inner.request(request).await.map_err(|e| HttpError(format!("request failed: {}", causes(&e))))?;
             let status = response.status().as_u16();
             let max_age = response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
             let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
@@ -101,6 +116,19 @@ impl HttpClient {
             .await
             .map_err(|_| HttpError(format!("no answer within {:?}", self.timeout)))?
     }
+}
+
+/// An error with its causes ("client error (Connect): invalid peer
+/// certificate: UnknownIssuer"): hyper's own message alone hides why.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `max-age=N` from a Cache-Control header.

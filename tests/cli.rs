@@ -50,6 +50,12 @@ fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
         refuses(&["--auth", "introspect", "--introspect-url", "https://idp.example/i"]).contains("--introspect-token")
     );
     assert!(refuses(&["--jwks-url", "http://idp.example.com/jwks"]).contains("loopback"));
+    let jwks = ["--jwks-url", "https://idp.example.com/jwks"];
+    assert!(refuses(&[&jwks[..], &["--idp-ca-file", "/nonexistent/ca.pem"]].concat()).contains("/nonexistent/ca.pem"));
+    let no_cert = dir.path().join("empty.pem");
+    std::fs::write(&no_cert, "not a certificate\n").unwrap();
+    let err = refuses(&[&jwks[..], &["--idp-ca-file", no_cert.to_str().unwrap()]].concat());
+    assert!(err.contains("--idp-ca-file") && err.contains("no PEM certificate"), "{err}");
     assert!(refuses(&["--jwt-secret", SECRET, "--auth-cookie", "sg"]).contains("--allowed-origins"));
     assert!(refuses(&["--jwt-secret", SECRET, "--jwt-previous-secret", "old"]).contains("--jwt-previous-secret-until"));
 }

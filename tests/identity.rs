@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::idp::{Idp, http};
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use syncgate::ServerConfig;
 use syncgate::auth::{
@@ -371,5 +372,70 @@ async fn repeated_failures_from_one_ip_hit_the_rate_limit() {
     assert_eq!(waiting.close_code().await, 4029, "even a good token waits out the minute");
     let refused = RawWs::try_connect("/ws", server.addr).await;
     assert!(refused.err().unwrap().contains("429"));
+    server.stop().await;
+}
+
+/// An https:// JWKS endpoint on 127.0.0.1 whose certificate comes from a fresh
+/// private CA; returns its URL and the CA certificate (PEM).
+async fn jwks_behind_a_private_ca(keys: Value) -> (String, String) {
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("idp.pem"), dir.path().join("idp.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(syncgate::tls::server_config(&cert_path, &key_path).unwrap());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/jwks", listener.local_addr().unwrap());
+    let body = bytes::Bytes::from(json!({ "keys": keys }).to_string());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = service_fn(move |_| {
+                    let body = body.clone();
+                    async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body))) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    (url, ca.pem())
+}
+
+#[tokio::test]
+async fn a_jwks_endpoint_behind_a_private_ca_needs_that_ca() {
+    let (url, ca_pem) = jwks_behind_a_private_ca(json!([jwk("rsa", json!({"kid": "k1", "alg": "RS256"}))])).await;
+    let token = signed(Algorithm::RS256, Some("k1"), &rsa(), claims("alice"));
+
+    // The bundled public roots do not know the CA: the keys cannot be fetched, so the token fails.
+    let public_only = HttpClient::new(Duration::from_secs(2)).unwrap();
+    let err = public_only.get(&url).await.unwrap_err();
+    assert!(err.0.to_lowercase().contains("certificate"), "{err}");
+    let source = JwksSource::new(url.clone(), public_only, JwksPolicy::default());
+    let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(JwtKey::Jwks(source))).unwrap());
+    let server = TestServer::start(server_config(verifier)).await;
+    let (_, close) = RawWs::refused(server.addr, &token).await;
+    assert_eq!(close, 4001);
+    server.stop().await;
+
+    // Trusting the CA (what --idp-ca-file does) makes the same endpoint usable.
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+    let with_ca = HttpClient::with_extra_roots(Duration::from_secs(2), vec![ca]).unwrap();
+    let source = JwksSource::new(url, with_ca, JwksPolicy::default());
+    let verifier = Arc::new(JwtVerifier::new(JwtSettings::new(JwtKey::Jwks(source))).unwrap());
+    let server = TestServer::start(server_config(verifier)).await;
+    RawWs::authed(server.addr, &token).await;
     server.stop().await;
 }
