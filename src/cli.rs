@@ -255,6 +255,9 @@ pub struct ServeArgs {
     /// Largest accepted message in bytes [default: 1048576].
     #[arg(long, env = "SYNCGATE_MAX_FRAME_BYTES")]
     pub max_frame_bytes: Option<usize>,
+    /// Record bytes per SYNC_DATA; a larger snapshot continues in CHANGE pages [default: 8388608].
+    #[arg(long, env = "SYNCGATE_SYNC_PAGE_BYTES")]
+    pub sync_page_bytes: Option<usize>,
     /// Largest message accepted before authentication [default: 65536].
     #[arg(long, env = "SYNCGATE_MAX_PREAUTH_FRAME_BYTES")]
     pub max_preauth_frame_bytes: Option<usize>,
@@ -343,7 +346,7 @@ impl ServeArgs {
         fill_from!(self, file;
             listen, auth, token, token_sub, token_roles, anonymous_roles, jwt_secret, jwt_public_key,
             jwt_audience, jwt_issuer, jwt_leeway, jwt_roles_claim, jwt_role_claim, auth_timeout,
-            expiry_notice, ping_interval, idle_timeout, max_frame_bytes, max_preauth_frame_bytes,
+            expiry_notice, ping_interval, idle_timeout, max_frame_bytes, max_preauth_frame_bytes, sync_page_bytes,
             max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
@@ -389,6 +392,12 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_preauth_frame_bytes {
             limits.max_preauth_frame_bytes = n.max(1024);
+        }
+        if let Some(n) = self.sync_page_bytes {
+            if n < 64 * 1024 {
+                bail!("--sync-page-bytes {n} is too small (at least 65536)");
+            }
+            limits.sync_page_bytes = n;
         }
         if let Some(n) = self.max_connections {
             if n == 0 {

@@ -22,10 +22,10 @@ use crate::store::{Applied, Scan, Store, StoreError, StoredRecord, Write};
 /// Longest accepted record key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
-/// Record bytes (key, value, hlc) per page of a snapshot. A page holds at
-/// least one record, so a message stays under about twice this plus one
-/// largest value: well inside the 1 MiB that clients commonly accept.
-pub const SYNC_PAGE_BYTES: usize = 256 * 1024;
+/// Default record bytes (key, value, hlc) per page of a snapshot: ordinary
+/// collections arrive as one `SYNC_DATA`, a huge one never becomes one huge
+/// message. A page holds at least one record.
+pub const SYNC_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A collection's records for `SYNC`, in acceptance order.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +47,7 @@ fn paginate(records: Vec<StoredRecord>, cursor: u64, max_bytes: usize) -> Vec<(V
     let mut pages = Vec::new();
     let (mut page, mut bytes, mut last_seq) = (Vec::new(), 0, 0);
     for record in records {
-        let size = record.key.len() + crate::protocol::encoded_len(&record.value) + 32;
+        let size = record.key.len() + crate::protocol::encoded_len(&record.value) + 40;
         if !page.is_empty() && bytes + size > max_bytes {
             pages.push((std::mem::take(&mut page), last_seq));
             bytes = 0;
@@ -186,20 +186,20 @@ impl Collections {
     }
 
     /// Records of `collection` changed after `since` (all when 0), as wire
-    /// records cut into pages of about [`SYNC_PAGE_BYTES`]. When `since` is
+    /// records cut into pages of about `page_bytes`. When `since` is
     /// older than the tombstone horizon a delete may have been collected, so
     /// the full state is returned instead and the flag says so
     /// (`SYNC_DATA.reset`).
     /// The scan runs on the blocking pool: a large collection must not stall
     /// the connections that share this runtime thread.
-    pub async fn snapshot(&self, collection: &str, since: u64) -> Result<Snapshot, StoreError> {
+    pub async fn snapshot(&self, collection: &str, since: u64, page_bytes: usize) -> Result<Snapshot, StoreError> {
         let reset = since > 0 && since < self.inner.store.horizon();
         let from = if reset { 0 } else { since };
         let (store, collection) = (self.inner.store.clone(), collection.to_string());
         let Scan { records, cursor } = tokio::task::spawn_blocking(move || store.scan_since(&collection, from))
             .await
             .map_err(|e| StoreError(format!("scan failed: {e}")))??;
-        Ok(Snapshot { pages: paginate(records, cursor, SYNC_PAGE_BYTES), cursor, reset })
+        Ok(Snapshot { pages: paginate(records, cursor, page_bytes), cursor, reset })
     }
 
     /// Collects tombstones written before `before_millis` (retention).
@@ -314,7 +314,7 @@ mod tests {
             matches!(change, ServerMessage::Change { ref records, .. } if records.len() == 1 && records[0].key == "k1")
         );
         assert_eq!(collections.clock().last(), (999_000, 0), "the clock absorbed the accepted hlc");
-        let snapshot = collections.snapshot("c", 0).await.unwrap();
+        let snapshot = collections.snapshot("c", 0, SYNC_PAGE_BYTES).await.unwrap();
         assert_eq!((snapshot.pages.len(), snapshot.pages[0].0.len(), snapshot.cursor), (1, 1, 1));
     }
 
@@ -331,7 +331,7 @@ mod tests {
     fn snapshots_are_cut_into_pages_with_their_own_cursors() {
         assert_eq!(paginate(Vec::new(), 7, 100), vec![(Vec::new(), 7)], "an empty snapshot is one empty page");
         let records = vec![stored("a", 60, 3), stored("b", 60, 5), stored("c", 500, 8), stored("d", 10, 9)];
-        let pages = paginate(records, 12, 200);
+        let pages = paginate(records, 12, 220);
         let shape: Vec<(Vec<&str>, u64)> =
             pages.iter().map(|(page, cursor)| (page.iter().map(|r| r.key.as_str()).collect(), *cursor)).collect();
         assert_eq!(

@@ -89,6 +89,9 @@ pub struct Limits {
     pub max_nesting_depth: usize,
     /// Messages queued for one connection before it is closed with 4200.
     pub outbound_queue: usize,
+    /// Record bytes in one `SYNC_DATA`; a larger snapshot continues in
+    /// `CHANGE` pages, so no collection becomes one unbounded message.
+    pub sync_page_bytes: usize,
     /// Largest HTTP request head before the upgrade.
     pub max_header_bytes: usize,
     /// Connections per client IP, and unauthenticated ones among them.
@@ -104,6 +107,7 @@ impl Default for Limits {
             max_nesting_depth: 32,
             outbound_queue: 1024,
             max_header_bytes: 16 * 1024,
+            sync_page_bytes: crate::collections::SYNC_PAGE_BYTES,
             per_ip: crate::limits::PerIpLimits::default(),
         }
     }

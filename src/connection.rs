@@ -289,7 +289,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     async fn sync(&mut self, id: u64, collection: String, since: u64) -> Flow {
         let collections = &self.shared.collections;
         collections.watch(&collection, self.outbox.clone());
-        let snapshot = match collections.snapshot(&collection, since).await {
+        let page_bytes = self.shared.config.limits.sync_page_bytes;
+        let snapshot = match collections.snapshot(&collection, since, page_bytes).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 collections.unwatch(&collection, self.outbox.id());

@@ -50,6 +50,7 @@ fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
         refuses(&["--auth", "introspect", "--introspect-url", "https://idp.example/i"]).contains("--introspect-token")
     );
     assert!(refuses(&["--jwks-url", "http://idp.example.com/jwks"]).contains("loopback"));
+    assert!(refuses(&["--sync-page-bytes", "10"]).contains("--sync-page-bytes"));
     let jwks = ["--jwks-url", "https://idp.example.com/jwks"];
     assert!(refuses(&[&jwks[..], &["--idp-ca-file", "/nonexistent/ca.pem"]].concat()).contains("/nonexistent/ca.pem"));
     let no_cert = dir.path().join("empty.pem");

@@ -136,7 +136,9 @@ async fn the_memory_store_passes_the_public_conformance_suite() {
 
 #[tokio::test]
 async fn large_snapshots_arrive_in_pages_that_each_resume_without_a_gap() {
-    let server = TestServer::start(jwt_config()).await;
+    let mut config = jwt_config();
+    config.limits.sync_page_bytes = 256 * 1024;
+    let server = TestServer::start(config).await;
     let mut writer = RawWs::authed(server.addr, &token("w", &[])).await;
     let t = now() * 1000;
     let value = || Value::Binary(vec![7; 20 * 1024]);
@@ -147,7 +149,7 @@ async fn large_snapshots_arrive_in_pages_that_each_resume_without_a_gap() {
         assert!(write(&mut writer, batch + 1, ops).await.iter().all(|ok| *ok));
     }
 
-    // 40 records of 20 KiB: more than one page, so SYNC_DATA is followed by CHANGE pages.
+    // 40 records of 20 KiB: more than one 256 KiB page, so SYNC_DATA is followed by CHANGE pages.
     let mut reader = RawWs::authed(server.addr, &token("r", &[])).await;
     let (first, first_cursor) = sync(&mut reader, 1, None).await;
     assert!(!first.is_empty() && first.len() < 40, "the first page holds part: {}", first.len());
