@@ -439,6 +439,24 @@ impl ServeArgs {
         if let Some(Seconds(d)) = self.tombstone_retention {
             config.tombstone_retention = d;
         }
+        config.allowed_origins = self.allowed_origins.clone().unwrap_or_default();
+        if let Some(name) = &self.auth_cookie {
+            if config.allowed_origins.is_empty() {
+                bail!("--auth-cookie needs --allowed-origins (cookies are only trusted from listed Origins)");
+            }
+            config.auth_cookie = Some(name.clone());
+        }
+        config.admin_token = self.admin_token.clone().filter(|t| !t.is_empty());
+        if let Some(n) = self.auth_failures_per_minute {
+            config.auth_failures_per_minute = n;
+        }
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+        };
+        // Opened last: every other flag is checked before the data directory is locked.
         config.store = match self.store.unwrap_or(StoreKind::Disk) {
             StoreKind::Memory => {
                 warnings.push("--store memory: collections are lost when the server stops".into());
@@ -460,23 +478,6 @@ impl ServeArgs {
                         .map_err(|e| anyhow::anyhow!("--data-dir {}: {}", dir.display(), e.0))?,
                 )
             }
-        };
-        config.allowed_origins = self.allowed_origins.clone().unwrap_or_default();
-        if let Some(name) = &self.auth_cookie {
-            if config.allowed_origins.is_empty() {
-                bail!("--auth-cookie needs --allowed-origins (cookies are only trusted from listed Origins)");
-            }
-            config.auth_cookie = Some(name.clone());
-        }
-        config.admin_token = self.admin_token.clone().filter(|t| !t.is_empty());
-        if let Some(n) = self.auth_failures_per_minute {
-            config.auth_failures_per_minute = n;
-        }
-        config.tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
-            (None, None) => None,
-            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
-            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
         };
         Ok(Serve {
             listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -696,7 +697,9 @@ mod tests {
             "listen = \"127.0.0.1:9999\"\njwt_secret = \"from-file-secret-that-is-long-enough\"\nauth-timeout = 3\n",
         )
         .unwrap();
-        let mut args = parse(&["--listen", "127.0.0.1:7000"]);
+        // Its own data directory: a server on the defaults may hold ./syncgate-data.
+        let data = dir.path().join("data");
+        let mut args = parse(&["--listen", "127.0.0.1:7000", "--data-dir", data.to_str().unwrap()]);
         args.config = Some(path);
         let serve = args.resolve().unwrap();
         assert_eq!(serve.listen.port(), 7000);
