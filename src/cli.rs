@@ -707,6 +707,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_flag_leaves_the_data_directory_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data_arg = data.to_str().unwrap();
+        assert!(parse(&["--tls-cert", "/x", "--data-dir", data_arg]).resolve().is_err());
+        assert!(parse(&["--auth-cookie", "sid", "--data-dir", data_arg]).resolve().is_err());
+        assert!(!data.exists(), "a refused start-up must not create or lock the data directory");
+    }
+
+    #[test]
     fn unknown_file_keys_and_conflicts_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
