@@ -68,7 +68,8 @@ async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
     let rules = dir.path().join("rules.toml");
     let allow = |topic: &str| format!("[[rules]]\nroles = [\"user\"]\nresource = \"{topic}\"\nactions = [\"read\"]\n");
     std::fs::write(&rules, allow("rooms/*")).unwrap();
-    let (mut child, addr) = spawn_server(&["--jwt-secret", SECRET, "--rules", rules.to_str().unwrap()], &[]);
+    let (mut child, addr, log) =
+        spawn_server_with_log(&["--jwt-secret", SECRET, "--rules", rules.to_str().unwrap()], &[]);
     let mut ws = RawWs::authed(addr, &token("alice", &["user"])).await;
     ws.send(&ClientMessage::Sub { id: 1, topic: "rooms/lobby".into() }).await;
     assert_eq!(ws.msg().await, ServerMessage::Ok { id: 1 });
@@ -78,6 +79,8 @@ async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
     let hup = |pid: u32| Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
     std::fs::write(&rules, "this is not toml [[").unwrap();
     assert!(hup(child.id()).success());
+    // The signal is handled apart from the connection: wait for its verdict before the next write.
+    wait_for_log(&log, "rules not reloaded");
     ws.send(&ClientMessage::Ping { id: Some(3) }).await;
     assert_eq!(
         ws.msg().await,
@@ -133,6 +136,15 @@ fn the_token_command_mints_a_verifiable_token() {
 
 /// Starts the binary on an ephemeral port and returns it with its address (read from the log).
 fn spawn_server(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, addr, _log) = spawn_server_with_log(args, envs);
+    (child, addr)
+}
+
+/// Like [`spawn_server`], and hands over the server's later log lines.
+fn spawn_server_with_log(
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (std::process::Child, std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut child = syncgate()
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--store", "memory"])
@@ -150,8 +162,26 @@ fn spawn_server(args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, s
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    let (log_tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    (child, addr, log)
+}
+
+/// Waits (15 s at most) for a log line containing `needle`.
+fn wait_for_log(log: &std::sync::mpsc::Receiver<String>, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    }
 }
 
 #[tokio::test]
