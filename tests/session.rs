@@ -318,8 +318,12 @@ async fn the_connection_cap_refuses_extra_sockets() {
     let _b = RawWs::authed(server.addr, &token("b", &[])).await;
     assert!(RawWs::try_connect("/ws", server.addr).await.is_err(), "a third socket is refused");
     drop(_a);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _c = RawWs::authed(server.addr, &token("c", &[])).await;
+    let mut c =
+        eventually("the freed slot takes a new socket", || async { RawWs::try_connect("/ws", server.addr).await.ok() })
+            .await;
+    assert!(matches!(c.msg().await, ServerMessage::AuthRequired { .. }));
+    c.send(&ClientMessage::Auth { token: Some(token("c", &[])) }).await;
+    assert!(matches!(c.msg().await, ServerMessage::AuthAck { .. }), "the new socket works");
     server.stop().await;
 }
 

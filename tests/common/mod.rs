@@ -278,6 +278,23 @@ pub fn syncgate() -> std::process::Command {
     cmd
 }
 
+/// Retries `attempt` every 50 ms, for 15 s at most, until it gives `Some`: for
+/// state the server releases on its own schedule (a closed socket's slot).
+pub async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (15 s at most) for the first client event matching `pred`; returns every event seen up to it.
 pub async fn until(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<syncgate::client::ClientEvent>,
