@@ -161,16 +161,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     info!(peer = %self.peer, code, %reason, "closed by the server");
                     return self.close(code, &reason).await;
                 }
+                // Timers come before traffic: a client that keeps its queues full must
+                // still be expired, revalidated, pinged and timed out on time.
+                _ = sleep_until_opt(deadline) => self.session.on_timer(unix_ms()),
                 Ok(()) = queues.policy.changed() => {
                     let policy = queues.policy.borrow_and_update().clone();
                     self.session.on_policy(policy)
                 }
-                Some(item) = queues.outbound.recv() => {
-                    if self.deliver(item).await.is_err() {
-                        return false;
-                    }
-                    continue;
-                }
+                Some(item) = queues.outbound.recv() => match self.deliver(item).await {
+                    Flow::Continue => continue,
+                    Flow::Stop => return true,
+                },
                 event = queues.inbound.recv() => match event {
                     None => return false,
                     Some(Inbound::Message(message)) => self.session.on_message(message, unix_ms()),
@@ -191,7 +192,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     }
                     Some(Inbound::Fatal(e)) => return self.close(e.code, e.reason).await,
                 },
-                _ = sleep_until_opt(deadline) => self.session.on_timer(unix_ms()),
             };
             if let Flow::Stop = self.apply(effects).await {
                 return true;
@@ -321,7 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     /// Writes a queued publication or change (skipping changes a snapshot already covered).
-    async fn deliver(&mut self, item: Outbound) -> Result<(), ()> {
+    async fn deliver(&mut self, item: Outbound) -> Flow {
         let bytes = match item {
             Outbound::Message(bytes) => bytes,
             Outbound::Change { collection, cursor, bytes } => match self.sync_cursors.get_mut(&collection) {
@@ -329,10 +329,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     *seen = cursor;
                     bytes
                 }
-                _ => return Ok(()),
+                _ => return Flow::Continue,
             },
         };
-        self.write(Frame::binary(Payload::Borrowed(&bytes))).await
+        self.write_data(&bytes).await
     }
 
     /// Leaves every topic and feed when the connection ends.
@@ -348,10 +348,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Flow {
-        let bytes = encode_server(message);
-        match self.write(Frame::binary(Payload::Borrowed(&bytes))).await {
+        self.write_data(&encode_server(message)).await
+    }
+
+    /// Writes one protocol message, unless the session's deadline has passed:
+    /// then the session closes instead (a long run of writes, such as the
+    /// pages of a large `SYNC`, never carries a session past its token).
+    async fn write_data(&mut self, bytes: &[u8]) -> Flow {
+        let mut out = Vec::new();
+        if self.session.close_if_past_deadline(unix_ms(), &mut out) {
+            if let Some(Effect::Close { code, reason }) = out.pop() {
+                self.close(code, &reason).await;
+            }
+            return Flow::Stop;
+        }
+        match self.write(Frame::binary(Payload::Borrowed(bytes))).await {
             Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop,
+            Err(()) => Flow::Stop,
         }
     }
 
@@ -360,9 +373,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         self.write(Frame::close(code, reason.as_bytes())).await.is_ok()
     }
 
-    /// Writes one frame; a peer that does not read within the write timeout is dropped.
+    /// Writes one frame; a peer that does not read within the write timeout, or
+    /// before the session's hard deadline, is dropped.
     async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
-        match timeout(self.shared.config.timeouts.write, self.ws.write_frame(frame)).await {
+        let mut limit = self.shared.config.timeouts.write;
+        if let Some(at) = self.session.hard_deadline() {
+            limit = limit.min(std::time::Duration::from_millis(at.saturating_sub(unix_ms()).max(1)));
+        }
+        match timeout(limit, self.ws.write_frame(frame)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "write failed");

@@ -301,6 +301,11 @@ impl Session {
             // The driver must not feed messages during verification; treat it as a bug in the peer order.
             return out;
         }
+        // A deadline is checked on every message, not only when a timer fires: a
+        // client that keeps the socket busy must not outlive its token.
+        if self.close_if_past_deadline(now, &mut out) {
+            return out;
+        }
         if !self.take_token(now) {
             if self.tokens < -f64::from(self.config.message_burst) {
                 self.close(close::RATE_LIMITED, "message rate limit exceeded", &mut out);
@@ -375,28 +380,20 @@ impl Session {
     /// Fires every deadline that has passed by `now`.
     pub fn on_timer(&mut self, now: u64) -> Vec<Effect> {
         let mut out = Vec::new();
-        if self.verifying.is_some() {
+        if self.verifying.is_some() || self.close_if_past_deadline(now, &mut out) {
             return out;
         }
         match &mut self.phase {
             Phase::Closed => return out,
-            Phase::Unauthenticated { deadline } => {
-                if now >= *deadline {
-                    self.close(close::AUTH_TIMEOUT, "no AUTH within the auth timeout", &mut out);
-                    return out;
-                }
-            }
+            Phase::Unauthenticated { .. } => {}
             Phase::Authenticated(auth) => {
-                if let Some(ends_at) = auth.ends_at {
-                    if now >= ends_at {
-                        self.close(close::TOKEN_EXPIRED, "token expired", &mut out);
-                        return out;
-                    }
-                    if !auth.notice_sent && now >= ends_at.saturating_sub(ms(self.config.expiry_notice)) {
-                        auth.notice_sent = true;
-                        let expires_at = auth.identity.expires_at.unwrap_or(ends_at / 1000);
-                        out.push(Effect::Send(ServerMessage::TokenExpiring { expires_at }));
-                    }
+                if let Some(ends_at) = auth.ends_at
+                    && !auth.notice_sent
+                    && now >= ends_at.saturating_sub(ms(self.config.expiry_notice))
+                {
+                    auth.notice_sent = true;
+                    let expires_at = auth.identity.expires_at.unwrap_or(ends_at / 1000);
+                    out.push(Effect::Send(ServerMessage::TokenExpiring { expires_at }));
                 }
             }
         }
@@ -418,6 +415,30 @@ impl Session {
             out.push(Effect::Ping);
         }
         out
+    }
+
+    /// Unix ms at which the session ends whatever happens (the auth timeout
+    /// before `AUTH_ACK`, the credential's end after it); the driver bounds
+    /// every wait, including a slow write, by it.
+    pub fn hard_deadline(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::Closed => None,
+            Phase::Unauthenticated { deadline } => Some(*deadline),
+            Phase::Authenticated(auth) => auth.ends_at,
+        }
+    }
+
+    /// Closes the session if its hard deadline has passed by `now`: 4008
+    /// before authentication, 4100 after. Returns whether it closed.
+    pub fn close_if_past_deadline(&mut self, now: u64, out: &mut Vec<Effect>) -> bool {
+        if self.verifying.is_some() || self.hard_deadline().is_none_or(|at| now < at) {
+            return false;
+        }
+        match self.phase {
+            Phase::Unauthenticated { .. } => self.close(close::AUTH_TIMEOUT, "no AUTH within the auth timeout", out),
+            _ => self.close(close::TOKEN_EXPIRED, "token expired", out),
+        }
+        true
     }
 
     /// The earliest Unix ms at which [`Session::on_timer`] has work to do.
@@ -959,6 +980,19 @@ mod tests {
         assert!(out.contains(&Effect::Send(ServerMessage::TokenExpiring { expires_at: exp })));
         s.on_activity(T0 + 59_000);
         assert_eq!(close_code(&s.on_timer(T0 + 60_000)), Some(4100));
+    }
+
+    #[test]
+    fn messages_after_the_deadline_are_refused_without_a_timer() {
+        let exp = T0 / 1000 + 60;
+        let mut s = open();
+        auth(&mut s, "alice", Some(exp));
+        let late = s.on_message(Ok(ClientMessage::Sub { id: 1, topic: "t".into() }), T0 + 60_000);
+        assert_eq!(late.len(), 1, "nothing is routed: {late:?}");
+        assert_eq!(close_code(&late), Some(4100));
+        let mut s = open();
+        let late = s.on_message(Ok(ClientMessage::Auth { token: Some("t".into()) }), T0 + 10_000);
+        assert_eq!(close_code(&late), Some(4008), "an AUTH after the auth timeout is not verified");
     }
 
     #[test]
