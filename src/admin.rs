@@ -1,9 +1,12 @@
 //! The admin HTTP API on the server's listener: kick, revoke, inspect.
 //!
 //! Absent (404) unless `--admin-token` is set; every request must carry
-//! `Authorization: Bearer <admin token>`, compared in constant time. Requests
-//! are logged by method and path only, never with credentials.
+//! `Authorization: Bearer <admin token>` (the scheme in any case), compared in
+//! constant time. A wrong credential counts against the client IP's failed
+//! authentications, like a refused token: past the limit the API answers 429.
+//! Requests are logged by method and path only, never with credentials.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,21 +27,27 @@ use crate::server::Shared;
 const MAX_BODY: usize = 64 * 1024;
 
 /// Answers a request under `/admin/`.
-pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Full<Bytes>> {
     let Some(expected) = &shared.config.admin_token else {
         return reply(StatusCode::NOT_FOUND, json!({"error": "not found"}));
     };
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    if shared.auth_failures.is_blocked(peer.ip()) {
+        tracing::debug!(%peer, %method, %path, "admin request refused: too many failed authentications");
+        return reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many failed authentications; retry later"}));
+    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, credential)| credential.trim());
     let ok: bool = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into();
     if !ok {
-        tracing::warn!(%method, %path, "admin request refused: bad credentials");
+        shared.auth_failures.record_failure(peer.ip());
+        tracing::info!(%peer, %method, %path, "admin request refused: bad credentials");
         let mut response = reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
         response.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
         return response;
@@ -58,11 +67,13 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> R
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            let n =
+            let n = {
+                let _admission = shared.admission.lock().unwrap_or_else(|e| e.into_inner());
                 shared
                     .registry
-                    .close_matching(close::FORBIDDEN, "disconnected by an administrator", |sub, _, _| sub == body.sub);
-            tracing::info!(sub = %body.sub, disconnected = n, "admin disconnect");
+                    .close_matching(close::FORBIDDEN, "disconnected by an administrator", |sub, _, _| sub == body.sub)
+            };
+            tracing::info!(sub = ?body.sub, disconnected = n, "admin disconnect");
             reply(StatusCode::OK, json!({"disconnected": n}))
         }
         (Method::POST, "/admin/revoke") => {
@@ -90,10 +101,16 @@ pub(crate) async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> R
             if let Err(e) = shared.collections.store().save_revocation(&revoked).await {
                 return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}));
             }
-            revocations.apply(&revoked);
-            let n = shared
-                .registry
-                .close_matching(close::FORBIDDEN, "token revoked", |sub, jti, iat| revocations.matches(sub, jti, iat));
+            // Applied and enforced under the admission lock: a connection between its
+            // revocation check and its registration cannot slip through.
+            let n = {
+                let _admission = shared.admission.lock().unwrap_or_else(|e| e.into_inner());
+                revocations.apply(&revoked);
+                let now = crate::clock::unix_secs();
+                shared.registry.close_matching(close::FORBIDDEN, "token revoked", |sub, jti, iat| {
+                    revocations.matches(sub, jti, iat, now)
+                })
+            };
             tracing::info!(disconnected = n, "admin revoke");
             reply(StatusCode::OK, json!({"revoked": true, "disconnected": n}))
         }

@@ -76,6 +76,12 @@ impl Default for ServerConfig {
     }
 }
 
+/// The default largest message before `AUTH_ACK`: an `AUTH` carrying the
+/// longest token any mode accepts, plus room for the map around it. Nothing
+/// larger can be a valid first message, so nothing larger is buffered for a
+/// peer that has not authenticated.
+pub const MAX_PREAUTH_FRAME_BYTES: usize = crate::auth::MAX_TOKEN_BYTES + 1024;
+
 /// Bounds on sizes and counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -103,7 +109,7 @@ impl Default for Limits {
         Self {
             max_connections: 10_000,
             max_frame_bytes: 1024 * 1024,
-            max_preauth_frame_bytes: 64 * 1024,
+            max_preauth_frame_bytes: MAX_PREAUTH_FRAME_BYTES,
             max_nesting_depth: 32,
             outbound_queue: 1024,
             max_header_bytes: 16 * 1024,

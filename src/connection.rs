@@ -207,25 +207,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Effect::Send(message) => self.send(&message).await,
                 Effect::Verify(token) => {
                     let ip = self.peer.ip();
-                    if self.shared.auth_failures.is_blocked(ip) {
+                    // The failure slot is taken before verifying, so concurrent attempts cannot overshoot it.
+                    if !self.shared.auth_failures.try_reserve(ip) {
                         info!(peer = %self.peer, "too many failed authentications");
                         self.close(close::RATE_LIMITED, "too many failed authentications").await;
                         return Flow::Stop;
                     }
                     let result = verify(&self.shared, &token).await;
                     match &result {
-                        Ok(identity) => info!(peer = %self.peer, sub = %identity.sub, "authenticated"),
-                        Err(e) => {
-                            info!(peer = %self.peer, code = %e.code, "authentication refused");
-                            // An identity provider outage is not the client's failure.
-                            if e.code != AuthFailCode::IntrospectionUnavailable {
-                                self.shared.auth_failures.record_failure(ip);
-                            }
-                        }
+                        // Claims are logged with Debug: a `sub` holding a newline cannot forge a log line.
+                        Ok(identity) => info!(peer = %self.peer, sub = ?identity.sub, "authenticated"),
+                        Err(e) => info!(peer = %self.peer, code = %e.code, "authentication refused"),
                     }
-                    queue.extend(self.session.on_verified(result, unix_ms()));
-                    if let Some(identity) = self.session.identity() {
-                        self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
+                    // An identity provider outage is not the client's failure.
+                    if result.as_ref().is_ok()
+                        || result.as_ref().is_err_and(|e| e.code == AuthFailCode::IntrospectionUnavailable)
+                    {
+                        self.shared.auth_failures.refund(ip);
+                    }
+                    queue.extend(self.admit(result));
+                    if self.session.identity().is_some() {
                         self.pending = None;
                     }
                     self.authenticated.send_replace(self.session.identity().is_some());
@@ -280,6 +281,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
         }
         Flow::Continue
+    }
+
+    /// Feeds a verification result to the session and registers the
+    /// connection, as one step with the revocation check: an admin revocation
+    /// either sees the connection registered (and closes it) or is seen here.
+    fn admit(&mut self, result: Result<crate::auth::Identity, AuthError>) -> Vec<Effect> {
+        let _admission = self.shared.admission.lock().unwrap_or_else(|e| e.into_inner());
+        let result = result.and_then(|identity| {
+            if self.shared.config.revocations.is_revoked(&identity, crate::clock::unix_secs()) {
+                Err(AuthError::new(AuthFailCode::Forbidden, "the token has been revoked"))
+            } else {
+                Ok(identity)
+            }
+        });
+        let effects = self.session.on_verified(result, unix_ms());
+        if let Some(identity) = self.session.identity() {
+            self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
+        }
+        effects
     }
 
     /// Answers `SYNC`: watch first, then snapshot, so no change falls between
@@ -397,14 +417,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 /// Verifies a token within the verification timeout (failing closed).
 async fn verify(shared: &Shared, token: &str) -> Result<crate::auth::Identity, AuthError> {
     let verifier = shared.config.authenticator.verify(token, unix_secs());
-    let identity = match timeout(shared.config.timeouts.verify, verifier).await {
-        Ok(result) => result?,
-        Err(_) => return Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out")),
-    };
-    if shared.config.revocations.is_revoked(&identity) {
-        return Err(AuthError::new(AuthFailCode::Forbidden, "the token has been revoked"));
+    match timeout(shared.config.timeouts.verify, verifier).await {
+        Ok(result) => result,
+        Err(_) => Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out")),
     }
-    Ok(identity)
 }
 
 fn error_reply(id: u64, code: &str, message: String) -> ServerMessage {

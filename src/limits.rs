@@ -1,12 +1,26 @@
 //! Connections per client IP: all of them, and those not yet authenticated.
 //!
 //! A slot is taken at accept (and an unauthenticated slot at the upgrade) and
-//! given back when its guard drops, so no path can leak a count.
+//! given back when its guard drops, so no path can leak a count. IPv6 clients
+//! are counted by their /64 ([`client_key`]): one host commonly holds a whole
+//! /64, so counting single addresses would not limit it at all.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+
+/// The key a client is counted under: an IPv4 address (also when mapped
+/// into IPv6), or the /64 prefix of an IPv6 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
 
 /// How many connections one IP may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +86,7 @@ impl IpSlots {
             Kind::Connection => self.limits.connections,
             Kind::Unauthenticated => self.limits.unauthenticated,
         };
+        let ip = client_key(ip);
         let mut counts = self.counts.entry(ip).or_default();
         let count = match kind {
             Kind::Connection => &mut counts.connections,
@@ -117,5 +132,19 @@ mod tests {
         assert!(slots.unauthenticated(a).is_none());
         drop(pending);
         assert!(slots.unauthenticated(a).is_some());
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_prefix() {
+        let slots = IpSlots::new(PerIpLimits { connections: 2, unauthenticated: 1 });
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = slots.connection(one).unwrap();
+        let _b = slots.connection(same_64).unwrap();
+        assert!(slots.connection(one).is_none(), "both addresses share one /64's budget");
+        assert!(slots.connection(other_64).is_some());
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

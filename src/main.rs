@@ -83,6 +83,13 @@ async fn serve_until_signalled(serve: syncgate::cli::Serve) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", serve.listen)),
     };
+    let admin = match serve.admin_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => return fail(&format!("cannot listen on --admin-listen {addr}: {e}")),
+        },
+    };
     // Handlers are installed before serving, so no signal can hit the default action.
     let shutdown = CancellationToken::new();
     let signals = match Signals::install() {
@@ -90,7 +97,7 @@ async fn serve_until_signalled(serve: syncgate::cli::Serve) -> ExitCode {
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
     tokio::spawn(signals.drive(shutdown.clone(), serve.rules.clone(), serve.config.policy.clone()));
-    match syncgate::run(listener, serve.config, shutdown).await {
+    match syncgate::server::run_with_admin(listener, admin, serve.config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server failed: {e}")),
     }

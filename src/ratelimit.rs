@@ -1,11 +1,18 @@
-//! Failed authentications per client IP, in one-minute windows, so token
-//! guessing and expensive RSA verifications cannot be used to burn CPU.
+//! Failed authentications per client (IP, or IPv6 /64), in one-minute
+//! windows, so token guessing, expensive RSA verifications and requests to
+//! the identity provider cannot be used to burn CPU or flood the provider.
+//!
+//! A verification takes its slot *before* it runs ([`AuthFailures::try_reserve`])
+//! and gives it back when it succeeds ([`AuthFailures::refund`]), so
+//! concurrent attempts from one client can never exceed the limit.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
+
+use crate::limits::client_key;
 
 /// Entries kept before old windows are swept.
 const SWEEP_AT: usize = 100_000;
@@ -26,22 +33,44 @@ impl AuthFailures {
     /// Whether `ip` has used up its failures for the current minute.
     pub fn is_blocked(&self, ip: IpAddr) -> bool {
         self.per_minute > 0
-            && self.windows.get(&ip).is_some_and(|w| w.0.elapsed() < Duration::from_secs(60) && w.1 >= self.per_minute)
+            && self
+                .windows
+                .get(&client_key(ip))
+                .is_some_and(|w| w.0.elapsed() < Duration::from_secs(60) && w.1 >= self.per_minute)
     }
 
-    /// Counts one failure of `ip`.
-    pub fn record_failure(&self, ip: IpAddr) {
+    /// Takes one failure slot of `ip` for a verification about to run; false
+    /// (nothing taken) when the client has used up its failures this minute.
+    /// The slot counts as a failure unless [`AuthFailures::refund`] gives it back.
+    pub fn try_reserve(&self, ip: IpAddr) -> bool {
         if self.per_minute == 0 {
-            return;
+            return true;
         }
         if self.windows.len() >= SWEEP_AT {
             self.windows.retain(|_, w| w.0.elapsed() < Duration::from_secs(60));
         }
-        let mut window = self.windows.entry(ip).or_insert((Instant::now(), 0));
+        let mut window = self.windows.entry(client_key(ip)).or_insert((Instant::now(), 0));
         if window.0.elapsed() >= Duration::from_secs(60) {
             *window = (Instant::now(), 0);
         }
-        window.1 = window.1.saturating_add(1);
+        if window.1 >= self.per_minute {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+
+    /// Gives back a slot taken by [`AuthFailures::try_reserve`]: the verification
+    /// succeeded, or failed through no fault of the client (a provider outage).
+    pub fn refund(&self, ip: IpAddr) {
+        if let Some(mut window) = self.windows.get_mut(&client_key(ip)) {
+            window.1 = window.1.saturating_sub(1);
+        }
+    }
+
+    /// Counts one failure of `ip` that no verification reserved (a bad admin credential).
+    pub fn record_failure(&self, ip: IpAddr) {
+        let _ = self.try_reserve(ip);
     }
 }
 
@@ -56,9 +85,12 @@ mod tests {
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
             assert!(!limit.is_blocked(ip));
-            limit.record_failure(ip);
+            assert!(limit.try_reserve(ip));
         }
         assert!(limit.is_blocked(ip));
+        assert!(!limit.try_reserve(ip), "no slot past the budget");
+        limit.refund(ip);
+        assert!(limit.try_reserve(ip), "a success gives its slot back");
         assert!(!limit.is_blocked(other));
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(!limit.is_blocked(ip));

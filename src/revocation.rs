@@ -4,6 +4,10 @@ use dashmap::DashMap;
 
 use crate::auth::Identity;
 
+/// How far in the future an `iat` may lie (clock skew) and still prove a
+/// token newer than a subject revocation.
+const FUTURE_IAT_SKEW_SECS: u64 = 60;
+
 /// One revocation, as the admin API records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
@@ -52,18 +56,22 @@ impl Revocations {
         }
     }
 
-    /// Whether a credential with these attributes is revoked. A token without
-    /// `iat` cannot prove it is newer than a subject revocation, so it is revoked too.
-    pub fn matches(&self, sub: &str, jti: Option<&str>, issued_at: Option<u64>) -> bool {
+    /// Whether a credential with these attributes is revoked as of `now` (Unix
+    /// seconds). Under a subject revocation, a token must prove it was issued
+    /// after it: one without `iat`, or whose `iat` lies in the future (beyond a
+    /// minute of clock skew), cannot, so it is revoked too.
+    pub fn matches(&self, sub: &str, jti: Option<&str>, issued_at: Option<u64>, now: u64) -> bool {
         if jti.is_some_and(|j| self.jtis.contains_key(j)) {
             return true;
         }
-        self.subjects.get(sub).is_some_and(|before| issued_at.is_none_or(|iat| iat < *before))
+        self.subjects.get(sub).is_some_and(|before| {
+            issued_at.is_none_or(|iat| iat < *before || iat > now.saturating_add(FUTURE_IAT_SKEW_SECS))
+        })
     }
 
-    /// Whether an identity is revoked.
-    pub fn is_revoked(&self, identity: &Identity) -> bool {
-        self.matches(&identity.sub, identity.jti.as_deref(), identity.issued_at)
+    /// Whether an identity is revoked as of `now` (Unix seconds).
+    pub fn is_revoked(&self, identity: &Identity, now: u64) -> bool {
+        self.matches(&identity.sub, identity.jti.as_deref(), identity.issued_at, now)
     }
 }
 
@@ -76,12 +84,16 @@ mod tests {
         let r = Revocations::new();
         r.revoke_jti("t1");
         r.revoke_subject("bob", 1000);
-        assert!(r.matches("alice", Some("t1"), Some(5000)));
-        assert!(!r.matches("alice", Some("t2"), Some(5000)));
-        assert!(r.matches("bob", None, Some(999)));
-        assert!(!r.matches("bob", None, Some(1000)), "issued at or after the time is fine");
-        assert!(r.matches("bob", None, None), "no iat: revoked");
+        let now = 2000;
+        assert!(r.matches("alice", Some("t1"), Some(5000), now));
+        assert!(!r.matches("alice", Some("t2"), Some(1500), now));
+        assert!(r.matches("bob", None, Some(999), now));
+        assert!(!r.matches("bob", None, Some(1000), now), "issued at or after the time is fine");
+        assert!(r.matches("bob", None, None, now), "no iat: revoked");
+        assert!(!r.matches("bob", None, Some(now + 60), now), "a little clock skew is fine");
+        assert!(r.matches("bob", None, Some(now + 61), now), "an iat in the future proves nothing");
+        assert!(!r.matches("alice", None, Some(now + 3600), now), "only under a subject revocation");
         r.revoke_subject("bob", 10);
-        assert!(r.matches("bob", None, Some(999)), "a revocation never moves earlier");
+        assert!(r.matches("bob", None, Some(999), now), "a revocation never moves earlier");
     }
 }

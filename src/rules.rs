@@ -6,7 +6,7 @@
 //! with [`Access::allows`], which does not allocate.
 //!
 //! A substituted claim fills exactly one segment: a value that is empty or
-//! contains `/`, `*`, `{` or `}` makes the rule match nothing, so a crafted
+//! contains `/`, `*`, `{` or `}`, or is `.` or `..`, makes the rule match nothing, so a crafted
 //! `sub` can never widen access. Deny wins; with rules, anything not allowed
 //! is denied.
 
@@ -206,8 +206,13 @@ fn substitute(segment: &Segment, identity: &Identity) -> Option<Seg> {
         Segment::One => Seg::One,
         Segment::Many => Seg::Many,
         Segment::Claim(name) => {
-            let value = if name == "sub" { Some(&identity.sub) } else { identity.claims.get(name) }?;
-            if value.is_empty() || value.contains(['/', '*', '{', '}']) {
+            let value = match name.as_str() {
+                "sub" => Some(&identity.sub),
+                // The verifying issuer binding's name, when the issuers are bound.
+                "iss" => identity.issuer.as_ref().or_else(|| identity.claims.get(name)),
+                _ => identity.claims.get(name),
+            }?;
+            if value.is_empty() || value.contains(['/', '*', '{', '}']) || value == "." || value == ".." {
                 return None;
             }
             Seg::Literal(value.clone())
@@ -285,13 +290,18 @@ fn split(rest: &str) -> (&str, Option<&str>) {
 }
 
 /// Whether a client-supplied topic or collection name is acceptable:
-/// 1 to 256 bytes of non-empty `/`-separated segments without `*`, `{` or `}`.
+/// 1 to 256 bytes of non-empty `/`-separated segments without `*`, `{` or
+/// `}`, none of them `.` or `..` (which a backend mapping names to paths or
+/// URLs could resolve to another tenant's resource).
 pub fn valid_resource(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 256 {
         return Err("must be 1 to 256 bytes");
     }
     if name.split('/').any(str::is_empty) {
         return Err("must not have empty segments");
+    }
+    if name.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err("must not have '.' or '..' segments");
     }
     if name.contains(['*', '{', '}']) || name.chars().any(char::is_control) {
         return Err("must not contain '*', '{', '}' or control characters");

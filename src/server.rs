@@ -48,8 +48,14 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     /// Failed authentications per client IP.
     pub(crate) auth_failures: AuthFailures,
+    /// Whether the admin API has its own listener (and is absent from the public one).
+    admin_separate: bool,
     /// Connections per client IP.
     pub(crate) ip_slots: Arc<IpSlots>,
+    /// Held while a connection checks revocations and registers, and while the
+    /// admin API revokes and closes: so a revocation can never fall between a
+    /// connection's check and its registration. A std mutex: nothing awaits under it.
+    pub(crate) admission: std::sync::Mutex<()>,
     next_connection: std::sync::atomic::AtomicU64,
 }
 
@@ -64,8 +70,21 @@ impl Shared {
 ///
 /// On shutdown the server stops accepting, closes every WebSocket with 1001,
 /// waits up to `timeouts.shutdown_grace` for connections to finish, and returns.
-/// Tests and embedding apps bind `127.0.0.1:0` and call this directly.
+/// Tests and embedding apps bind `127.0.0.1:0` and call this directly. The
+/// admin API (when configured) shares this listener; see [`run_with_admin`].
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: CancellationToken) -> std::io::Result<()> {
+    run_with_admin(listener, None, config, shutdown).await
+}
+
+/// Like [`run`], with the admin API (`/admin/*`) served only on `admin` (for
+/// example a loopback address) when it is given, and absent (404) from the
+/// public listener.
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let tls = config.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let grace = config.timeouts.shutdown_grace;
@@ -88,10 +107,16 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
         registry: Registry::new(),
         ip_slots: IpSlots::new(per_ip),
         auth_failures: AuthFailures::new(auth_failures),
+        admission: std::sync::Mutex::new(()),
+        admin_separate: admin.is_some(),
         next_connection: std::sync::atomic::AtomicU64::new(1),
     });
     shared.tracker.spawn(collect_tombstones(shared.clone()));
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
+    if let Some(admin) = admin {
+        info!(admin_addr = %admin.local_addr()?, "admin API listening");
+        shared.tracker.spawn(serve_admin(admin, shared.clone(), tls.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -115,7 +140,8 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), (permit, slot)));
+        let surface = Surface::Public(Arc::new((permit, slot)));
+        shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), surface));
     }
     drop(listener);
     shared.tracker.close();
@@ -124,6 +150,35 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: Cancella
     }
     info!("syncgate stopped");
     Ok(())
+}
+
+/// Which routes a listener serves.
+#[derive(Clone)]
+enum Surface {
+    /// `/ws`, `/healthz` (and `/admin/*` unless it has its own listener); the
+    /// slots live as long as the HTTP connection or the WebSocket it became.
+    Public(Arc<Slots>),
+    /// Only `/admin/*`.
+    Admin,
+}
+
+/// Accepts admin API connections until shutdown.
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), Surface::Admin));
+            }
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Collects expired tombstones hourly (and once at start), until shutdown.
@@ -148,29 +203,35 @@ async fn accept_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    permit: Slots,
+    surface: Surface,
 ) {
     match tls {
-        None => serve_http(tcp, peer, shared, permit).await,
+        None => serve_http(tcp, peer, shared, surface).await,
         Some(acceptor) => match timeout(shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => serve_http(stream, peer, shared, permit).await,
+            Ok(Ok(stream)) => serve_http(stream, peer, shared, surface).await,
             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => debug!(%peer, "TLS handshake timed out"),
         },
     }
 }
 
-async fn serve_http<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, permit: Slots)
+async fn serve_http<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, surface: Surface)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // The permit lives as long as the HTTP connection or the WebSocket it became.
-    let permit = Arc::new(permit);
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
-        let permit = permit.clone();
-        async move { Ok::<_, Infallible>(route(request, peer, shared, permit).await) }
+        let surface = surface.clone();
+        async move {
+            Ok::<_, Infallible>(match surface {
+                Surface::Public(permit) => route(request, peer, shared, permit).await,
+                Surface::Admin if request.uri().path().starts_with("/admin/") => {
+                    crate::admin::handle(request, peer, shared).await
+                }
+                Surface::Admin => text(StatusCode::NOT_FOUND, "not found\n"),
+            })
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -200,7 +261,10 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     // Only the path is ever logged: the query may hold a token.
     if request.uri().path().starts_with("/admin/") {
-        return crate::admin::handle(request, shared).await;
+        if shared.admin_separate {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+        return crate::admin::handle(request, peer, shared).await;
     }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),

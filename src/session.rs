@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rmpv::Value;
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Identity, MAX_TOKEN_BYTES};
 use crate::protocol::codes::{close, error};
 use crate::protocol::encoded_len;
 use crate::protocol::{
@@ -219,9 +219,7 @@ impl Session {
         if let Some(identity) = anonymous {
             session.authenticate(identity, now, &mut out);
         } else if let Some(token) = query_token {
-            session.verifying = Some(Purpose::Initial);
-            session.pending_token = Some(token.clone());
-            out.push(Effect::Verify(token));
+            session.verify(token, Purpose::Initial, &mut out);
         } else {
             out.push(Effect::Send(ServerMessage::AuthRequired { protocol_version: PROTOCOL_VERSION }));
         }
@@ -468,11 +466,7 @@ impl Session {
             Ok(ClientMessage::Auth { token: None }) => {
                 self.fail(AuthFailCode::TokenMissing, "AUTH carried no token".into(), out)
             }
-            Ok(ClientMessage::Auth { token: Some(token) }) => {
-                self.verifying = Some(Purpose::Initial);
-                self.pending_token = Some(token.clone());
-                out.push(Effect::Verify(token));
-            }
+            Ok(ClientMessage::Auth { token: Some(token) }) => self.verify(token, Purpose::Initial, out),
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
             Ok(_) => self.fail(AuthFailCode::NotAuthenticated, "authenticate with AUTH first".into(), out),
         }
@@ -498,11 +492,7 @@ impl Session {
             Ok(ClientMessage::Auth { token: None }) => {
                 self.fail(AuthFailCode::TokenMissing, "AUTH carried no token".into(), out)
             }
-            Ok(ClientMessage::Auth { token: Some(token) }) => {
-                self.verifying = Some(Purpose::Refresh);
-                self.pending_token = Some(token.clone());
-                out.push(Effect::Verify(token));
-            }
+            Ok(ClientMessage::Auth { token: Some(token) }) => self.verify(token, Purpose::Refresh, out),
             Ok(ClientMessage::Ping { id }) => out.push(Effect::Send(ServerMessage::Pong { id })),
             Ok(request) => {
                 let config = self.config;
@@ -511,6 +501,18 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Asks the driver to verify `token`, unless it is over the size any auth
+    /// mode accepts: such a token never reaches a verifier or an identity provider.
+    fn verify(&mut self, token: String, purpose: Purpose, out: &mut Vec<Effect>) {
+        if token.len() > MAX_TOKEN_BYTES {
+            let message = format!("the token is longer than {MAX_TOKEN_BYTES} bytes");
+            return self.fail(AuthFailCode::TokenMalformed, message, out);
+        }
+        self.verifying = Some(purpose);
+        self.pending_token = Some(token.clone());
+        out.push(Effect::Verify(token));
     }
 
     fn authenticate(&mut self, identity: Identity, now: u64, out: &mut Vec<Effect>) {

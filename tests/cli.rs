@@ -61,6 +61,77 @@ fn bad_configuration_is_one_clear_line_and_a_non_zero_exit() {
     assert!(refuses(&["--jwt-secret", SECRET, "--jwt-previous-secret", "old"]).contains("--jwt-previous-secret-until"));
 }
 
+/// The second security pass, as seen from the command line.
+#[test]
+fn security_settings_are_refused_with_one_line() {
+    let introspect = ["--auth", "introspect", "--introspect-url", "http://127.0.0.1:1/x", "--introspect-token", "t"];
+    for env in ["Production", "PRODUCTION", " production "] {
+        let args = [&introspect[..], &["--introspect-fail-open", "--env", env]].concat();
+        assert!(refuses(&args).contains("production"), "--env {env:?} must count as production");
+    }
+    let two_jwks = ["--jwks-url", "http://127.0.0.1:1/a", "--jwks-url", "http://127.0.0.1:1/b"];
+    assert!(refuses(&two_jwks).contains("[[issuers]]"), "several unbound key sources stop start-up");
+    let secret_and_jwks = ["--jwt-secret", SECRET, "--jwks-url", "http://127.0.0.1:1/a"];
+    assert!(refuses(&secret_and_jwks).contains("[[issuers]]"));
+    let unpinned = ["--jwks-url", "http://127.0.0.1:1/a", "--env", "production"];
+    assert!(refuses(&unpinned).contains("--jwt-audience"), "JWKS without audience/issuer in production");
+    assert!(refuses(&["--jwt-secret", SECRET, "--admin-token", "x"]).contains("32 bytes"));
+    assert!(refuses(&["--jwt-secret", SECRET, "--admin-listen", "127.0.0.1:0"]).contains("--admin-token"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("issuers.toml");
+    std::fs::write(&config, "jwt-secret = \"x\"\n[[issuers]]\nissuer = \"https://a\"\njwt_secret = \"s\"\n").unwrap();
+    assert!(refuses(&["--config", config.to_str().unwrap()]).contains("[[issuers]]"), "flat keys beside tables");
+    std::fs::write(&config, "[[issuers]]\nissuer = \"https://a\"\n").unwrap();
+    assert!(refuses(&["--config", config.to_str().unwrap()]).contains("needs jwks-url"));
+}
+
+/// `[[issuers]]` tables in the --config file bind each secret to its issuer.
+#[tokio::test]
+async fn issuer_tables_from_the_config_file_bind_keys_to_issuers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("issuers.toml");
+    let (a, b) = ("secret-of-provider-a-0123456789abcdef", "secret-of-provider-b-0123456789abcdef");
+    std::fs::write(
+        &config,
+        format!(
+            "[[issuers]]\nissuer = \"https://a.example\"\njwt-secret = \"{a}\"\naudience = \"syncgate\"\n\
+             [[issuers]]\nissuer = \"https://b.example\"\njwt_secret = \"{b}\"\n"
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_server(&["--config", config.to_str().unwrap()], &[]);
+    let key = |secret: &str| jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let claims = |iss: &str, aud: &str| serde_json::json!({"sub": "u", "iss": iss, "aud": aud, "exp": now() + 600});
+    let good = sign(jsonwebtoken::Algorithm::HS256, &key(a), &claims("https://a.example", "syncgate"));
+    RawWs::authed(addr, &good).await;
+    let crossed = sign(jsonwebtoken::Algorithm::HS256, &key(a), &claims("https://b.example", "x"));
+    assert_eq!(RawWs::refused(addr, &crossed).await.0, "token_invalid");
+    let wrong_aud = sign(jsonwebtoken::Algorithm::HS256, &key(a), &claims("https://a.example", "other"));
+    assert_eq!(RawWs::refused(addr, &wrong_aud).await.0, "audience_mismatch");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+/// A `sub` holding a newline cannot forge a log line.
+#[tokio::test]
+async fn claims_in_log_lines_cannot_forge_lines() {
+    let (mut child, addr, log) = spawn_server_with_log(&["--jwt-secret", SECRET], &[]);
+    let forged = "mallory\n2026-12-01T00:00:00Z  INFO authenticated sub=admin";
+    RawWs::authed(addr, &hs256(serde_json::json!({"sub": forged, "exp": now() + 600}))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = log.recv_timeout(left).expect("no authenticated line");
+        assert!(!line.starts_with("2026-12-01T00:00:00Z"), "a forged line: {line:?}");
+        if line.contains("authenticated") {
+            break line;
+        }
+    };
+    assert!(line.contains(r"mallory\n2026"), "the newline is escaped: {line:?}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 #[tokio::test]
 async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
     use syncgate::protocol::ClientMessage;

@@ -16,7 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use syncgate::ServerConfig;
 use syncgate::auth::{
-    Authenticator, IntrospectSettings, Introspector, JwksPolicy, JwksSource, JwtKey, JwtSettings, JwtVerifier,
+    Authenticator, IntrospectSettings, IntrospectShape, Introspector, JwksPolicy, JwksSource, JwtKey, JwtSettings,
+    JwtVerifier,
 };
 use syncgate::http_client::HttpClient;
 use syncgate::protocol::ServerMessage;
@@ -135,12 +136,10 @@ async fn provider_shaped_key_sets_verify_their_tokens() {
             "supabase",
             vec![
                 jwk("ec256", json!({"kid": "sb-ec", "alg": "ES256", "use": "sig", "key_ops": ["verify"], "ext": true})),
+                // A secret published in a key set is public: it must never verify anything.
                 json!({"kty": "oct", "kid": "sb-hs", "alg": "HS256", "k": b64(secret)}),
             ],
-            vec![
-                (Algorithm::ES256, "sb-ec", EncodingKey::from_ec_pem(&fixture("ec256_private.pem")).unwrap()),
-                (Algorithm::HS256, "sb-hs", EncodingKey::from_secret(secret)),
-            ],
+            vec![(Algorithm::ES256, "sb-ec", EncodingKey::from_ec_pem(&fixture("ec256_private.pem")).unwrap())],
         ),
         (
             "auth0",
@@ -173,12 +172,23 @@ async fn provider_shaped_key_sets_verify_their_tokens() {
 }
 
 fn introspector(idp: &Idp, ttl: Duration, timeout: Duration, form: bool) -> Arc<Introspector> {
+    introspector_of_shape(idp, ttl, timeout, form, IntrospectShape::Rfc7662)
+}
+
+fn introspector_of_shape(
+    idp: &Idp,
+    ttl: Duration,
+    timeout: Duration,
+    form: bool,
+    shape: IntrospectShape,
+) -> Arc<Introspector> {
     let settings = IntrospectSettings {
         url: idp.introspect_url(),
         bearer: "internal-admin-token".into(),
         cache_ttl: ttl,
         cache_max_entries: 1000,
         form,
+        shape,
         fail_open: false,
         leeway_secs: 0,
     };
@@ -191,7 +201,9 @@ async fn introspection_accepts_maps_claims_and_refuses_inactive_tokens() {
     idp.answer("opaque-good", json!({"userId": "u1", "orgId": "acme", "role": "editor"}));
     idp.answer("rfc-good", json!({"active": true, "sub": "u2", "exp": now() + 600, "scope": "read"}));
     idp.answer("revoked", json!({"active": false}));
-    let config = server_config(introspector(&idp, Duration::from_secs(30), Duration::from_secs(2), false));
+    let user_shape = IntrospectShape::User;
+    let config =
+        server_config(introspector_of_shape(&idp, Duration::from_secs(30), Duration::from_secs(2), false, user_shape));
     config.policy.replace(syncgate::rules::Policy::with_rules(
         syncgate::rules::RuleSet::parse(
             "[[rules]]\nroles=[\"editor\"]\nresource=\"orgs/{orgId}/**\"\nactions=[\"read\"]\n",
@@ -210,6 +222,11 @@ async fn introspection_accepts_maps_claims_and_refuses_inactive_tokens() {
     assert_eq!(ws.msg().await, ServerMessage::Ok { id: 1 }, "{{orgId}} from the introspection answer");
     assert_eq!(idp.state.last_authorization.lock().unwrap().as_deref(), Some("Bearer internal-admin-token"));
     assert_eq!(idp.state.last_body.lock().unwrap().as_str(), r#"{"token":"opaque-good"}"#);
+    server.stop().await;
+    // The RFC 7662 shape (the default) for the rest.
+    let server =
+        TestServer::start(server_config(introspector(&idp, Duration::from_secs(30), Duration::from_secs(2), false)))
+            .await;
     RawWs::authed(server.addr, "rfc-good").await;
     assert_eq!(RawWs::refused(server.addr, "revoked").await, ("token_invalid".into(), 4001));
     assert_eq!(RawWs::refused(server.addr, "unknown").await, ("token_invalid".into(), 4001));

@@ -1,13 +1,21 @@
 //! Mode `introspect`: the operator's API decides, per token.
 //!
 //! The token is POSTed to the introspection endpoint (JSON `{"token": …}`, or
-//! RFC 7662 form encoding) with a bearer credential. RFC 7662 answers
-//! (`active`, `sub`, `exp`, `scope`, …) and the `{userId, orgId, role}` shape
-//! are both understood; every string or integer field becomes a claim usable
-//! in rules (`{orgId}`). Successful answers are cached in memory, keyed by
-//! the SHA-256 of the token, for the cache TTL; concurrent checks of one token
-//! share one request. Fail closed: a timeout, a network error or a 5xx is
-//! `introspection_unavailable`.
+//! RFC 7662 form encoding) with a bearer credential. The operator picks the
+//! answer's shape ([`IntrospectShape`]): RFC 7662 (`active`, `sub`, `exp`,
+//! `scope`, …; only a boolean `active: true` admits) or the `{userId, orgId,
+//! role}` answer of the Formula sync server. Only a clear yes authenticates:
+//! every other answer refuses. Every string or integer field becomes a claim
+//! usable in rules (`{orgId}`). Successful answers are cached in memory, keyed
+//! by the SHA-256 of the token, for the cache TTL; concurrent checks of one
+//! token share one request.
+//!
+//! | the endpoint answers | the token is |
+//! | --- | --- |
+//! | 2xx with a clear yes | accepted |
+//! | 2xx with anything else, 401, 403, other 4xx | `token_invalid` (or `claim_missing`, `token_expired`): the client's failure, counted |
+//! | timeout, connection error, 5xx | `introspection_unavailable`: an outage (fail-open may apply) |
+//! | 2xx that is not a JSON object, 1xx, 3xx | `introspection_unavailable`, never fail-open |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +32,16 @@ use super::{AuthError, Authenticator, Identity, VerifyFuture, string_claims};
 use crate::http_client::HttpClient;
 use crate::protocol::AuthFailCode;
 
+/// Which answer shape the introspection endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IntrospectShape {
+    /// RFC 7662: a boolean `active: true` and a `sub` admit (`--introspect-shape rfc7662`, the default).
+    #[default]
+    Rfc7662,
+    /// `{userId, orgId, role}`: a non-empty `userId` and no `error` field admit (`--introspect-shape user`).
+    User,
+}
+
 /// How to reach and trust the introspection endpoint.
 #[derive(Debug, Clone)]
 pub struct IntrospectSettings {
@@ -37,6 +55,8 @@ pub struct IntrospectSettings {
     pub cache_max_entries: usize,
     /// Send `token=…` form-encoded (RFC 7662) instead of JSON.
     pub form: bool,
+    /// The shape of the endpoint's answers.
+    pub shape: IntrospectShape,
     /// On unavailability, accept the token's own (unverified) claims. Development only.
     pub fail_open: bool,
     /// Clock-skew allowance for a returned `exp`.
@@ -113,31 +133,27 @@ impl Introspector {
             tracing::warn!(reason = %why, "token introspection unavailable");
             AuthError::new(AuthFailCode::IntrospectionUnavailable, "the token could not be checked right now")
         };
+        // Fail-open (development only) covers outages, never an answer that refuses.
+        let outage = |why: String| self.fail_open(token, now).ok_or_else(|| unavailable(why));
         let response = match self.http.post(&self.settings.url, content_type, Some(&self.settings.bearer), body).await {
             Ok(r) => r,
-            Err(e) => return self.fail_open(token, now).ok_or_else(|| unavailable(e.0)),
+            Err(e) => return outage(e.0),
         };
         match response.status {
-            200 => {}
-            401 | 403 => {
-                tracing::error!(
-                    status = response.status,
-                    "the introspection endpoint refused syncgate's credential (--introspect-token)"
-                );
-                return self.fail_open(token, now).ok_or_else(|| unavailable(format!("status {}", response.status)));
-            }
-            s if s >= 500 => return self.fail_open(token, now).ok_or_else(|| unavailable(format!("status {s}"))),
-            s => {
+            200..=299 => {}
+            s @ 400..=499 => {
                 return Err(AuthError::new(
                     AuthFailCode::TokenInvalid,
                     format!("the identity provider refused the token (status {s})"),
                 ));
             }
+            s @ 500.. => return outage(format!("status {s}")),
+            s => return Err(unavailable(format!("unexpected status {s}"))),
         }
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&response.body) else {
-            return self.fail_open(token, now).ok_or_else(|| unavailable("the answer is not a JSON object".into()));
+            return Err(unavailable("the answer is not a JSON object".into()));
         };
-        identity_from_answer(fields, now, self.settings.leeway_secs)
+        identity_from_answer(fields, self.settings.shape, now, self.settings.leeway_secs)
     }
 
     /// Development escape hatch: the token's own claims, unverified.
@@ -149,7 +165,14 @@ impl Introspector {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&bytes) else { return None };
         tracing::warn!("introspection unavailable: accepting unverified claims (--introspect-fail-open)");
-        identity_from_answer(fields, now, self.settings.leeway_secs).ok()
+        let sub = fields.get("sub").cloned().unwrap_or(Value::Null);
+        let mut answer = fields;
+        // The unverified claims are read as the endpoint's shape would give them.
+        match self.settings.shape {
+            IntrospectShape::Rfc7662 => answer.insert("active".into(), Value::Bool(true)),
+            IntrospectShape::User => answer.insert("userId".into(), sub),
+        };
+        identity_from_answer(answer, self.settings.shape, now, self.settings.leeway_secs).ok()
     }
 }
 
@@ -172,19 +195,40 @@ fn still_valid(identity: Identity, now: u64, leeway: u64) -> Result<Identity, Au
     }
 }
 
-/// Maps an introspection answer to an identity.
-fn identity_from_answer(fields: Map<String, Value>, now: u64, leeway: u64) -> Result<Identity, AuthError> {
-    if matches!(fields.get("active"), Some(Value::Bool(false))) {
-        return Err(AuthError::new(AuthFailCode::TokenInvalid, "the token is not active"));
+/// Maps an introspection answer to an identity: only a clear yes of the
+/// configured shape admits.
+fn identity_from_answer(
+    fields: Map<String, Value>,
+    shape: IntrospectShape,
+    now: u64,
+    leeway: u64,
+) -> Result<Identity, AuthError> {
+    let refused = |why: &str| AuthError::new(AuthFailCode::TokenInvalid, why);
+    if fields.contains_key("error") {
+        return Err(refused("the identity provider answered with an error"));
     }
-    let sub = ["sub", "userId", "user_id"]
-        .iter()
-        .find_map(|name| match fields.get(*name) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
-        .ok_or_else(|| AuthError::new(AuthFailCode::ClaimMissing, "the introspection answer has no sub or userId"))?;
+    let active = fields.get("active");
+    let subject_field = match shape {
+        IntrospectShape::Rfc7662 if active != Some(&Value::Bool(true)) => {
+            return Err(refused("the token is not active"));
+        }
+        IntrospectShape::Rfc7662 => "sub",
+        // The user shape has no `active`; one that is present must still say yes.
+        IntrospectShape::User if active.is_some_and(|a| a != &Value::Bool(true)) => {
+            return Err(refused("the token is not active"));
+        }
+        IntrospectShape::User => "userId",
+    };
+    let sub = match fields.get(subject_field) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(AuthError::new(
+                AuthFailCode::ClaimMissing,
+                format!("the introspection answer has no `{subject_field}`"),
+            ));
+        }
+    };
     let roles = match (fields.get("roles"), fields.get("role")) {
         (Some(Value::Array(items)), _) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         (_, Some(Value::String(role))) => vec![role.clone()],
@@ -195,7 +239,7 @@ fn identity_from_answer(fields: Map<String, Value>, now: u64, leeway: u64) -> Re
     let jti = fields.get("jti").and_then(Value::as_str).map(str::to_string);
     let mut claims = string_claims(fields);
     claims.insert("sub".into(), sub.clone());
-    let identity = Identity { sub, roles, expires_at, claims, jti, issued_at };
+    let identity = Identity { sub, roles, expires_at, claims, jti, issued_at, ..Identity::new("", Vec::new()) };
     still_valid(identity, now, leeway)
 }
 
@@ -204,25 +248,50 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn answer(v: Value) -> Result<Identity, AuthError> {
+    fn answer(shape: IntrospectShape, v: Value) -> Result<Identity, AuthError> {
         let Value::Object(fields) = v else { panic!() };
-        identity_from_answer(fields, 1000, 0)
+        identity_from_answer(fields, shape, 1000, 0)
     }
 
     #[test]
-    fn both_answer_shapes_map_to_identities() {
-        let rfc = answer(json!({"active": true, "sub": "u1", "exp": 2000, "scope": "read write", "roles": ["user"]}))
-            .unwrap();
+    fn only_a_clear_yes_of_the_configured_shape_admits() {
+        use IntrospectShape::{Rfc7662, User};
+        let rfc = answer(
+            Rfc7662,
+            json!({"active": true, "sub": "u1", "exp": 2000, "scope": "read write", "roles": ["user"]}),
+        )
+        .unwrap();
         assert_eq!(
             (rfc.sub.as_str(), rfc.roles.as_slice(), rfc.expires_at),
             ("u1", &["user".to_string()][..], Some(2000))
         );
         assert_eq!(rfc.claims["scope"], "read write");
-        let formula = answer(json!({"userId": "u2", "orgId": "acme", "role": "editor"})).unwrap();
+        let formula = answer(User, json!({"userId": "u2", "orgId": "acme", "role": "editor"})).unwrap();
         assert_eq!((formula.sub.as_str(), formula.roles.as_slice()), ("u2", &["editor".to_string()][..]));
         assert_eq!(formula.claims["orgId"], "acme");
-        assert_eq!(answer(json!({"active": false})).unwrap_err().code, AuthFailCode::TokenInvalid);
-        assert_eq!(answer(json!({"active": true})).unwrap_err().code, AuthFailCode::ClaimMissing);
-        assert_eq!(answer(json!({"sub": "u", "exp": 999})).unwrap_err().code, AuthFailCode::TokenExpired);
+        for (shape, refused) in [
+            (Rfc7662, json!({"active": false})),
+            (Rfc7662, json!({"sub": "victim", "role": "admin"})),
+            (Rfc7662, json!({"active": "false", "sub": "victim"})),
+            (Rfc7662, json!({"active": "true", "sub": "victim"})),
+            (Rfc7662, json!({"active": 1, "sub": "victim"})),
+            (Rfc7662, json!({"error": "invalid_token", "user_id": "victim"})),
+            (Rfc7662, json!({"userId": "victim", "role": "admin"})),
+            (User, json!({"error": "invalid_token", "userId": "victim"})),
+            (User, json!({"active": false, "userId": "victim"})),
+            (User, json!({"sub": "victim"})),
+            (User, json!({"user_id": "victim"})),
+        ] {
+            let code = answer(shape, refused.clone()).map(|i| i.sub).unwrap_err().code;
+            assert!(
+                matches!(code, AuthFailCode::TokenInvalid | AuthFailCode::ClaimMissing),
+                "{shape:?} {refused} gave {code}"
+            );
+        }
+        assert_eq!(answer(Rfc7662, json!({"active": true})).unwrap_err().code, AuthFailCode::ClaimMissing);
+        assert_eq!(
+            answer(Rfc7662, json!({"active": true, "sub": "u", "exp": 999})).unwrap_err().code,
+            AuthFailCode::TokenExpired
+        );
     }
 }

@@ -204,21 +204,25 @@ fn parse_set(body: &[u8]) -> Result<KeySet, HttpError> {
 }
 
 /// A key and the algorithms it may verify: the JWK's `alg` when given (and
-/// consistent with its type), else what its type implies. A symmetric key is
-/// only used when its `alg` says so.
+/// consistent with its type), else what its type implies. A symmetric (`oct`)
+/// key is never used: a key set is a public document, so a secret published in
+/// it would let anyone sign tokens.
 fn entry(jwk: &Jwk) -> Option<Entry> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
         return None;
     }
+    if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+        tracing::warn!(kid = ?jwk.common.key_id, "ignoring a symmetric (oct) key published in a JWKS");
+        return None;
+    }
     let implied: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => super::jwt::rsa_algorithms(),
+        AlgorithmParameters::RSA(_) => super::keys::rsa_algorithms(),
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
             EllipticCurve::P384 => vec![Algorithm::ES384],
             _ => return None,
         },
         AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
-        AlgorithmParameters::OctetKey(_) => vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
         _ => return None,
     };
     let declared = match jwk.common.key_algorithm {
@@ -242,7 +246,6 @@ fn entry(jwk: &Jwk) -> Option<Entry> {
     let algorithms = match declared {
         Some(alg) if implied.contains(&alg) => vec![alg],
         Some(_) => return None,
-        None if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) => return None,
         None => implied,
     };
     let key = DecodingKey::from_jwk(jwk).ok()?;
@@ -264,11 +267,10 @@ mod tests {
             {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
         ]});
         let set = parse_set(body.to_string().as_bytes()).unwrap();
-        assert_eq!(set.by_kid.keys().collect::<Vec<_>>(), [&"h1".to_string()]);
-        assert_eq!(set.by_kid["h1"].algorithms, [Algorithm::HS256]);
+        assert!(set.by_kid.is_empty(), "oct keys are never used, RSA for encryption neither");
         assert_eq!(set.unnamed.len(), 1);
         assert_eq!(set.unnamed[0].algorithms, [Algorithm::EdDSA]);
-        assert!(lookup(&set, Some("h1"), Algorithm::HS512).is_empty(), "the JWK's alg is binding");
+        assert!(lookup(&set, None, Algorithm::ES256).is_empty(), "the key's type fixes its algorithms");
         assert!(parse_set(b"{}").is_err());
     }
 }

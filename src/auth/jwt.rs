@@ -1,39 +1,37 @@
 //! Mode `jwt`: short-lived JSON Web Tokens verified against configured keys.
 //!
 //! jsonwebtoken checks the signature, the algorithm, `aud`, `iss` and the
-//! presence of `exp`/`sub`; `exp` and `nbf` are compared here against the
-//! `now` passed in, so that expiry is deterministic under test. The accepted
-//! algorithms follow from each key alone: an HMAC secret accepts HS*, an RSA
-//! PEM RS*/PS*, an EC PEM exactly its curve's ES*, an Ed25519 PEM EdDSA, a
-//! JWKS key its declared (or implied) `alg`. A PEM key is never usable as an
-//! HMAC secret and `alg: none` never passes.
+//! presence of `exp`/`sub`; `exp` and `nbf` are compared against the `now`
+//! passed in ([`super::claims`]), so that expiry is deterministic under test.
+//! The accepted algorithms follow from each key alone ([`super::keys`]): an
+//! HMAC secret accepts HS*, an RSA PEM RS*/PS*, an EC PEM exactly its curve's
+//! ES*, an Ed25519 PEM EdDSA, a JWKS key its declared (or implied) `alg`. A
+//! PEM key is never usable as an HMAC secret and `alg: none` never passes.
 //!
-//! Keys form a ring: the current HMAC secret, a previous one valid until a
-//! configured time (rotation), PEM public keys and JWKS endpoints. The token's
-//! `alg` (and `kid`, for JWKS) select the candidate keys.
+//! Keys are grouped by issuer. With one key source the flat settings apply
+//! (`--jwt-secret` and a previous secret during a rotation count as one
+//! source). With several, each source is bound to its issuer
+//! ([`IssuerSettings`], the `[[issuers]]` tables): a token's `iss` picks its
+//! binding, and only that binding's keys, audience and role claims apply, so
+//! a token signed by one provider can never pass as another's. An unbound
+//! configuration of several sources is refused when the verifier is built.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use rustls_pki_types::SubjectPublicKeyInfoDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Map, Value};
-use spki::ObjectIdentifier;
 
-use std::sync::Arc;
-
+use super::claims::identity_from_claims;
 use super::jwks::JwksSource;
-use super::{AuthError, Authenticator, Identity, VerifyFuture, string_claims};
+use super::keys::{HMAC_ALGORITHMS, public_key};
+use super::{AuthError, Authenticator, Identity, VerifyFuture};
 use crate::protocol::AuthFailCode;
 
-/// Longest token accepted before any parsing (bigger ones are `token_malformed`).
+/// Longest token accepted before any parsing (bigger ones are `token_malformed`), in every auth mode.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// A verification key, as configured.
 #[derive(Clone)]
@@ -67,11 +65,11 @@ impl std::fmt::Debug for JwtKey {
 /// Everything that decides whether a JWT is accepted.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
-    /// The keys; each fixes the algorithms it accepts.
+    /// The keys of a single key source (flat configuration); each fixes the algorithms it accepts.
     pub keys: Vec<JwtKey>,
-    /// Accepted `aud` values; empty means `aud` is not checked.
+    /// Accepted `aud` values for the flat keys; empty means `aud` is not checked.
     pub audience: Vec<String>,
-    /// Accepted `iss` values; empty means `iss` is not checked.
+    /// Accepted `iss` values for the flat keys; empty means `iss` is not checked.
     pub issuer: Vec<String>,
     /// Clock-skew allowance for `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -79,6 +77,9 @@ pub struct JwtSettings {
     pub roles_claim: String,
     /// Claim holding a single role string, used when the roles claim is absent.
     pub role_claim: String,
+    /// Key sources bound to their issuers (`[[issuers]]`). When given, the
+    /// flat `keys`, `audience` and `issuer` must be empty.
+    pub issuers: Vec<IssuerSettings>,
 }
 
 impl JwtSettings {
@@ -91,16 +92,46 @@ impl JwtSettings {
             leeway_secs: 30,
             roles_claim: "roles".into(),
             role_claim: "role".into(),
+            issuers: Vec::new(),
         }
+    }
+
+    /// Settings where every key source is bound to its issuer.
+    pub fn bound(issuers: Vec<IssuerSettings>) -> Self {
+        Self { keys: Vec::new(), issuers, ..Self::new(JwtKey::Secret(Vec::new())) }
+    }
+}
+
+/// One issuer and the only keys, audience and role claims its tokens are checked with.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// The exact `iss` of this provider's tokens.
+    pub issuer: String,
+    /// Its keys (a JWKS endpoint, a PEM key, an HMAC secret, or several of them).
+    pub keys: Vec<JwtKey>,
+    /// Accepted `aud` values; empty means `aud` is not checked.
+    pub audience: Vec<String>,
+    /// Claim holding the roles array; the flat setting when absent.
+    pub roles_claim: Option<String>,
+    /// Claim holding a single role; the flat setting when absent.
+    pub role_claim: Option<String>,
+    /// What `{iss}` stands for in rules (one path segment); the issuer itself when absent.
+    pub name: Option<String>,
+}
+
+impl IssuerSettings {
+    /// An issuer with its keys and no audience.
+    pub fn new(issuer: impl Into<String>, keys: Vec<JwtKey>) -> Self {
+        Self { issuer: issuer.into(), keys, audience: Vec::new(), roles_claim: None, role_claim: None, name: None }
     }
 }
 
 /// A configuration error found while building a verifier.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct KeyError(String);
+pub struct KeyError(pub(crate) String);
 
-/// A static key of the ring.
+/// A static key of a binding.
 struct StaticKey {
     key: DecodingKey,
     algorithms: Vec<Algorithm>,
@@ -108,34 +139,162 @@ struct StaticKey {
     until: Option<u64>,
 }
 
-/// Verifies JWTs against a ring of configured keys.
-pub struct JwtVerifier {
+/// The keys and checks of one issuer (or of the flat configuration).
+struct Binding {
+    /// What `{iss}` stands for in rules (bound issuers only).
+    label: Option<String>,
     statics: Vec<StaticKey>,
     jwks: Vec<Arc<JwksSource>>,
     /// One validation per algorithm, built once.
     validations: Vec<(Algorithm, Validation)>,
-    leeway_secs: u64,
     roles_claim: Vec<String>,
     role_claim: String,
 }
 
+/// How a token finds its binding.
+enum Bindings {
+    /// One key source: every token is checked against it.
+    Flat(Binding),
+    /// Several sources: the token's `iss` picks exactly one.
+    ByIssuer(HashMap<String, Binding>),
+}
+
+/// Verifies JWTs against the configured keys.
+pub struct JwtVerifier {
+    bindings: Bindings,
+    leeway_secs: u64,
+}
+
 impl JwtVerifier {
-    /// Builds a verifier; a PEM that does not parse or a key type that is not
-    /// supported is an error naming the problem.
+    /// Builds a verifier; a PEM that does not parse, a key type that is not
+    /// supported, or several unbound key sources is an error naming the problem.
     pub fn new(settings: JwtSettings) -> Result<Self, KeyError> {
-        if settings.keys.is_empty() {
-            return Err(KeyError("no JWT key configured".into()));
+        let JwtSettings { keys, audience, issuer, leeway_secs, roles_claim, role_claim, issuers } = settings;
+        let bindings = if issuers.is_empty() {
+            if keys.is_empty() {
+                return Err(KeyError("no JWT key configured".into()));
+            }
+            let sources = key_sources(&keys);
+            if sources > 1 {
+                return Err(KeyError(format!(
+                    "{sources} JWT key sources are configured but not bound to their issuers: give each its own \
+                     [[issuers]] table (issuer, and jwks-url, jwt-public-key or jwt-secret) in the --config file"
+                )));
+            }
+            Bindings::Flat(Binding::new(&keys, &audience, &issuer, &roles_claim, &role_claim, None)?)
+        } else {
+            if !keys.is_empty() || !audience.is_empty() || !issuer.is_empty() {
+                return Err(KeyError(
+                    "with [[issuers]] tables, every key, audience and issuer belongs in a table (not in the \
+                     --jwt-secret, --jwt-public-key, --jwks-url, --jwt-audience or --jwt-issuer flags)"
+                        .into(),
+                ));
+            }
+            let mut map = HashMap::new();
+            for table in issuers {
+                if table.issuer.is_empty() {
+                    return Err(KeyError("an [[issuers]] table has an empty issuer".into()));
+                }
+                if table.keys.is_empty() {
+                    return Err(KeyError(format!("[[issuers]] {:?} has no key", table.issuer)));
+                }
+                let roles = table.roles_claim.as_deref().unwrap_or(&roles_claim);
+                let role = table.role_claim.as_deref().unwrap_or(&role_claim);
+                let label = table.name.clone().unwrap_or_else(|| table.issuer.clone());
+                let issuer = std::slice::from_ref(&table.issuer);
+                let binding = Binding::new(&table.keys, &table.audience, issuer, roles, role, Some(label))
+                    .map_err(|KeyError(e)| KeyError(format!("[[issuers]] {:?}: {e}", table.issuer)))?;
+                if map.insert(table.issuer.clone(), binding).is_some() {
+                    return Err(KeyError(format!("[[issuers]] {:?} is given twice", table.issuer)));
+                }
+            }
+            Bindings::ByIssuer(map)
+        };
+        Ok(Self { bindings, leeway_secs })
+    }
+
+    /// The algorithms the static keys accept (JWKS keys add theirs when fetched).
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        let mut all: Vec<Algorithm> =
+            self.all_bindings().flat_map(|b| b.statics.iter().flat_map(|k| k.algorithms.iter().copied())).collect();
+        all.dedup();
+        all
+    }
+
+    fn all_bindings(&self) -> Box<dyn Iterator<Item = &Binding> + '_> {
+        match &self.bindings {
+            Bindings::Flat(binding) => Box::new(std::iter::once(binding)),
+            Bindings::ByIssuer(map) => Box::new(map.values()),
         }
+    }
+
+    /// Verifies a token against the static keys of its binding as of `now` (Unix seconds).
+    pub fn check(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let header = peek_header(token)?;
+        let binding = self.binding(token)?;
+        let candidates: Vec<DecodingKey> = binding.static_candidates(header.alg, now).cloned().collect();
+        binding.try_keys(token, header.alg, &candidates, now, self.leeway_secs)
+    }
+
+    /// Verifies a token against every key of its binding, fetching JWKS keys as needed.
+    pub async fn verify_token(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
+        let header = peek_header(token)?;
+        let binding = self.binding(token)?;
+        let mut candidates: Vec<DecodingKey> = binding.static_candidates(header.alg, now).cloned().collect();
+        for source in &binding.jwks {
+            candidates.extend(source.keys_for(header.kid.as_deref(), header.alg).await);
+        }
+        binding.try_keys(token, header.alg, &candidates, now, self.leeway_secs)
+    }
+
+    /// The binding that decides this token: the only one, or its issuer's.
+    fn binding(&self, token: &str) -> Result<&Binding, AuthError> {
+        match &self.bindings {
+            Bindings::Flat(binding) => Ok(binding),
+            Bindings::ByIssuer(map) => {
+                // Read unverified, only to pick the keys; the binding's validation then requires this `iss`.
+                let iss = peek_issuer(token)?;
+                map.get(&iss).ok_or_else(|| {
+                    AuthError::new(
+                        AuthFailCode::IssuerMismatch,
+                        "the token's issuer is not one of the configured issuers",
+                    )
+                })
+            }
+        }
+    }
+
+    fn has_jwks(&self) -> bool {
+        self.all_bindings().any(|b| !b.jwks.is_empty())
+    }
+}
+
+/// How many independent key sources `keys` holds: the HMAC secrets count as
+/// one (a rotation), every PEM key and JWKS endpoint as one each.
+fn key_sources(keys: &[JwtKey]) -> usize {
+    let hmac = keys.iter().any(|k| matches!(k, JwtKey::Secret(_) | JwtKey::PreviousSecret { .. }));
+    usize::from(hmac) + keys.iter().filter(|k| matches!(k, JwtKey::PublicKeyPem(_) | JwtKey::Jwks(_))).count()
+}
+
+impl Binding {
+    fn new(
+        keys: &[JwtKey],
+        audience: &[String],
+        issuer: &[String],
+        roles_claim: &str,
+        role_claim: &str,
+        label: Option<String>,
+    ) -> Result<Self, KeyError> {
         let mut statics = Vec::new();
         let mut jwks = Vec::new();
-        for key in &settings.keys {
+        for key in keys {
             match key {
                 JwtKey::Secret(secret) | JwtKey::PreviousSecret { secret, .. } => {
                     if secret.is_empty() {
                         return Err(KeyError("the JWT secret is empty".into()));
                     }
                     let until = if let JwtKey::PreviousSecret { until, .. } = key { Some(*until) } else { None };
-                    let algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+                    let algorithms = HMAC_ALGORITHMS.to_vec();
                     statics.push(StaticKey { key: DecodingKey::from_secret(secret), algorithms, until });
                 }
                 JwtKey::PublicKeyPem(pem) => {
@@ -145,88 +304,14 @@ impl JwtVerifier {
                 JwtKey::Jwks(source) => jwks.push(source.clone()),
             }
         }
-        // A configured audience or issuer must also be present: jsonwebtoken
-        // alone only rejects a token whose aud/iss is present and wrong.
-        let mut required = vec!["exp", "sub"];
-        if !settings.audience.is_empty() {
-            required.push("aud");
-        }
-        if !settings.issuer.is_empty() {
-            required.push("iss");
-        }
-        let all = [
-            Algorithm::HS256,
-            Algorithm::HS384,
-            Algorithm::HS512,
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-            Algorithm::ES256,
-            Algorithm::ES384,
-            Algorithm::EdDSA,
-        ];
-        let validations = all
-            .into_iter()
-            .map(|alg| {
-                let mut validation = Validation::new(alg);
-                validation.set_required_spec_claims(&required);
-                // exp and nbf are checked in `identity_from_claims` against the `now` passed in.
-                validation.validate_exp = false;
-                validation.validate_nbf = false;
-                validation.leeway = 0;
-                if settings.audience.is_empty() {
-                    validation.validate_aud = false;
-                } else {
-                    validation.set_audience(&settings.audience);
-                }
-                if !settings.issuer.is_empty() {
-                    validation.set_issuer(&settings.issuer);
-                }
-                (alg, validation)
-            })
-            .collect();
         Ok(Self {
+            label,
             statics,
             jwks,
-            validations,
-            leeway_secs: settings.leeway_secs,
-            roles_claim: settings.roles_claim.split('.').map(str::to_string).collect(),
-            role_claim: settings.role_claim,
+            validations: validations(audience, issuer),
+            roles_claim: roles_claim.split('.').map(str::to_string).collect(),
+            role_claim: role_claim.to_string(),
         })
-    }
-
-    /// The algorithms the static keys accept (JWKS keys add theirs when fetched).
-    pub fn algorithms(&self) -> Vec<Algorithm> {
-        let mut all: Vec<Algorithm> = self.statics.iter().flat_map(|k| k.algorithms.iter().copied()).collect();
-        all.dedup();
-        all
-    }
-
-    /// Verifies a token against the static keys as of `now` (Unix seconds).
-    pub fn check(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
-        let header = self.header(token)?;
-        let candidates: Vec<DecodingKey> = self.static_candidates(header.alg, now).cloned().collect();
-        self.try_keys(token, header.alg, &candidates, now)
-    }
-
-    /// Verifies a token against every key of the ring, fetching JWKS keys as needed.
-    pub async fn verify_token(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
-        let header = self.header(token)?;
-        let mut candidates: Vec<DecodingKey> = self.static_candidates(header.alg, now).cloned().collect();
-        for source in &self.jwks {
-            candidates.extend(source.keys_for(header.kid.as_deref(), header.alg).await);
-        }
-        self.try_keys(token, header.alg, &candidates, now)
-    }
-
-    fn header(&self, token: &str) -> Result<PeekedHeader, AuthError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::new(AuthFailCode::TokenMalformed, "the token is too long"));
-        }
-        peek_header(token)
     }
 
     fn static_candidates(&self, alg: Algorithm, now: u64) -> impl Iterator<Item = &DecodingKey> {
@@ -243,6 +328,7 @@ impl JwtVerifier {
         alg: Algorithm,
         candidates: &[DecodingKey],
         now: u64,
+        leeway: u64,
     ) -> Result<Identity, AuthError> {
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(AuthError::new(AuthFailCode::TokenInvalid, format!("algorithm {alg:?} is not accepted")));
@@ -257,13 +343,10 @@ impl JwtVerifier {
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => {
-                    return identity_from_claims(
-                        data.claims,
-                        now,
-                        self.leeway_secs,
-                        &self.roles_claim,
-                        &self.role_claim,
-                    );
+                    let mut identity =
+                        identity_from_claims(data.claims, now, leeway, &self.roles_claim, &self.role_claim)?;
+                    identity.issuer = self.label.clone();
+                    return Ok(identity);
                 }
                 Err(e) => {
                     let refusal = refusal(e.kind(), token);
@@ -278,18 +361,71 @@ impl JwtVerifier {
     }
 }
 
+/// One validation per algorithm for this audience and issuer.
+fn validations(audience: &[String], issuer: &[String]) -> Vec<(Algorithm, Validation)> {
+    // A configured audience or issuer must also be present: jsonwebtoken
+    // alone only rejects a token whose aud/iss is present and wrong.
+    let mut required = vec!["exp", "sub"];
+    if !audience.is_empty() {
+        required.push("aud");
+    }
+    if !issuer.is_empty() {
+        required.push("iss");
+    }
+    let all = [
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    all.into_iter()
+        .map(|alg| {
+            let mut validation = Validation::new(alg);
+            validation.set_required_spec_claims(&required);
+            // exp and nbf are checked in `identity_from_claims` against the `now` passed in.
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.leeway = 0;
+            if audience.is_empty() {
+                validation.validate_aud = false;
+            } else {
+                validation.set_audience(audience);
+            }
+            if !issuer.is_empty() {
+                validation.set_issuer(issuer);
+            }
+            (alg, validation)
+        })
+        .collect()
+}
+
 /// What the header says, read without trusting it, to pick candidate keys.
 struct PeekedHeader {
     alg: Algorithm,
     kid: Option<String>,
 }
 
+/// Reads the header, refusing oversized tokens, unknown algorithms and any
+/// critical extension (RFC 7515 §4.1.11: this server understands none).
 fn peek_header(token: &str) -> Result<PeekedHeader, AuthError> {
     #[derive(serde::Deserialize)]
     struct Header {
         alg: String,
         #[serde(default)]
         kid: Option<String>,
+        #[serde(default)]
+        crit: Option<Value>,
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::new(AuthFailCode::TokenMalformed, "the token is too long"));
     }
     let malformed = || AuthError::new(AuthFailCode::TokenMalformed, "the token is not a well-formed JWT");
     if token.split('.').count() != 3 {
@@ -298,10 +434,28 @@ fn peek_header(token: &str) -> Result<PeekedHeader, AuthError> {
     let encoded = token.split('.').next().unwrap_or_default();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
     let header: Header = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if header.crit.is_some() {
+        return Err(AuthError::new(
+            AuthFailCode::TokenInvalid,
+            "the token names critical header extensions (crit) this server does not understand",
+        ));
+    }
     let alg = header.alg.parse::<Algorithm>().map_err(|_| {
         AuthError::new(AuthFailCode::TokenInvalid, format!("algorithm {:?} is not accepted", header.alg))
     })?;
     Ok(PeekedHeader { alg, kid: header.kid })
+}
+
+/// The token's `iss`, read without trusting it, to choose the issuer's binding.
+fn peek_issuer(token: &str) -> Result<String, AuthError> {
+    let malformed = || AuthError::new(AuthFailCode::TokenMalformed, "the token is not a well-formed JWT");
+    let encoded = token.split('.').nth(1).ok_or_else(malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&bytes) else { return Err(malformed()) };
+    match claims.get("iss") {
+        Some(Value::String(iss)) => Ok(iss.clone()),
+        _ => Err(AuthError::new(AuthFailCode::ClaimMissing, "the token has no `iss` claim naming its issuer")),
+    }
 }
 
 fn refusal(kind: &ErrorKind, token: &str) -> AuthError {
@@ -330,70 +484,11 @@ fn refusal(kind: &ErrorKind, token: &str) -> AuthError {
 
 impl Authenticator for JwtVerifier {
     fn verify<'a>(&'a self, token: &'a str, now: u64) -> VerifyFuture<'a> {
-        if self.jwks.is_empty() {
+        if !self.has_jwks() {
             Box::pin(std::future::ready(self.check(token, now)))
         } else {
             Box::pin(self.verify_token(token, now))
         }
-    }
-}
-
-/// Turns verified claims into an identity, enforcing `exp`, `nbf` and `sub`.
-pub(crate) fn identity_from_claims(
-    claims: Map<String, Value>,
-    now: u64,
-    leeway: u64,
-    roles_claim: &[String],
-    role_claim: &str,
-) -> Result<Identity, AuthError> {
-    use AuthFailCode as C;
-    let exp = numeric_claim(&claims, "exp")?
-        .ok_or_else(|| AuthError::new(C::ClaimMissing, "the token has no `exp` claim"))?;
-    if now >= exp.saturating_add(leeway) {
-        return Err(AuthError::new(C::TokenExpired, "the token has expired"));
-    }
-    if let Some(nbf) = numeric_claim(&claims, "nbf")?
-        && nbf > now.saturating_add(leeway)
-    {
-        return Err(AuthError::new(C::TokenNotYetValid, "the token is not valid yet"));
-    }
-    let sub = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
-            return Err(AuthError::new(C::ClaimMissing, "the token has no non-empty `sub` claim"));
-        }
-    };
-    let roles = roles_from_claims(&claims, roles_claim, role_claim);
-    let jti = claims.get("jti").and_then(Value::as_str).map(str::to_string);
-    let issued_at = numeric_claim(&claims, "iat").ok().flatten();
-    Ok(Identity { sub, roles, expires_at: Some(exp), claims: string_claims(claims), jti, issued_at })
-}
-
-fn roles_from_claims(claims: &Map<String, Value>, roles_path: &[String], role_claim: &str) -> Vec<String> {
-    let mut node = claims.get(roles_path.first().map(String::as_str).unwrap_or("roles"));
-    for segment in roles_path.iter().skip(1) {
-        node = node.and_then(|v| v.get(segment));
-    }
-    match node {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => match claims.get(role_claim) {
-            Some(Value::String(s)) => vec![s.clone()],
-            _ => Vec::new(),
-        },
-    }
-}
-
-/// A NumericDate claim: absent, or seconds (fractions are truncated).
-fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(v), _) => Ok(Some(v)),
-            (None, Some(f)) if f >= 0.0 && f.is_finite() => Ok(Some(f as u64)),
-            _ => Err(AuthError::new(AuthFailCode::ClaimMissing, format!("the `{name}` claim is not a valid time"))),
-        },
-        Some(_) => Err(AuthError::new(AuthFailCode::ClaimMissing, format!("the `{name}` claim is not a number"))),
     }
 }
 
@@ -406,46 +501,6 @@ fn header_alg(token: &str) -> Option<String> {
     let encoded = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
     serde_json::from_slice::<Header>(&bytes).ok().map(|h| h.alg)
-}
-
-/// Reads a PEM public key and the exact algorithms it may verify.
-fn public_key(pem: &[u8]) -> Result<(DecodingKey, Vec<Algorithm>), KeyError> {
-    let spki = match SubjectPublicKeyInfoDer::from_pem_slice(pem) {
-        Ok(der) => der,
-        Err(_) => {
-            // PKCS#1 "RSA PUBLIC KEY" files carry no algorithm identifier.
-            return DecodingKey::from_rsa_pem(pem).map(|k| (k, rsa_algorithms())).map_err(|_| {
-                KeyError("not a PEM public key (expected BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)".into())
-            });
-        }
-    };
-    let info = spki::SubjectPublicKeyInfoRef::try_from(spki.as_ref())
-        .map_err(|e| KeyError(format!("the PEM public key does not parse: {e}")))?;
-    let oid = info.algorithm.oid;
-    let invalid = |e: jsonwebtoken::errors::Error| KeyError(format!("the PEM public key does not parse: {e}"));
-    if oid == OID_RSA {
-        Ok((DecodingKey::from_rsa_pem(pem).map_err(invalid)?, rsa_algorithms()))
-    } else if oid == OID_EC {
-        let curve =
-            info.algorithm.parameters_oid().map_err(|e| KeyError(format!("EC key without a named curve: {e}")))?;
-        let alg = if curve == OID_P256 {
-            Algorithm::ES256
-        } else if curve == OID_P384 {
-            Algorithm::ES384
-        } else {
-            return Err(KeyError(format!("EC curve {curve} is not supported (use P-256 or P-384)")));
-        };
-        Ok((DecodingKey::from_ec_pem(pem).map_err(invalid)?, vec![alg]))
-    } else if oid == OID_ED25519 {
-        Ok((DecodingKey::from_ed_pem(pem).map_err(invalid)?, vec![Algorithm::EdDSA]))
-    } else {
-        Err(KeyError(format!("public key algorithm {oid} is not supported (use RSA, EC P-256/P-384 or Ed25519)")))
-    }
-}
-
-/// Every RSA signature algorithm: what an RSA key may verify.
-pub(super) fn rsa_algorithms() -> Vec<Algorithm> {
-    vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512]
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! in here. Time is passed in (`now`, Unix seconds) so verification is
 //! deterministic under test.
 
+mod claims;
 mod introspect;
 mod jwks;
 mod jwt;
+mod keys;
 mod static_token;
 
 use std::collections::BTreeMap;
@@ -16,9 +18,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use introspect::{IntrospectSettings, Introspector};
+pub use introspect::{IntrospectSettings, IntrospectShape, Introspector};
 pub use jwks::{JwksPolicy, JwksSource};
-pub use jwt::{JwtKey, JwtSettings, JwtVerifier, KeyError, MAX_TOKEN_BYTES};
+pub use jwt::{IssuerSettings, JwtKey, JwtSettings, JwtVerifier, KeyError, MAX_TOKEN_BYTES};
 pub use static_token::StaticTokenVerifier;
 
 use crate::protocol::AuthFailCode;
@@ -38,12 +40,24 @@ pub struct Identity {
     pub jti: Option<String>,
     /// The token's `iat` (Unix seconds), for revocation of tokens issued before a time.
     pub issued_at: Option<u64>,
+    /// The issuer binding that verified the token (its `name`, else its `iss`):
+    /// what `{iss}` stands for in rules. `None` outside `[[issuers]]` bindings,
+    /// where `{iss}` is the token's `iss` claim.
+    pub issuer: Option<String>,
 }
 
 impl Identity {
     /// An identity with no expiry and no extra claims.
     pub fn new(sub: impl Into<String>, roles: Vec<String>) -> Self {
-        Self { sub: sub.into(), roles, expires_at: None, claims: BTreeMap::new(), jti: None, issued_at: None }
+        Self {
+            sub: sub.into(),
+            roles,
+            expires_at: None,
+            claims: BTreeMap::new(),
+            jti: None,
+            issued_at: None,
+            issuer: None,
+        }
     }
 }
 

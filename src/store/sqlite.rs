@@ -85,12 +85,8 @@ impl SqliteStore {
     /// message if the directory is unwritable, locked by another server, or
     /// holds a database of an unknown format.
     pub fn open(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("syncgate.lock"))
+        private_dir(dir)?;
+        let lock = private_file(&dir.join("syncgate.lock"))
             .map_err(|e| err(&format!("{} is not writable", dir.display()), e))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -100,6 +96,14 @@ impl SqliteStore {
             Err(std::fs::TryLockError::Error(e)) => return Err(err(&format!("cannot lock {}", dir.display()), e)),
         }
         let path = dir.join("syncgate.db");
+        // Created owner-only before SQLite opens it: SQLite gives the WAL and
+        // shared-memory files the database file's permissions.
+        for file in ["syncgate.db", "syncgate.db-wal", "syncgate.db-shm"] {
+            let file = dir.join(file);
+            if file == path || file.exists() {
+                private_file(&file).map_err(|e| err(&format!("cannot create {}", file.display()), e))?;
+            }
+        }
         let writer = Connection::open(&path).map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
         let sync = match durability {
             Durability::Full => "FULL",
@@ -270,6 +274,37 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecor
     };
     let seq = to_u64(row.get(5)?);
     Ok(decode_value(&blob).map(|value| StoredRecord { key, value, hlc, seq }))
+}
+
+/// Creates `dir` (and its parents) if needed, owner-only (0700): records and
+/// revocations are nobody else's business on a shared machine.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    let cannot = |e| err(&format!("cannot create {}", dir.display()), e);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(cannot)?;
+        // A directory made by an older version (or by hand) is tightened too.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(cannot)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(cannot)
+}
+
+/// Opens (creating if needed) a file readable and writable by the owner only (0600).
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
 }
 
 /// A stored value: its MessagePack encoding.
@@ -455,6 +490,7 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
     let source = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
     source.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| err("configuring the backup", e))?;
+    private_file(out).map_err(|e| err(&format!("cannot create {}", out.display()), e))?;
     let mut target = Connection::open(out).map_err(|e| err(&format!("cannot create {}", out.display()), e))?;
     {
         let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| err("starting the backup", e))?;
@@ -469,7 +505,7 @@ pub fn restore(dir: &Path, from: &Path) -> Result<BackupReport, StoreError> {
     let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| err(&format!("cannot open {}", from.display()), e))?;
     verify(&source, from)?;
-    std::fs::create_dir_all(dir).map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
+    private_dir(dir)?;
     let path = dir.join("syncgate.db");
     if path.exists() {
         return Err(StoreError(format!(
@@ -477,6 +513,7 @@ pub fn restore(dir: &Path, from: &Path) -> Result<BackupReport, StoreError> {
             dir.display()
         )));
     }
+    private_file(&path).map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
     let mut target = Connection::open(&path).map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
     {
         let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| err("starting the restore", e))?;

@@ -25,6 +25,8 @@ pub struct IdpState {
     pub introspect_hits: AtomicUsize,
     /// token → introspection answer (status 200).
     pub answers: Mutex<HashMap<String, Value>>,
+    /// token → a raw answer (status, body), taking precedence over `answers`.
+    pub raw_answers: Mutex<HashMap<String, (u16, String)>>,
     /// Delay every answer by this many milliseconds.
     pub stall_ms: AtomicU64,
     /// Answer 503 to everything.
@@ -73,6 +75,11 @@ impl Idp {
 
     pub fn answer(&self, token: &str, answer: Value) {
         self.state.answers.lock().unwrap().insert(token.to_string(), answer);
+    }
+
+    /// Answers introspections of `token` with exactly this status and body.
+    pub fn answer_raw(&self, token: &str, status: u16, body: &str) {
+        self.state.raw_answers.lock().unwrap().insert(token.to_string(), (status, body.to_string()));
     }
 
     pub fn jwks_hits(&self) -> usize {
@@ -125,6 +132,10 @@ async fn answer(request: Request<Incoming>, state: Arc<IdpState>) -> Result<Resp
             } else {
                 form_urlencoded::parse(text.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
             };
+            if let Some((status, body)) = token.as_ref().and_then(|t| state.raw_answers.lock().unwrap().get(t).cloned())
+            {
+                return Ok(respond(status, body));
+            }
             let answer = token
                 .and_then(|t| state.answers.lock().unwrap().get(&t).cloned())
                 .unwrap_or(serde_json::json!({"active": false}));

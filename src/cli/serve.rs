@@ -1,148 +1,18 @@
-//! The command line: `syncgate serve` and `syncgate token`.
-//!
-//! Every `serve` flag has an environment variable (`SYNCGATE_` + the flag in
-//! upper snake case) and a key in the optional `--config` TOML file (the flag
-//! name, with `-` or `_`). Precedence: flags, then the environment, then the file.
+//! `syncgate serve`: its flags, the `--config` file, and their resolution.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Args;
 use serde::Deserialize;
 
-use crate::auth::{
-    AnonymousAuthenticator, Identity, IntrospectSettings, Introspector, JwksPolicy, JwksSource, JwtKey, JwtSettings,
-    JwtVerifier, SharedAuthenticator, StaticTokenVerifier,
-};
+use super::{AuthMode, DurabilityArg, IntrospectShapeArg, IssuerTable, Seconds, StoreKind};
 use crate::config::ServerConfig;
-use crate::devtoken::TokenSpec;
-use crate::http_client::{HttpClient, check_url};
 use crate::rules::{Policy, PolicyHandle, RuleSet};
 use crate::store::{Durability, MemoryStore, SqliteStore};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-
-/// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
-#[derive(Debug, Parser)]
-#[command(name = "syncgate", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the server.
-    Serve(Box<ServeArgs>),
-    /// Print a development HS256/384/512 token.
-    Token(TokenArgs),
-    /// Copy a (possibly live) store to a backup file.
-    Backup(BackupArgs),
-    /// Load a backup into an empty data directory.
-    Restore(RestoreArgs),
-    /// Load generators.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-/// Flags of `syncgate backup`.
-#[derive(Debug, Args)]
-pub struct BackupArgs {
-    /// The server's data directory (the server may be running).
-    #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
-    pub data_dir: PathBuf,
-    /// The backup file to create (must not exist).
-    #[arg(long)]
-    pub out: PathBuf,
-}
-
-/// Flags of `syncgate restore`.
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// An empty (or missing) data directory to restore into.
-    #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
-    pub data_dir: PathBuf,
-    /// The backup file.
-    #[arg(long, alias = "in")]
-    pub from: PathBuf,
-}
-
-/// `syncgate bench …`
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Authenticated writers sending OP_BATCHes and waiting for each OP_RESULT.
-    Ops(crate::loadgen::OpsArgs),
-}
-
-/// Which store keeps collections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// SQLite in --data-dir: durable (the default).
-    Disk,
-    /// In memory: everything is lost at exit.
-    Memory,
-}
-
-/// When an accepted write counts as committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurabilityArg {
-    /// fsync before OP_RESULT.
-    Full,
-    /// No fsync: a crash can lose acknowledged writes.
-    None,
-}
-
-/// How connections authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// No token: the network is the boundary; everyone is `anonymous`.
-    None,
-    /// One static shared token (`--token`).
-    Token,
-    /// Short-lived JWTs (`--jwt-secret`, `--jwt-public-key` or `--jwks-url`).
-    Jwt,
-    /// Token introspection against the operator's API (`--introspect-url`).
-    Introspect,
-}
-
-/// A duration given as seconds (`10`, `0.5`) or with a unit (`500ms`, `10m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
-
-impl FromStr for Seconds {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(secs) = s.trim().parse::<f64>() {
-            return Duration::try_from_secs_f64(secs).map(Seconds).map_err(|e| format!("{s:?}: {e}"));
-        }
-        humantime::parse_duration(s.trim()).map(Seconds).map_err(|e| format!("{s:?} is not a duration: {e}"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Duration::try_from_secs_f64(n).map(Seconds).map_err(serde::de::Error::custom),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 /// Flags of `syncgate serve`; the same struct reads the `--config` file.
 #[derive(Debug, Default, Args, Deserialize)]
@@ -207,6 +77,12 @@ pub struct ServeArgs {
     /// Accept unverified claims when introspection is unavailable (development only; refused in production).
     #[arg(long, env = "SYNCGATE_INTROSPECT_FAIL_OPEN", num_args = 0..=1, default_missing_value = "true")]
     pub introspect_fail_open: Option<bool>,
+    /// Shape of the introspection answers: rfc7662 (only `active: true` admits) or user (`{userId, orgId, role}`) [default: rfc7662].
+    #[arg(long, env = "SYNCGATE_INTROSPECT_SHAPE", value_enum)]
+    pub introspect_shape: Option<IntrospectShapeArg>,
+    /// Key sources bound to their issuers (`[[issuers]]` tables; --config file only).
+    #[arg(skip)]
+    pub issuers: Option<Vec<IssuerTable>>,
     /// Send the token form-encoded (RFC 7662) instead of as JSON.
     #[arg(long, env = "SYNCGATE_INTROSPECT_FORM", num_args = 0..=1, default_missing_value = "true")]
     pub introspect_form: Option<bool>,
@@ -219,7 +95,10 @@ pub struct ServeArgs {
     /// Origins allowed to open WebSockets (comma-separated); others get HTTP 403.
     #[arg(long, env = "SYNCGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
-    /// Bearer token of the admin API (/admin/*); without it the API is absent.
+    /// Serve the admin API (/admin/*) on this address only (e.g. 127.0.0.1:9090) instead of the public listener.
+    #[arg(long, env = "SYNCGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token of the admin API (/admin/*), at least 32 bytes; without it the API is absent.
     #[arg(long, env = "SYNCGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Failed authentications per client IP per minute before 4029 / HTTP 429 [default: 30; 0: off].
@@ -258,7 +137,7 @@ pub struct ServeArgs {
     /// Record bytes per SYNC_DATA; a larger snapshot continues in CHANGE pages [default: 8388608].
     #[arg(long, env = "SYNCGATE_SYNC_PAGE_BYTES")]
     pub sync_page_bytes: Option<usize>,
-    /// Largest message accepted before authentication [default: 65536].
+    /// Largest message accepted before authentication [default: 17408: an AUTH with a 16 KiB token].
     #[arg(long, env = "SYNCGATE_MAX_PREAUTH_FRAME_BYTES")]
     pub max_preauth_frame_bytes: Option<usize>,
     /// Open connections per client IP (0: unlimited) [default: 2048].
@@ -318,6 +197,8 @@ pub struct ServeArgs {
 pub struct Serve {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the admin API listens, when not on `listen`.
+    pub admin_listen: Option<SocketAddr>,
     /// The server configuration.
     pub config: ServerConfig,
     /// The log filter.
@@ -334,13 +215,35 @@ macro_rules! fill_from {
     };
 }
 
+/// `jwt_secret` → `jwt-secret` in the file's keys, including those of array-of-table entries.
+fn kebab_keys(table: toml::Table) -> toml::Table {
+    table
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::Array(items) => toml::Value::Array(
+                    items
+                        .into_iter()
+                        .map(|item| match item {
+                            toml::Value::Table(t) => toml::Value::Table(kebab_keys(t)),
+                            other => other,
+                        })
+                        .collect(),
+                ),
+                other => other,
+            };
+            (k.replace('_', "-"), v)
+        })
+        .collect()
+}
+
 impl ServeArgs {
     /// Fills every flag not given on the command line or in the environment from the file.
     fn fill_from_file(&mut self, path: &Path) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
         let table: toml::Table = toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
-        // Accept `jwt_secret` as well as `jwt-secret`.
-        let table: toml::Table = table.into_iter().map(|(k, v)| (k.replace('_', "-"), v)).collect();
+        // Accept `jwt_secret` as well as `jwt-secret`, in the [[issuers]] tables too.
+        let table = kebab_keys(table);
         let mut file = ServeArgs::deserialize(toml::Value::Table(table))
             .map_err(|e| anyhow::anyhow!("--config {}: {}", path.display(), e.to_string().trim()))?;
         fill_from!(self, file;
@@ -352,7 +255,7 @@ impl ServeArgs {
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
             env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
-            message_burst, max_value_bytes);
+            message_burst, max_value_bytes, introspect_shape, issuers, admin_listen);
         Ok(())
     }
 
@@ -447,6 +350,12 @@ impl ServeArgs {
             config.auth_cookie = Some(name.clone());
         }
         config.admin_token = self.admin_token.clone().filter(|t| !t.is_empty());
+        if config.admin_token.as_ref().is_some_and(|t| t.len() < 32) {
+            bail!("--admin-token must be at least 32 bytes (e.g. `openssl rand -hex 32`)");
+        }
+        if self.admin_listen.is_some() && config.admin_token.is_none() {
+            bail!("--admin-listen needs --admin-token");
+        }
         if let Some(n) = self.auth_failures_per_minute {
             config.auth_failures_per_minute = n;
         }
@@ -481,195 +390,20 @@ impl ServeArgs {
         };
         Ok(Serve {
             listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin_listen: self.admin_listen,
             config,
             log: self.log.unwrap_or_else(|| "info".into()),
             warnings,
             rules: self.rules,
         })
     }
-
-    fn authenticator(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
-        let has_jwt_key = self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_url.is_some();
-        let mode = self.auth.unwrap_or(if has_jwt_key {
-            AuthMode::Jwt
-        } else if self.token.is_some() {
-            AuthMode::Token
-        } else {
-            AuthMode::None
-        });
-        match mode {
-            AuthMode::None => {
-                if has_jwt_key || self.token.is_some() || self.introspect_url.is_some() {
-                    bail!(
-                        "--auth none conflicts with the --token/--jwt-*/--jwks-url/--introspect-url settings also given"
-                    );
-                }
-                warnings.push("auth mode none: every connection is accepted as `anonymous`".into());
-                Ok(Arc::new(AnonymousAuthenticator { roles: self.anonymous_roles.clone().unwrap_or_default() }))
-            }
-            AuthMode::Token => {
-                let token =
-                    self.token.as_deref().filter(|t| !t.is_empty()).context("--auth token needs --token SECRET")?;
-                if has_jwt_key {
-                    bail!("--auth token conflicts with --jwt-secret/--jwt-public-key");
-                }
-                let identity = Identity::new(
-                    self.token_sub.clone().unwrap_or_else(|| "token".into()),
-                    self.token_roles.clone().unwrap_or_else(|| vec!["user".into()]),
-                );
-                Ok(Arc::new(StaticTokenVerifier::new(token, identity)))
-            }
-            AuthMode::Jwt => {
-                let mut keys = Vec::new();
-                if let Some(secret) = &self.jwt_secret {
-                    if secret.len() < 32 {
-                        warnings.push(
-                            "the JWT secret is shorter than 32 bytes; use a longer random secret in production".into(),
-                        );
-                    }
-                    keys.push(JwtKey::Secret(secret.as_bytes().to_vec()));
-                }
-                match (&self.jwt_previous_secret, self.jwt_previous_secret_until) {
-                    (Some(secret), Some(until)) => {
-                        keys.push(JwtKey::PreviousSecret { secret: secret.as_bytes().to_vec(), until })
-                    }
-                    (Some(_), None) => bail!("--jwt-previous-secret needs --jwt-previous-secret-until (Unix seconds)"),
-                    (None, Some(_)) => bail!("--jwt-previous-secret-until needs --jwt-previous-secret"),
-                    (None, None) => {}
-                }
-                if let Some(path) = &self.jwt_public_key {
-                    let pem = std::fs::read(path).with_context(|| format!("--jwt-public-key {}", path.display()))?;
-                    keys.push(JwtKey::PublicKeyPem(pem));
-                }
-                if let Some(urls) = &self.jwks_url {
-                    let http = self.http_client()?;
-                    let mut policy = JwksPolicy::default();
-                    if let Some(Seconds(d)) = self.jwks_cooldown {
-                        policy.unknown_kid_cooldown = d;
-                    }
-                    for url in urls {
-                        check_url(url).map_err(|e| anyhow::anyhow!("--jwks-url {e}"))?;
-                        keys.push(JwtKey::Jwks(JwksSource::new(url.clone(), http.clone(), policy)));
-                    }
-                }
-                if keys.is_empty() {
-                    bail!("--auth jwt needs --jwt-secret, --jwt-public-key or --jwks-url");
-                }
-                if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
-                    bail!("--jwt-secret and --jwt-public-key are mutually exclusive");
-                }
-                let mut settings = JwtSettings { keys, ..JwtSettings::new(JwtKey::Secret(Vec::new())) };
-                settings.audience = self.jwt_audience.clone().unwrap_or_default();
-                settings.issuer = self.jwt_issuer.clone().unwrap_or_default();
-                settings.leeway_secs = self.jwt_leeway.unwrap_or(30);
-                if let Some(claim) = &self.jwt_roles_claim {
-                    settings.roles_claim = claim.clone();
-                }
-                if let Some(claim) = &self.jwt_role_claim {
-                    settings.role_claim = claim.clone();
-                }
-                let verifier = JwtVerifier::new(settings).map_err(|e| match &self.jwt_public_key {
-                    Some(path) => anyhow::anyhow!("--jwt-public-key {}: {e}", path.display()),
-                    None => anyhow::anyhow!("--jwt-secret: {e}"),
-                })?;
-                Ok(Arc::new(verifier))
-            }
-            AuthMode::Introspect => {
-                let url = self.introspect_url.clone().context("--auth introspect needs --introspect-url")?;
-                check_url(&url).map_err(|e| anyhow::anyhow!("--introspect-url {e}"))?;
-                let bearer = self
-                    .introspect_token
-                    .clone()
-                    .filter(|t| !t.is_empty())
-                    .context("--auth introspect needs --introspect-token")?;
-                let fail_open = self.introspect_fail_open.unwrap_or(false);
-                if fail_open && self.env.as_deref() == Some("production") {
-                    bail!("--introspect-fail-open is refused with --env production (SYNCGATE_ENV=production)");
-                }
-                if fail_open {
-                    warnings.push("--introspect-fail-open: when introspection is down, UNVERIFIED token claims are accepted (development only)".into());
-                }
-                let settings = IntrospectSettings {
-                    url,
-                    bearer,
-                    cache_ttl: Duration::from_millis(self.introspect_cache_ms.unwrap_or(30_000).max(1)),
-                    cache_max_entries: 100_000,
-                    form: self.introspect_form.unwrap_or(false),
-                    fail_open,
-                    leeway_secs: self.jwt_leeway.unwrap_or(30),
-                };
-                Ok(Arc::new(Introspector::new(settings, self.http_client()?)))
-            }
-        }
-    }
-
-    fn http_client(&self) -> anyhow::Result<HttpClient> {
-        let timeout = self.introspect_timeout.map_or(Duration::from_secs(5), |Seconds(d)| d);
-        let Some(path) = &self.idp_ca_file else {
-            return HttpClient::new(timeout).map_err(|e| anyhow::anyhow!("HTTP client: {e}"));
-        };
-        let roots = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| anyhow::anyhow!("--idp-ca-file {}: {e}", path.display()))?;
-        if roots.is_empty() {
-            bail!("--idp-ca-file {}: no PEM certificate in the file", path.display());
-        }
-        HttpClient::with_extra_roots(timeout, roots)
-            .map_err(|e| anyhow::anyhow!("--idp-ca-file {}: {e}", path.display()))
-    }
-}
-
-/// Flags of `syncgate token`.
-#[derive(Debug, Args)]
-pub struct TokenArgs {
-    /// HMAC secret (the server's --jwt-secret).
-    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
-    pub secret: String,
-    /// The `sub` claim.
-    #[arg(long)]
-    pub sub: String,
-    /// A role (repeat or comma-separate).
-    #[arg(long = "role", value_delimiter = ',')]
-    pub roles: Vec<String>,
-    /// Lifetime (`90`, `10m`, `1h`).
-    #[arg(long, default_value = "1h")]
-    pub ttl: Seconds,
-    /// The `aud` claim.
-    #[arg(long)]
-    pub aud: Option<String>,
-    /// The `iss` claim.
-    #[arg(long)]
-    pub iss: Option<String>,
-    /// An extra string claim, `name=value` (repeatable), e.g. `--claim orgId=acme`.
-    #[arg(long = "claim", value_parser = parse_claim)]
-    pub claims: Vec<(String, String)>,
-    /// HS256, HS384 or HS512.
-    #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
-    pub alg: String,
-}
-
-impl TokenArgs {
-    /// The token specification these flags describe.
-    pub fn spec(&self) -> TokenSpec {
-        TokenSpec {
-            sub: self.sub.clone(),
-            roles: self.roles.clone(),
-            ttl: self.ttl.0,
-            audience: self.aud.clone(),
-            issuer: self.iss.clone(),
-            claims: self.claims.iter().cloned().collect::<BTreeMap<_, _>>(),
-            algorithm: self.alg.parse().unwrap_or(jsonwebtoken::Algorithm::HS256),
-        }
-    }
-}
-
-fn parse_claim(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected name=value"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     fn parse(args: &[&str]) -> ServeArgs {
         let mut argv = vec!["syncgate", "serve"];
@@ -678,14 +412,6 @@ mod tests {
             Command::Serve(a) => *a,
             _ => unreachable!("a serve command line"),
         }
-    }
-
-    #[test]
-    fn durations_accept_seconds_and_units() {
-        assert_eq!("10".parse::<Seconds>().unwrap().0, Duration::from_secs(10));
-        assert_eq!("0.5".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
-        assert_eq!("10m".parse::<Seconds>().unwrap().0, Duration::from_secs(600));
-        assert!("soon".parse::<Seconds>().is_err());
     }
 
     #[test]

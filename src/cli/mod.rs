@@ -1,0 +1,208 @@
+//! The command line: `syncgate serve`, `token`, `backup`, `restore` and `bench`.
+//!
+//! Every `serve` flag has an environment variable (`SYNCGATE_` + the flag in
+//! upper snake case) and a key in the optional `--config` TOML file (the flag
+//! name, with `-` or `_`). Precedence: flags, then the environment, then the file.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | this one | the subcommands and the small value types they share |
+//! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] |
+//! | `authenticator` | the authenticator the auth flags (and `[[issuers]]` tables) describe |
+
+mod authenticator;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::devtoken::TokenSpec;
+
+pub use authenticator::{IntrospectShapeArg, IssuerTable, OneOrMany};
+pub use serve::{Serve, ServeArgs};
+
+#[cfg(doc)]
+use crate::config::ServerConfig;
+
+/// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
+#[derive(Debug, Parser)]
+#[command(name = "syncgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(Box<ServeArgs>),
+    /// Print a development HS256/384/512 token.
+    Token(TokenArgs),
+    /// Copy a (possibly live) store to a backup file.
+    Backup(BackupArgs),
+    /// Load a backup into an empty data directory.
+    Restore(RestoreArgs),
+    /// Load generators.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Flags of `syncgate backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The server's data directory (the server may be running).
+    #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
+    pub data_dir: PathBuf,
+    /// The backup file to create (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags of `syncgate restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// An empty (or missing) data directory to restore into.
+    #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
+    pub data_dir: PathBuf,
+    /// The backup file.
+    #[arg(long, alias = "in")]
+    pub from: PathBuf,
+}
+
+/// `syncgate bench …`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Authenticated writers sending OP_BATCHes and waiting for each OP_RESULT.
+    Ops(crate::loadgen::OpsArgs),
+}
+
+/// Which store keeps collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in --data-dir: durable (the default).
+    Disk,
+    /// In memory: everything is lost at exit.
+    Memory,
+}
+
+/// When an accepted write counts as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    /// fsync before OP_RESULT.
+    Full,
+    /// No fsync: a crash can lose acknowledged writes.
+    None,
+}
+
+/// How connections authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No token: the network is the boundary; everyone is `anonymous`.
+    None,
+    /// One static shared token (`--token`).
+    Token,
+    /// Short-lived JWTs (`--jwt-secret`, `--jwt-public-key` or `--jwks-url`).
+    Jwt,
+    /// Token introspection against the operator's API (`--introspect-url`).
+    Introspect,
+}
+
+/// A duration given as seconds (`10`, `0.5`) or with a unit (`500ms`, `10m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(secs) = s.trim().parse::<f64>() {
+            return Duration::try_from_secs_f64(secs).map(Seconds).map_err(|e| format!("{s:?}: {e}"));
+        }
+        humantime::parse_duration(s.trim()).map(Seconds).map_err(|e| format!("{s:?} is not a duration: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Duration::try_from_secs_f64(n).map(Seconds).map_err(serde::de::Error::custom),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Flags of `syncgate token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// HMAC secret (the server's --jwt-secret).
+    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The `sub` claim.
+    #[arg(long)]
+    pub sub: String,
+    /// A role (repeat or comma-separate).
+    #[arg(long = "role", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Lifetime (`90`, `10m`, `1h`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: Seconds,
+    /// The `aud` claim.
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// The `iss` claim.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// An extra string claim, `name=value` (repeatable), e.g. `--claim orgId=acme`.
+    #[arg(long = "claim", value_parser = parse_claim)]
+    pub claims: Vec<(String, String)>,
+    /// HS256, HS384 or HS512.
+    #[arg(long, default_value = "HS256", value_parser = ["HS256", "HS384", "HS512"])]
+    pub alg: String,
+}
+
+impl TokenArgs {
+    /// The token specification these flags describe.
+    pub fn spec(&self) -> TokenSpec {
+        TokenSpec {
+            sub: self.sub.clone(),
+            roles: self.roles.clone(),
+            ttl: self.ttl.0,
+            audience: self.aud.clone(),
+            issuer: self.iss.clone(),
+            claims: self.claims.iter().cloned().collect::<BTreeMap<_, _>>(),
+            algorithm: self.alg.parse().unwrap_or(jsonwebtoken::Algorithm::HS256),
+        }
+    }
+}
+
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected name=value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!("10".parse::<Seconds>().unwrap().0, Duration::from_secs(10));
+        assert_eq!("0.5".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("10m".parse::<Seconds>().unwrap().0, Duration::from_secs(600));
+        assert!("soon".parse::<Seconds>().is_err());
+    }
+}
