@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use rmpv::Value;
 
+use crate::cursor::Cursor;
 use crate::hlc::{Hlc, HlcClock};
 use crate::outbox::{ConnId, Outbound, Outbox};
 use crate::protocol::codes::error;
@@ -36,7 +37,8 @@ pub struct Snapshot {
     pub pages: Vec<(Vec<Record>, u64)>,
     /// The cursor after the whole snapshot (the last page's).
     pub cursor: u64,
-    /// `since` was older than the tombstone horizon: this is the full state.
+    /// `since` could not be resumed from (older than the tombstone horizon, of
+    /// another epoch, or a position never issued): this is the full state.
     pub reset: bool,
 }
 
@@ -67,6 +69,8 @@ pub struct Collections {
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// The store's epoch, carried by every cursor this server issues.
+    epoch: u64,
     clock: HlcClock,
     max_drift_ms: u64,
     feeds: DashMap<String, Arc<Feed>>,
@@ -92,7 +96,13 @@ impl Collections {
     pub fn new(store: Arc<dyn Store>, clock: HlcClock, max_drift_ms: u64) -> Self {
         let next = store.last_seq() + 1;
         let pending = Mutex::new(Reorder { next, waiting: BTreeMap::new() });
-        Self { inner: Arc::new(Inner { store, clock, max_drift_ms, feeds: DashMap::new(), pending }) }
+        let epoch = store.epoch();
+        Self { inner: Arc::new(Inner { store, epoch, clock, max_drift_ms, feeds: DashMap::new(), pending }) }
+    }
+
+    /// The cursor string for `position` in this server's store.
+    pub fn cursor(&self, position: u64) -> String {
+        Cursor::new(self.inner.epoch, position).to_string()
     }
 
     /// The server's hybrid logical clock.
@@ -127,15 +137,20 @@ impl Collections {
             let committed = tokio::spawn(async move {
                 let result = inner.store.apply(&writes).await;
                 if let Ok(applied) = &result {
-                    inner.publish(&writes, applied);
+                    inner.publish(&writes, applied, now_ms);
                 }
                 result
             })
             .await
             .unwrap_or_else(|e| Err(StoreError(format!("commit task failed: {e}"))));
             let unavailable = "the store cannot accept writes right now";
-            for (i, op_id) in slots {
-                outcomes[i] = Some(match &committed {
+            for (n, (i, op_id)) in slots.into_iter().enumerate() {
+                outcomes[i] = Some(match committed.as_ref().map(|applied| applied.get(n)) {
+                    Ok(Some(Applied::Stale)) => rejected(
+                        op_id,
+                        error::STALE,
+                        "the op's hlc is older than the tombstone-collection horizon".into(),
+                    ),
                     Ok(_) => OpOutcome { op_id, ok: true, code: None, message: None },
                     Err(_) => rejected(op_id, error::UNAVAILABLE, unavailable.into()),
                 });
@@ -185,21 +200,38 @@ impl Collections {
         });
     }
 
-    /// Records of `collection` changed after `since` (all when 0), as wire
-    /// records cut into pages of about `page_bytes`. When `since` is
-    /// older than the tombstone horizon a delete may have been collected, so
-    /// the full state is returned instead and the flag says so
-    /// (`SYNC_DATA.reset`).
+    /// Records of `collection` changed after `since` (all when `None`), as
+    /// wire records cut into pages of about `page_bytes`. When `since` cannot
+    /// be resumed from (another epoch, a position never issued, or one older
+    /// than the tombstone horizon, so a delete may have been collected), the
+    /// full state is returned instead and the flag says so (`SYNC_DATA.reset`).
+    /// The horizon is read with the scan, in one view of the store.
     /// The scan runs on the blocking pool: a large collection must not stall
     /// the connections that share this runtime thread.
-    pub async fn snapshot(&self, collection: &str, since: u64, page_bytes: usize) -> Result<Snapshot, StoreError> {
-        let reset = since > 0 && since < self.inner.store.horizon();
-        let from = if reset { 0 } else { since };
-        let (store, collection) = (self.inner.store.clone(), collection.to_string());
-        let Scan { records, cursor } = tokio::task::spawn_blocking(move || store.scan_since(&collection, from))
-            .await
-            .map_err(|e| StoreError(format!("scan failed: {e}")))??;
+    pub async fn snapshot(
+        &self,
+        collection: &str,
+        since: Option<Cursor>,
+        page_bytes: usize,
+    ) -> Result<Snapshot, StoreError> {
+        let inner = &self.inner;
+        let from = since.filter(|c| c.resumable(inner.epoch, u64::MAX)).map_or(0, |c| c.position);
+        let mut scan = self.scan(collection, from).await?;
+        let reset = since.is_some_and(|c| {
+            !c.resumable(inner.epoch, scan.cursor) || (c.position > 0 && c.position < scan.horizon)
+        });
+        if reset && from > 0 {
+            scan = self.scan(collection, 0).await?;
+        }
+        let Scan { records, cursor, .. } = scan;
         Ok(Snapshot { pages: paginate(records, cursor, page_bytes), cursor, reset })
+    }
+
+    async fn scan(&self, collection: &str, from: u64) -> Result<Scan, StoreError> {
+        let (store, collection) = (self.inner.store.clone(), collection.to_string());
+        tokio::task::spawn_blocking(move || store.scan_since(&collection, from))
+            .await
+            .map_err(|e| StoreError(format!("scan failed: {e}")))?
     }
 
     /// Collects tombstones written before `before_millis` (retention).
@@ -210,20 +242,20 @@ impl Collections {
 
 impl Inner {
     /// Queues a commit's changes and publishes every batch that is now next in sequence.
-    fn publish(&self, writes: &[Write], applied: &[Applied]) {
+    fn publish(&self, writes: &[Write], applied: &[Applied], now_ms: u64) {
         let stored: Vec<(Write, u64)> = writes
             .iter()
             .zip(applied)
             .filter_map(|(w, a)| match a {
                 Applied::Stored { seq } => Some((w.clone(), *seq)),
-                Applied::Superseded => None,
+                Applied::Superseded | Applied::Stale => None,
             })
             .collect();
         let (Some(first), Some(last)) = (stored.first().map(|s| s.1), stored.last().map(|s| s.1)) else {
             return;
         };
         for (write, _) in &stored {
-            self.clock.observe(&write.hlc);
+            self.clock.observe(&write.hlc, now_ms);
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.waiting.insert(first, (last, stored));
@@ -250,7 +282,8 @@ impl Inner {
             let bytes = encode_server(&ServerMessage::Change {
                 collection: collection.to_string(),
                 records,
-                cursor: cursor.to_string(),
+                cursor: Cursor::new(self.epoch, cursor).to_string(),
+                more: false,
             });
             let name: Arc<str> = Arc::from(collection);
             let watchers = feed.watchers.lock().unwrap_or_else(|e| e.into_inner());
@@ -314,7 +347,7 @@ mod tests {
             matches!(change, ServerMessage::Change { ref records, .. } if records.len() == 1 && records[0].key == "k1")
         );
         assert_eq!(collections.clock().last(), (999_000, 0), "the clock absorbed the accepted hlc");
-        let snapshot = collections.snapshot("c", 0, SYNC_PAGE_BYTES).await.unwrap();
+        let snapshot = collections.snapshot("c", None, SYNC_PAGE_BYTES).await.unwrap();
         assert_eq!((snapshot.pages.len(), snapshot.pages[0].0.len(), snapshot.cursor), (1, 1, 1));
     }
 

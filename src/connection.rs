@@ -81,6 +81,7 @@ pub(crate) async fn serve<S>(
     let anonymous = shared.config.authenticator.anonymous();
     let mut session_config = shared.config.session;
     session_config.revalidate_every = shared.config.authenticator.revalidate_every();
+    session_config.max_message_bytes = shared.config.limits.max_frame_bytes;
     let (session, effects) = Session::open(session_config, unix_ms(), current, anonymous, query_token);
     let (control_tx, control) = mpsc::channel(4);
     let queue = shared.config.limits.outbound_queue;
@@ -306,7 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// them. The first page is the `SYNC_DATA`; further pages follow as
     /// `CHANGE`s before any live change (those wait in the outbox and are
     /// skipped when the snapshot covered them).
-    async fn sync(&mut self, id: u64, collection: String, since: u64) -> Flow {
+    async fn sync(&mut self, id: u64, collection: String, since: Option<crate::cursor::Cursor>) -> Flow {
         let collections = &self.shared.collections;
         collections.watch(&collection, self.outbox.clone());
         let page_bytes = self.shared.config.limits.sync_page_bytes;
@@ -319,20 +320,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
         };
         self.sync_cursors.insert(Arc::from(collection.as_str()), snapshot.cursor);
-        let mut pages = snapshot.pages.into_iter();
-        let (records, cursor) = pages.next().unwrap_or_default();
+        let page_count = snapshot.pages.len();
+        let mut pages = snapshot.pages.into_iter().enumerate();
+        let (_, (records, cursor)) = pages.next().unwrap_or_default();
         let first = ServerMessage::SyncData {
             id,
             collection: collection.clone(),
             records,
-            cursor: cursor.to_string(),
+            cursor: collections.cursor(cursor),
             reset: snapshot.reset,
+            more: page_count > 1,
         };
         if let Flow::Stop = self.send(&first).await {
             return Flow::Stop;
         }
-        for (records, cursor) in pages {
-            let page = ServerMessage::Change { collection: collection.clone(), records, cursor: cursor.to_string() };
+        for (n, (records, cursor)) in pages {
+            let cursor = self.shared.collections.cursor(cursor);
+            let more = n + 1 < page_count;
+            let page = ServerMessage::Change { collection: collection.clone(), records, cursor, more };
             if let Flow::Stop = self.send(&page).await {
                 return Flow::Stop;
             }

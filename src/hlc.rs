@@ -3,13 +3,22 @@
 //! A writer stamps each op with its HLC and the server keeps it: an offline
 //! edit keeps the time it was made. Timestamps are totally ordered by
 //! `(millis, counter, node)`, so two replicas always agree on which write is
-//! last (the node id breaks ties). The server's own clock absorbs every
-//! timestamp it accepts, so anything it stamps later sorts after them.
+//! last (the node id breaks ties). A clock absorbs the timestamps it sees, so
+//! anything it stamps later sorts after them, but never one further ahead of
+//! its own wall clock than the drift bound: a hostile stamp far in the future
+//! (or with a saturated counter) cannot drag every clock that sees it along.
+//! Counters are 16-bit, as in the usual HLC designs; a larger one does not parse.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
+
+/// The largest logical counter: a stamp with a larger one is `invalid`.
+pub const MAX_COUNTER: u32 = u16::MAX as u32;
+
+/// How far ahead of its wall clock a clock follows a stamp it sees, by default.
+pub const DEFAULT_MAX_AHEAD_MS: u64 = 60_000;
 
 /// One hybrid logical timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,7 +67,7 @@ impl FromStr for Hlc {
             return Err(HlcError("millis and counter must be decimal integers"));
         }
         let millis = millis.parse().map_err(|_| HlcError("millis out of range"))?;
-        let counter = counter.parse().map_err(|_| HlcError("counter out of range"))?;
+        let counter = counter.parse::<u32>().ok().filter(|c| *c <= MAX_COUNTER).ok_or(HlcError("counter must be 0 to 65535"))?;
         if node.is_empty() || node.len() > 64 || node.chars().any(char::is_control) {
             return Err(HlcError("node id must be 1 to 64 bytes without control characters"));
         }
@@ -78,39 +87,66 @@ pub fn replaces(new_hlc: &Hlc, new_value: &[u8], current_hlc: &Hlc, current_valu
     }
 }
 
-/// The server's clock: monotonic, and never behind a timestamp it accepted.
+/// A node's clock: monotonic, after every timestamp it absorbed, and never
+/// dragged more than `max_ahead_ms` ahead of its wall clock by a remote stamp.
 #[derive(Debug)]
 pub struct HlcClock {
     node: String,
+    /// Stamps further ahead of the wall clock than this are not absorbed.
+    max_ahead_ms: u64,
     /// `(millis, counter)` of the latest timestamp issued or observed. A std
     /// mutex: it is held for a comparison, never across an await.
     last: Mutex<(u64, u32)>,
 }
 
 impl HlcClock {
-    /// A clock for `node`, starting at `start` (e.g. restored from disk).
+    /// A clock for `node`, starting at `start` (e.g. restored from disk),
+    /// following remote stamps up to [`DEFAULT_MAX_AHEAD_MS`] ahead.
     pub fn new(node: impl Into<String>, start: (u64, u32)) -> Self {
-        Self { node: node.into(), last: Mutex::new(start) }
+        Self::with_max_ahead(node, start, DEFAULT_MAX_AHEAD_MS)
+    }
+
+    /// A clock that follows remote stamps up to `max_ahead_ms` ahead of its wall clock.
+    pub fn with_max_ahead(node: impl Into<String>, start: (u64, u32), max_ahead_ms: u64) -> Self {
+        Self { node: node.into(), max_ahead_ms, last: Mutex::new((start.0, start.1.min(MAX_COUNTER))) }
     }
 
     /// A fresh timestamp at wall time `now_ms`, after everything seen so far.
+    /// A full counter moves on to the next millisecond.
     pub fn tick(&self, now_ms: u64) -> Hlc {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        *last = if now_ms > last.0 { (now_ms, 0) } else { (last.0, last.1.saturating_add(1)) };
+        *last = if now_ms > last.0 {
+            (now_ms, 0)
+        } else if last.1 >= MAX_COUNTER {
+            (last.0.saturating_add(1), 0)
+        } else {
+            (last.0, last.1 + 1)
+        };
         Hlc { millis: last.0, counter: last.1, node: self.node.clone() }
     }
 
-    /// Absorbs an accepted timestamp so later ticks sort after it.
-    pub fn observe(&self, seen: &Hlc) {
+    /// Absorbs a timestamp seen at wall time `now_ms` so later ticks sort
+    /// after it; returns false (and absorbs nothing) when it lies more than
+    /// the bound ahead of the wall clock.
+    pub fn observe(&self, seen: &Hlc, now_ms: u64) -> bool {
+        if seen.millis > now_ms.saturating_add(self.max_ahead_ms) {
+            return false;
+        }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if (seen.millis, seen.counter) > *last {
-            *last = (seen.millis, seen.counter);
+            *last = (seen.millis, seen.counter.min(MAX_COUNTER));
         }
+        true
     }
 
     /// The latest `(millis, counter)`, for persisting.
     pub fn last(&self) -> (u64, u32) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This clock's node id.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 }
 
@@ -134,6 +170,7 @@ mod tests {
             "1:2:\n",
             "99999999999999999999999:0:n",
             "1:4294967296:n",
+            "1:65536:n",
             " 1:2:n",
         ] {
             assert!(bad.parse::<Hlc>().is_err(), "{bad:?}");
@@ -147,9 +184,22 @@ mod tests {
         let b = clock.tick(100);
         let c = clock.tick(50);
         assert!(a < b && b < c);
-        clock.observe(&"500:7:x".parse().unwrap());
+        assert!(clock.observe(&"500:7:x".parse().unwrap(), 100));
         let d = clock.tick(100);
         assert_eq!((d.millis, d.counter), (500, 8));
+    }
+
+    #[test]
+    fn hostile_stamps_cannot_freeze_a_clock() {
+        assert!("1:65535:n".parse::<Hlc>().is_ok());
+        assert!("1:65536:n".parse::<Hlc>().is_err(), "counters are 16-bit");
+        let clock = HlcClock::with_max_ahead("me", (0, 0), 60_000);
+        let now = 1_000_000;
+        assert!(!clock.observe(&"1070000:65535:evil".parse().unwrap(), now), "70 s ahead is not absorbed");
+        assert_eq!(clock.tick(now), Hlc { millis: now, counter: 0, node: "me".into() });
+        assert!(clock.observe(&"1059000:65535:peer".parse().unwrap(), now));
+        let next = clock.tick(now);
+        assert_eq!((next.millis, next.counter), (1_059_001, 0), "a full counter moves on to the next millisecond");
     }
 
     proptest! {

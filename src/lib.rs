@@ -47,6 +47,7 @@ pub mod client;
 pub mod clock;
 pub mod collections;
 pub mod config;
+pub mod cursor;
 mod connection;
 pub mod devtoken;
 pub mod hlc;

@@ -16,8 +16,10 @@ use rmpv::Value;
 use crate::auth::{AuthError, Identity, MAX_TOKEN_BYTES};
 use crate::protocol::codes::{close, error};
 use crate::protocol::encoded_len;
+use crate::cursor::Cursor;
 use crate::protocol::{
     AuthFailCode, ClientMessage, DecodeError, OpInput, OpOutcome, PROTOCOL_VERSION, RawOp, ServerMessage,
+    SessionLimits,
 };
 use crate::rules::{Access, Action, Policy, valid_resource};
 
@@ -48,6 +50,8 @@ pub struct SessionConfig {
     pub message_burst: u32,
     /// Largest encoded `PUB.data` or op `value`.
     pub max_value_bytes: usize,
+    /// Largest message the transport accepts (announced in `AUTH_ACK`).
+    pub max_message_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -64,6 +68,7 @@ impl Default for SessionConfig {
             messages_per_second: 1000,
             message_burst: 2000,
             max_value_bytes: 256 * 1024,
+            max_message_bytes: 1024 * 1024,
         }
     }
 }
@@ -112,8 +117,8 @@ pub enum Effect {
         id: u64,
         /// Collection name.
         collection: String,
-        /// Cursor to resume from (0: everything).
-        since: u64,
+        /// Cursor to resume from (`None`: everything).
+        since: Option<Cursor>,
     },
     /// Stop following a collection (no answer).
     Unsync {
@@ -525,6 +530,11 @@ impl Session {
             sub: identity.sub.clone(),
             roles: identity.roles.clone(),
             expires_at: identity.expires_at,
+            limits: Some(SessionLimits {
+                max_message_bytes: self.config.max_message_bytes as u64,
+                max_value_bytes: self.config.max_value_bytes as u64,
+                max_batch_ops: self.config.max_batch_ops as u64,
+            }),
         }));
         let access = self.policy.access_for(&identity);
         self.schedule_revalidation(now);
@@ -669,11 +679,7 @@ fn route(auth: &mut Authenticated, request: ClientMessage, config: &SessionConfi
             }
         }
         ClientMessage::Sync { id, collection, since } => {
-            let since = match since.as_deref().map(str::parse::<u64>) {
-                None => Ok(0),
-                Some(Ok(cursor)) => Ok(cursor),
-                Some(Err(_)) => Err(()),
-            };
+            let since = since.as_deref().map(str::parse::<Cursor>).transpose();
             if let Err(why) = valid_resource(&collection) {
                 fail(out, id, error::INVALID, format!("collection {why}"));
             } else if since.is_err() {
@@ -689,7 +695,7 @@ fn route(auth: &mut Authenticated, request: ClientMessage, config: &SessionConfi
                 );
             } else {
                 auth.syncs.insert(collection.clone(), id);
-                out.push(Effect::Sync { id, collection, since: since.unwrap_or(0) });
+                out.push(Effect::Sync { id, collection, since: since.ok().flatten() });
             }
         }
         ClientMessage::Unsync { id, collection } => {

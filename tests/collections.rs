@@ -19,6 +19,11 @@ fn op(id: &str, key: &str, value: impl Into<Value>, hlc: &str) -> OpInput {
     })
 }
 
+/// The position of a cursor string (cursors are `<epoch>:<position>`).
+fn position(cursor: &str) -> u64 {
+    cursor.parse::<syncgate::cursor::Cursor>().unwrap().position
+}
+
 fn at(ms: u64, node: &str) -> String {
     format!("{ms}:0:{node}")
 }
@@ -62,7 +67,7 @@ async fn sync_streams_changes_until_unsync() {
         records.iter().map(|r| (r.key.as_str(), r.value.clone())).collect::<Vec<_>>(),
         [("k2", Value::from("v2")), ("k1", Value::Nil)]
     );
-    assert!(next.parse::<u64>().unwrap() > cursor.parse::<u64>().unwrap());
+    assert!(position(&next) > position(&cursor));
 
     reader.send(&ClientMessage::Unsync { id: 3, collection: "notes".into() }).await;
     assert_eq!(reader.msg().await, ServerMessage::Ok { id: 3 });
@@ -141,41 +146,85 @@ async fn large_snapshots_arrive_in_pages_that_each_resume_without_a_gap() {
     let server = TestServer::start(config).await;
     let mut writer = RawWs::authed(server.addr, &token("w", &[])).await;
     let t = now() * 1000;
-    let value = || Value::Binary(vec![7; 20 * 1024]);
+    // Every record's value names it, so a page holding the wrong value fails too.
+    let value = |key: &str, fill: u8| Value::Map(vec![(Value::from(key), Value::Binary(vec![fill; 20 * 1024]))]);
+    let mut truth = std::collections::BTreeMap::new();
     for batch in 0..2u64 {
         let ops = (0..20u64)
-            .map(|i| op(&format!("o{batch}-{i}"), &format!("k{batch}-{i:02}"), value(), &at(t + batch * 20 + i, "w")))
+            .map(|i| {
+                let key = format!("k{batch}-{i:02}");
+                truth.insert(key.clone(), value(&key, 1));
+                op(&format!("o{batch}-{i}"), &key, value(&key, 1), &at(t + batch * 20 + i, "w"))
+            })
             .collect();
         assert!(write(&mut writer, batch + 1, ops).await.iter().all(|ok| *ok));
     }
 
-    // 40 records of 20 KiB: more than one 256 KiB page, so SYNC_DATA is followed by CHANGE pages.
+    // 40 records of 20 KiB: more than one 256 KiB page, so SYNC_DATA (more: true) is
+    // followed by CHANGE pages, the last without `more`.
     let mut reader = RawWs::authed(server.addr, &token("r", &[])).await;
-    let (first, first_cursor) = sync(&mut reader, 1, None).await;
+    reader.send(&ClientMessage::Sync { id: 1, collection: "notes".into(), since: None }).await;
+    let (first, first_cursor) = match reader.msg().await {
+        ServerMessage::SyncData { records, cursor, more: true, .. } => (records, cursor),
+        other => panic!("expected a paged SYNC_DATA, got {other:?}"),
+    };
     assert!(!first.is_empty() && first.len() < 40, "the first page holds part: {}", first.len());
-    let mut keys: Vec<String> = first.iter().map(|r| r.key.clone()).collect();
-    let mut cursors = vec![first_cursor.parse::<u64>().unwrap()];
-    while keys.len() < 40 {
-        let (records, cursor) = change(&mut reader).await;
-        keys.extend(records.iter().map(|r| r.key.clone()));
-        cursors.push(cursor.parse().unwrap());
+    // Writes land while the pages are in flight: an overwrite and a new key.
+    write(&mut writer, 3, vec![op("over", "k0-00", value("k0-00", 2), &at(t + 100, "w"))]).await;
+    write(&mut writer, 4, vec![op("live", "live", value("live", 3), &at(t + 101, "w"))]).await;
+    let mut paged: Vec<Record> = first.clone();
+    let mut cursors = vec![position(&first_cursor)];
+    loop {
+        match reader.msg().await {
+            ServerMessage::Change { records, cursor, more, .. } => {
+                paged.extend(records);
+                cursors.push(position(&cursor));
+                if !more {
+                    break;
+                }
+            }
+            other => panic!("expected a CHANGE page, got {other:?}"),
+        }
     }
-    assert_eq!(keys.len(), 40, "every record exactly once");
+    let mut page_keys: Vec<&str> = paged.iter().map(|r| r.key.as_str()).collect();
+    page_keys.sort_unstable();
+    let expected_keys: Vec<&str> = truth.keys().map(String::as_str).collect();
+    assert_eq!(page_keys, expected_keys, "every record exactly once (no duplicate, no miss)");
+    for record in &paged {
+        assert_eq!(record.value, truth[&record.key], "{}: the page holds the snapshot's value", record.key);
+    }
     assert!(cursors.windows(2).all(|w| w[0] < w[1]), "page cursors advance: {cursors:?}");
 
-    // A live write after the snapshot comes after its pages.
-    assert_eq!(write(&mut writer, 3, vec![op("live", "live", "v", &at(t + 100, "w"))]).await, [true]);
+    // The writes made during the pages come after them, in order, exactly once.
+    let (over, _) = change(&mut reader).await;
     let (live, _) = change(&mut reader).await;
-    assert_eq!(live.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["live"]);
+    assert_eq!(over.iter().map(|r| (r.key.as_str(), &r.value)).collect::<Vec<_>>(), [("k0-00", &value("k0-00", 2))]);
+    assert_eq!(live.iter().map(|r| (r.key.as_str(), &r.value)).collect::<Vec<_>>(), [("live", &value("live", 3))]);
+    assert_eq!(reader.recv_within(Duration::from_millis(300)).await, Recv::Timeout, "nothing twice");
 
     // A client cut off after the first page resumes from its cursor and gets exactly the rest.
+    truth.insert("k0-00".into(), value("k0-00", 2));
+    truth.insert("live".into(), value("live", 3));
     let mut resumed = RawWs::authed(server.addr, &token("r2", &[])).await;
-    let (mut rest, _) = sync(&mut resumed, 1, Some(first_cursor)).await;
-    while rest.len() < 40 - first.len() + 1 {
-        rest.extend(change(&mut resumed).await.0);
+    let mut state: std::collections::BTreeMap<String, Value> =
+        first.into_iter().map(|r| (r.key, r.value)).collect();
+    resumed.send(&ClientMessage::Sync { id: 1, collection: "notes".into(), since: Some(first_cursor) }).await;
+    let mut more = match resumed.msg().await {
+        ServerMessage::SyncData { records, more, .. } => {
+            state.extend(records.into_iter().map(|r| (r.key, r.value)));
+            more
+        }
+        other => panic!("{other:?}"),
+    };
+    while more {
+        match resumed.msg().await {
+            ServerMessage::Change { records, more: next, .. } => {
+                state.extend(records.into_iter().map(|r| (r.key, r.value)));
+                more = next;
+            }
+            other => panic!("{other:?}"),
+        }
     }
-    let mut expected: Vec<String> = keys[first.len()..].to_vec();
-    expected.push("live".into());
-    assert_eq!(rest.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), expected);
+    assert_eq!(state, truth, "the first page plus the resumed rest is exactly the collection");
     server.stop().await;
 }

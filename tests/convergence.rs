@@ -53,14 +53,14 @@ async fn go_online(device: &mut Device, server: &Collections, store: &MemoryStor
         .collect();
     let outcomes = server.apply(ops, BASE_MS + 10_000_000).await;
     assert!(outcomes.iter().all(|o| o.ok), "{outcomes:?}");
-    device.replica.settle(&outcomes);
+    device.replica.settle(&outcomes, BASE_MS + 10_000_000);
     let scan = store.scan_since("c", device.cursor).unwrap();
     let records: Vec<_> = scan
         .records
         .into_iter()
         .map(|r| syncgate::protocol::Record { key: r.key, value: r.value, hlc: r.hlc.to_string() })
         .collect();
-    device.replica.merge("c", &records);
+    device.replica.merge("c", &records, BASE_MS + 10_000_000);
     device.cursor = scan.cursor;
 }
 

@@ -65,9 +65,9 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
     let (alice, mut events) = Client::connect(client_config(first.url(), editor.clone())).unwrap();
     alice.sync("shared/board");
     alice.sync("users/alice/todos");
-    until(&mut events, |e| matches!(e, ClientEvent::Synced { collection } if collection == "users/alice/todos")).await;
+    until(&mut events, |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "users/alice/todos")).await;
     // While an editor and online, alice sets a value on the shared board.
-    alice.write("shared/board", "title", Value::from("original")).unwrap();
+    alice.write("shared/board", "title", Value::from("original")).await.unwrap();
     until(&mut events, |e| matches!(e, ClientEvent::OpSettled { rejected: None, .. })).await;
 
     // Offline: the server goes away; alice keeps writing, and loses the editor role meanwhile.
@@ -75,8 +75,8 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
     until(&mut events, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
     editor.store(false, Ordering::SeqCst);
     for i in 0..100 {
-        alice.write("users/alice/todos", &format!("todo-{i}"), Value::from(format!("buy {i}"))).unwrap();
-        alice.write("shared/board", if i == 0 { "title" } else { "note" }, Value::from(format!("edit {i}"))).unwrap();
+        alice.write("users/alice/todos", &format!("todo-{i}"), Value::from(format!("buy {i}"))).await.unwrap();
+        alice.write("shared/board", if i == 0 { "title" } else { "note" }, Value::from(format!("edit {i}"))).await.unwrap();
     }
     assert_eq!(alice.pending(), 200);
     assert_eq!(alice.get("shared/board", "title"), Some(Value::from("edit 0")), "offline writes are visible at once");
@@ -113,11 +113,11 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
         let (auditor, mut audit_events) = Client::connect(config).unwrap();
         auditor.sync("users/alice/todos");
         auditor.sync("shared/board");
-        until(&mut audit_events, |e| matches!(e, ClientEvent::Synced { collection } if collection == "shared/board"))
+        until(&mut audit_events, |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "shared/board"))
             .await;
         until(
             &mut audit_events,
-            |e| matches!(e, ClientEvent::Synced { collection } if collection == "users/alice/todos"),
+            |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "users/alice/todos"),
         )
         .await;
         auditor
@@ -140,17 +140,17 @@ async fn the_outbox_survives_an_app_restart() {
     let unreachable = "ws://127.0.0.1:9/ws".to_string();
     {
         let config = ClientConfig {
-            outbox_path: Some(path.clone()),
+            state_path: Some(path.clone()),
             ..client_config(unreachable, Arc::new(AtomicBool::new(false)))
         };
         let (offline, _events) = Client::connect(config).unwrap();
         for i in 0..5 {
-            offline.write("users/alice/todos", &format!("k{i}"), Value::from(i)).unwrap();
+            offline.write("users/alice/todos", &format!("k{i}"), Value::from(i)).await.unwrap();
         }
         offline.close().await;
     }
     let config = ClientConfig {
-        outbox_path: Some(path.clone()),
+        state_path: Some(path.clone()),
         ..client_config(server.url(), Arc::new(AtomicBool::new(false)))
     };
     let (again, mut events) = Client::connect(config).unwrap();
@@ -160,7 +160,7 @@ async fn the_outbox_survives_an_app_restart() {
     }
     assert_eq!(again.pending(), 0);
     std::fs::write(&path, b"not msgpack").unwrap();
-    let corrupt = Client::connect(ClientConfig { outbox_path: Some(path), ..ClientConfig::new("ws://127.0.0.1:9/ws") });
+    let corrupt = Client::connect(ClientConfig { state_path: Some(path), ..ClientConfig::new("ws://127.0.0.1:9/ws") });
     assert!(corrupt.is_err(), "an unreadable outbox is an error, not a silent loss");
     server.stop().await;
 }

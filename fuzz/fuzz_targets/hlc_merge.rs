@@ -24,7 +24,7 @@ fn record(w: &W) -> Record {
 fn merged(order: &[W]) -> std::collections::BTreeMap<String, Value> {
     let mut r = Replica::new("fuzz");
     for w in order {
-        r.merge("c", &[record(w)]);
+        r.merge("c", &[record(w)], u64::from(u16::MAX));
     }
     r.records("c")
 }

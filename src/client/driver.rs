@@ -1,27 +1,22 @@
 //! The client's background task: connect, authenticate, refresh, replay, reconnect.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketWrite};
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use fastwebsockets::{Frame, Payload, Role};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
 
-use super::{ClientConfig, ClientError, ClientEvent, Command, Delivery, Local, Reply, TokenRequest, transport};
-use crate::assembler::{Assembled, Assembler};
-use crate::clock::unix_secs;
-use crate::protocol::codes::close;
-use crate::protocol::{ClientMessage, OpOutcome, ServerMessage, encode_client};
+use super::link::{Incoming, Internal, Link, Paging, read_loop, with_id};
+use super::persist::StateFile;
+use super::{ClientConfig, ClientError, ClientEvent, Command, Delivery, Local, Reply, Settled, TokenRequest, transport};
+use crate::clock::{unix_ms, unix_secs};
+use crate::protocol::codes::{CloseAction, close};
+use crate::protocol::{ClientMessage, OpInput, OpOutcome, ServerMessage, encoded_len};
 
-/// What the client's reader hands to the driver.
-enum Incoming {
-    Message(ServerMessage),
-    Ping(Bytes),
-    Closed(Option<u16>, String),
-    Broken(String),
-}
+/// Room left in a replay batch for the `OP_BATCH` map around its ops.
+const BATCH_OVERHEAD: usize = 64;
 
 /// How one connection ended.
 enum End {
@@ -35,25 +30,21 @@ enum End {
     UserClosed,
 }
 
-/// Requests the driver makes on its own behalf, by request id.
-enum Internal {
-    /// A `SUB` for this topic (kept while the subscription lives, for revocations).
-    Sub(String),
-    /// A `SYNC` of this collection (kept while it lives).
-    Sync(String),
-    /// An `OP_BATCH` replaying the outbox.
-    Replay,
-}
-
 pub(crate) struct Driver {
     config: ClientConfig,
     commands: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<ClientEvent>,
     local: Arc<Mutex<Local>>,
     wake: Arc<Notify>,
+    /// Where the replica is saved, if anywhere.
+    file: Option<Arc<StateFile>>,
     /// App requests waiting for an authenticated connection.
     waiting: VecDeque<(ClientMessage, Reply)>,
     next_id: u64,
+    /// Replay is held back until then, after a retryable refusal.
+    replay_after: Option<Instant>,
+    /// Retryable refusals in a row (for the replay backoff).
+    replay_failures: u32,
 }
 
 impl Driver {
@@ -63,8 +54,20 @@ impl Driver {
         events: mpsc::UnboundedSender<ClientEvent>,
         local: Arc<Mutex<Local>>,
         wake: Arc<Notify>,
+        file: Option<Arc<StateFile>>,
     ) -> Self {
-        Self { config, commands, events, local, wake, waiting: VecDeque::new(), next_id: 1 }
+        Self {
+            config,
+            commands,
+            events,
+            local,
+            wake,
+            file,
+            waiting: VecDeque::new(),
+            next_id: 1,
+            replay_after: None,
+            replay_failures: 0,
+        }
     }
 
     fn emit(&self, event: ClientEvent) {
@@ -90,17 +93,20 @@ impl Driver {
                 }
                 End::Closed { code, reason, connected } => {
                     self.emit(ClientEvent::Disconnected { code, reason: reason.clone() });
-                    why = match code {
-                        Some(close::FORBIDDEN | close::MALFORMED | close::MESSAGE_TOO_BIG | close::PROTOCOL_ERROR) => {
-                            return self.stop(code, &reason);
-                        }
-                        Some(close::UNAUTHORIZED) => TokenRequest::Rejected,
-                        Some(close::TOKEN_EXPIRED) => TokenRequest::Refresh,
-                        _ => TokenRequest::Connect,
-                    };
                     if connected {
                         attempt = 0;
                     }
+                    why = match CloseAction::for_code(code) {
+                        CloseAction::Stop => return self.stop(code, &reason),
+                        CloseAction::NewToken => TokenRequest::Rejected,
+                        CloseAction::RefreshToken => TokenRequest::Refresh,
+                        CloseAction::BackOff => {
+                            // Rate-limited: start well up the backoff curve.
+                            attempt = attempt.max(4);
+                            TokenRequest::Connect
+                        }
+                        CloseAction::Resync | CloseAction::Reconnect => TokenRequest::Connect,
+                    };
                 }
             }
             let delay = self.config.backoff.delay(attempt);
@@ -214,12 +220,16 @@ impl Driver {
                                 return broken(connected);
                             }
                         }
-                        ServerMessage::AuthAck { sub, roles, expires_at } => {
+                        ServerMessage::AuthAck { sub, roles, expires_at, limits } => {
                             refresh_at = expires_at.map(|exp| self.refresh_instant(exp));
+                            if let Some(limits) = limits {
+                                link.limits = limits;
+                            }
                             if connected {
                                 self.emit(ClientEvent::Refreshed { expires_at });
                             } else {
                                 connected = true;
+                                self.replay_after = None;
                                 why = TokenRequest::Refresh;
                                 self.emit(ClientEvent::Connected { sub, roles, expires_at });
                                 while let Some((message, reply)) = self.waiting.pop_front() {
@@ -254,6 +264,12 @@ impl Driver {
                 },
                 _ = wake.notified(), if connected => {
                     if self.resume(link).await.is_err() {
+                        return broken(connected);
+                    }
+                }
+                _ = sleep_until_opt(self.replay_after), if connected => {
+                    self.replay_after = None;
+                    if self.replay(link).await.is_err() {
                         return broken(connected);
                     }
                 }
@@ -305,13 +321,53 @@ impl Driver {
         self.replay(link).await
     }
 
-    /// Sends the next bounded batch of the outbox, one batch in flight at a time.
+    /// Sends the next batch of the outbox, one batch in flight at a time,
+    /// bounded by count and by the server's message size; an op that could
+    /// never fit is refused locally (`invalid`) instead of blocking the others.
     async fn replay<S: AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) -> Result<(), ()> {
-        if link.replaying {
+        if link.replaying || self.replay_after.is_some_and(|at| at > Instant::now()) {
             return Ok(());
         }
-        let ops: Vec<_> =
-            self.local().replica.outbox().iter().take(self.config.replay_batch.max(1)).map(|op| op.to_wire()).collect();
+        let limits = link.limits;
+        let budget = usize::try_from(limits.max_message_bytes).unwrap_or(usize::MAX).saturating_sub(BATCH_OVERHEAD);
+        let max_value = usize::try_from(limits.max_value_bytes).unwrap_or(usize::MAX);
+        let max_ops =
+            self.config.replay_batch.max(1).min(usize::try_from(limits.max_batch_ops).unwrap_or(usize::MAX).max(1));
+        let (ops, refused) = {
+            let mut local = self.local();
+            let (mut ops, mut bytes, mut too_big) = (Vec::new(), 0, Vec::new());
+            for op in local.replica.outbox() {
+                if ops.len() >= max_ops {
+                    break;
+                }
+                let wire = op.to_wire();
+                let size = op_size(&wire);
+                if size > budget || encoded_len(&op.value) > max_value {
+                    too_big.push((op.op_id.clone(), size));
+                    continue;
+                }
+                if bytes + size > budget {
+                    break;
+                }
+                bytes += size;
+                ops.push(wire);
+            }
+            let refused: Vec<Settled> = too_big
+                .into_iter()
+                .filter_map(|(op_id, size)| {
+                    let why = format!(
+                        "the op ({size} bytes) is larger than the server accepts (messages {} bytes, values {} bytes)",
+                        limits.max_message_bytes, limits.max_value_bytes
+                    );
+                    local.replica.refuse_locally(&op_id, crate::protocol::codes::error::INVALID, why)
+                })
+                .collect();
+            (ops, refused)
+        };
+        if !refused.is_empty() {
+            self.report(refused);
+            self.persist();
+        }
         if ops.is_empty() {
             return Ok(());
         }
@@ -319,6 +375,12 @@ impl Driver {
         link.replaying = true;
         link.internal.insert(id, Internal::Replay);
         link.send(&ClientMessage::OpBatch { id, ops }).await
+    }
+
+    /// Holds replay back for the next backoff delay (a retryable refusal).
+    fn retry_replay_later(&mut self) {
+        self.replay_after = Some(Instant::now() + self.config.backoff.delay(self.replay_failures));
+        self.replay_failures = self.replay_failures.saturating_add(1);
     }
 
     fn fresh_id(&mut self) -> u64 {
@@ -356,13 +418,24 @@ impl Driver {
                 self.deliver(Delivery { topic: topic.clone(), data: data.clone(), from: from.clone() });
                 return Ok(());
             }
-            ServerMessage::Change { collection, records, cursor } => {
-                let keys = records.iter().map(|r| r.key.clone()).collect();
+            ServerMessage::Change { collection, records, cursor, more } => {
+                let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
                 let mut local = self.local();
-                local.replica.merge(collection, records);
+                local.replica.merge(collection, records, unix_ms());
                 local.replica.set_cursor(collection, cursor.clone());
                 drop(local);
-                self.emit(ClientEvent::Changed { collection: collection.clone(), keys });
+                self.persist();
+                match link.paging.get_mut(collection.as_str()) {
+                    // A page of a snapshot: Synced comes after the last one.
+                    Some(paging) => {
+                        paging.records += keys.len();
+                        if !more && let Some(done) = link.paging.remove(collection.as_str()) {
+                            let (records, reset) = (done.records, done.reset);
+                            self.emit(ClientEvent::Synced { collection: collection.clone(), records, reset });
+                        }
+                    }
+                    None => self.emit(ClientEvent::Changed { collection: collection.clone(), keys }),
+                }
                 return Ok(());
             }
             _ => None,
@@ -391,18 +464,27 @@ impl Driver {
             (Some(Internal::Replay), ServerMessage::OpResult { results, .. }) => {
                 link.internal.remove(&id);
                 link.replaying = false;
-                self.settle(&results);
-                self.replay(link).await?;
+                if self.settle(&results) {
+                    self.retry_replay_later();
+                } else {
+                    self.replay_failures = 0;
+                    self.replay(link).await?;
+                }
             }
-            (Some(Internal::Sync(_)), ServerMessage::SyncData { collection, records, cursor, reset, .. }) => {
+            (Some(Internal::Sync(_)), ServerMessage::SyncData { collection, records, cursor, reset, more, .. }) => {
                 let mut local = self.local();
                 if reset {
                     local.replica.reset(&collection);
                 }
-                local.replica.merge(&collection, &records);
+                local.replica.merge(&collection, &records, unix_ms());
                 local.replica.set_cursor(&collection, cursor);
                 drop(local);
-                self.emit(ClientEvent::Synced { collection });
+                self.persist();
+                if more {
+                    link.paging.insert(collection, Paging { records: records.len(), reset });
+                } else {
+                    self.emit(ClientEvent::Synced { collection, records: records.len(), reset });
+                }
             }
             (Some(Internal::Sub(_) | Internal::Sync(_)), ServerMessage::Error { code, message, .. }) => {
                 let name = match link.internal.remove(&id) {
@@ -420,25 +502,32 @@ impl Driver {
                 };
                 self.emit(ClientEvent::SubscriptionEnded { name, code, message });
             }
-            (Some(Internal::Replay), ServerMessage::Error { message, .. }) => {
-                // The whole batch was refused (not per op): keep it queued for the next connection.
+            (Some(Internal::Replay), ServerMessage::Error { code, message, .. }) => {
+                // The whole batch was refused (not per op, e.g. rate_limited): it stays
+                // queued and is sent again after a backoff.
                 link.internal.remove(&id);
-                self.emit(ClientEvent::Error(format!("replay refused: {message}")));
+                link.replaying = false;
+                self.emit(ClientEvent::Error(format!("replay refused ({code}): {message}; retrying")));
+                self.retry_replay_later();
             }
             _ => {}
         }
         Ok(())
     }
 
-    /// Applies op results to the replica, saves the outbox, and reports each op.
-    fn settle(&mut self, results: &[OpOutcome]) {
-        let mut local = self.local();
-        let settled = local.replica.settle(results);
-        let saved = self.config.outbox_path.as_ref().map(|path| local.replica.save_outbox(path));
-        drop(local);
-        if let Some(Err(e)) = saved {
-            self.emit(ClientEvent::Error(format!("cannot save the outbox: {e}")));
+    /// Applies op results to the replica, saves it, and reports each op;
+    /// returns whether some op was refused with a retryable code.
+    fn settle(&mut self, results: &[OpOutcome]) -> bool {
+        let report = self.local().replica.settle(results, unix_ms());
+        self.persist();
+        for (op_id, code) in &report.retrying {
+            self.emit(ClientEvent::OpRetrying { op_id: op_id.clone(), code: code.clone() });
         }
+        self.report(report.settled);
+        !report.retrying.is_empty()
+    }
+
+    fn report(&self, settled: Vec<Settled>) {
         for s in settled {
             self.emit(ClientEvent::OpSettled {
                 op_id: s.op.op_id,
@@ -448,6 +537,22 @@ impl Driver {
                 message: s.message,
             });
         }
+    }
+
+    /// Saves the replica in the background after a change (merges, settles).
+    fn persist(&self) {
+        let Some(file) = self.file.clone() else { return };
+        let generation = {
+            let mut local = self.local();
+            local.generation += 1;
+            local.generation
+        };
+        let (local, events) = (self.local.clone(), self.events.clone());
+        tokio::spawn(async move {
+            if let Err(e) = file.save_through(&local, generation).await {
+                let _ = events.send(ClientEvent::Error(format!("cannot save the replica: {e}")));
+            }
+        });
     }
 
     fn deliver(&self, delivery: Delivery) {
@@ -460,91 +565,9 @@ impl Driver {
     }
 }
 
-/// The write side of one connection and what is in flight on it.
-struct Link<S> {
-    writer: WebSocketWrite<WriteHalf<S>>,
-    pending: HashMap<u64, Reply>,
-    internal: HashMap<u64, Internal>,
-    topics: HashSet<String>,
-    syncs: HashSet<String>,
-    replaying: bool,
-}
-
-impl<S: AsyncWrite + Unpin> Link<S> {
-    fn new(writer: WebSocketWrite<WriteHalf<S>>) -> Self {
-        Self {
-            writer,
-            pending: HashMap::new(),
-            internal: HashMap::new(),
-            topics: HashSet::new(),
-            syncs: HashSet::new(),
-            replaying: false,
-        }
-    }
-
-    async fn send(&mut self, message: &ClientMessage) -> Result<(), ()> {
-        let bytes = encode_client(message);
-        self.write(Frame::binary(Payload::Borrowed(&bytes))).await
-    }
-
-    async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), self.writer.write_frame(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
-    }
-}
-
-/// Gives a request the id the driver chose.
-fn with_id(message: ClientMessage, new: u64) -> ClientMessage {
-    use ClientMessage as M;
-    match message {
-        M::Ping { .. } => M::Ping { id: Some(new) },
-        M::Sub { topic, .. } => M::Sub { id: new, topic },
-        M::Unsub { topic, .. } => M::Unsub { id: new, topic },
-        M::Pub { topic, data, .. } => M::Pub { id: new, topic, data },
-        M::OpBatch { ops, .. } => M::OpBatch { id: new, ops },
-        M::Sync { collection, since, .. } => M::Sync { id: new, collection, since },
-        M::Unsync { collection, .. } => M::Unsync { id: new, collection },
-        auth @ M::Auth { .. } => auth,
-    }
-}
-
-async fn read_loop<S: AsyncRead + Unpin>(mut read: ReadHalf<S>, tx: mpsc::Sender<Incoming>, max: usize) {
-    let (mut ws, _) = fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Client);
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    ws.set_max_message_size(max.saturating_add(1));
-    let mut assembler = Assembler::new(max);
-    loop {
-        let frame = match ws.read_frame(&mut |_| async { Ok::<(), std::io::Error>(()) }).await {
-            Ok(frame) => frame,
-            Err(e) => {
-                let _ = tx.send(Incoming::Broken(e.to_string())).await;
-                return;
-            }
-        };
-        let reason = if frame.opcode == OpCode::Close && frame.payload.len() > 2 {
-            String::from_utf8_lossy(&frame.payload[2..]).into_owned()
-        } else {
-            String::new()
-        };
-        let event = match assembler.push(frame.fin, frame.opcode, &frame.payload) {
-            Ok(None) | Ok(Some(Assembled::Pong)) => continue,
-            Ok(Some(Assembled::Binary(bytes))) => match rmp_serde::from_slice::<ServerMessage>(&bytes) {
-                Ok(message) => Incoming::Message(message),
-                Err(e) => Incoming::Broken(format!("undecodable server message: {e}")),
-            },
-            Ok(Some(Assembled::Text)) => Incoming::Broken("the server sent a text message".into()),
-            Ok(Some(Assembled::Ping(payload))) => Incoming::Ping(Bytes::copy_from_slice(payload)),
-            Ok(Some(Assembled::Close { code })) => Incoming::Closed(code, reason),
-            Err(e) => Incoming::Broken(e.to_string()),
-        };
-        let last = matches!(event, Incoming::Closed(..) | Incoming::Broken(_));
-        if tx.send(event).await.is_err() || last {
-            return;
-        }
-    }
+/// The encoded size of one op in a batch.
+fn op_size(op: &OpInput) -> usize {
+    rmp_serde::to_vec_named(op).map_or(usize::MAX, |bytes| bytes.len())
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

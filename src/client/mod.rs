@@ -3,12 +3,20 @@
 //! [`Client::connect`] starts a background task that owns the connection: it
 //! asks the app's [`TokenProvider`] for a token on every `AUTH_REQUIRED` and
 //! before expiry (in-band refresh), reconnects with jittered exponential
-//! backoff according to the close code (4001: fetch a new token; 4100:
-//! refresh; 4003 and "fix the client" codes: stop and report; 1001/4008 and
-//! the rest: retry), and reports [`ClientEvent`]s the app can observe.
+//! backoff according to the close code (the one table,
+//! [`crate::protocol::codes::CloseAction`]: 4001 fetch a new token, 4100
+//! refresh, 4029 back off longer, 4003 and the "fix the client" codes stop and
+//! report, the rest retry), and reports [`ClientEvent`]s the app can observe.
+//!
+//! With [`ClientConfig::state_path`], the whole replica (records, cursors,
+//! outbox) lives in one file saved atomically: a write is on disk before
+//! [`Client::write`] returns, and a restarted app shows its data offline and
+//! resumes each sync with a delta.
 
 mod backoff;
 mod driver;
+mod link;
+mod persist;
 pub mod replica;
 pub(crate) mod transport;
 
@@ -23,7 +31,9 @@ use rmpv::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use backoff::Backoff;
-pub use replica::{PendingOp, Replica, Settled};
+pub use replica::{PendingOp, Replica, SettleReport, Settled};
+
+use persist::StateFile;
 
 use crate::protocol::{ClientMessage, ServerMessage};
 
@@ -76,9 +86,11 @@ pub struct ClientConfig {
     pub max_queued_requests: usize,
     /// This client's node id in its hybrid logical clock (unique per device).
     pub node_id: String,
-    /// Where the outbox is saved, so writes survive an app restart.
-    pub outbox_path: Option<PathBuf>,
-    /// Ops per replayed `OP_BATCH`.
+    /// Where the replica (records, cursors, outbox) is saved, so data and
+    /// writes survive an app restart. A saved node id replaces `node_id`.
+    pub state_path: Option<PathBuf>,
+    /// Ops per replayed `OP_BATCH` at most (batches are also cut to the
+    /// server's message size, announced in `AUTH_ACK`).
     pub replay_batch: usize,
     /// Deliveries buffered per topic subscription before they are dropped (reported as an error).
     pub subscription_buffer: usize,
@@ -96,7 +108,7 @@ impl ClientConfig {
             max_message_bytes: 16 * 1024 * 1024,
             max_queued_requests: 1024,
             node_id: format!("client-{:016x}", fastrand::u64(..)),
-            outbox_path: None,
+            state_path: None,
             replay_batch: 100,
             subscription_buffer: 1024,
         }
@@ -147,7 +159,15 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
-    /// The server settled a local write: accepted, or rejected and rolled back.
+    /// The server refused a local write with a retryable code (`unavailable`,
+    /// `rate_limited`, …): it stays queued and visible and is sent again later.
+    OpRetrying {
+        /// The op's id.
+        op_id: String,
+        /// The server's code.
+        code: String,
+    },
+    /// A local write left the outbox: accepted, or refused for good and rolled back.
     OpSettled {
         /// The op's id (as returned by [`Client::write`]).
         op_id: String,
@@ -155,15 +175,20 @@ pub enum ClientEvent {
         collection: String,
         /// Key of the write.
         key: String,
-        /// `None` if accepted; else the code (`forbidden`, `invalid`, `clock_skew`, …).
+        /// `None` if accepted; else the final code (`forbidden`, `invalid`, `clock_skew`, `stale`).
         rejected: Option<String>,
         /// The server's reason for a rejection.
         message: Option<String>,
     },
-    /// A synced collection received its snapshot (after every (re)connection).
+    /// A synced collection received its whole snapshot, every page of it
+    /// (after every (re)connection).
     Synced {
         /// The collection.
         collection: String,
+        /// Records in the snapshot: a delta after a resume, everything after a reset.
+        records: usize,
+        /// Whether the server sent the full state because the cursor could not be resumed.
+        reset: bool,
     },
     /// Records of a synced collection changed on the server.
     Changed {
@@ -200,6 +225,8 @@ pub struct Delivery {
 /// held for in-memory updates only, never across an await.
 pub(crate) struct Local {
     pub(crate) replica: Replica,
+    /// Bumped on every change of the replica, so saves know what they cover.
+    pub(crate) generation: u64,
     pub(crate) synced: BTreeSet<String>,
     pub(crate) topics: HashMap<String, mpsc::Sender<Delivery>>,
 }
@@ -245,21 +272,28 @@ pub struct Client {
     local: Arc<Mutex<Local>>,
     /// Wakes the background task to send new writes, subscriptions and syncs.
     wake: Arc<Notify>,
-    outbox_path: Option<PathBuf>,
+    file: Option<Arc<StateFile>>,
     subscription_buffer: usize,
 }
 
 impl Client {
     /// Starts connecting in the background; events arrive on the receiver.
     ///
-    /// With `outbox_path` set, writes queued by an earlier run are loaded and
-    /// replayed; an unreadable outbox file is an error rather than a silent loss.
+    /// With `state_path` set, the replica saved by an earlier run is loaded
+    /// (its queued writes are replayed); an unreadable file is an error rather
+    /// than a silent loss.
     pub fn connect(config: ClientConfig) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
-        let mut replica = Replica::new(&config.node_id);
-        if let Some(path) = &config.outbox_path {
-            replica.load_outbox(path).map_err(|e| ClientError::Config(format!("outbox {}: {e}", path.display())))?;
-        }
-        let local = Arc::new(Mutex::new(Local { replica, synced: BTreeSet::new(), topics: HashMap::new() }));
+        let unreadable = |path: &PathBuf, e: String| ClientError::Config(format!("state {}: {e}", path.display()));
+        let replica = match &config.state_path {
+            None => Replica::new(&config.node_id),
+            Some(path) => match StateFile::load(path).map_err(|e| unreadable(path, e.to_string()))? {
+                None => Replica::new(&config.node_id),
+                Some(bytes) => Replica::from_bytes(&bytes).map_err(|e| unreadable(path, e))?,
+            },
+        };
+        let file = config.state_path.clone().map(|path| Arc::new(StateFile::new(path)));
+        let local =
+            Arc::new(Mutex::new(Local { replica, generation: 0, synced: BTreeSet::new(), topics: HashMap::new() }));
         let wake = Arc::new(Notify::new());
         let (commands, command_rx) = mpsc::channel(256);
         let (events, event_rx) = mpsc::unbounded_channel();
@@ -267,10 +301,10 @@ impl Client {
             commands,
             local: local.clone(),
             wake: wake.clone(),
-            outbox_path: config.outbox_path.clone(),
+            file: file.clone(),
             subscription_buffer: config.subscription_buffer,
         };
-        tokio::spawn(driver::Driver::new(config, command_rx, events, local, wake).run());
+        tokio::spawn(driver::Driver::new(config, command_rx, events, local, wake, file).run());
         Ok((client, event_rx))
     }
 
@@ -279,23 +313,25 @@ impl Client {
     }
 
     /// Writes a record locally (visible at once) and queues it for the server;
-    /// `value: nil` deletes. Returns the op id reported later in [`ClientEvent::OpSettled`].
-    /// With `outbox_path`, the write is on disk before this returns.
-    pub fn write(&self, collection: &str, key: &str, value: Value) -> Result<String, ClientError> {
-        let mut local = self.local();
-        let op = local.replica.write(collection, key, value, crate::clock::unix_ms());
-        if let Some(path) = &self.outbox_path
-            && let Err(e) = local.replica.save_outbox(path)
+    /// `value: nil` deletes. Returns the op id reported later in
+    /// [`ClientEvent::OpSettled`]. With `state_path`, the write is on disk
+    /// before this returns (saved off the async runtime); if it cannot be
+    /// saved it is undone and the error returned.
+    pub async fn write(&self, collection: &str, key: &str, value: Value) -> Result<String, ClientError> {
+        let (op, generation) = {
+            let mut local = self.local();
+            let op = local.replica.write(collection, key, value, crate::clock::unix_ms());
+            local.generation += 1;
+            (op, local.generation)
+        };
+        if let Some(file) = &self.file
+            && let Err(e) = file.save_through(&self.local, generation).await
         {
-            local.replica.settle(&[crate::protocol::OpOutcome {
-                op_id: Value::from(op.op_id.as_str()),
-                ok: false,
-                code: None,
-                message: None,
-            }]);
-            return Err(ClientError::Io(format!("cannot save the outbox: {e}")));
+            let mut local = self.local();
+            local.replica.discard(&op.op_id);
+            local.generation += 1;
+            return Err(ClientError::Io(format!("cannot save the write: {e}")));
         }
-        drop(local);
         self.wake.notify_one();
         Ok(op.op_id)
     }

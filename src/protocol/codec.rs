@@ -303,7 +303,17 @@ mod tests {
     fn server_messages_round_trip() {
         let messages = vec![
             ServerMessage::AuthRequired { protocol_version: 1 },
-            ServerMessage::AuthAck { sub: "a".into(), roles: vec!["r".into()], expires_at: None },
+            ServerMessage::AuthAck { sub: "a".into(), roles: vec!["r".into()], expires_at: None, limits: None },
+            ServerMessage::AuthAck {
+                sub: "a".into(),
+                roles: vec![],
+                expires_at: Some(9),
+                limits: Some(crate::protocol::SessionLimits {
+                    max_message_bytes: 1,
+                    max_value_bytes: 2,
+                    max_batch_ops: 3,
+                }),
+            },
             ServerMessage::AuthFail { code: "token_invalid".into(), message: "m".into() },
             ServerMessage::Pong { id: Some(3) },
             ServerMessage::Error { id: None, code: "unknown_type".into(), message: "x".into() },
@@ -313,6 +323,7 @@ mod tests {
                 records: vec![Record { key: "k".into(), value: Value::from(1), hlc: "1:0:n".into() }],
                 cursor: "3".into(),
                 reset: false,
+                more: true,
             },
         ];
         for m in messages {
@@ -324,7 +335,8 @@ mod tests {
 
     #[test]
     fn auth_ack_carries_nil_expiry_and_camel_case_fields() {
-        let bytes = encode_server(&ServerMessage::AuthAck { sub: "s".into(), roles: vec![], expires_at: None });
+        let bytes =
+            encode_server(&ServerMessage::AuthAck { sub: "s".into(), roles: vec![], expires_at: None, limits: None });
         let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
         let keys: Vec<_> = v.as_map().unwrap().iter().map(|(k, _)| k.as_str().unwrap().to_string()).collect();
         assert_eq!(keys, ["type", "sub", "roles", "expiresAt"]);

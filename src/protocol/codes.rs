@@ -30,6 +30,43 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4200;
 }
 
+/// What a client does after the server closes with a code: the one table the
+/// server docs, `proto/PROTOCOL.md` §5 and every client follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseAction {
+    /// Give up and report: the client or its credentials must be fixed (1002, 1009, 4000, 4003).
+    Stop,
+    /// Ask the token provider for a new token (the last one was refused), then reconnect (4001).
+    NewToken,
+    /// Ask for a fresh token (the session's expired), then reconnect (4100).
+    RefreshToken,
+    /// Back off longer than usual, then reconnect (4029).
+    BackOff,
+    /// Reconnect with backoff and resume every sync from its cursor (4200: messages were dropped).
+    Resync,
+    /// Reconnect with backoff (1000, 1001, 4008, a dropped connection, any other code).
+    Reconnect,
+}
+
+impl CloseAction {
+    /// The action for a close `code` (`None`: the connection dropped without one).
+    pub fn for_code(code: Option<u16>) -> Self {
+        match code {
+            Some(close::PROTOCOL_ERROR | close::MESSAGE_TOO_BIG | close::MALFORMED | close::FORBIDDEN) => Self::Stop,
+            Some(close::UNAUTHORIZED) => Self::NewToken,
+            Some(close::TOKEN_EXPIRED) => Self::RefreshToken,
+            Some(close::RATE_LIMITED) => Self::BackOff,
+            Some(close::SLOW_CONSUMER) => Self::Resync,
+            _ => Self::Reconnect,
+        }
+    }
+
+    /// Whether the client stops for good.
+    pub fn is_terminal(self) -> bool {
+        self == Self::Stop
+    }
+}
+
 /// `code` strings carried by `ERROR` and `OP_RESULT` entries.
 pub mod error {
     /// The message `type` is not one this server knows.
@@ -46,6 +83,17 @@ pub mod error {
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
     /// The connection sends messages faster than its rate limit.
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// (op) The op's `hlc` is older than the tombstone-collection horizon: it
+    /// may not create or change a record (it could resurrect a collected delete).
+    pub const STALE: &str = "stale";
+
+    /// Whether an op refused with `code` is refused for good: the client rolls
+    /// it back. Every other code (`unavailable`, `rate_limited`, and any code
+    /// the client does not know) is retryable: the op stays queued and is sent
+    /// again later. `proto/PROTOCOL.md` §4 has the same table.
+    pub fn is_final_op_code(code: &str) -> bool {
+        matches!(code, FORBIDDEN | INVALID | CLOCK_SKEW | STALE)
+    }
 }
 
 /// `AUTH_FAIL.code` values, each with the close code that follows it.
@@ -106,5 +154,34 @@ impl AuthFailCode {
 impl std::fmt::Display for AuthFailCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_code_has_one_documented_action() {
+        let table = [
+            (None, CloseAction::Reconnect),
+            (Some(1000), CloseAction::Reconnect),
+            (Some(1001), CloseAction::Reconnect),
+            (Some(1002), CloseAction::Stop),
+            (Some(1009), CloseAction::Stop),
+            (Some(4000), CloseAction::Stop),
+            (Some(4001), CloseAction::NewToken),
+            (Some(4003), CloseAction::Stop),
+            (Some(4008), CloseAction::Reconnect),
+            (Some(4029), CloseAction::BackOff),
+            (Some(4100), CloseAction::RefreshToken),
+            (Some(4200), CloseAction::Resync),
+            (Some(4999), CloseAction::Reconnect),
+        ];
+        for (code, action) in table {
+            assert_eq!(CloseAction::for_code(code), action, "{code:?}");
+        }
+        assert!(error::is_final_op_code("stale") && error::is_final_op_code("forbidden"));
+        assert!(!error::is_final_op_code("unavailable") && !error::is_final_op_code("something_new"));
     }
 }

@@ -162,6 +162,9 @@ pub enum ServerMessage {
         roles: Vec<String>,
         /// Unix seconds at which the session ends, or nil.
         expires_at: Option<u64>,
+        /// The server's limits, so a client can cut its batches to fit (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<SessionLimits>,
     },
     /// Authentication failed; a close frame follows.
     AuthFail {
@@ -222,9 +225,14 @@ pub enum ServerMessage {
         records: Vec<Record>,
         /// Position to resume from.
         cursor: String,
-        /// True when `since` was older than the retained history and the full state was sent.
+        /// True when `since` could not be resumed from (another epoch, a
+        /// position never issued, older than the tombstone horizon) and the full
+        /// state was sent.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
+        /// True when more pages of this snapshot follow as `CHANGE`s.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// Records accepted since the last `SYNC_DATA`/`CHANGE`.
     Change {
@@ -234,5 +242,20 @@ pub enum ServerMessage {
         records: Vec<Record>,
         /// Position after these records.
         cursor: String,
+        /// True on a snapshot page that is not the last one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
+}
+
+/// The limits a server announces in `AUTH_ACK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionLimits {
+    /// Largest message the server accepts (close 1009 above it).
+    pub max_message_bytes: u64,
+    /// Largest encoded `PUB.data` or op `value`.
+    pub max_value_bytes: u64,
+    /// Most ops in one `OP_BATCH`.
+    pub max_batch_ops: u64,
 }

@@ -9,10 +9,17 @@ use crate::hlc::replaces;
 use crate::revocation::Revoked;
 
 /// Collections in memory; nothing survives the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     /// A std mutex: held for in-memory updates only, never across an await.
     inner: Mutex<Inner>,
+    epoch: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self { inner: Mutex::default(), epoch: crate::cursor::new_epoch() }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -20,6 +27,8 @@ struct Inner {
     seq: u64,
     clock: (u64, u32),
     horizon: u64,
+    /// Writes stamped before this (ms) are stale: tombstones before it were collected.
+    hlc_horizon: u64,
     collections: HashMap<String, Collection>,
 }
 
@@ -43,6 +52,10 @@ impl Store for MemoryStore {
         let inner = &mut *inner;
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
+            if write.hlc.millis < inner.hlc_horizon {
+                outcomes.push(Applied::Stale);
+                continue;
+            }
             let collection = inner.collections.entry(write.collection.clone()).or_default();
             let newer = collection.records.get(&write.key).is_none_or(|current| {
                 replaces(&write.hlc, &encode_value(&write.value), &current.hlc, &encode_value(&current.value))
@@ -78,7 +91,7 @@ impl Store for MemoryStore {
                 c.by_seq.range(since.saturating_add(1)..).filter_map(|(_, key)| c.records.get(key).cloned()).collect()
             }
         };
-        Ok(Scan { records, cursor: inner.seq })
+        Ok(Scan { records, cursor: inner.seq, horizon: inner.horizon })
     }
 
     fn last_seq(&self) -> u64 {
@@ -93,6 +106,10 @@ impl Store for MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).horizon
     }
 
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *inner;
@@ -105,6 +122,10 @@ impl Store for MemoryStore {
                 .map(|r| (r.key.clone(), r.seq))
                 .collect();
             for (key, seq) in dead {
+                if let Some(gone) = collection.records.get(&key) {
+                    // Writes up to the newest collected tombstone's millisecond could have lost to it.
+                    inner.hlc_horizon = inner.hlc_horizon.max(gone.hlc.millis + 1);
+                }
                 collection.records.remove(&key);
                 collection.by_seq.remove(&seq);
                 inner.horizon = inner.horizon.max(seq);

@@ -57,15 +57,23 @@ pub enum Applied {
     },
     /// The stored record's timestamp is the same or newer: nothing changed.
     Superseded,
+    /// The write's timestamp is not newer than the newest collected tombstone
+    /// ([`Store::collect_tombstones`]): it could resurrect a collected delete,
+    /// so it changes nothing and is refused (`stale`).
+    Stale,
 }
 
-/// Records changed after a cursor, and the cursor that follows them.
+/// Records changed after a cursor, and the cursor that follows them, all
+/// read in one consistent view of the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scan {
     /// Changed records, in acceptance order, each key once (its latest state).
     pub records: Vec<StoredRecord>,
     /// The store's latest sequence number when the scan ran.
     pub cursor: u64,
+    /// The sequence-number horizon when the scan ran: a reader whose position
+    /// is below it may have missed a collected tombstone.
+    pub horizon: u64,
 }
 
 /// A store failure: the affected writes fail with `unavailable`.
@@ -92,11 +100,21 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   greater than `s`, in sequence order, and a cursor no smaller than every
 ///   sequence number returned; `scan_since(c, cursor)` then returns only
 ///   later changes.
-/// - `collect_tombstones(t)` removes tombstones whose `hlc.millis < t` and
-///   raises `horizon()` to the highest sequence number it removed: a reader
+/// - `collect_tombstones(t)` removes tombstones whose `hlc.millis < t`,
+///   raises `horizon()` to the highest sequence number it removed (a reader
 ///   whose cursor is below the horizon may have missed a delete and must
-///   resync from scratch.
-/// - `last_seq`, `clock` and `horizon` survive a restart of a durable store.
+///   resync from scratch), and raises the *time* horizon past the newest
+///   removed tombstone's millisecond: from then on `apply` answers
+///   [`Applied::Stale`] for every write stamped before it, checked atomically
+///   with the write. Such a write could have lost to a collected delete, so
+///   accepting it could resurrect the record on some replicas and not others.
+/// - `scan_since` reads the records, the cursor and the horizon in one
+///   consistent view: a collection never falls between them.
+/// - `epoch()` is a random non-zero number drawn when the store is created and
+///   drawn again by a restore; it never changes while the store is open.
+///   Cursors carry it ([`crate::cursor::Cursor`]).
+/// - `last_seq`, `clock`, `horizon`, the time horizon and `epoch` survive a
+///   restart of a durable store.
 pub trait Store: Send + Sync + 'static {
     /// Applies writes (see the contract).
     fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>>;
@@ -110,6 +128,8 @@ pub trait Store: Send + Sync + 'static {
     fn clock(&self) -> (u64, u32);
     /// Cursors below this may have missed collected tombstones.
     fn horizon(&self) -> u64;
+    /// This store's epoch (see the contract).
+    fn epoch(&self) -> u64;
     /// Removes tombstones written (by `hlc`) before `before_millis`; returns how many.
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize>;
     /// Records a revocation durably (a no-op for stores that keep nothing).

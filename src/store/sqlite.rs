@@ -53,6 +53,10 @@ struct State {
     last_seq: AtomicU64,
     clock: Mutex<(u64, u32)>,
     horizon: AtomicU64,
+    /// Writes stamped before this (ms) are stale. Written only by the commit thread.
+    hlc_horizon: AtomicU64,
+    /// The store's epoch, fixed while it is open.
+    epoch: u64,
     /// Fault injection for tests and drills: every commit fails while set.
     fail_commits: AtomicBool,
 }
@@ -146,10 +150,24 @@ impl SqliteStore {
                 .flatten()
                 .map_or(0, to_u64)
         };
+        let stored_epoch: Option<i64> = writer
+            .query_row("SELECT value FROM meta WHERE name = 'epoch'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| err("reading the epoch", e))?;
+        let epoch = match stored_epoch.map_or(0, |bits| bits as u64) {
+            0 => {
+                let epoch = crate::cursor::new_epoch();
+                set_epoch(&writer, epoch)?;
+                epoch
+            }
+            epoch => epoch,
+        };
         let state = Arc::new(State {
             last_seq: AtomicU64::new(meta("seq")),
             clock: Mutex::new((meta("clock_millis"), u32::try_from(meta("clock_counter")).unwrap_or(u32::MAX))),
             horizon: AtomicU64::new(meta("horizon")),
+            hlc_horizon: AtomicU64::new(meta("hlc_horizon")),
+            epoch,
             fail_commits: AtomicBool::new(false),
         });
         let reader =
@@ -204,11 +222,13 @@ impl Store for SqliteStore {
         let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         // One read transaction: the cursor and the records come from the same snapshot.
         let tx = reader.transaction().map_err(|e| err("starting a read", e))?;
-        let cursor = tx
-            .query_row("SELECT value FROM meta WHERE name = 'seq'", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(|e| err("reading the cursor", e))?
-            .map_or(0, to_u64);
+        let meta = |name: &str| {
+            tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(|e| err("reading the cursor", e))
+                .map(|v| v.map_or(0, to_u64))
+        };
+        let (cursor, horizon) = (meta("seq")?, meta("horizon")?);
         let records = {
             let mut statement = tx
                 .prepare_cached("SELECT key, value, hlc_millis, hlc_counter, hlc_node, seq FROM records WHERE collection = ?1 AND seq > ?2 ORDER BY seq")
@@ -218,7 +238,7 @@ impl Store for SqliteStore {
                 .map_err(|e| err("scanning", e))?;
             rows.map(|r| r.map_err(|e| err("scanning", e))?).collect::<Result<Vec<_>, _>>()?
         };
-        Ok(Scan { records, cursor })
+        Ok(Scan { records, cursor, horizon })
     }
 
     fn last_seq(&self) -> u64 {
@@ -231,6 +251,10 @@ impl Store for SqliteStore {
 
     fn horizon(&self) -> u64 {
         self.state.horizon.load(Ordering::SeqCst)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.state.epoch
     }
 
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
@@ -372,6 +396,7 @@ fn commit(
     }
     let mut seq = state.last_seq.load(Ordering::SeqCst);
     let mut clock = *state.clock.lock().unwrap_or_else(|e| e.into_inner());
+    let hlc_horizon = state.hlc_horizon.load(Ordering::SeqCst);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a commit", e))?;
     let mut all = Vec::with_capacity(applies.len());
     {
@@ -390,6 +415,10 @@ fn commit(
         for (writes, _) in applies {
             let mut outcomes = Vec::with_capacity(writes.len());
             for write in writes {
+                if write.hlc.millis < hlc_horizon {
+                    outcomes.push(Applied::Stale);
+                    continue;
+                }
                 let stored = current
                     .query_row(params![write.collection, write.key], |r| {
                         let hlc = Hlc {
@@ -438,21 +467,33 @@ fn commit(
 fn collect(conn: &mut Connection, before_millis: u64, state: &State) -> Result<usize, StoreError> {
     let tx =
         conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a collection", e))?;
-    let (removed, highest): (i64, Option<i64>) = tx
+    let (removed, highest, latest): (i64, Option<i64>, Option<i64>) = tx
         .query_row(
-            "SELECT COUNT(*), MAX(seq) FROM records WHERE value = x'c0' AND hlc_millis < ?1",
+            "SELECT COUNT(*), MAX(seq), MAX(hlc_millis) FROM records WHERE value = x'c0' AND hlc_millis < ?1",
             [to_i64(before_millis)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(|e| err("finding tombstones", e))?;
     tx.execute("DELETE FROM records WHERE value = x'c0' AND hlc_millis < ?1", [to_i64(before_millis)])
         .map_err(|e| err("collecting tombstones", e))?;
     let horizon = state.horizon.load(Ordering::SeqCst).max(highest.map_or(0, to_u64));
+    // Writes up to the newest collected tombstone's millisecond could have lost to it.
+    let hlc_horizon = state.hlc_horizon.load(Ordering::SeqCst).max(latest.map_or(0, |m| to_u64(m) + 1));
     tx.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('horizon', ?1)", [to_i64(horizon)])
+        .map_err(|e| err("writing meta", e))?;
+    tx.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('hlc_horizon', ?1)", [to_i64(hlc_horizon)])
         .map_err(|e| err("writing meta", e))?;
     tx.commit().map_err(|e| err("commit", e))?;
     state.horizon.store(horizon, Ordering::SeqCst);
+    state.hlc_horizon.store(hlc_horizon, Ordering::SeqCst);
     Ok(usize::try_from(removed).unwrap_or(0))
+}
+
+/// Records the store's epoch (stored as the i64 with the same bits).
+fn set_epoch(conn: &Connection, epoch: u64) -> Result<(), StoreError> {
+    conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?1)", [epoch as i64])
+        .map(|_| ())
+        .map_err(|e| err("writing the epoch", e))
 }
 
 fn revoke(conn: &Connection, revoked: &Revoked) -> Result<(), StoreError> {
@@ -519,6 +560,9 @@ pub fn restore(dir: &Path, from: &Path) -> Result<BackupReport, StoreError> {
         let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| err("starting the restore", e))?;
         copy.step(-1).map_err(|e| err("copying", e))?;
     }
+    // A restored store rewinds positions: a new epoch makes every cursor issued
+    // before it resync from scratch instead of silently skipping the rewound range.
+    set_epoch(&target, crate::cursor::new_epoch())?;
     verify(&target, &path)
 }
 

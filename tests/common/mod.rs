@@ -88,6 +88,14 @@ pub fn hs256(claims: serde_json::Value) -> String {
     sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), &claims)
 }
 
+/// `(sub, roles, expiresAt)` of an `AUTH_ACK` (panics on anything else).
+pub fn identity_of(message: ServerMessage) -> (String, Vec<String>, Option<u64>) {
+    match message {
+        ServerMessage::AuthAck { sub, roles, expires_at, .. } => (sub, roles, expires_at),
+        other => panic!("expected AUTH_ACK, got {other:?}"),
+    }
+}
+
 /// What a raw client received.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recv {
