@@ -40,8 +40,12 @@ fn codec(c: &mut Criterion) {
     group.finish();
 
     let message = ServerMessage::Message { topic: "rooms/lobby/chat".into(), data: payload(), from: "alice".into() };
-    let ack =
-        ServerMessage::AuthAck { sub: "alice".into(), roles: vec!["user".into()], expires_at: Some(1_800_000_000) };
+    let ack = ServerMessage::AuthAck {
+        sub: "alice".into(),
+        roles: vec!["user".into()],
+        expires_at: Some(1_800_000_000),
+        limits: None,
+    };
     let mut group = c.benchmark_group("encode");
     group.bench_function("MESSAGE 256B", |b| b.iter(|| encode_server(black_box(&message))));
     group.bench_function("AUTH_ACK", |b| b.iter(|| encode_server(black_box(&ack))));

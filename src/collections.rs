@@ -217,9 +217,8 @@ impl Collections {
         let inner = &self.inner;
         let from = since.filter(|c| c.resumable(inner.epoch, u64::MAX)).map_or(0, |c| c.position);
         let mut scan = self.scan(collection, from).await?;
-        let reset = since.is_some_and(|c| {
-            !c.resumable(inner.epoch, scan.cursor) || (c.position > 0 && c.position < scan.horizon)
-        });
+        let reset = since
+            .is_some_and(|c| !c.resumable(inner.epoch, scan.cursor) || (c.position > 0 && c.position < scan.horizon));
         if reset && from > 0 {
             scan = self.scan(collection, 0).await?;
         }

@@ -57,9 +57,10 @@ impl FromStr for Cursor {
             ok.then(|| u64::from_str_radix(p, radix).ok()).flatten()
         };
         match s.split_once(':') {
-            Some((epoch, position)) => {
-                Ok(Self { epoch: digits(epoch, 16).ok_or(CursorError)?, position: digits(position, 10).ok_or(CursorError)? })
-            }
+            Some((epoch, position)) => Ok(Self {
+                epoch: digits(epoch, 16).ok_or(CursorError)?,
+                position: digits(position, 10).ok_or(CursorError)?,
+            }),
             None => Ok(Self { epoch: 0, position: digits(s, 10).ok_or(CursorError)? }),
         }
     }

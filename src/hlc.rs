@@ -67,7 +67,8 @@ impl FromStr for Hlc {
             return Err(HlcError("millis and counter must be decimal integers"));
         }
         let millis = millis.parse().map_err(|_| HlcError("millis out of range"))?;
-        let counter = counter.parse::<u32>().ok().filter(|c| *c <= MAX_COUNTER).ok_or(HlcError("counter must be 0 to 65535"))?;
+        let counter =
+            counter.parse::<u32>().ok().filter(|c| *c <= MAX_COUNTER).ok_or(HlcError("counter must be 0 to 65535"))?;
         if node.is_empty() || node.len() > 64 || node.chars().any(char::is_control) {
             return Err(HlcError("node id must be 1 to 64 bytes without control characters"));
         }

@@ -10,7 +10,7 @@
 //!
 //! | module | responsibility |
 //! | --- | --- |
-//! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown; [`run`] |
+//! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown, the admin listener; [`run`] |
 //! | `connection` | the per-connection actor: reader task, writer, timers, outbox; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, RBAC checks, rate limit |
 //! | [`assembler`], [`mask`] | WebSocket reassembly with a total cap; refusal of unmasked client frames (sans-IO) |
@@ -18,13 +18,13 @@
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
 //! | [`broker`], [`outbox`] | pub/sub routing behind the `Broker` trait; bounded per-connection queues (4200) |
-//! | [`collections`], [`hlc`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks |
+//! | [`collections`], [`hlc`], [`cursor`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks; `<epoch>:<position>` sync cursors |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore, conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
 //! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
-//! | [`config`], [`cli`] | [`ServerConfig`]; `syncgate` subcommands and flag/env/TOML precedence |
-//! | [`client`] | the Rust client: token provider, reconnect, offline replica and outbox |
+//! | [`config`], [`cli`] | [`ServerConfig`]; `syncgate` subcommands, flag/env/TOML precedence, authenticator assembly |
+//! | [`client`] | the Rust client: token provider, reconnect, persisted offline replica and outbox |
 //! | [`tls`], [`devtoken`], [`loadgen`], [`clock`] | TLS config; dev tokens; `syncgate bench ops`; the wall clock |
 //!
 //! # Embedding
@@ -47,8 +47,8 @@ pub mod client;
 pub mod clock;
 pub mod collections;
 pub mod config;
-pub mod cursor;
 mod connection;
+pub mod cursor;
 pub mod devtoken;
 pub mod hlc;
 pub mod http_client;

@@ -14,12 +14,11 @@ use std::time::Duration;
 use rmpv::Value;
 
 use crate::auth::{AuthError, Identity, MAX_TOKEN_BYTES};
+use crate::cursor::Cursor;
 use crate::protocol::codes::{close, error};
 use crate::protocol::encoded_len;
-use crate::cursor::Cursor;
 use crate::protocol::{
-    AuthFailCode, ClientMessage, DecodeError, OpInput, OpOutcome, PROTOCOL_VERSION, RawOp, ServerMessage,
-    SessionLimits,
+    AuthFailCode, ClientMessage, DecodeError, OpInput, OpOutcome, PROTOCOL_VERSION, RawOp, ServerMessage, SessionLimits,
 };
 use crate::rules::{Access, Action, Policy, valid_resource};
 

@@ -206,8 +206,7 @@ async fn large_snapshots_arrive_in_pages_that_each_resume_without_a_gap() {
     truth.insert("k0-00".into(), value("k0-00", 2));
     truth.insert("live".into(), value("live", 3));
     let mut resumed = RawWs::authed(server.addr, &token("r2", &[])).await;
-    let mut state: std::collections::BTreeMap<String, Value> =
-        first.into_iter().map(|r| (r.key, r.value)).collect();
+    let mut state: std::collections::BTreeMap<String, Value> = first.into_iter().map(|r| (r.key, r.value)).collect();
     resumed.send(&ClientMessage::Sync { id: 1, collection: "notes".into(), since: Some(first_cursor) }).await;
     let mut more = match resumed.msg().await {
         ServerMessage::SyncData { records, more, .. } => {

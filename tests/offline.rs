@@ -65,7 +65,8 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
     let (alice, mut events) = Client::connect(client_config(first.url(), editor.clone())).unwrap();
     alice.sync("shared/board");
     alice.sync("users/alice/todos");
-    until(&mut events, |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "users/alice/todos")).await;
+    until(&mut events, |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "users/alice/todos"))
+        .await;
     // While an editor and online, alice sets a value on the shared board.
     alice.write("shared/board", "title", Value::from("original")).await.unwrap();
     until(&mut events, |e| matches!(e, ClientEvent::OpSettled { rejected: None, .. })).await;
@@ -76,7 +77,10 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
     editor.store(false, Ordering::SeqCst);
     for i in 0..100 {
         alice.write("users/alice/todos", &format!("todo-{i}"), Value::from(format!("buy {i}"))).await.unwrap();
-        alice.write("shared/board", if i == 0 { "title" } else { "note" }, Value::from(format!("edit {i}"))).await.unwrap();
+        alice
+            .write("shared/board", if i == 0 { "title" } else { "note" }, Value::from(format!("edit {i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(alice.pending(), 200);
     assert_eq!(alice.get("shared/board", "title"), Some(Value::from("edit 0")), "offline writes are visible at once");
@@ -113,8 +117,11 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
         let (auditor, mut audit_events) = Client::connect(config).unwrap();
         auditor.sync("users/alice/todos");
         auditor.sync("shared/board");
-        until(&mut audit_events, |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "shared/board"))
-            .await;
+        until(
+            &mut audit_events,
+            |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "shared/board"),
+        )
+        .await;
         until(
             &mut audit_events,
             |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "users/alice/todos"),

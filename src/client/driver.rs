@@ -8,12 +8,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
 
-use super::link::{Incoming, Internal, Link, Paging, read_loop, with_id};
+use super::link::{Incoming, Internal, Link, read_loop, with_id};
 use super::persist::StateFile;
-use super::{ClientConfig, ClientError, ClientEvent, Command, Delivery, Local, Reply, Settled, TokenRequest, transport};
-use crate::clock::{unix_ms, unix_secs};
+use super::{ClientConfig, ClientError, ClientEvent, Command, Local, Reply, Settled, TokenRequest, transport};
+use crate::clock::unix_secs;
 use crate::protocol::codes::{CloseAction, close};
-use crate::protocol::{ClientMessage, OpInput, OpOutcome, ServerMessage, encoded_len};
+use crate::protocol::{ClientMessage, OpInput, ServerMessage, encoded_len};
 
 /// Room left in a replay batch for the `OP_BATCH` map around its ops.
 const BATCH_OVERHEAD: usize = 64;
@@ -31,20 +31,20 @@ enum End {
 }
 
 pub(crate) struct Driver {
-    config: ClientConfig,
-    commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<ClientEvent>,
-    local: Arc<Mutex<Local>>,
-    wake: Arc<Notify>,
+    pub(super) config: ClientConfig,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) events: mpsc::UnboundedSender<ClientEvent>,
+    pub(super) local: Arc<Mutex<Local>>,
+    pub(super) wake: Arc<Notify>,
     /// Where the replica is saved, if anywhere.
-    file: Option<Arc<StateFile>>,
+    pub(super) file: Option<Arc<StateFile>>,
     /// App requests waiting for an authenticated connection.
-    waiting: VecDeque<(ClientMessage, Reply)>,
-    next_id: u64,
+    pub(super) waiting: VecDeque<(ClientMessage, Reply)>,
+    pub(super) next_id: u64,
     /// Replay is held back until then, after a retryable refusal.
-    replay_after: Option<Instant>,
+    pub(super) replay_after: Option<Instant>,
     /// Retryable refusals in a row (for the replay backoff).
-    replay_failures: u32,
+    pub(super) replay_failures: u32,
 }
 
 impl Driver {
@@ -70,11 +70,11 @@ impl Driver {
         }
     }
 
-    fn emit(&self, event: ClientEvent) {
+    pub(super) fn emit(&self, event: ClientEvent) {
         let _ = self.events.send(event);
     }
 
-    fn local(&self) -> MutexGuard<'_, Local> {
+    pub(super) fn local(&self) -> MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -269,7 +269,7 @@ impl Driver {
                 }
                 _ = sleep_until_opt(self.replay_after), if connected => {
                     self.replay_after = None;
-                    if self.replay(link).await.is_err() {
+                    if self.resume(link).await.is_err() {
                         return broken(connected);
                     }
                 }
@@ -324,7 +324,7 @@ impl Driver {
     /// Sends the next batch of the outbox, one batch in flight at a time,
     /// bounded by count and by the server's message size; an op that could
     /// never fit is refused locally (`invalid`) instead of blocking the others.
-    async fn replay<S: AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) -> Result<(), ()> {
+    pub(super) async fn replay<S: AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) -> Result<(), ()> {
         if link.replaying || self.replay_after.is_some_and(|at| at > Instant::now()) {
             return Ok(());
         }
@@ -377,8 +377,9 @@ impl Driver {
         link.send(&ClientMessage::OpBatch { id, ops }).await
     }
 
-    /// Holds replay back for the next backoff delay (a retryable refusal).
-    fn retry_replay_later(&mut self) {
+    /// Holds replay (and the renewal of subscriptions and syncs) back for the
+    /// next backoff delay, after a retryable refusal.
+    pub(super) fn retry_later(&mut self) {
         self.replay_after = Some(Instant::now() + self.config.backoff.delay(self.replay_failures));
         self.replay_failures = self.replay_failures.saturating_add(1);
     }
@@ -405,163 +406,6 @@ impl Driver {
             return;
         }
         link.pending.insert(id, reply);
-    }
-
-    /// Handles a message that is not part of the handshake.
-    async fn answer<S: AsyncWrite + Unpin>(&mut self, link: &mut Link<S>, message: ServerMessage) -> Result<(), ()> {
-        let id = match &message {
-            ServerMessage::Pong { id } | ServerMessage::Error { id, .. } => *id,
-            ServerMessage::Ok { id } | ServerMessage::OpResult { id, .. } | ServerMessage::SyncData { id, .. } => {
-                Some(*id)
-            }
-            ServerMessage::Message { topic, data, from } => {
-                self.deliver(Delivery { topic: topic.clone(), data: data.clone(), from: from.clone() });
-                return Ok(());
-            }
-            ServerMessage::Change { collection, records, cursor, more } => {
-                let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-                let mut local = self.local();
-                local.replica.merge(collection, records, unix_ms());
-                local.replica.set_cursor(collection, cursor.clone());
-                drop(local);
-                self.persist();
-                match link.paging.get_mut(collection.as_str()) {
-                    // A page of a snapshot: Synced comes after the last one.
-                    Some(paging) => {
-                        paging.records += keys.len();
-                        if !more && let Some(done) = link.paging.remove(collection.as_str()) {
-                            let (records, reset) = (done.records, done.reset);
-                            self.emit(ClientEvent::Synced { collection: collection.clone(), records, reset });
-                        }
-                    }
-                    None => self.emit(ClientEvent::Changed { collection: collection.clone(), keys }),
-                }
-                return Ok(());
-            }
-            _ => None,
-        };
-        if let Some(id) = id
-            && link.internal.contains_key(&id)
-        {
-            return self.internal_answer(link, id, message).await;
-        }
-        match id.and_then(|id| link.pending.remove(&id)) {
-            Some(reply) => {
-                let _ = reply.send(Ok(message));
-            }
-            None => self.emit(ClientEvent::Message(message)),
-        }
-        Ok(())
-    }
-
-    async fn internal_answer<S: AsyncWrite + Unpin>(
-        &mut self,
-        link: &mut Link<S>,
-        id: u64,
-        message: ServerMessage,
-    ) -> Result<(), ()> {
-        match (link.internal.get(&id), message) {
-            (Some(Internal::Replay), ServerMessage::OpResult { results, .. }) => {
-                link.internal.remove(&id);
-                link.replaying = false;
-                if self.settle(&results) {
-                    self.retry_replay_later();
-                } else {
-                    self.replay_failures = 0;
-                    self.replay(link).await?;
-                }
-            }
-            (Some(Internal::Sync(_)), ServerMessage::SyncData { collection, records, cursor, reset, more, .. }) => {
-                let mut local = self.local();
-                if reset {
-                    local.replica.reset(&collection);
-                }
-                local.replica.merge(&collection, &records, unix_ms());
-                local.replica.set_cursor(&collection, cursor);
-                drop(local);
-                self.persist();
-                if more {
-                    link.paging.insert(collection, Paging { records: records.len(), reset });
-                } else {
-                    self.emit(ClientEvent::Synced { collection, records: records.len(), reset });
-                }
-            }
-            (Some(Internal::Sub(_) | Internal::Sync(_)), ServerMessage::Error { code, message, .. }) => {
-                let name = match link.internal.remove(&id) {
-                    Some(Internal::Sub(topic)) => {
-                        link.topics.remove(&topic);
-                        self.local().topics.remove(&topic);
-                        topic
-                    }
-                    Some(Internal::Sync(collection)) => {
-                        link.syncs.remove(&collection);
-                        self.local().synced.remove(&collection);
-                        collection
-                    }
-                    _ => String::new(),
-                };
-                self.emit(ClientEvent::SubscriptionEnded { name, code, message });
-            }
-            (Some(Internal::Replay), ServerMessage::Error { code, message, .. }) => {
-                // The whole batch was refused (not per op, e.g. rate_limited): it stays
-                // queued and is sent again after a backoff.
-                link.internal.remove(&id);
-                link.replaying = false;
-                self.emit(ClientEvent::Error(format!("replay refused ({code}): {message}; retrying")));
-                self.retry_replay_later();
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Applies op results to the replica, saves it, and reports each op;
-    /// returns whether some op was refused with a retryable code.
-    fn settle(&mut self, results: &[OpOutcome]) -> bool {
-        let report = self.local().replica.settle(results, unix_ms());
-        self.persist();
-        for (op_id, code) in &report.retrying {
-            self.emit(ClientEvent::OpRetrying { op_id: op_id.clone(), code: code.clone() });
-        }
-        self.report(report.settled);
-        !report.retrying.is_empty()
-    }
-
-    fn report(&self, settled: Vec<Settled>) {
-        for s in settled {
-            self.emit(ClientEvent::OpSettled {
-                op_id: s.op.op_id,
-                collection: s.op.collection,
-                key: s.op.key,
-                rejected: s.rejected,
-                message: s.message,
-            });
-        }
-    }
-
-    /// Saves the replica in the background after a change (merges, settles).
-    fn persist(&self) {
-        let Some(file) = self.file.clone() else { return };
-        let generation = {
-            let mut local = self.local();
-            local.generation += 1;
-            local.generation
-        };
-        let (local, events) = (self.local.clone(), self.events.clone());
-        tokio::spawn(async move {
-            if let Err(e) = file.save_through(&local, generation).await {
-                let _ = events.send(ClientEvent::Error(format!("cannot save the replica: {e}")));
-            }
-        });
-    }
-
-    fn deliver(&self, delivery: Delivery) {
-        let sender = self.local().topics.get(&delivery.topic).cloned();
-        if let Some(sender) = sender
-            && sender.try_send(delivery).is_err()
-        {
-            self.emit(ClientEvent::Error("a topic subscriber is not keeping up; a delivery was dropped".into()));
-        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! [`Client::write`] returns, and a restarted app shows its data offline and
 //! resumes each sync with a delta.
 
+mod answers;
 mod backoff;
 mod driver;
 mod link;

@@ -119,13 +119,7 @@ impl Replica {
     }
 
     fn with_clock(clock: HlcClock, next_op: u64) -> Self {
-        Self {
-            clock,
-            incarnation: fastrand::u32(..),
-            next_op,
-            collections: HashMap::new(),
-            outbox: VecDeque::new(),
-        }
+        Self { clock, incarnation: fastrand::u32(..), next_op, collections: HashMap::new(), outbox: VecDeque::new() }
     }
 
     /// This replica's node id.
@@ -347,12 +341,8 @@ mod tests {
         let mut r = Replica::new("dev");
         let op = r.write("c", "k", Value::from("mine"), 200);
         for code in ["unavailable", "rate_limited", "a_code_from_the_future"] {
-            let refused = OpOutcome {
-                op_id: Value::from(op.op_id.as_str()),
-                ok: false,
-                code: Some(code.into()),
-                message: None,
-            };
+            let refused =
+                OpOutcome { op_id: Value::from(op.op_id.as_str()), ok: false, code: Some(code.into()), message: None };
             let report = r.settle(&[refused], 200);
             assert!(report.settled.is_empty(), "{code}");
             assert_eq!(report.retrying, [(op.op_id.clone(), code.to_string())]);

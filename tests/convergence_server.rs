@@ -1,0 +1,437 @@
+//! Property, end to end: devices running the real Rust client against a real
+//! server (memory and SQLite stores), going offline and online through TCP
+//! proxies the test cuts, while rules change so some writes are refused and
+//! rolled back, a raw writer reuses equal stamps, the store fails commits for a
+//! while (retryable), tombstones are collected and (SQLite) the store is
+//! restored from a backup. In the end every device's replica, a reader that
+//! only follows `CHANGE`s, and a fresh snapshot show the same state, and every
+//! write a device made was reported settled.
+//!
+//! `SYNCGATE_CONVERGENCE_CASES` sets the number of schedules (default 500).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use proptest::prelude::*;
+use rmpv::Value;
+use syncgate::ServerConfig;
+use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent};
+use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
+use syncgate::rules::{Policy, RuleSet};
+use syncgate::store::{
+    Applied, Durability, MemoryStore, Scan, SqliteStore, Store, StoreError, StoreFuture, StoredRecord, Write,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+
+const DEVICES: usize = 3;
+const COLLECTIONS: [&str; 2] = ["c/open", "c/guarded"];
+const OPEN_RULES: &str = "[[rules]]\nroles=[\"*\"]\nresource=\"c/**\"\nactions=[\"read\",\"write\"]\n";
+const GUARDED_RULES: &str = "[[rules]]\nroles=[\"*\"]\nresource=\"c/**\"\nactions=[\"read\"]\n\
+                             [[rules]]\nroles=[\"*\"]\nresource=\"c/open\"\nactions=[\"write\"]\n";
+
+#[derive(Debug, Clone)]
+enum Step {
+    Write {
+        device: usize,
+        collection: usize,
+        key: u8,
+        value: Option<u8>,
+    },
+    Offline {
+        device: usize,
+    },
+    Online {
+        device: usize,
+    },
+    /// Whether `c/guarded` may be written (a rules reload).
+    Guarded {
+        writable: bool,
+    },
+    /// Commits fail (`unavailable`) while on.
+    Fault {
+        on: bool,
+    },
+    /// Every tombstone so far is collected.
+    Collect,
+    /// A raw write reusing one of a few fixed stamps: equal stamps, different values.
+    RawWrite {
+        collection: usize,
+        key: u8,
+        stamp: u8,
+        value: u8,
+    },
+    /// SQLite: take a backup (the next Restore goes back to it).
+    Backup,
+    /// SQLite: stop, restore the last backup, start again on the same address.
+    Restore,
+    Pause {
+        ms: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0..DEVICES, 0..2usize, 0u8..4, proptest::option::of(0u8..20))
+            .prop_map(|(device, collection, key, value)| Step::Write { device, collection, key, value }),
+        2 => (0..DEVICES).prop_map(|device| Step::Offline { device }),
+        2 => (0..DEVICES).prop_map(|device| Step::Online { device }),
+        1 => any::<bool>().prop_map(|writable| Step::Guarded { writable }),
+        1 => any::<bool>().prop_map(|on| Step::Fault { on }),
+        1 => Just(Step::Collect),
+        2 => (0..2usize, 0u8..4, 0u8..3, 0u8..20)
+            .prop_map(|(collection, key, stamp, value)| Step::RawWrite { collection, key, stamp, value }),
+        1 => Just(Step::Backup),
+        1 => Just(Step::Restore),
+        1 => (0u8..30).prop_map(|ms| Step::Pause { ms }),
+    ]
+}
+
+/// A store whose commits fail while `fail` is set (a full disk, an I/O error).
+struct Faulty {
+    inner: Arc<dyn Store>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Store for Faulty {
+    fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(StoreError("injected fault".into()))));
+        }
+        self.inner.apply(writes)
+    }
+    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner.get(collection, key)
+    }
+    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
+        self.inner.scan_since(collection, since)
+    }
+    fn last_seq(&self) -> u64 {
+        self.inner.last_seq()
+    }
+    fn clock(&self) -> (u64, u32) {
+        self.inner.clock()
+    }
+    fn horizon(&self) -> u64 {
+        self.inner.horizon()
+    }
+    fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+    fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
+        self.inner.collect_tombstones(before_millis)
+    }
+    fn save_revocation<'a>(&'a self, revoked: &'a syncgate::revocation::Revoked) -> StoreFuture<'a, ()> {
+        self.inner.save_revocation(revoked)
+    }
+    fn revocations(&self) -> Result<Vec<syncgate::revocation::Revoked>, StoreError> {
+        self.inner.revocations()
+    }
+}
+
+/// A TCP forwarder between one device and the server: cutting it is going offline.
+struct Proxy {
+    addr: SocketAddr,
+    online: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(server: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let online = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (flag, open) = (online.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else { continue };
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                open.lock().unwrap().push(task);
+            }
+        });
+        Self { addr, online, connections, accept }
+    }
+
+    fn offline(&self) {
+        self.online.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn online(&self) {
+        self.online.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.offline();
+    }
+}
+
+struct Device {
+    client: Client,
+    events: UnboundedReceiver<ClientEvent>,
+    proxy: Proxy,
+    written: HashSet<String>,
+    settled: HashSet<String>,
+}
+
+impl Device {
+    fn drain(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            if let ClientEvent::OpSettled { op_id, .. } = event {
+                self.settled.insert(op_id);
+            }
+        }
+    }
+}
+
+fn client(url: String, sub: &'static str) -> ClientConfig {
+    ClientConfig {
+        backoff: Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(60) },
+        ..ClientConfig::new(url).with_token_provider(move |_| async move { Ok(Some(token(sub, &["user"]))) })
+    }
+}
+
+/// Where the schedule's store lives.
+enum Backing {
+    Memory,
+    Sqlite { dir: tempfile::TempDir, live: PathBuf, backup: Option<PathBuf>, generation: u32 },
+}
+
+fn policy(writable: bool) -> Policy {
+    Policy::with_rules(RuleSet::parse(if writable { OPEN_RULES } else { GUARDED_RULES }).unwrap())
+}
+
+async fn snapshot(addr: SocketAddr, collection: &str) -> BTreeMap<String, Value> {
+    let mut ws = RawWs::authed(addr, &token("snapshot", &[])).await;
+    ws.send(&ClientMessage::Sync { id: 1, collection: collection.into(), since: None }).await;
+    let mut state = BTreeMap::new();
+    let mut more = match ws.msg().await {
+        ServerMessage::SyncData { records, more, .. } => {
+            state.extend(records.into_iter().map(|r| (r.key, r.value)));
+            more
+        }
+        other => panic!("{other:?}"),
+    };
+    while more {
+        if let ServerMessage::Change { records, more: next, .. } = ws.msg().await {
+            state.extend(records.into_iter().map(|r| (r.key, r.value)));
+            more = next;
+        }
+    }
+    state.into_iter().filter(|(_, v)| !v.is_nil()).collect()
+}
+
+async fn run_schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let result = schedule(steps, sqlite).await;
+    if std::env::var_os("SYNCGATE_CONVERGENCE_TIMING").is_some() {
+        eprintln!("schedule took {:?}", started.elapsed());
+    }
+    result
+}
+
+async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut backing = if sqlite {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live-0");
+        Backing::Sqlite { dir, live, backup: None, generation: 0 }
+    } else {
+        Backing::Memory
+    };
+    let open_store = |backing: &Backing| -> Arc<dyn Store> {
+        let inner: Arc<dyn Store> = match backing {
+            Backing::Memory => Arc::new(MemoryStore::new()),
+            Backing::Sqlite { live, .. } => Arc::new(SqliteStore::open(live, Durability::None).unwrap()),
+        };
+        Arc::new(Faulty { inner, fail: fail.clone() })
+    };
+    let mut store = open_store(&backing);
+    let config = |store: Arc<dyn Store>| {
+        let mut config = ServerConfig { store, ..jwt_config() };
+        config.timeouts.close_linger = Duration::from_millis(50);
+        config.timeouts.shutdown_grace = Duration::from_millis(500);
+        config
+    };
+    let first = config(store.clone());
+    first.policy.replace(policy(true));
+    let mut rules = first.policy.clone();
+    let mut server = TestServer::start(first).await;
+    let addr = server.addr;
+    let mut writable = true;
+    let mut devices = Vec::new();
+    for i in 0..DEVICES {
+        let proxy = Proxy::start(addr).await;
+        let sub: &'static str = ["d0", "d1", "d2"][i];
+        let (client, events) = Client::connect(client(format!("ws://{}/ws", proxy.addr), sub)).unwrap();
+        for collection in COLLECTIONS {
+            client.sync(collection);
+        }
+        devices.push(Device { client, events, proxy, written: HashSet::new(), settled: HashSet::new() });
+    }
+    let (reader, _reader_events) = Client::connect(client(server.url(), "reader")).unwrap();
+    for collection in COLLECTIONS {
+        reader.sync(collection);
+    }
+    let base = now() * 1000;
+    let mut raw: Option<RawWs> = None;
+    let mut raw_id = 0;
+    for step in steps {
+        match step {
+            Step::Write { device, collection, key, value } => {
+                let d = &mut devices[device];
+                let value = value.map_or(Value::Nil, Value::from);
+                let id = d.client.write(COLLECTIONS[collection], &format!("k{key}"), value).await.unwrap();
+                d.written.insert(id);
+            }
+            Step::Offline { device } => devices[device].proxy.offline(),
+            Step::Online { device } => devices[device].proxy.online(),
+            Step::Guarded { writable: w } => {
+                writable = w;
+                rules.replace(policy(w));
+            }
+            Step::Fault { on } => fail.store(on, Ordering::SeqCst),
+            Step::Collect => {
+                store.collect_tombstones(now() * 1000 + 1_000).await.map_err(|e| e.to_string())?;
+            }
+            Step::RawWrite { collection, key, stamp, value } => {
+                if raw.is_none() {
+                    raw = Some(RawWs::authed(addr, &token("raw", &[])).await);
+                }
+                let ws = raw.as_mut().unwrap();
+                raw_id += 1;
+                let op = OpInput::Op(RawOp {
+                    op_id: Value::from(raw_id),
+                    collection: COLLECTIONS[collection].into(),
+                    key: format!("k{key}"),
+                    value: Value::from(value),
+                    hlc: format!("{base}:{stamp}:raw"),
+                });
+                if ws.try_send(&ClientMessage::OpBatch { id: raw_id, ops: vec![op] }).await.is_err() {
+                    raw = None;
+                }
+            }
+            Step::Backup => {
+                if let Backing::Sqlite { dir, live, backup, generation } = &mut backing {
+                    *generation += 1;
+                    let path = dir.path().join(format!("backup-{generation}.sgdb"));
+                    syncgate::store::sqlite_backup(live, &path).map_err(|e| e.to_string())?;
+                    *backup = Some(path);
+                }
+            }
+            Step::Restore => {
+                if let Backing::Sqlite { dir, live, backup: Some(backup), generation } = &mut backing {
+                    server.stop().await;
+                    raw = None;
+                    *generation += 1;
+                    *live = dir.path().join(format!("live-{generation}"));
+                    syncgate::store::sqlite_restore(live, backup).map_err(|e| e.to_string())?;
+                    store = open_store(&backing);
+                    let config = config(store.clone());
+                    config.policy.replace(policy(writable));
+                    rules = config.policy.clone();
+                    server = TestServer::on(TcpListener::bind(addr).await.unwrap(), config);
+                }
+            }
+            Step::Pause { ms } => tokio::time::sleep(Duration::from_millis(u64::from(ms))).await,
+        }
+    }
+    // Everyone comes back, the store heals; then everything must settle and agree.
+    fail.store(false, Ordering::SeqCst);
+    for d in &devices {
+        d.proxy.online();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    loop {
+        for d in devices.iter_mut() {
+            d.drain();
+        }
+        match agreement(&devices, &reader, addr).await {
+            Ok(()) => break,
+            Err(why) if tokio::time::Instant::now() > deadline => {
+                server.stop().await;
+                return Err(format!("{why} (previously: {last})"));
+            }
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let converged = std::time::Instant::now();
+    drop(raw);
+    for d in &devices {
+        d.client.close().await;
+    }
+    reader.close().await;
+    server.stop().await;
+    if std::env::var_os("SYNCGATE_CONVERGENCE_TIMING").is_some() {
+        eprintln!("teardown took {:?}", converged.elapsed());
+    }
+    Ok(())
+}
+
+/// Whether every write was reported and every view shows one state.
+async fn agreement(devices: &[Device], reader: &Client, addr: SocketAddr) -> Result<(), String> {
+    for (i, d) in devices.iter().enumerate() {
+        if d.client.pending() > 0 {
+            return Err(format!("device {i} has {} writes pending", d.client.pending()));
+        }
+        if let Some(missing) = d.written.difference(&d.settled).next() {
+            return Err(format!("device {i}: write {missing} was never reported settled"));
+        }
+    }
+    for collection in COLLECTIONS {
+        let truth = snapshot(addr, collection).await;
+        if reader.records(collection) != truth {
+            return Err(format!("the CHANGE-following reader differs on {collection}"));
+        }
+        for (i, d) in devices.iter().enumerate() {
+            let mine = d.client.records(collection);
+            if mine != truth {
+                return Err(format!("device {i} differs on {collection}: {mine:?} vs {truth:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("SYNCGATE_CONVERGENCE_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(500)
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 32, ..ProptestConfig::default() })]
+    #[test]
+    fn devices_a_reader_and_a_fresh_snapshot_converge(
+        steps in proptest::collection::vec(step(), 1..40),
+        sqlite in any::<bool>(),
+    ) {
+        let outcome = runtime().block_on(run_schedule(steps, sqlite));
+        prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
+    }
+}
