@@ -1,0 +1,228 @@
+/**
+ * The local replica and outbox, without I/O: the same model as the Rust
+ * client. Two layers per record: what the server confirmed (SYNC_DATA,
+ * CHANGE, accepted ops) and the ops still queued. The visible value is the
+ * last-writer-wins winner of both, exactly as the server decides it, so a
+ * refused op rolls back simply by leaving the outbox.
+ */
+import { encodeValue } from "./codec.js";
+import { isFinalOpCode } from "./codes.js";
+import { compareBytes, compareHlc, formatHlc, type Hlc, HlcClock, parseHlc } from "./hlc.js";
+import type { OpOutcome, Value, WireOp, WireRecord } from "./types.js";
+
+/** A local write not yet settled by the server. */
+export type PendingOp = WireOp;
+
+/** A write that left the outbox. */
+export interface Settled {
+  op: PendingOp;
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+export interface SettleReport {
+  settled: Settled[];
+  retrying: { opId: string; code: string }[];
+}
+
+interface Confirmed {
+  value: Value;
+  hlc: Hlc;
+  text: string;
+}
+
+interface CollectionState {
+  confirmed: Map<string, Confirmed>;
+  cursor: string | null;
+}
+
+/** A cursor's epoch and position (`<hex epoch>:<position>`, or a bare position). */
+function parseCursor(cursor: string): { epoch: string; position: number } | null {
+  const colon = cursor.indexOf(":");
+  const [epoch, position] = colon < 0 ? ["", cursor] : [cursor.slice(0, colon), cursor.slice(colon + 1)];
+  return /^\d+$/.test(position) ? { epoch, position: Number(position) } : null;
+}
+
+/** The winner of two (value, stamp) pairs under last-writer-wins. */
+function newer(a: { value: Value; hlc: Hlc }, b: { value: Value; hlc: Hlc }): boolean {
+  const byStamp = compareHlc(a.hlc, b.hlc);
+  if (byStamp !== 0) return byStamp > 0;
+  return compareBytes(encodeValue(a.value), encodeValue(b.value)) > 0;
+}
+
+export class Replica {
+  readonly clock: HlcClock;
+  /** Random per instance: op ids never repeat across reloads or tabs. */
+  private readonly incarnation = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, "0");
+  private nextOp = 1;
+  private readonly collections = new Map<string, CollectionState>();
+  private ops: PendingOp[] = [];
+
+  constructor(nodeId: string, start?: { millis: number; counter: number }) {
+    this.clock = new HlcClock(nodeId, start);
+  }
+
+  get outbox(): readonly PendingOp[] {
+    return this.ops;
+  }
+
+  private state(collection: string): CollectionState {
+    let state = this.collections.get(collection);
+    if (!state) {
+      state = { confirmed: new Map(), cursor: null };
+      this.collections.set(collection, state);
+    }
+    return state;
+  }
+
+  /** Writes locally: visible at once, queued for the server. */
+  write(collection: string, key: string, value: Value, nowMs: number): PendingOp {
+    const hlc = this.clock.tick(nowMs);
+    const op: PendingOp = {
+      opId: `${hlc.node}-${this.incarnation}-${this.nextOp++}`,
+      collection,
+      key,
+      value,
+      hlc: formatHlc(hlc),
+    };
+    this.ops.push(op);
+    return op;
+  }
+
+  /** Removes a queued op without settling it (it could not be saved). */
+  discard(opId: string): void {
+    this.ops = this.ops.filter((op) => op.opId !== opId);
+  }
+
+  /** The visible value of a record (`undefined` if absent or deleted). */
+  get(collection: string, key: string): Value | undefined {
+    let best: { value: Value; hlc: Hlc } | undefined = this.collections.get(collection)?.confirmed.get(key);
+    for (const op of this.ops) {
+      if (op.collection !== collection || op.key !== key) continue;
+      const hlc = parseHlc(op.hlc);
+      if (hlc && (!best || newer({ value: op.value, hlc }, best))) best = { value: op.value, hlc };
+    }
+    return best === undefined || best.value === null ? undefined : best.value;
+  }
+
+  /** Every visible record of a collection, sorted by key (tombstones left out). */
+  entries(collection: string): [string, Value][] {
+    const keys = new Set(this.collections.get(collection)?.confirmed.keys() ?? []);
+    for (const op of this.ops) if (op.collection === collection) keys.add(op.key);
+    const out: [string, Value][] = [];
+    for (const key of [...keys].sort()) {
+      const value = this.get(collection, key);
+      if (value !== undefined) out.push([key, value]);
+    }
+    return out;
+  }
+
+  /** Drops what the server confirmed of a collection (SYNC_DATA.reset); pending writes stay. */
+  reset(collection: string): void {
+    const state = this.state(collection);
+    state.confirmed.clear();
+    state.cursor = null;
+  }
+
+  /** Merges server records seen at `nowMs`; returns the records that changed the confirmed layer. */
+  merge(collection: string, records: readonly WireRecord[], nowMs: number): WireRecord[] {
+    const state = this.state(collection);
+    const changed: WireRecord[] = [];
+    for (const record of records) {
+      const hlc = parseHlc(record.hlc);
+      if (!hlc) continue;
+      this.clock.observe(hlc, nowMs);
+      const current = state.confirmed.get(record.key);
+      if (!current || newer({ value: record.value, hlc }, current)) {
+        state.confirmed.set(record.key, { value: record.value, hlc, text: record.hlc });
+        changed.push(record);
+      }
+    }
+    return changed;
+  }
+
+  /** Keeps the latest cursor: a later position of the same epoch, or any cursor of a new epoch. */
+  setCursor(collection: string, cursor: string): boolean {
+    const state = this.state(collection);
+    const [old, next] = [state.cursor === null ? null : parseCursor(state.cursor), parseCursor(cursor)];
+    if (old && next && old.epoch === next.epoch && next.position <= old.position) return false;
+    state.cursor = cursor;
+    return true;
+  }
+
+  cursor(collection: string): string | null {
+    return this.collections.get(collection)?.cursor ?? null;
+  }
+
+  /**
+   * Applies OP_RESULT verdicts: accepted ops join the confirmed layer and leave
+   * the outbox, as do ops refused for good (the rollback); ops refused with a
+   * retryable code stay queued.
+   */
+  settle(outcomes: readonly OpOutcome[], nowMs: number): SettleReport {
+    const report: SettleReport = { settled: [], retrying: [] };
+    for (const outcome of outcomes) {
+      if (typeof outcome.opId !== "string") continue;
+      const code = outcome.code ?? "rejected";
+      if (!outcome.ok && !isFinalOpCode(code)) {
+        report.retrying.push({ opId: outcome.opId, code });
+        continue;
+      }
+      const index = this.ops.findIndex((op) => op.opId === outcome.opId);
+      if (index < 0) continue;
+      const [op] = this.ops.splice(index, 1) as [PendingOp];
+      if (outcome.ok) {
+        this.merge(op.collection, [{ key: op.key, value: op.value, hlc: op.hlc }], nowMs);
+        report.settled.push({ op, ok: true });
+      } else {
+        const settled: Settled = { op, ok: false, code };
+        if (outcome.message !== undefined) settled.message = outcome.message;
+        report.settled.push(settled);
+      }
+    }
+    return report;
+  }
+
+  /** Refuses a queued op locally (it can never be sent); it leaves the outbox. */
+  refuseLocally(opId: string, code: string, message: string): Settled | null {
+    const index = this.ops.findIndex((op) => op.opId === opId);
+    if (index < 0) return null;
+    const [op] = this.ops.splice(index, 1) as [PendingOp];
+    return { op, ok: false, code, message };
+  }
+
+  /** Replaces a collection's confirmed layer and cursor (loaded from storage). */
+  loadCollection(collection: string, records: readonly WireRecord[], cursor: string | null): void {
+    const state = this.state(collection);
+    state.confirmed.clear();
+    for (const record of records) {
+      const hlc = parseHlc(record.hlc);
+      if (hlc) state.confirmed.set(record.key, { value: record.value, hlc, text: record.hlc });
+    }
+    state.cursor = cursor;
+  }
+
+  /** Replaces the outbox (loaded from storage), in stamp order. */
+  loadOutbox(ops: readonly PendingOp[]): void {
+    this.ops = [...ops].sort((a, b) => {
+      const [x, y] = [parseHlc(a.hlc), parseHlc(b.hlc)];
+      return x && y ? compareHlc(x, y) : 0;
+    });
+    for (const op of this.ops) {
+      const hlc = parseHlc(op.hlc);
+      if (hlc) this.clock.observe(hlc, Number.MAX_SAFE_INTEGER);
+    }
+  }
+
+  /** The confirmed records of a collection, for saving. */
+  confirmed(collection: string): WireRecord[] {
+    const state = this.collections.get(collection);
+    if (!state) return [];
+    return [...state.confirmed].map(([key, c]) => ({ key, value: c.value, hlc: c.text }));
+  }
+
+  collectionNames(): string[] {
+    return [...this.collections.keys()];
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Several tabs of one app on one storage name: one tab holds the connection.
+ *
+ * The tab holding the Web Lock `syncgate:<name>` is the leader: it alone
+ * talks to the server, replays the shared outbox and merges what the server
+ * sends into the shared IndexedDB database. Every tab writes its own changes
+ * to that database (with its own HLC node id) and tells the others over a
+ * BroadcastChannel; the leader forwards subscriptions, publications and
+ * events between the server and the other tabs. So no write is sent twice
+ * (one sender), none is lost when a tab closes (the outbox is shared, and the
+ * next leader replays it), and every tab shows the same state. Where Web Locks
+ * are missing (Node), every client is its own leader.
+ */
+import type { Value } from "./types.js";
+
+export type TabMessage =
+  | { t: "outbox" }
+  | { t: "data"; collections: string[]; outbox: boolean }
+  | { t: "event"; name: string; payload: unknown }
+  | { t: "sub"; tab: string; topic: string }
+  | { t: "unsub"; tab: string; topic: string }
+  | { t: "sync"; name: string }
+  | { t: "msg"; topic: string; data: Value; from: string }
+  | { t: "pub"; tab: string; req: number; topic: string; data: Value }
+  | { t: "pubResult"; tab: string; req: number; ok: boolean; code?: string; message?: string }
+  | { t: "leader" };
+
+interface LockManagerLike {
+  request(name: string, options: { signal: AbortSignal }, callback: () => Promise<void>): Promise<void>;
+}
+
+export class Tabs {
+  private channel: BroadcastChannel | null = null;
+  private readonly abort = new AbortController();
+  private release: (() => void) | null = null;
+  leader = false;
+
+  constructor(
+    name: string,
+    private readonly onMessage: (message: TabMessage) => void,
+    private readonly onLeader: () => void,
+  ) {
+    const locks = (globalThis.navigator as { locks?: LockManagerLike } | undefined)?.locks;
+    if (!locks || typeof BroadcastChannel === "undefined") {
+      this.leader = true;
+      queueMicrotask(() => this.onLeader());
+      return;
+    }
+    this.channel = new BroadcastChannel(`syncgate:${name}`);
+    this.channel.onmessage = (event: MessageEvent<TabMessage>) => this.onMessage(event.data);
+    locks
+      .request(`syncgate:${name}`, { signal: this.abort.signal }, () => {
+        this.leader = true;
+        this.onLeader();
+        return new Promise<void>((resolve) => (this.release = resolve));
+      })
+      .catch(() => undefined);
+  }
+
+  /** Whether other tabs can exist (a channel is open). */
+  get shared(): boolean {
+    return this.channel !== null;
+  }
+
+  post(message: TabMessage): void {
+    this.channel?.postMessage(message);
+  }
+
+  close(): void {
+    this.abort.abort();
+    this.release?.();
+    this.channel?.close();
+    this.channel = null;
+  }
+}

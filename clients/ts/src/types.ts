@@ -1,0 +1,95 @@
+/**
+ * The wire protocol's messages (see proto/PROTOCOL.md) and the client's events.
+ * Field names are as on the wire (camelCase).
+ */
+
+/** Any MessagePack value as decoded here. */
+export type Value = null | boolean | number | string | Uint8Array | Value[] | { [key: string]: Value };
+
+/** One record of a collection, as the server sends it. */
+export interface WireRecord {
+  key: string;
+  value: Value;
+  hlc: string;
+}
+
+/** One op of an OP_BATCH. */
+export interface WireOp {
+  opId: string;
+  collection: string;
+  key: string;
+  value: Value;
+  hlc: string;
+}
+
+/** The result of one op in OP_RESULT. */
+export interface OpOutcome {
+  opId: string | number | null;
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+/** The limits a server announces in AUTH_ACK. */
+export interface SessionLimits {
+  maxMessageBytes: number;
+  maxValueBytes: number;
+  maxBatchOps: number;
+}
+
+export type ClientMessage =
+  | { type: "AUTH"; token: string }
+  | { type: "PING"; id?: number }
+  | { type: "SUB"; id: number; topic: string }
+  | { type: "UNSUB"; id: number; topic: string }
+  | { type: "PUB"; id: number; topic: string; data: Value }
+  | { type: "OP_BATCH"; id: number; ops: WireOp[] }
+  | { type: "SYNC"; id: number; collection: string; since?: string }
+  | { type: "UNSYNC"; id: number; collection: string };
+
+export type ServerMessage =
+  | { type: "AUTH_REQUIRED"; protocolVersion: number }
+  | { type: "AUTH_ACK"; sub: string; roles: string[]; expiresAt: number | null; limits?: SessionLimits }
+  | { type: "AUTH_FAIL"; code: string; message: string }
+  | { type: "TOKEN_EXPIRING"; expiresAt: number }
+  | { type: "PONG"; id?: number }
+  | { type: "OK"; id: number }
+  | { type: "ERROR"; id?: number; code: string; message: string }
+  | { type: "MESSAGE"; topic: string; data: Value; from: string }
+  | { type: "OP_RESULT"; id: number; results: OpOutcome[] }
+  | {
+      type: "SYNC_DATA";
+      id: number;
+      collection: string;
+      records: WireRecord[];
+      cursor: string;
+      reset?: boolean;
+      more?: boolean;
+    }
+  | { type: "CHANGE"; collection: string; records: WireRecord[]; cursor: string; more?: boolean };
+
+/** Why `getToken` is called. */
+export type TokenReason = "connect" | "refresh" | "rejected";
+
+/** Where the connection is. */
+export type ConnectionState = "idle" | "connecting" | "connected" | "disconnected" | "stopped";
+
+/** The client's events and their payloads. */
+export interface ClientEvents {
+  connecting: { attempt: number };
+  connected: { sub: string; roles: string[]; expiresAt: number | null };
+  disconnected: { code: number | null; reason: string };
+  stopped: { code: number | null; reason: string };
+  /** A write left the outbox: accepted, or refused for good and rolled back. */
+  opSettled: { opId: string; ok: boolean; code?: string; message?: string; collection: string; key: string };
+  /** A write was refused with a retryable code: it stays queued and visible. */
+  opRetrying: { opId: string; code: string };
+  /** A collection's whole snapshot (every page) arrived. */
+  synced: { collection: string; records: number; reset: boolean };
+  /** Records of a collection changed (from the server, a local write, or another tab). */
+  change: { collection: string; keys: string[] };
+  /** Something went wrong that the client handles on its own (a provider error, a save that failed). */
+  error: { message: string };
+  /** Whether this tab holds the connection for its storage (one tab per storage name does). */
+  leader: { leader: boolean };
+}

@@ -1,0 +1,69 @@
+//! The MessagePack interop vectors of `proto/vectors.json`, checked against
+//! the Rust codec: every client vector decodes to its message and re-encodes
+//! to the same bytes, every server message encodes to exactly its bytes. The
+//! TypeScript client checks the same file, so the two cannot drift apart.
+//! `SYNCGATE_WRITE_VECTORS=1` rewrites the hex from the decoded forms.
+
+use rmpv::Value;
+use serde_json::Value as Json;
+use syncgate::protocol::{DecodeLimits, ServerMessage, decode_client, encode_client, encode_server};
+
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/vectors.json");
+
+/// JSON → MessagePack value, keeping map key order.
+fn to_msgpack(json: &Json) -> Value {
+    match json {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Value::from(u),
+            (_, Some(i), _) => Value::from(i),
+            (_, _, Some(f)) => Value::F64(f),
+            _ => unreachable!("a JSON number is u64, i64 or f64"),
+        },
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(items) => Value::Array(items.iter().map(to_msgpack).collect()),
+        Json::Object(map) => Value::Map(map.iter().map(|(k, v)| (Value::from(k.as_str()), to_msgpack(v))).collect()),
+    }
+}
+
+fn encode(json: &Json) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &to_msgpack(json)).unwrap();
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn every_vector_round_trips_through_the_rust_codec() {
+    let mut doc: Json = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let write = std::env::var_os("SYNCGATE_WRITE_VECTORS").is_some();
+    for side in ["client", "server"] {
+        for vector in doc[side].as_array_mut().unwrap() {
+            let name = vector["name"].as_str().unwrap().to_string();
+            let bytes = encode(&vector["message"]);
+            if side == "client" {
+                let decoded = decode_client(&bytes, DecodeLimits::default())
+                    .unwrap_or_else(|e| panic!("{name}: the server does not decode it: {e}"));
+                assert_eq!(&encode_client(&decoded)[..], &bytes[..], "{name}: the Rust client encodes it differently");
+            } else {
+                let message: ServerMessage = serde_json::from_value(vector["message"].clone())
+                    .unwrap_or_else(|e| panic!("{name}: not a server message: {e}"));
+                assert_eq!(hex(&encode_server(&message)), hex(&bytes), "{name}: the server encodes it differently");
+                let back: ServerMessage = rmp_serde::from_slice(&bytes).unwrap();
+                assert_eq!(back, message, "{name}");
+            }
+            if write {
+                vector["hex"] = Json::from(hex(&bytes));
+            } else {
+                assert_eq!(vector["hex"].as_str().unwrap(), hex(&bytes), "{name}: proto/vectors.json is stale");
+            }
+        }
+    }
+    if write {
+        std::fs::write(PATH, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+    }
+}
