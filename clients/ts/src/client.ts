@@ -87,6 +87,8 @@ export class SyncgateClient {
   private readonly publishes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private nextPublish = 1;
   private connector: Connector | null = null;
+  /** Set once this tab starts leading (before the connector exists). */
+  private leading = false;
   private started = false;
   private closed = false;
   private connectionState: ConnectionState = "idle";
@@ -210,7 +212,8 @@ export class SyncgateClient {
   }
 
   private async becomeLeader(): Promise<void> {
-    if (!this.started || this.closed || this.connector) return;
+    if (!this.started || this.closed || this.leading) return;
+    this.leading = true;
     await this.ready;
     this.events.emit("leader", { leader: true });
     // What the previous leader may have left: the shared outbox, fresh.

@@ -1,0 +1,111 @@
+// Collections and pub/sub against the real binary: refusals rolled back, retryable ones retried.
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { SECRET, client, next, startServer, token } from "../harness.js";
+
+const stops: (() => Promise<void>)[] = [];
+after(async () => {
+  // Clients first (they were pushed after their servers), then the servers.
+  for (const stop of stops.reverse()) await stop();
+});
+
+const RULES = `
+[[rules]]
+roles = ["user"]
+resource = "users/{sub}/**"
+actions = ["read", "write"]
+
+[[rules]]
+roles = ["user"]
+resource = "shared/**"
+actions = ["read"]
+
+[[rules]]
+roles = ["*"]
+resource = "rooms/**"
+actions = ["read", "write"]
+`;
+
+function rulesFile(): string {
+  const dir = mkdtempSync(join(tmpdir(), "sg-rules-"));
+  writeFileSync(join(dir, "rules.toml"), RULES);
+  return join(dir, "rules.toml");
+}
+
+test("a write the rules refuse is rolled back, and reported", async () => {
+  const server = await startServer(["--jwt-secret", SECRET, "--rules", rulesFile()]);
+  stops.push(server.stop);
+  const c = client({ url: server.url, getToken: () => token("alice") });
+  const mine = c.collection("users/alice/todos");
+  const shared = c.collection("shared/board");
+  c.connect();
+  await next(c, "synced", (e) => e.collection === "shared/board");
+  const ok = await mine.set("t1", { title: "buy milk" });
+  const bad = await shared.set("title", "vandalised");
+  assert.equal(shared.get("title"), "vandalised", "visible at once");
+  const refused = await next(c, "opSettled", (e) => e.opId === bad);
+  assert.deepEqual([refused.ok, refused.code], [false, "forbidden"]);
+  assert.equal(shared.get("title"), undefined, "rolled back");
+  await next(c, "opSettled", (e) => e.opId === ok && e.ok).catch(() => undefined);
+  assert.deepEqual(mine.get("t1"), { title: "buy milk" });
+  assert.equal(c.pending, 0);
+  await c.close();
+});
+
+test("a batch refused as rate_limited is retried until accepted", async () => {
+  // AUTH and the three SYNCs use the burst; the replay batch right after them is rate-limited.
+  const server = await startServer(["--jwt-secret", SECRET, "--messages-per-second", "20", "--message-burst", "4"]);
+  stops.push(server.stop);
+  const c = client({ url: server.url, getToken: () => token("alice") });
+  stops.push(() => c.close());
+  c.collection("a");
+  c.collection("b");
+  const id = await c.collection("c").set("k", 1);
+  const errors: string[] = [];
+  c.on("error", (e) => errors.push(e.message));
+  c.connect();
+  const settled = await next(c, "opSettled", (e) => e.opId === id);
+  assert.ok(settled.ok);
+  assert.ok(errors.some((m) => m.includes("rate_limited")), `the first batch was refused: ${errors.join("; ")}`);
+  await c.close();
+});
+
+test("pub/sub: publish reaches subscribers, renewed after a reconnect", async () => {
+  const server = await startServer(["--jwt-secret", SECRET]);
+  stops.push(server.stop);
+  const listener = client({ url: server.url, getToken: () => token("listener") });
+  const speaker = client({ url: server.url, getToken: () => token("speaker") });
+  const got: unknown[] = [];
+  listener.subscribe("rooms/lobby", (data, from) => got.push([data, from]));
+  listener.connect();
+  speaker.connect();
+  await next(listener, "connected");
+  await next(speaker, "connected");
+  for (let i = 0; i < 50 && got.length === 0; i++) {
+    await speaker.publish("rooms/lobby", { text: "hi" });
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.deepEqual(got[0], [{ text: "hi" }, "speaker"]);
+  await listener.close();
+  await speaker.close();
+});
+
+test("a large outbox replays in batches cut to the server's message size", async () => {
+  const server = await startServer(["--jwt-secret", SECRET]);
+  stops.push(server.stop);
+  const c = client({ url: server.url, getToken: () => token("alice") });
+  const big = c.collection("big");
+  const ids = [];
+  for (let i = 0; i < 5; i++) ids.push(await big.set(`k${i}`, new Uint8Array(250 * 1024).fill(i)));
+  const huge = await big.set("huge", new Uint8Array(300 * 1024));
+  const outcomes = new Map<string, boolean>();
+  c.on("opSettled", (e) => outcomes.set(e.opId, e.ok));
+  c.connect();
+  for (let i = 0; i < 100 && outcomes.size < 6; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(ids.map((id) => outcomes.get(id)), [true, true, true, true, true]);
+  assert.equal(outcomes.get(huge), false, "too large for any batch: refused locally");
+  await c.close();
+});
