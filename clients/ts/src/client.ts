@@ -112,7 +112,7 @@ export class SyncgateClient {
     // One node id per tab: two tabs writing in the same millisecond never share a stamp.
     this.replica = new Replica(`${deviceId}.${this.tabId}`, saved.clock);
     for (const c of saved.collections) this.replica.loadCollection(c.name, c.records, c.cursor);
-    this.replica.loadOutbox(saved.outbox);
+    this.replica.addOps(saved.outbox);
   }
 
   /** Starts connecting (in the tab that leads; the others follow it). */
@@ -216,8 +216,8 @@ export class SyncgateClient {
     this.leading = true;
     await this.ready;
     this.events.emit("leader", { leader: true });
-    // What the previous leader may have left: the shared outbox, fresh.
-    this.replica.loadOutbox(await this.storage.loadOutbox());
+    // What the previous leader (or another tab) left in the shared outbox.
+    this.replica.addOps(await this.storage.loadOutbox());
     this.connector = new Connector(this.host(), {
       url: this.options.url,
       getToken: this.options.credentials === "cookie" && !this.options.getToken ? undefined : this.options.getToken,
@@ -283,7 +283,7 @@ export class SyncgateClient {
     if (moved || reset) change.cursors = [{ collection, cursor: this.replica.cursor(collection) }];
     change.clock = this.replica.clock.state();
     await this.save(change);
-    this.tabs.post({ t: "data", collections: [collection], outbox: false });
+    this.tabs.post({ t: "data", collections: [collection], settled: [] });
     if (changed.length > 0 || reset) this.events.emit("change", { collection, keys: changed.map((r) => r.key) });
   }
 
@@ -298,7 +298,7 @@ export class SyncgateClient {
       })),
     });
     const touched = [...new Set(settled.map((s) => s.op.collection))];
-    this.tabs.post({ t: "data", collections: touched, outbox: true });
+    this.tabs.post({ t: "data", collections: touched, settled: settled.map((s) => s.op.opId) });
     const host = this.host();
     for (const { op, ok, code, message } of settled) {
       const event: ClientEvents["opSettled"] = { opId: op.opId, ok, collection: op.collection, key: op.key };
@@ -326,7 +326,7 @@ export class SyncgateClient {
     const leading = this.connector !== null;
     switch (message.t) {
       case "outbox":
-        this.replica.loadOutbox(await this.storage.loadOutbox());
+        this.replica.addOps(await this.storage.loadOutbox());
         for (const name of this.collections.keys()) this.events.emit("change", { collection: name, keys: [] });
         this.connector?.wake();
         return;
@@ -336,7 +336,9 @@ export class SyncgateClient {
           const saved = await this.storage.loadCollection(name);
           this.replica.loadCollection(name, saved.records, saved.cursor);
         }
-        if (message.outbox) this.replica.loadOutbox(await this.storage.loadOutbox());
+        this.replica.removeOps(message.settled);
+        this.replica.addOps(await this.storage.loadOutbox());
+        this.replica.removeOps(message.settled);
         for (const name of message.collections) this.events.emit("change", { collection: name, keys: [] });
         return;
       case "event":

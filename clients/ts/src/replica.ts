@@ -203,16 +203,30 @@ export class Replica {
     state.cursor = cursor;
   }
 
-  /** Replaces the outbox (loaded from storage), in stamp order. */
-  loadOutbox(ops: readonly PendingOp[]): void {
-    this.ops = [...ops].sort((a, b) => {
+  /**
+   * Adds stored ops this replica does not hold yet (written by another tab,
+   * or before a reload), keeping stamp order. Never removes one: an op leaves
+   * the outbox only when it is settled ([`removeOps`]), so a load that raced a
+   * new write cannot lose it.
+   */
+  addOps(ops: readonly PendingOp[]): void {
+    const known = new Set(this.ops.map((op) => op.opId));
+    const added = ops.filter((op) => !known.has(op.opId));
+    if (added.length === 0) return;
+    this.ops = [...this.ops, ...added].sort((a, b) => {
       const [x, y] = [parseHlc(a.hlc), parseHlc(b.hlc)];
       return x && y ? compareHlc(x, y) : 0;
     });
-    for (const op of this.ops) {
+    for (const op of added) {
       const hlc = parseHlc(op.hlc);
       if (hlc) this.clock.observe(hlc, Number.MAX_SAFE_INTEGER);
     }
+  }
+
+  /** Drops ops another tab settled. */
+  removeOps(opIds: readonly string[]): void {
+    const gone = new Set(opIds);
+    this.ops = this.ops.filter((op) => !gone.has(op.opId));
   }
 
   /** The confirmed records of a collection, for saving. */

@@ -15,7 +15,7 @@ import type { Value } from "./types.js";
 
 export type TabMessage =
   | { t: "outbox" }
-  | { t: "data"; collections: string[]; outbox: boolean }
+  | { t: "data"; collections: string[]; settled: string[] }
   | { t: "event"; name: string; payload: unknown }
   | { t: "sub"; tab: string; topic: string }
   | { t: "unsub"; tab: string; topic: string }

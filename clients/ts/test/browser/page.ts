@@ -1,0 +1,55 @@
+// The page the browser tests load: one SyncgateClient, a list of records, and a handle for the tests.
+import { SyncgateClient, type SyncgateClientOptions, type Value } from "../../src/index.js";
+
+const params = new URLSearchParams(location.search);
+const sub = params.get("sub") ?? "alice";
+const collections = params.getAll("collection");
+const options: SyncgateClientOptions = {
+  url: params.get("ws") ?? "",
+  name: params.get("name") ?? "app",
+  backoff: { initialMs: 100, maxMs: 1000 },
+};
+if (params.get("mode") === "cookie") {
+  options.credentials = "cookie";
+} else {
+  options.getToken = async () => {
+    const response = await fetch(`/token?sub=${encodeURIComponent(sub)}`);
+    return response.ok ? response.text() : null;
+  };
+}
+const client = new SyncgateClient(options);
+const events: { kind: string; payload: unknown }[] = [];
+for (const kind of ["connected", "disconnected", "stopped", "opSettled", "opRetrying", "synced", "error", "leader"] as const) {
+  client.on(kind, (payload) => events.push({ kind, payload }));
+}
+
+function render(): void {
+  const list = document.getElementById("records")!;
+  list.replaceChildren(
+    ...collections.flatMap((name) =>
+      client
+        .collection(name)
+        .entries()
+        .map(([key, value]) => {
+          const li = document.createElement("li");
+          li.textContent = `${name}/${key}=${JSON.stringify(value)}`;
+          return li;
+        }),
+    ),
+  );
+  document.getElementById("state")!.textContent = client.state;
+  document.getElementById("pending")!.textContent = String(client.pending);
+}
+for (const name of collections) client.collection(name).subscribe(render);
+for (const kind of ["connected", "disconnected", "opSettled"] as const) client.on(kind, render);
+void client.ready.then(render);
+
+(window as unknown as { sg: unknown }).sg = {
+  client,
+  events,
+  set: (collection: string, key: string, value: Value) => client.collection(collection).set(key, value),
+  entries: (collection: string) => client.collection(collection).entries(),
+  state: () => client.state,
+  pending: () => client.pending,
+};
+client.connect();

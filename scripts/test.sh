@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test of the project, as a new user runs it and as CI runs it:
+# the Rust tests (unit, integration, property), then the TypeScript client's
+# type-check, unit tests, tests against the real binary from Node, and tests
+# in a real Chromium (Debian's package, installed here when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test
+# The binary the TypeScript tests start (cargo test built it; this makes sure).
+cargo build --bin syncgate
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium for the browser tests"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
+cd clients/ts
+npm ci --no-audit --no-fund
+npm run typecheck
+npm run test:unit
+npm run test:server
+npm run test:browser
