@@ -92,6 +92,8 @@ export class SyncgateClient {
   private started = false;
   private closed = false;
   private connectionState: ConnectionState = "idle";
+  /** Whether the stored replica has been loaded (`ready` resolved). */
+  private loaded = false;
 
   constructor(private readonly options: SyncgateClientOptions) {
     const name = options.name ?? "default";
@@ -113,6 +115,7 @@ export class SyncgateClient {
     this.replica = new Replica(`${deviceId}.${this.tabId}`, saved.clock);
     for (const c of saved.collections) this.replica.loadCollection(c.name, c.records, c.cursor);
     this.replica.addOps(saved.outbox);
+    this.loaded = true;
   }
 
   /** Starts connecting (in the tab that leads; the others follow it). */
@@ -190,15 +193,17 @@ export class SyncgateClient {
 
   /** @internal Writes locally, saves, and wakes the sender. */
   async write(collection: string, key: string, value: Value): Promise<string> {
-    await this.ready;
+    if (!this.loaded) await this.ready;
+    // Visible at once (listeners re-render now); durable before this resolves.
     const op = this.replica.write(collection, key, value, Date.now());
+    this.events.emit("change", { collection, keys: [key] });
     try {
       await this.storage.apply({ addOps: [op], clock: this.replica.clock.state() });
     } catch (e) {
       this.replica.discard(op.opId);
+      this.events.emit("change", { collection, keys: [key] });
       throw new Error(`the write could not be saved: ${String(e)}`);
     }
-    this.events.emit("change", { collection, keys: [key] });
     if (this.connector) this.connector.wake();
     else this.tabs.post({ t: "outbox" });
     return op.opId;

@@ -58,6 +58,8 @@ export class Replica {
   private nextOp = 1;
   private readonly collections = new Map<string, CollectionState>();
   private ops: PendingOp[] = [];
+  /** Pending ops by collection and key: reads stay O(1) however long the outbox is. */
+  private readonly byKey = new Map<string, Map<string, PendingOp[]>>();
 
   constructor(nodeId: string, start?: { millis: number; counter: number }) {
     this.clock = new HlcClock(nodeId, start);
@@ -65,6 +67,35 @@ export class Replica {
 
   get outbox(): readonly PendingOp[] {
     return this.ops;
+  }
+
+  private index(op: PendingOp): void {
+    let keys = this.byKey.get(op.collection);
+    if (!keys) this.byKey.set(op.collection, (keys = new Map()));
+    const list = keys.get(op.key);
+    if (list) list.push(op);
+    else keys.set(op.key, [op]);
+  }
+
+  private unindex(op: PendingOp): void {
+    const keys = this.byKey.get(op.collection);
+    const list = keys?.get(op.key);
+    if (!keys || !list) return;
+    const rest = list.filter((o) => o.opId !== op.opId);
+    if (rest.length > 0) keys.set(op.key, rest);
+    else keys.delete(op.key);
+  }
+
+  /** Removes ops from the outbox (and the index) by id. */
+  private drop(opIds: ReadonlySet<string>): PendingOp[] {
+    const dropped: PendingOp[] = [];
+    this.ops = this.ops.filter((op) => {
+      if (!opIds.has(op.opId)) return true;
+      dropped.push(op);
+      this.unindex(op);
+      return false;
+    });
+    return dropped;
   }
 
   private state(collection: string): CollectionState {
@@ -87,19 +118,19 @@ export class Replica {
       hlc: formatHlc(hlc),
     };
     this.ops.push(op);
+    this.index(op);
     return op;
   }
 
   /** Removes a queued op without settling it (it could not be saved). */
   discard(opId: string): void {
-    this.ops = this.ops.filter((op) => op.opId !== opId);
+    this.drop(new Set([opId]));
   }
 
   /** The visible value of a record (`undefined` if absent or deleted). */
   get(collection: string, key: string): Value | undefined {
     let best: { value: Value; hlc: Hlc } | undefined = this.collections.get(collection)?.confirmed.get(key);
-    for (const op of this.ops) {
-      if (op.collection !== collection || op.key !== key) continue;
+    for (const op of this.byKey.get(collection)?.get(key) ?? []) {
       const hlc = parseHlc(op.hlc);
       if (hlc && (!best || newer({ value: op.value, hlc }, best))) best = { value: op.value, hlc };
     }
@@ -109,7 +140,7 @@ export class Replica {
   /** Every visible record of a collection, sorted by key (tombstones left out). */
   entries(collection: string): [string, Value][] {
     const keys = new Set(this.collections.get(collection)?.confirmed.keys() ?? []);
-    for (const op of this.ops) if (op.collection === collection) keys.add(op.key);
+    for (const key of this.byKey.get(collection)?.keys() ?? []) keys.add(key);
     const out: [string, Value][] = [];
     for (const key of [...keys].sort()) {
       const value = this.get(collection, key);
@@ -162,21 +193,20 @@ export class Replica {
    */
   settle(outcomes: readonly OpOutcome[], nowMs: number): SettleReport {
     const report: SettleReport = { settled: [], retrying: [] };
+    const verdicts = new Map<string, OpOutcome>();
     for (const outcome of outcomes) {
       if (typeof outcome.opId !== "string") continue;
       const code = outcome.code ?? "rejected";
-      if (!outcome.ok && !isFinalOpCode(code)) {
-        report.retrying.push({ opId: outcome.opId, code });
-        continue;
-      }
-      const index = this.ops.findIndex((op) => op.opId === outcome.opId);
-      if (index < 0) continue;
-      const [op] = this.ops.splice(index, 1) as [PendingOp];
+      if (!outcome.ok && !isFinalOpCode(code)) report.retrying.push({ opId: outcome.opId, code });
+      else verdicts.set(outcome.opId, outcome);
+    }
+    for (const op of this.drop(new Set(verdicts.keys()))) {
+      const outcome = verdicts.get(op.opId) as OpOutcome;
       if (outcome.ok) {
         this.merge(op.collection, [{ key: op.key, value: op.value, hlc: op.hlc }], nowMs);
         report.settled.push({ op, ok: true });
       } else {
-        const settled: Settled = { op, ok: false, code };
+        const settled: Settled = { op, ok: false, code: outcome.code ?? "rejected" };
         if (outcome.message !== undefined) settled.message = outcome.message;
         report.settled.push(settled);
       }
@@ -186,10 +216,8 @@ export class Replica {
 
   /** Refuses a queued op locally (it can never be sent); it leaves the outbox. */
   refuseLocally(opId: string, code: string, message: string): Settled | null {
-    const index = this.ops.findIndex((op) => op.opId === opId);
-    if (index < 0) return null;
-    const [op] = this.ops.splice(index, 1) as [PendingOp];
-    return { op, ok: false, code, message };
+    const [op] = this.drop(new Set([opId]));
+    return op ? { op, ok: false, code, message } : null;
   }
 
   /** Replaces a collection's confirmed layer and cursor (loaded from storage). */
@@ -218,6 +246,7 @@ export class Replica {
       return x && y ? compareHlc(x, y) : 0;
     });
     for (const op of added) {
+      this.index(op);
       const hlc = parseHlc(op.hlc);
       if (hlc) this.clock.observe(hlc, Number.MAX_SAFE_INTEGER);
     }
@@ -225,8 +254,7 @@ export class Replica {
 
   /** Drops ops another tab settled. */
   removeOps(opIds: readonly string[]): void {
-    const gone = new Set(opIds);
-    this.ops = this.ops.filter((op) => !gone.has(op.opId));
+    this.drop(new Set(opIds));
   }
 
   /** The confirmed records of a collection, for saving. */

@@ -18,12 +18,15 @@ if (params.get("mode") === "cookie") {
   };
 }
 const client = new SyncgateClient(options);
-const events: { kind: string; payload: unknown }[] = [];
+const events: { kind: string; payload: unknown; t: number }[] = [];
 for (const kind of ["connected", "disconnected", "stopped", "opSettled", "opRetrying", "synced", "error", "leader"] as const) {
-  client.on(kind, (payload) => events.push({ kind, payload }));
+  client.on(kind, (payload) => events.push({ kind, payload, t: performance.now() }));
 }
+const startedAt = performance.now();
 
 function render(): void {
+  // The benchmark measures the client, not the DOM.
+  if (params.get("render") === "0") return;
   const list = document.getElementById("records")!;
   list.replaceChildren(
     ...collections.flatMap((name) =>
@@ -51,5 +54,6 @@ void client.ready.then(render);
   entries: (collection: string) => client.collection(collection).entries(),
   state: () => client.state,
   pending: () => client.pending,
+  startedAt,
 };
 client.connect();
