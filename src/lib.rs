@@ -12,14 +12,14 @@
 //! | --- | --- |
 //! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown, the admin listener; [`run`] |
 //! | `connection` | the per-connection actor: reader task, writer, timers, outbox; drives a [`session::Session`] |
-//! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, RBAC checks, rate limit |
+//! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
 //! | [`assembler`], [`mask`] | WebSocket reassembly with a total cap; refusal of unmasked client frames (sans-IO) |
 //! | [`protocol`] | message types, wire codes ([`protocol::codes`]), MessagePack codec |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
 //! | [`broker`], [`outbox`] | pub/sub routing behind the `Broker` trait; bounded per-connection queues (4200) |
 //! | [`collections`], [`hlc`], [`cursor`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks; `<epoch>:<position>` sync cursors |
-//! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore, conformance suite |
+//! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
 //! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |

@@ -3,6 +3,7 @@
 //! Every implementation must pass [`conformance::run`], which checks the
 //! contract below against a fresh, empty store.
 
+mod backup;
 pub mod conformance;
 mod memory;
 mod sqlite;
@@ -12,11 +13,9 @@ use std::pin::Pin;
 
 use rmpv::Value;
 
+pub use backup::{BackupReport, backup as sqlite_backup, restore as sqlite_restore};
 pub use memory::MemoryStore;
-pub use sqlite::{
-    BackupReport, Durability, FORMAT_VERSION, SqliteStore, backup as sqlite_backup, decode_value, encode_value,
-    restore as sqlite_restore,
-};
+pub use sqlite::{Durability, FORMAT_VERSION, SqliteStore, decode_value, encode_value};
 
 use crate::hlc::Hlc;
 use crate::revocation::Revoked;

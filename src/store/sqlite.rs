@@ -72,7 +72,7 @@ pub struct SqliteStore {
     _lock: File,
 }
 
-fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{context}: {e}"))
 }
 
@@ -80,7 +80,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -302,7 +302,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecor
 
 /// Creates `dir` (and its parents) if needed, owner-only (0700): records and
 /// revocations are nobody else's business on a shared machine.
-fn private_dir(dir: &Path) -> Result<(), StoreError> {
+pub(super) fn private_dir(dir: &Path) -> Result<(), StoreError> {
     let cannot = |e| err(&format!("cannot create {}", dir.display()), e);
     #[cfg(unix)]
     {
@@ -316,7 +316,7 @@ fn private_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Opens (creating if needed) a file readable and writable by the owner only (0600).
-fn private_file(path: &Path) -> std::io::Result<File> {
+pub(super) fn private_file(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
@@ -490,7 +490,7 @@ fn collect(conn: &mut Connection, before_millis: u64, state: &State) -> Result<u
 }
 
 /// Records the store's epoch (stored as the i64 with the same bits).
-fn set_epoch(conn: &Connection, epoch: u64) -> Result<(), StoreError> {
+pub(super) fn set_epoch(conn: &Connection, epoch: u64) -> Result<(), StoreError> {
     conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?1)", [epoch as i64])
         .map(|_| ())
         .map_err(|e| err("writing the epoch", e))
@@ -508,78 +508,6 @@ fn revoke(conn: &Connection, revoked: &Revoked) -> Result<(), StoreError> {
     )
     .map(|_| ())
     .map_err(|e| err("saving a revocation", e))
-}
-
-/// What a backup contains.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupReport {
-    /// Records copied.
-    pub records: u64,
-    /// The cursor the copy is consistent at.
-    pub cursor: u64,
-}
-
-/// Copies a (possibly live) store in `dir` to `out` as one consistent snapshot.
-pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
-    let path = dir.join("syncgate.db");
-    if !path.exists() {
-        return Err(StoreError(format!("{} holds no syncgate store", dir.display())));
-    }
-    if out.exists() {
-        return Err(StoreError(format!("{} already exists", out.display())));
-    }
-    let source = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| err(&format!("cannot open {}", path.display()), e))?;
-    source.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| err("configuring the backup", e))?;
-    private_file(out).map_err(|e| err(&format!("cannot create {}", out.display()), e))?;
-    let mut target = Connection::open(out).map_err(|e| err(&format!("cannot create {}", out.display()), e))?;
-    {
-        let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| err("starting the backup", e))?;
-        // All pages in one step: one read snapshot, so writers cannot make it restart or tear it.
-        copy.step(-1).map_err(|e| err("copying", e))?;
-    }
-    verify(&target, out)
-}
-
-/// Loads a backup into an empty data directory.
-pub fn restore(dir: &Path, from: &Path) -> Result<BackupReport, StoreError> {
-    let source = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| err(&format!("cannot open {}", from.display()), e))?;
-    verify(&source, from)?;
-    private_dir(dir)?;
-    let path = dir.join("syncgate.db");
-    if path.exists() {
-        return Err(StoreError(format!(
-            "{} already holds a store; restore needs an empty data directory",
-            dir.display()
-        )));
-    }
-    private_file(&path).map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
-    let mut target = Connection::open(&path).map_err(|e| err(&format!("cannot create {}", path.display()), e))?;
-    {
-        let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| err("starting the restore", e))?;
-        copy.step(-1).map_err(|e| err("copying", e))?;
-    }
-    // A restored store rewinds positions: a new epoch makes every cursor issued
-    // before it resync from scratch instead of silently skipping the rewound range.
-    set_epoch(&target, crate::cursor::new_epoch())?;
-    verify(&target, &path)
-}
-
-fn verify(conn: &Connection, path: &Path) -> Result<BackupReport, StoreError> {
-    let bad = |e: rusqlite::Error| err(&format!("{} is not a syncgate backup", path.display()), e);
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(bad)?;
-    if version != FORMAT_VERSION {
-        return Err(StoreError(format!("{} has format {version}; expected {FORMAT_VERSION}", path.display())));
-    }
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(bad)?;
-    if check != "ok" {
-        return Err(StoreError(format!("{} failed its integrity check: {check}", path.display())));
-    }
-    let records: i64 = conn.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0)).map_err(bad)?;
-    let cursor: Option<i64> =
-        conn.query_row("SELECT value FROM meta WHERE name = 'seq'", [], |r| r.get(0)).optional().map_err(bad)?;
-    Ok(BackupReport { records: to_u64(records), cursor: cursor.map_or(0, to_u64) })
 }
 
 #[cfg(test)]
