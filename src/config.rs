@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
 use crate::broker::{Broker, MemoryBroker};
+use crate::clock::{Clock, MonotonicClock};
 use crate::revocation::Revocations;
 use crate::rules::PolicyHandle;
 use crate::session::SessionConfig;
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub auth_failures_per_minute: u32,
     /// Tombstones older than this (by their `hlc`) are collected.
     pub tombstone_retention: Duration,
+    /// Where connections read "now": deadlines, expiry and token checks.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             auth_cookie: None,
             auth_failures_per_minute: 30,
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
+            clock: Arc::new(MonotonicClock::new()),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! | module | responsibility |
 //! | --- | --- |
 //! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown, the admin listener; [`run`] |
-//! | `connection` | the per-connection actor: reader task, writer, timers, outbox; drives a [`session::Session`] |
+//! | `connection` | the per-connection actor: reader task, writer, timers, outbox; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
 //! | [`assembler`], [`mask`] | WebSocket reassembly with a total cap; refusal of unmasked client frames (sans-IO) |
 //! | [`protocol`] | message types, wire codes ([`protocol::codes`]), MessagePack codec |
@@ -25,7 +25,7 @@
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`], [`cli`] | [`ServerConfig`]; `syncgate` subcommands, flag/env/TOML precedence, authenticator assembly |
 //! | [`client`] | the Rust client: token provider, reconnect, persisted offline replica and outbox |
-//! | [`tls`], [`devtoken`], [`loadgen`], [`clock`] | TLS config; dev tokens; `syncgate bench ops`; the wall clock |
+//! | [`tls`], [`devtoken`], [`loadgen`], [`clock`] | TLS config; dev tokens; `syncgate bench ops`; the injectable [`clock::Clock`] (monotonic by default) |
 //!
 //! # Embedding
 //!

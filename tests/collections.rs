@@ -30,8 +30,8 @@ fn at(ms: u64, node: &str) -> String {
 
 async fn write(ws: &mut RawWs, id: u64, ops: Vec<OpInput>) -> Vec<bool> {
     ws.send(&ClientMessage::OpBatch { id, ops }).await;
-    match ws.msg().await {
-        ServerMessage::OpResult { id: got, results } if got == id => results.iter().map(|r| r.ok).collect(),
+    match ws.msg_where(|m| matches!(m, ServerMessage::OpResult { id: got, .. } if *got == id)).await {
+        ServerMessage::OpResult { results, .. } => results.iter().map(|r| r.ok).collect(),
         other => panic!("{other:?}"),
     }
 }

@@ -192,11 +192,14 @@ struct Device {
     proxy: Proxy,
     written: HashSet<String>,
     settled: HashSet<String>,
+    /// Every event, printed when a schedule fails.
+    log: Vec<String>,
 }
 
 impl Device {
     fn drain(&mut self) {
         while let Ok(event) = self.events.try_recv() {
+            self.log.push(format!("{event:?}"));
             if let ClientEvent::OpSettled { op_id, .. } = event {
                 self.settled.insert(op_id);
             }
@@ -287,7 +290,14 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
         for collection in COLLECTIONS {
             client.sync(collection);
         }
-        devices.push(Device { client, events, proxy, written: HashSet::new(), settled: HashSet::new() });
+        devices.push(Device {
+            client,
+            events,
+            proxy,
+            written: HashSet::new(),
+            settled: HashSet::new(),
+            log: Vec::new(),
+        });
     }
     let (reader, _reader_events) = Client::connect(client(server.url(), "reader")).unwrap();
     for collection in COLLECTIONS {
@@ -370,6 +380,9 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
         match agreement(&devices, &reader, addr).await {
             Ok(()) => break,
             Err(why) if tokio::time::Instant::now() > deadline => {
+                for (i, d) in devices.iter().enumerate() {
+                    eprintln!("device {i} saw: {:#?}", d.log);
+                }
                 server.stop().await;
                 return Err(format!("{why} (previously: {last})"));
             }

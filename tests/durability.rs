@@ -64,7 +64,9 @@ async fn a_restart_is_invisible_to_clients() {
             ],
         })
         .await;
-        assert!(matches!(ws.msg().await, ServerMessage::OpResult { ref results, .. } if results.iter().all(|r| r.ok)));
+        assert!(
+            matches!(ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await, ServerMessage::OpResult { ref results, .. } if results.iter().all(|r| r.ok))
+        );
         let (_, cursor, _) = sync(&mut ws, 2, "notes", None).await;
         ws.send(&ClientMessage::Unsync { id: 3, collection: "notes".into() }).await;
         ws.msg().await;
@@ -76,7 +78,10 @@ async fn a_restart_is_invisible_to_clients() {
             ],
         })
         .await;
-        assert!(matches!(ws.msg().await, ServerMessage::OpResult { .. }));
+        assert!(matches!(
+            ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await,
+            ServerMessage::OpResult { .. }
+        ));
         let (all, late_cursor, _) = sync(&mut ws, 5, "notes", None).await;
         drop(ws);
         server.stop().await;
@@ -99,7 +104,9 @@ async fn a_restart_is_invisible_to_clients() {
         ops: vec![op("6", "notes", "e", Value::from(5), format!("{}:0:dev", now() * 1000))],
     })
     .await;
-    assert!(matches!(ws.msg().await, ServerMessage::OpResult { ref results, .. } if results[0].ok));
+    assert!(
+        matches!(ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await, ServerMessage::OpResult { ref results, .. } if results[0].ok)
+    );
     let (delta, _, _) = sync(&mut ws, 4, "notes", Some(after_cursor.clone())).await;
     assert_eq!(delta.len(), 1, "sequence numbers continue after the restart");
     server.stop().await;
@@ -114,7 +121,9 @@ async fn commit_failures_refuse_writes_while_reads_keep_working() {
     let t = now() * 1000;
     ws.send(&ClientMessage::OpBatch { id: 1, ops: vec![op("1", "notes", "a", Value::from(1), format!("{t}:0:d"))] })
         .await;
-    assert!(matches!(ws.msg().await, ServerMessage::OpResult { ref results, .. } if results[0].ok));
+    assert!(
+        matches!(ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await, ServerMessage::OpResult { ref results, .. } if results[0].ok)
+    );
 
     store.inject_commit_failure(true);
     ws.send(&ClientMessage::OpBatch {
@@ -125,7 +134,7 @@ async fn commit_failures_refuse_writes_while_reads_keep_working() {
         ],
     })
     .await;
-    match ws.msg().await {
+    match ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await {
         ServerMessage::OpResult { results, .. } => {
             assert!(results.iter().all(|r| !r.ok && r.code.as_deref() == Some("unavailable")), "{results:?}")
         }
@@ -142,7 +151,7 @@ async fn commit_failures_refuse_writes_while_reads_keep_working() {
     ws.send(&ClientMessage::OpBatch { id: 4, ops: vec![op("2", "notes", "b", Value::from(2), format!("{t}:1:d"))] })
         .await;
     assert!(
-        matches!(ws.msg().await, ServerMessage::OpResult { ref results, .. } if results[0].ok),
+        matches!(ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await, ServerMessage::OpResult { ref results, .. } if results[0].ok),
         "the server survived"
     );
     server.stop().await;

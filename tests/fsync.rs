@@ -105,7 +105,9 @@ async fn syncs_during_one_acknowledged_write(durability: &str) -> usize {
         hlc: format!("{}:0:alice", now() * 1000),
     });
     ws.send(&ClientMessage::OpBatch { id: 1, ops: vec![op] }).await;
-    assert!(matches!(ws.msg().await, ServerMessage::OpResult { results, .. } if results[0].ok));
+    assert!(
+        matches!(ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await, ServerMessage::OpResult { results, .. } if results[0].ok)
+    );
     let during = syncs(&log) - before;
     child.kill().unwrap();
     let _ = child.wait();

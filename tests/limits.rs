@@ -216,7 +216,7 @@ async fn thousands_of_idle_unauthenticated_sockets_do_not_starve_real_users() {
                 hlc: format!("{}:0:n{i}", now() * 1000),
             });
             ws.send(&ClientMessage::OpBatch { id: 1, ops: vec![op] }).await;
-            matches!(ws.msg().await, ServerMessage::OpResult { ref results, .. } if results[0].ok)
+            matches!(ws.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await, ServerMessage::OpResult { ref results, .. } if results[0].ok)
         }));
     }
     for user in users {

@@ -78,9 +78,16 @@ impl Driver {
                     self.replay(link).await?;
                 }
             }
-            (Some(Internal::Sync(_)), ServerMessage::SyncData { collection, records, cursor, reset, more, .. }) => {
+            (
+                Some(Internal::Sync(_, full)),
+                ServerMessage::SyncData { collection, records, cursor, reset, more, .. },
+            ) => {
+                // An answer to a SYNC without a cursor is the whole state too: what the
+                // replica confirmed earlier (an accepted write) but the server no longer
+                // has (a restore) must go, as after a reset.
+                let full = *full;
                 let mut local = self.local();
-                if reset {
+                if reset || full {
                     local.replica.reset(&collection);
                 }
                 local.replica.merge(&collection, &records, unix_ms());
@@ -93,26 +100,26 @@ impl Driver {
                     self.emit(ClientEvent::Synced { collection, records: records.len(), reset });
                 }
             }
-            (Some(Internal::Sub(_) | Internal::Sync(_)), ServerMessage::Error { code, message, .. })
+            (Some(Internal::Sub(_) | Internal::Sync(..)), ServerMessage::Error { code, message, .. })
                 if is_temporary(&code) =>
             {
                 // Not a refusal: forget it on this link and send it again after a backoff.
                 match link.internal.remove(&id) {
                     Some(Internal::Sub(topic)) => link.topics.remove(&topic),
-                    Some(Internal::Sync(collection)) => link.syncs.remove(&collection),
+                    Some(Internal::Sync(collection, _)) => link.syncs.remove(&collection),
                     _ => false,
                 };
                 self.emit(ClientEvent::Error(format!("request refused for now ({code}): {message}; retrying")));
                 self.retry_later();
             }
-            (Some(Internal::Sub(_) | Internal::Sync(_)), ServerMessage::Error { code, message, .. }) => {
+            (Some(Internal::Sub(_) | Internal::Sync(..)), ServerMessage::Error { code, message, .. }) => {
                 let name = match link.internal.remove(&id) {
                     Some(Internal::Sub(topic)) => {
                         link.topics.remove(&topic);
                         self.local().topics.remove(&topic);
                         topic
                     }
-                    Some(Internal::Sync(collection)) => {
+                    Some(Internal::Sync(collection, _)) => {
                         link.syncs.remove(&collection);
                         self.local().synced.remove(&collection);
                         collection

@@ -315,7 +315,7 @@ impl Driver {
         for (collection, since) in syncs {
             let id = self.fresh_id();
             link.syncs.insert(collection.clone());
-            link.internal.insert(id, Internal::Sync(collection.clone()));
+            link.internal.insert(id, Internal::Sync(collection.clone(), since.is_none()));
             link.send(&ClientMessage::Sync { id, collection, since }).await?;
         }
         self.replay(link).await

@@ -28,8 +28,9 @@ pub(crate) enum Incoming {
 pub(crate) enum Internal {
     /// A `SUB` for this topic (kept while the subscription lives, for revocations).
     Sub(String),
-    /// A `SYNC` of this collection (kept while it lives).
-    Sync(String),
+    /// A `SYNC` of this collection (kept while it lives); `full` when it was
+    /// sent without a cursor, so its answer is the whole state.
+    Sync(String, bool),
     /// An `OP_BATCH` replaying the outbox.
     Replay,
 }

@@ -141,6 +141,17 @@ impl Session {
         }
     }
 
+    /// Whether the driver must hold `message` for now: a verification is in
+    /// flight and only `PING` is processed meanwhile.
+    pub fn holds(&self, message: &Result<ClientMessage, DecodeError>) -> bool {
+        self.verifying.is_some() && !matches!(message, Ok(ClientMessage::Ping { .. }))
+    }
+
+    /// Whether a verification is in flight.
+    pub fn is_verifying(&self) -> bool {
+        self.verifying.is_some()
+    }
+
     /// Whether a close was decided.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
@@ -156,7 +167,11 @@ impl Session {
         self.on_activity(now);
         let mut out = Vec::with_capacity(1);
         if self.verifying.is_some() {
-            // The driver must not feed messages during verification; treat it as a bug in the peer order.
+            // Only PING is answered while a verification is in flight; the driver
+            // holds every other message until `on_verified` (see `holds`).
+            if let Ok(ClientMessage::Ping { id }) = message {
+                out.push(Effect::Send(ServerMessage::Pong { id }));
+            }
             return out;
         }
         // A deadline is checked on every message, not only when a timer fires: a

@@ -109,6 +109,8 @@ pub enum Recv {
 /// A raw WebSocket client: sends any bytes, sees every close code.
 pub struct RawWs {
     ws: WebSocket<TokioIo<Upgraded>>,
+    /// Messages read past by [`RawWs::msg_where`], handed out first by `recv`.
+    stash: std::collections::VecDeque<ServerMessage>,
 }
 
 impl RawWs {
@@ -160,7 +162,7 @@ impl RawWs {
         let (mut ws, _) = handshake::client(&Spawn, request, stream).await.map_err(|e| e.to_string())?;
         ws.set_auto_close(false);
         ws.set_max_message_size(64 << 20);
-        Ok(Self { ws })
+        Ok(Self { ws, stash: Default::default() })
     }
 
     pub async fn send(&mut self, message: &ClientMessage) {
@@ -196,6 +198,9 @@ impl RawWs {
     }
 
     pub async fn recv_within(&mut self, limit: Duration) -> Recv {
+        if let Some(message) = self.stash.pop_front() {
+            return Recv::Msg(message);
+        }
         loop {
             let frame = match tokio::time::timeout(limit, self.ws.read_frame()).await {
                 Err(_) => return Recv::Timeout,
@@ -227,6 +232,30 @@ impl RawWs {
             Recv::Msg(m) => m,
             other => panic!("expected a message, got {other:?}"),
         }
+    }
+
+    /// The first message matching `pred`; the others read meanwhile are kept,
+    /// in order, for later calls. (A `CHANGE` caused by a connection's own write
+    /// may arrive before that write's `OP_RESULT`.)
+    pub async fn msg_where(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let mut skipped = Vec::new();
+        let found = loop {
+            let message = match self.stash.pop_front() {
+                Some(message) => message,
+                None => match self.recv().await {
+                    Recv::Msg(m) => m,
+                    other => panic!("expected a message, got {other:?} (after {skipped:?})"),
+                },
+            };
+            if pred(&message) {
+                break message;
+            }
+            skipped.push(message);
+        };
+        for message in skipped.into_iter().rev() {
+            self.stash.push_front(message);
+        }
+        found
     }
 
     /// Receives until a close frame, returning its code (panics on a message-less end).

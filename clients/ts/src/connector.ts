@@ -63,7 +63,8 @@ export interface Host {
 
 type End = { code: number | null; reason: string; connected: boolean; noToken?: boolean };
 
-type Internal = { kind: "sub"; topic: string } | { kind: "sync"; collection: string } | { kind: "replay" };
+/** `full`: a SYNC sent without a cursor, answered with the whole state. */
+type Internal = { kind: "sub"; topic: string } | { kind: "sync"; collection: string; full: boolean } | { kind: "replay" };
 
 interface Pending {
   resolve: (message: ServerMessage) => void;
@@ -358,7 +359,9 @@ export class Connector {
       return;
     }
     if (message.type === "SYNC_DATA" && internal.kind === "sync") {
-      await this.host.merged(message.collection, message.records, message.cursor, message.reset === true);
+      // The answer to a SYNC without a cursor is the whole state too: what the replica
+      // confirmed earlier but the server no longer has (a restore) must go, as after a reset.
+      await this.host.merged(message.collection, message.records, message.cursor, message.reset === true || internal.full);
       if (message.more) link.paging.set(message.collection, { records: message.records.length, reset: message.reset === true });
       else this.host.emit("synced", { collection: message.collection, records: message.records.length, reset: message.reset === true });
       return;
@@ -391,8 +394,8 @@ export class Connector {
       if (link.syncs.has(collection)) continue;
       link.syncs.add(collection);
       const id = link.nextId++;
-      link.internal.set(id, { kind: "sync", collection });
       const since = this.host.replica.cursor(collection);
+      link.internal.set(id, { kind: "sync", collection, full: since === null });
       this.send(link, since === null ? { type: "SYNC", id, collection } : { type: "SYNC", id, collection, since });
     }
     this.replay(link);

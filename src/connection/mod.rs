@@ -1,0 +1,317 @@
+//! The per-connection actor: one task owns the socket's write side and the
+//! [`Session`]; a reader task owns the read side.
+//!
+//! fastwebsockets' `read_frame` is not cancel-safe, so it never sits in a
+//! `select!`: the reader task decodes messages and hands them over a small
+//! bounded channel (which also gives back-pressure). The actor selects over
+//! that channel, the outbound queue, the completions of its work, the
+//! session's next deadline and shutdown, and is the only writer, so pongs and
+//! close frames never interleave with messages.
+//!
+//! The actor never waits on a verification, a commit or a scan: they run as
+//! tasks ([`work`]) whose completions come back as events, so pings, deliveries,
+//! expiry and shutdown are never held up behind an identity provider or a disk.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | this one | the actor: its loop, socket writes, leaving on close |
+//! | `reader` | the reader task: frames → reassembled, decoded messages |
+//! | `work` | effects carried out, work started as tasks and their completions |
+
+mod reader;
+mod work;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use fastwebsockets::{Frame, Payload, Role, WebSocketWrite};
+use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::limits::SlotGuard;
+use crate::mask::MaskCheck;
+use crate::outbox::{Outbound, Outbox};
+use crate::protocol::codes::close;
+use crate::protocol::{ClientMessage, DecodeError, ServerMessage, encode_server};
+use crate::registry::Control;
+use crate::rules::Policy;
+use crate::server::Shared;
+use crate::session::{Effect, Session};
+
+use reader::{Inbound, read_loop};
+use work::{Completion, PendingSync};
+
+/// Writes one connection may have in flight before it stops reading (back-pressure).
+const MAX_WRITES_IN_FLIGHT: usize = 16;
+
+/// Whether the actor goes on after an effect.
+enum Flow {
+    Continue,
+    /// A close frame was sent (or the socket broke): stop.
+    Stop,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn serve<S>(
+    io: S,
+    shared: Arc<Shared>,
+    query_token: Option<String>,
+    peer: SocketAddr,
+    pending: SlotGuard,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    let unmasked = Arc::new(AtomicBool::new(false));
+    let read = MaskCheck::new(read, unmasked.clone());
+    // The halves are built separately: the writer with a dummy reader, the
+    // reader (in its task) with a dummy writer, so each owns only its side.
+    let (_, ws_write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
+    let (tx, rx) = mpsc::channel(8);
+    let (authenticated, auth_verdicts) = watch::channel(false);
+    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, auth_verdicts, unmasked));
+    let mut policy = shared.config.policy.subscribe();
+    let current = policy.borrow_and_update().clone();
+    let anonymous = shared.config.authenticator.anonymous();
+    let mut session_config = shared.config.session;
+    session_config.revalidate_every = shared.config.authenticator.revalidate_every();
+    session_config.max_message_bytes = shared.config.limits.max_frame_bytes;
+    let now = shared.config.clock.now_ms();
+    let (session, effects) = Session::open(session_config, now, current, anonymous, query_token);
+    let (control_tx, control) = mpsc::channel(4);
+    let queue = shared.config.limits.outbound_queue;
+    let (outbox, outbound, overflow) = Outbox::new(shared.connection_id(), queue);
+    let mut actor = Actor {
+        shared: shared.clone(),
+        session,
+        ws: ws_write,
+        peer,
+        authenticated,
+        outbox,
+        sync_cursors: HashMap::new(),
+        syncing: HashMap::new(),
+        tasks: JoinSet::new(),
+        held: VecDeque::new(),
+        writes_in_flight: 0,
+        control: control_tx,
+        pending: Some(pending),
+    };
+    let queues = Queues { inbound: rx, outbound, overflow, policy, control };
+    let sent_close = actor.run(effects, queues).await;
+    actor.leave_everything().await;
+    shared.registry.unregister(actor.outbox.id());
+    if sent_close {
+        // Let the peer read our close and answer before the socket drops,
+        // so the kernel does not reset it with our close still unread.
+        let _ = timeout(shared.config.timeouts.close_linger, &mut reader).await;
+    }
+    reader.abort();
+}
+
+struct Actor<S> {
+    shared: Arc<Shared>,
+    session: Session,
+    ws: WebSocketWrite<WriteHalf<S>>,
+    peer: SocketAddr,
+    /// Tells the reader whether the session is authenticated (it lifts the
+    /// pre-auth size limit), after every verification.
+    authenticated: watch::Sender<bool>,
+    /// This connection's outbound queue, as handed to the broker and feeds.
+    outbox: Outbox,
+    /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
+    sync_cursors: HashMap<Arc<str>, u64>,
+    /// Collections whose snapshot is being read: their `CHANGE`s wait here until it is sent.
+    syncing: HashMap<Arc<str>, PendingSync>,
+    /// Verifications, commits and scans in flight; their results come back through `join_next`.
+    tasks: JoinSet<Completion>,
+    /// Messages that arrived during a verification, processed after it in order.
+    held: VecDeque<Result<ClientMessage, DecodeError>>,
+    /// `OP_BATCH`es being committed.
+    writes_in_flight: usize,
+    /// Handed to the registry so the admin API can close this connection.
+    control: mpsc::Sender<Control>,
+    /// The per-IP unauthenticated slot, given back once authenticated.
+    pending: Option<SlotGuard>,
+}
+
+/// Everything the actor waits on besides timers.
+struct Queues {
+    inbound: mpsc::Receiver<Inbound>,
+    outbound: mpsc::Receiver<Outbound>,
+    overflow: CancellationToken,
+    policy: watch::Receiver<Arc<Policy>>,
+    control: mpsc::Receiver<Control>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
+    /// Runs until the connection ends; returns whether a close frame was sent.
+    async fn run(&mut self, first: Vec<Effect>, mut queues: Queues) -> bool {
+        self.authenticated.send_replace(self.session.identity().is_some());
+        if self.session.identity().is_some() {
+            self.pending = None;
+        }
+        if let Flow::Stop = self.apply(first).await {
+            return true;
+        }
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            // Messages held during a verification go first, once it is over.
+            if !self.session.is_verifying()
+                && let Some(message) = self.held.pop_front()
+            {
+                let effects = self.session.on_message(message, self.now());
+                if let Flow::Stop = self.apply(effects).await {
+                    return true;
+                }
+                continue;
+            }
+            let deadline = self.session.next_deadline().map(|at| self.instant_at(at));
+            // Stop reading while messages are held or too many writes are in flight: the
+            // bounded channel then pushes back on the client.
+            let reading = self.held.is_empty() && self.writes_in_flight < MAX_WRITES_IN_FLIGHT;
+            let effects = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return self.close(close::GOING_AWAY, "server shutting down").await;
+                }
+                _ = queues.overflow.cancelled() => {
+                    info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
+                    return self.close(close::SLOW_CONSUMER, "slow consumer").await;
+                }
+                Some(Control::Close { code, reason }) = queues.control.recv() => {
+                    info!(peer = %self.peer, code, %reason, "closed by the server");
+                    return self.close(code, &reason).await;
+                }
+                // Timers come before traffic: a client that keeps its queues full must
+                // still be expired, revalidated, pinged and timed out on time.
+                _ = sleep_until_opt(deadline) => self.session.on_timer(self.now()),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
+                    Ok(completion) => match self.complete(completion).await {
+                        Flow::Continue => continue,
+                        Flow::Stop => return true,
+                    },
+                    Err(e) => {
+                        debug!(peer = %self.peer, error = %e, "connection task failed");
+                        return self.close(close::GOING_AWAY, "internal error").await;
+                    }
+                },
+                Ok(()) = queues.policy.changed() => {
+                    let policy = queues.policy.borrow_and_update().clone();
+                    self.session.on_policy(policy)
+                }
+                Some(item) = queues.outbound.recv() => match self.deliver(item).await {
+                    Flow::Continue => continue,
+                    Flow::Stop => return true,
+                },
+                event = queues.inbound.recv(), if reading => match event {
+                    None => return false,
+                    Some(Inbound::Message(message)) if self.session.holds(&message) => {
+                        self.held.push_back(message);
+                        continue;
+                    }
+                    Some(Inbound::Message(message)) => self.session.on_message(message, self.now()),
+                    Some(Inbound::Ping(payload)) => {
+                        self.session.on_activity(self.now());
+                        if self.write(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
+                            return false;
+                        }
+                        continue;
+                    }
+                    Some(Inbound::Activity) => {
+                        self.session.on_activity(self.now());
+                        continue;
+                    }
+                    Some(Inbound::PeerClosed(code)) => {
+                        debug!(peer = %self.peer, ?code, "peer closed");
+                        return self.close(close::NORMAL, "").await;
+                    }
+                    Some(Inbound::Fatal(e)) => return self.close(e.code, e.reason).await,
+                },
+            };
+            if let Flow::Stop = self.apply(effects).await {
+                return true;
+            }
+        }
+    }
+
+    /// "Now" from the server's clock.
+    fn now(&self) -> u64 {
+        self.shared.config.clock.now_ms()
+    }
+
+    /// The tokio instant of a deadline given in the server clock's milliseconds.
+    fn instant_at(&self, deadline_ms: u64) -> Instant {
+        Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(self.now()))
+    }
+
+    /// Leaves every topic and feed when the connection ends.
+    async fn leave_everything(&mut self) {
+        let id = self.outbox.id();
+        let topics: Vec<String> = self.session.topics().map(str::to_string).collect();
+        for topic in topics {
+            let _ = self.shared.config.broker.unsubscribe(&topic, id).await;
+        }
+        for collection in self.session.synced() {
+            self.shared.collections.unwatch(collection, id);
+        }
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Flow {
+        self.write_data(&encode_server(message)).await
+    }
+
+    /// Writes one protocol message, unless the session's deadline has passed:
+    /// then the session closes instead (a long run of writes, such as the
+    /// pages of a large `SYNC`, never carries a session past its token).
+    async fn write_data(&mut self, bytes: &[u8]) -> Flow {
+        let mut out = Vec::new();
+        if self.session.close_if_past_deadline(self.now(), &mut out) {
+            if let Some(Effect::Close { code, reason }) = out.pop() {
+                self.close(code, &reason).await;
+            }
+            return Flow::Stop;
+        }
+        match self.write(Frame::binary(Payload::Borrowed(bytes))).await {
+            Ok(()) => Flow::Continue,
+            Err(()) => Flow::Stop,
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> bool {
+        debug!(peer = %self.peer, code, reason, "closing");
+        self.write(Frame::close(code, reason.as_bytes())).await.is_ok()
+    }
+
+    /// Writes one frame; a peer that does not read within the write timeout, or
+    /// before the session's hard deadline, is dropped.
+    async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
+        let mut limit = self.shared.config.timeouts.write;
+        if let Some(at) = self.session.hard_deadline() {
+            limit = limit.min(std::time::Duration::from_millis(at.saturating_sub(self.now()).max(1)));
+        }
+        match timeout(limit, self.ws.write_frame(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(peer = %self.peer, error = %e, "write failed");
+                Err(())
+            }
+            Err(_) => {
+                debug!(peer = %self.peer, "write timed out");
+                Err(())
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
