@@ -70,7 +70,8 @@ async fn a_slow_identity_provider_holds_up_neither_pings_nor_deliveries() {
     server.stop().await;
 }
 
-/// A store whose commits to collection `slow` take 3 s.
+/// A store whose commits to collection `slow` take 3 s, and whose scans of
+/// collection `slow-scan` take half a second.
 struct SlowDisk {
     inner: MemoryStore,
 }
@@ -88,6 +89,10 @@ impl Store for SlowDisk {
         self.inner.get(collection, key)
     }
     fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
+        if collection == "slow-scan" {
+            // Scans run on the blocking pool: sleeping here stalls no connection.
+            std::thread::sleep(Duration::from_millis(500));
+        }
         self.inner.scan_since(collection, since)
     }
     fn last_seq(&self) -> u64 {
@@ -164,5 +169,32 @@ async fn a_client_that_keeps_the_queue_full_is_expired_under_paused_time() {
     flood.abort();
     assert_eq!(code, Some(4100), "the session ends at exp, under paused time, with no sleeping");
     tokio::time::resume();
+    server.stop().await;
+}
+
+/// A SYNC whose snapshot is still being read when the client UNSYNCs is
+/// answered all the same, and nothing of the ended following is streamed.
+#[tokio::test]
+async fn every_sync_is_answered_even_when_unsynced_before_its_snapshot() {
+    let store = Arc::new(SlowDisk { inner: MemoryStore::new() });
+    let server = TestServer::start(ServerConfig { store, ..jwt_config() }).await;
+    let mut writer = RawWs::authed(server.addr, &token("w", &[])).await;
+    writer.send(&ClientMessage::OpBatch { id: 1, ops: vec![op("o1", "slow-scan", "k")] }).await;
+    writer.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await;
+    let mut ws = RawWs::authed(server.addr, &token("r", &[])).await;
+    ws.send(&ClientMessage::Sync { id: 1, collection: "slow-scan".into(), since: None }).await;
+    ws.send(&ClientMessage::Unsync { id: 2, collection: "slow-scan".into() }).await;
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        match ws.msg().await {
+            ServerMessage::SyncData { id, .. } | ServerMessage::Ok { id } => answered.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 2], "both requests answered");
+    writer.send(&ClientMessage::OpBatch { id: 2, ops: vec![op("o2", "slow-scan", "k2")] }).await;
+    writer.msg_where(|m| matches!(m, ServerMessage::OpResult { .. })).await;
+    assert_eq!(ws.recv_within(Duration::from_millis(300)).await, Recv::Timeout, "no CHANGE after UNSYNC");
     server.stop().await;
 }

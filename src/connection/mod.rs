@@ -96,6 +96,7 @@ pub(crate) async fn serve<S>(
         outbox,
         sync_cursors: HashMap::new(),
         syncing: HashMap::new(),
+        generations: 0,
         tasks: JoinSet::new(),
         held: VecDeque::new(),
         writes_in_flight: 0,
@@ -128,6 +129,8 @@ struct Actor<S> {
     sync_cursors: HashMap<Arc<str>, u64>,
     /// Collections whose snapshot is being read: their `CHANGE`s wait here until it is sent.
     syncing: HashMap<Arc<str>, PendingSync>,
+    /// Counts the `SYNC`s started, to tell an ended following's scans from the current one's.
+    generations: u64,
     /// Verifications, commits and scans in flight; their results come back through `join_next`.
     tasks: JoinSet<Completion>,
     /// Messages that arrived during a verification, processed after it in order.

@@ -33,12 +33,15 @@ pub(super) enum Completion {
     /// A committed `OP_BATCH`: the outcomes fill the slots the session left open.
     Written { id: u64, results: Vec<Option<OpOutcome>>, slots: Vec<usize>, outcomes: Vec<OpOutcome> },
     /// A snapshot read for `SYNC {id}`.
-    Scanned { id: u64, collection: Arc<str>, result: Result<Snapshot, StoreError> },
+    Scanned { id: u64, collection: Arc<str>, generation: u64, result: Result<Snapshot, StoreError> },
 }
 
 /// A collection whose snapshot is being read.
 #[derive(Default)]
 pub(super) struct PendingSync {
+    /// Which following of the collection this is: an `UNSYNC` ends it, and a
+    /// scan started for an earlier one only answers its request.
+    generation: u64,
     /// Scans still running (a client may send `SYNC` for a collection twice).
     scans: usize,
     /// `CHANGE`s that arrived meanwhile: `(cursor, encoded CHANGE)`.
@@ -134,12 +137,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     fn start_sync(&mut self, id: u64, collection: String, since: Option<Cursor>) -> Flow {
         let name: Arc<str> = Arc::from(collection.as_str());
         self.shared.collections.watch(&collection, self.outbox.clone());
-        self.syncing.entry(name.clone()).or_default().scans += 1;
+        self.generations += 1;
+        let fresh = self.generations;
+        let pending = self
+            .syncing
+            .entry(name.clone())
+            .or_insert_with(|| PendingSync { generation: fresh, ..PendingSync::default() });
+        pending.scans += 1;
+        let generation = pending.generation;
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let page_bytes = shared.config.limits.sync_page_bytes;
             let result = shared.collections.snapshot(&collection, since, page_bytes).await;
-            Completion::Scanned { id, collection: name, result }
+            Completion::Scanned { id, collection: name, generation, result }
         });
         Flow::Continue
     }
@@ -172,7 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
                 self.send(&ServerMessage::OpResult { id, results: results.into_iter().flatten().collect() }).await
             }
-            Completion::Scanned { id, collection, result } => self.finish_sync(id, collection, result).await,
+            Completion::Scanned { id, collection, generation, result } => {
+                self.finish_sync(id, collection, generation, result).await
+            }
         }
     }
 
@@ -198,16 +210,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// Sends a snapshot (the first page as `SYNC_DATA`, the rest as `CHANGE`
     /// pages), then the changes that arrived while it was read.
-    async fn finish_sync(&mut self, id: u64, collection: Arc<str>, result: Result<Snapshot, StoreError>) -> Flow {
-        let Some(pending) = self.syncing.get_mut(&collection) else {
-            return Flow::Continue; // UNSYNC came first.
+    async fn finish_sync(
+        &mut self,
+        id: u64,
+        collection: Arc<str>,
+        generation: u64,
+        result: Result<Snapshot, StoreError>,
+    ) -> Flow {
+        // A scan of a following that has ended (UNSYNC, then maybe a new SYNC) still
+        // answers its request, but leaves the stream and its buffer alone.
+        let current = match self.syncing.get_mut(&collection) {
+            Some(pending) if pending.generation == generation => {
+                pending.scans -= 1;
+                Some(pending.scans == 0)
+            }
+            _ => None,
         };
-        pending.scans -= 1;
-        let last = pending.scans == 0;
         let snapshot = match result {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                if last {
+                if current == Some(true) {
                     self.syncing.remove(&collection);
                     self.shared.collections.unwatch(&collection, self.outbox.id());
                     self.session.forget_sync(&collection);
@@ -215,8 +237,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 return self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await;
             }
         };
-        let seen = self.sync_cursors.entry(collection.clone()).or_insert(0);
-        *seen = (*seen).max(snapshot.cursor);
+        if current.is_some() {
+            let seen = self.sync_cursors.entry(collection.clone()).or_insert(0);
+            *seen = (*seen).max(snapshot.cursor);
+        }
         let collections = &self.shared.collections;
         let page_count = snapshot.pages.len();
         let mut messages = Vec::with_capacity(page_count);
@@ -240,7 +264,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 return Flow::Stop;
             }
         }
-        if last && let Some(done) = self.syncing.remove(&collection) {
+        if current == Some(true)
+            && let Some(done) = self.syncing.remove(&collection)
+        {
             for (cursor, bytes) in done.buffered {
                 if let Flow::Stop =
                     self.deliver(Outbound::Change { collection: collection.clone(), cursor, bytes }).await
