@@ -98,7 +98,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
                 }
             };
             // Durable first: a revocation that was answered survives a restart.
-            if let Err(e) = shared.collections.store().save_revocation(&revoked).await {
+            if let Err(e) = shared.config.revocation_store.save(&revoked).await {
                 return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}));
             }
             // Applied and enforced under the admission lock: a connection between its

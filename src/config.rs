@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
 use crate::broker::{Broker, MemoryBroker};
 use crate::clock::{Clock, MonotonicClock};
-use crate::revocation::Revocations;
+use crate::revocation::{MemoryRevocationStore, RevocationStore, Revocations};
 use crate::rules::PolicyHandle;
 use crate::session::SessionConfig;
 use crate::store::{MemoryStore, Store};
@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub node_id: String,
     /// Revoked tokens, consulted at authentication and refresh.
     pub revocations: Arc<Revocations>,
+    /// Where revocations are kept across restarts (the SQLite store for `syncgate serve`).
+    pub revocation_store: Arc<dyn RevocationStore>,
     /// Bearer token of the admin API; `None` leaves `/admin/*` absent (404).
     pub admin_token: Option<String>,
     /// Origins allowed to open WebSockets; when set, other Origins get HTTP 403.
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             max_clock_drift: Duration::from_secs(60),
             node_id: format!("syncgate-{:08x}", fastrand::u32(..)),
             revocations: Arc::new(Revocations::new()),
+            revocation_store: Arc::new(MemoryRevocationStore::default()),
             admin_token: None,
             allowed_origins: Vec::new(),
             auth_cookie: None,

@@ -21,7 +21,7 @@
 //! | [`collections`], [`hlc`], [`cursor`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks; `<epoch>:<position>` sync cursors |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
-//! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens; the admin HTTP API |
+//! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens and the `RevocationStore` trait that keeps them; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`], [`cli`] | [`ServerConfig`]; `syncgate` subcommands, flag/env/TOML precedence, authenticator assembly |
 //! | [`client`] | the Rust client: token provider, reconnect, persisted offline replica and outbox |

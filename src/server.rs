@@ -93,7 +93,7 @@ pub async fn run_with_admin(
     let per_ip = config.limits.per_ip;
     // The clock resumes after every timestamp the store ever accepted: it never goes back.
     let clock = HlcClock::new(config.node_id.clone(), config.store.clock());
-    match config.store.revocations() {
+    match config.revocation_store.load().await {
         Ok(saved) => saved.iter().for_each(|r| config.revocations.apply(r)),
         Err(e) => warn!(error = %e, "could not load saved revocations"),
     }

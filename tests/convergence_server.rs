@@ -129,12 +129,6 @@ impl Store for Faulty {
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
         self.inner.collect_tombstones(before_millis)
     }
-    fn save_revocation<'a>(&'a self, revoked: &'a syncgate::revocation::Revoked) -> StoreFuture<'a, ()> {
-        self.inner.save_revocation(revoked)
-    }
-    fn revocations(&self) -> Result<Vec<syncgate::revocation::Revoked>, StoreError> {
-        self.inner.revocations()
-    }
 }
 
 /// A TCP forwarder between one device and the server: cutting it is going offline.

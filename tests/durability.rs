@@ -17,7 +17,7 @@ fn op(id: &str, collection: &str, key: &str, value: Value, hlc: String) -> OpInp
 }
 
 fn disk_config(store: Arc<SqliteStore>) -> ServerConfig {
-    ServerConfig { store, ..jwt_config() }
+    ServerConfig { store: store.clone(), revocation_store: store, ..jwt_config() }
 }
 
 async fn sync(ws: &mut RawWs, id: u64, collection: &str, since: Option<String>) -> (Vec<Record>, String, bool) {

@@ -366,10 +366,10 @@ impl ServeArgs {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
         };
         // Opened last: every other flag is checked before the data directory is locked.
-        config.store = match self.store.unwrap_or(StoreKind::Disk) {
+        match self.store.unwrap_or(StoreKind::Disk) {
             StoreKind::Memory => {
                 warnings.push("--store memory: collections are lost when the server stops".into());
-                Arc::new(MemoryStore::new())
+                config.store = Arc::new(MemoryStore::new());
             }
             StoreKind::Disk => {
                 let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./syncgate-data"));
@@ -382,12 +382,15 @@ impl ServeArgs {
                         Durability::None
                     }
                 };
-                Arc::new(
+                let store = Arc::new(
                     SqliteStore::open(&dir, durability)
                         .map_err(|e| anyhow::anyhow!("--data-dir {}: {}", dir.display(), e.0))?,
-                )
+                );
+                // The same database keeps the collections and the revocations.
+                config.revocation_store = store.clone();
+                config.store = store;
             }
-        };
+        }
         Ok(Serve {
             listen: self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             admin_listen: self.admin_listen,

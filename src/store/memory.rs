@@ -6,7 +6,6 @@ use std::sync::Mutex;
 use super::encode_value;
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
 use crate::hlc::replaces;
-use crate::revocation::Revoked;
 
 /// Collections in memory; nothing survives the process.
 #[derive(Debug)]
@@ -133,14 +132,6 @@ impl Store for MemoryStore {
             }
         }
         Box::pin(std::future::ready(Ok(removed)))
-    }
-
-    fn save_revocation<'a>(&'a self, _revoked: &'a Revoked) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn revocations(&self) -> Result<Vec<Revoked>, StoreError> {
-        Ok(Vec::new())
     }
 }
 

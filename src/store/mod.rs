@@ -18,7 +18,6 @@ pub use memory::MemoryStore;
 pub use sqlite::{Durability, FORMAT_VERSION, SqliteStore, decode_value, encode_value};
 
 use crate::hlc::Hlc;
-use crate::revocation::Revoked;
 
 /// One last-writer-wins write.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,8 +130,4 @@ pub trait Store: Send + Sync + 'static {
     fn epoch(&self) -> u64;
     /// Removes tombstones written (by `hlc`) before `before_millis`; returns how many.
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize>;
-    /// Records a revocation durably (a no-op for stores that keep nothing).
-    fn save_revocation<'a>(&'a self, revoked: &'a Revoked) -> StoreFuture<'a, ()>;
-    /// Revocations saved earlier.
-    fn revocations(&self) -> Result<Vec<Revoked>, StoreError>;
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
 use crate::hlc::{Hlc, replaces};
-use crate::revocation::Revoked;
+use crate::revocation::{RevocationStore, Revoked};
 
 /// Schema version of the database file (and of backups, which are database files).
 pub const FORMAT_VERSION: i64 = 1;
@@ -261,13 +261,21 @@ impl Store for SqliteStore {
         let (reply, answer) = oneshot::channel();
         Box::pin(self.submit(Job::Collect { before_millis, reply }, answer))
     }
+}
 
-    fn save_revocation<'a>(&'a self, revoked: &'a Revoked) -> StoreFuture<'a, ()> {
+impl RevocationStore for SqliteStore {
+    fn save<'a>(&'a self, revoked: &'a Revoked) -> StoreFuture<'a, ()> {
         let (reply, answer) = oneshot::channel();
         Box::pin(self.submit(Job::Revoke { revoked: revoked.clone(), reply }, answer))
     }
 
-    fn revocations(&self) -> Result<Vec<Revoked>, StoreError> {
+    fn load(&self) -> StoreFuture<'_, Vec<Revoked>> {
+        Box::pin(std::future::ready(self.saved_revocations()))
+    }
+}
+
+impl SqliteStore {
+    fn saved_revocations(&self) -> Result<Vec<Revoked>, StoreError> {
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let mut statement = reader
             .prepare("SELECT kind, subject, issued_before FROM revocations")
