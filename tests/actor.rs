@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::idp::Idp;
 use common::raw::{self, Event};
+use common::stores::Hooked;
 use common::*;
 use rmpv::Value;
 use serde_json::json;
@@ -17,7 +18,7 @@ use syncgate::ServerConfig;
 use syncgate::auth::{IntrospectSettings, IntrospectShape, Introspector};
 use syncgate::http_client::HttpClient;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
-use syncgate::store::{Applied, MemoryStore, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+use syncgate::store::MemoryStore;
 use tokio::io::AsyncWriteExt;
 
 fn op(id: &str, collection: &str, key: &str) -> OpInput {
@@ -72,49 +73,29 @@ async fn a_slow_identity_provider_holds_up_neither_pings_nor_deliveries() {
 
 /// A store whose commits to collection `slow` take 3 s, and whose scans of
 /// collection `slow-scan` take half a second.
-struct SlowDisk {
-    inner: MemoryStore,
-}
-
-impl Store for SlowDisk {
-    fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
+fn slow_disk() -> Arc<Hooked> {
+    let mut store = Hooked::around(Arc::new(MemoryStore::new()));
+    store.before_apply = Box::new(|writes| {
+        let slow = writes.iter().any(|w| w.collection == "slow");
         Box::pin(async move {
-            if writes.iter().any(|w| w.collection == "slow") {
+            if slow {
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
-            self.inner.apply(writes).await
+            Ok(())
         })
-    }
-    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.get(collection, key)
-    }
-    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
+    });
+    // Scans run on the blocking pool: sleeping here stalls no connection.
+    store.before_scan = Box::new(|collection| {
         if collection == "slow-scan" {
-            // Scans run on the blocking pool: sleeping here stalls no connection.
             std::thread::sleep(Duration::from_millis(500));
         }
-        self.inner.scan_since(collection, since)
-    }
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-    fn clock(&self) -> (u64, u32) {
-        self.inner.clock()
-    }
-    fn horizon(&self) -> u64 {
-        self.inner.horizon()
-    }
-    fn epoch(&self) -> u64 {
-        self.inner.epoch()
-    }
-    fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
-        self.inner.collect_tombstones(before_millis)
-    }
+    });
+    Arc::new(store)
 }
 
 #[tokio::test]
 async fn a_slow_commit_holds_up_neither_pings_nor_other_deliveries() {
-    let store = Arc::new(SlowDisk { inner: MemoryStore::new() });
+    let store = slow_disk();
     let server = TestServer::start(ServerConfig { store, ..jwt_config() }).await;
     let mut ws = RawWs::authed(server.addr, &token("a", &[])).await;
     ws.send(&ClientMessage::Sync { id: 1, collection: "other".into(), since: None }).await;
@@ -170,7 +151,7 @@ async fn a_client_that_keeps_the_queue_full_is_expired_under_paused_time() {
 /// answered all the same, and nothing of the ended following is streamed.
 #[tokio::test]
 async fn every_sync_is_answered_even_when_unsynced_before_its_snapshot() {
-    let store = Arc::new(SlowDisk { inner: MemoryStore::new() });
+    let store = slow_disk();
     let server = TestServer::start(ServerConfig { store, ..jwt_config() }).await;
     let mut writer = RawWs::authed(server.addr, &token("w", &[])).await;
     writer.send(&ClientMessage::OpBatch { id: 1, ops: vec![op("o1", "slow-scan", "k")] }).await;

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::stores::Hooked;
 use common::*;
 use proptest::prelude::*;
 use rmpv::Value;
@@ -25,9 +26,7 @@ use syncgate::ServerConfig;
 use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent};
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use syncgate::rules::{Policy, RuleSet};
-use syncgate::store::{
-    Applied, Durability, MemoryStore, Scan, SqliteStore, Store, StoreError, StoreFuture, StoredRecord, Write,
-};
+use syncgate::store::{Durability, MemoryStore, SqliteStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
@@ -93,42 +92,6 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Restore),
         1 => (0u8..30).prop_map(|ms| Step::Pause { ms }),
     ]
-}
-
-/// A store whose commits fail while `fail` is set (a full disk, an I/O error).
-struct Faulty {
-    inner: Arc<dyn Store>,
-    fail: Arc<AtomicBool>,
-}
-
-impl Store for Faulty {
-    fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Err(StoreError("injected fault".into()))));
-        }
-        self.inner.apply(writes)
-    }
-    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.get(collection, key)
-    }
-    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
-        self.inner.scan_since(collection, since)
-    }
-    fn last_seq(&self) -> u64 {
-        self.inner.last_seq()
-    }
-    fn clock(&self) -> (u64, u32) {
-        self.inner.clock()
-    }
-    fn horizon(&self) -> u64 {
-        self.inner.horizon()
-    }
-    fn epoch(&self) -> u64 {
-        self.inner.epoch()
-    }
-    fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
-        self.inner.collect_tombstones(before_millis)
-    }
 }
 
 /// A TCP forwarder between one device and the server: cutting it is going offline.
@@ -261,7 +224,14 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
             Backing::Memory => Arc::new(MemoryStore::new()),
             Backing::Sqlite { live, .. } => Arc::new(SqliteStore::open(live, Durability::None).unwrap()),
         };
-        Arc::new(Faulty { inner, fail: fail.clone() })
+        // Commits fail while `fail` is set (a full disk, an I/O error).
+        let mut faulty = Hooked::around(inner);
+        let fail = fail.clone();
+        faulty.before_apply = Box::new(move |_| {
+            let failing = fail.load(Ordering::SeqCst);
+            Box::pin(async move { if failing { Err(StoreError("injected fault".into())) } else { Ok(()) } })
+        });
+        Arc::new(faulty)
     };
     let mut store = open_store(&backing);
     let config = |store: Arc<dyn Store>| {

@@ -1,0 +1,60 @@
+//! A store wrapper for tests: delegates to a real store, with hooks that can
+//! delay or fail a commit and delay a scan (a slow disk, a full disk).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use syncgate::store::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+
+/// What runs before each commit: an error refuses the commit.
+pub type ApplyHook =
+    Box<dyn Fn(&[Write]) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>> + Send + Sync>;
+
+/// A store that delegates to `inner` after its hooks.
+pub struct Hooked {
+    pub inner: Arc<dyn Store>,
+    pub before_apply: ApplyHook,
+    /// Runs (on the blocking pool) before each scan, with the collection's name.
+    pub before_scan: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Hooked {
+    /// A wrapper whose hooks do nothing yet.
+    pub fn around(inner: Arc<dyn Store>) -> Self {
+        Self { inner, before_apply: Box::new(|_| Box::pin(async { Ok(()) })), before_scan: Box::new(|_| {}) }
+    }
+}
+
+impl Store for Hooked {
+    fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
+        let before = (self.before_apply)(writes);
+        Box::pin(async move {
+            before.await?;
+            self.inner.apply(writes).await
+        })
+    }
+    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner.get(collection, key)
+    }
+    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
+        (self.before_scan)(collection);
+        self.inner.scan_since(collection, since)
+    }
+    fn last_seq(&self) -> u64 {
+        self.inner.last_seq()
+    }
+    fn clock(&self) -> (u64, u32) {
+        self.inner.clock()
+    }
+    fn horizon(&self) -> u64 {
+        self.inner.horizon()
+    }
+    fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+    fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
+        self.inner.collect_tombstones(before_millis)
+    }
+}
