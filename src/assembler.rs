@@ -1,7 +1,7 @@
 //! Reassembles WebSocket frames into messages with a cap on the total size.
 //!
 //! fastwebsockets' own `FragmentCollector` caps each frame but not the
-//! reassembled message (see `CRATE-NOTES.md`), so a stream of small
+//! reassembled message (see `docs/crate-notes.md`), so a stream of small
 //! continuation frames could grow one message without bound. This assembler
 //! enforces the limit across fragments and is sans-IO so it can be fuzzed.
 

@@ -3,7 +3,7 @@
 //! Why SQLite: its WAL mode lets `syncgate backup` read a consistent snapshot
 //! of a live store from another process (the engines that lock their files
 //! exclusively cannot), commit latency is comparable to the alternatives
-//! (`CRATE-NOTES.md`), and group commit amortises the fsync anyway.
+//! (`docs/crate-notes.md`), and group commit amortises the fsync anyway.
 //!
 //! One writer thread owns the write connection: every `apply` waiting when it
 //! wakes goes into one transaction and one fsync, then every waiter is
