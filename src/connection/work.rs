@@ -80,6 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
                 Effect::Write { id, results, ops } => {
                     let (slots, ops): (Vec<usize>, Vec<_>) = ops.into_iter().unzip();
+                    // Clock skew is judged against the wall clock, like the writers' stamps.
                     let (shared, now) = (self.shared.clone(), crate::clock::unix_ms());
                     self.writes_in_flight += 1;
                     self.tasks.spawn(async move {

@@ -21,6 +21,8 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
         out.push(Effect::Send(ServerMessage::Error { id: Some(id), code: code.into(), message }))
     };
     let count = auth.subscriptions.len() + auth.syncs.len();
+    // SUB and SYNC share one budget, and one refusal.
+    let full = || format!("at most {max_subscriptions} subscriptions and syncs per connection");
     match request {
         ClientMessage::Sub { id, topic } => {
             if let Err(why) = valid_resource(&topic) {
@@ -28,12 +30,7 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
             } else if !auth.access.allows(Action::Read, &topic) {
                 fail(out, id, error::FORBIDDEN, format!("not allowed to subscribe to {topic:?}"));
             } else if !auth.subscriptions.contains_key(&topic) && count >= max_subscriptions {
-                fail(
-                    out,
-                    id,
-                    error::TOO_MANY_SUBSCRIPTIONS,
-                    format!("at most {max_subscriptions} subscriptions and syncs per connection"),
-                );
+                fail(out, id, error::TOO_MANY_SUBSCRIPTIONS, full());
             } else {
                 auth.subscriptions.insert(topic.clone(), id);
                 out.push(Effect::Subscribe { id, topic });
@@ -101,12 +98,7 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
             } else if !auth.access.allows(Action::Read, &collection) {
                 fail(out, id, error::FORBIDDEN, format!("not allowed to sync {collection:?}"));
             } else if !auth.syncs.contains_key(&collection) && count >= max_subscriptions {
-                fail(
-                    out,
-                    id,
-                    error::TOO_MANY_SUBSCRIPTIONS,
-                    format!("at most {max_subscriptions} subscriptions and syncs per connection"),
-                );
+                fail(out, id, error::TOO_MANY_SUBSCRIPTIONS, full());
             } else {
                 auth.syncs.insert(collection.clone(), id);
                 out.push(Effect::Sync { id, collection, since: since.ok().flatten() });

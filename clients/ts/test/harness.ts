@@ -1,5 +1,8 @@
 // Test helpers: the real `syncgate` binary, dev tokens from its `token` command, and a client in Node.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
@@ -97,3 +100,28 @@ export function record(c: SyncgateClient, kinds: (keyof ClientEvents)[]): { kind
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Rules the tests share: each user their own `users/{sub}/**`, `shared/**` read-only, `rooms/**` open. */
+export const RULES = `
+[[rules]]
+roles = ["user"]
+resource = "users/{sub}/**"
+actions = ["read", "write"]
+
+[[rules]]
+roles = ["user"]
+resource = "shared/**"
+actions = ["read"]
+
+[[rules]]
+roles = ["*"]
+resource = "rooms/**"
+actions = ["read", "write"]
+`;
+
+/** RULES written to a fresh file, for `--rules`. */
+export function rulesFile(): string {
+  const dir = mkdtempSync(join(tmpdir(), "sg-rules-"));
+  writeFileSync(join(dir, "rules.toml"), RULES);
+  return join(dir, "rules.toml");
+}

@@ -1,25 +1,10 @@
 // The client in a real Chromium (Debian's, driven by playwright-core), against the
 // real binary, with the page served from another origin (another port) than the server.
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { SECRET, client, next, startServer, token, type Server } from "../harness.js";
+import { SECRET, client, next, rulesFile, startServer, token, type Server } from "../harness.js";
 import { countingProxy, launch, staticServer } from "./env.js";
-
-const RULES = `
-[[rules]]
-roles = ["user"]
-resource = "users/{sub}/**"
-actions = ["read", "write"]
-
-[[rules]]
-roles = ["user"]
-resource = "shared/**"
-actions = ["read"]
-`;
 
 let browser: Browser;
 let site: { port: number; close: () => Promise<void> };
@@ -27,14 +12,12 @@ let server: Server;
 const cleanups: (() => Promise<void> | void)[] = [];
 
 before(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "sg-browser-"));
-  writeFileSync(join(dir, "rules.toml"), RULES);
   site = await staticServer();
   server = await startServer([
     "--jwt-secret",
     SECRET,
     "--rules",
-    join(dir, "rules.toml"),
+    rulesFile(),
     "--auth-cookie",
     "sg_token",
     "--allowed-origins",

@@ -1,39 +1,13 @@
 // Collections and pub/sub against the real binary: refusals rolled back, retryable ones retried.
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, test } from "node:test";
-import { SECRET, client, next, startServer, token } from "../harness.js";
+import { SECRET, client, next, rulesFile, startServer, token } from "../harness.js";
 
 const stops: (() => Promise<void>)[] = [];
 after(async () => {
   // Clients first (they were pushed after their servers), then the servers.
   for (const stop of stops.reverse()) await stop();
 });
-
-const RULES = `
-[[rules]]
-roles = ["user"]
-resource = "users/{sub}/**"
-actions = ["read", "write"]
-
-[[rules]]
-roles = ["user"]
-resource = "shared/**"
-actions = ["read"]
-
-[[rules]]
-roles = ["*"]
-resource = "rooms/**"
-actions = ["read", "write"]
-`;
-
-function rulesFile(): string {
-  const dir = mkdtempSync(join(tmpdir(), "sg-rules-"));
-  writeFileSync(join(dir, "rules.toml"), RULES);
-  return join(dir, "rules.toml");
-}
 
 test("a write the rules refuse is rolled back, and reported", async () => {
   const server = await startServer(["--jwt-secret", SECRET, "--rules", rulesFile()]);
