@@ -58,6 +58,11 @@ export class Replica {
   private nextOp = 1;
   private readonly collections = new Map<string, CollectionState>();
   private ops: PendingOp[] = [];
+  /**
+   * Ids of ops that left the outbox lately (the newest 10,000): a storage read
+   * that raced their removal must not bring them back, or they would be sent twice.
+   */
+  private readonly gone = new Set<string>();
   /** Pending ops by collection and key: reads stay O(1) however long the outbox is. */
   private readonly byKey = new Map<string, Map<string, PendingOp[]>>();
 
@@ -95,6 +100,10 @@ export class Replica {
       this.unindex(op);
       return false;
     });
+    for (const id of opIds) {
+      this.gone.add(id);
+      if (this.gone.size > 10_000) this.gone.delete(this.gone.values().next().value as string);
+    }
     return dropped;
   }
 
@@ -239,7 +248,7 @@ export class Replica {
    */
   addOps(ops: readonly PendingOp[]): void {
     const known = new Set(this.ops.map((op) => op.opId));
-    const added = ops.filter((op) => !known.has(op.opId));
+    const added = ops.filter((op) => !known.has(op.opId) && !this.gone.has(op.opId));
     if (added.length === 0) return;
     this.ops = [...this.ops, ...added].sort((a, b) => {
       const [x, y] = [parseHlc(a.hlc), parseHlc(b.hlc)];

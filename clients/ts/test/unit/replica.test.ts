@@ -67,3 +67,12 @@ test("op ids never repeat, even with the clock going back", () => {
   }
   assert.equal(ids.size, 6);
 });
+
+test("a stored op that was settled meanwhile is not brought back (it would be sent twice)", () => {
+  const r = new Replica("dev");
+  const op = r.write("c", "k", 1, 100);
+  const stale = [...r.outbox];
+  r.settle([outcome(op.opId, true)], 100);
+  r.addOps(stale);
+  assert.equal(r.outbox.length, 0);
+});
