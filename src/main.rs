@@ -42,12 +42,22 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.0),
         },
-        Command::Bench(syncgate::cli::BenchCommand::Ops(args)) => {
+        Command::Bench(bench) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the runtime: {e}")),
             };
-            match runtime.block_on(syncgate::loadgen::run_ops(args)) {
+            let report = runtime.block_on(async {
+                match bench {
+                    syncgate::cli::BenchCommand::Ops(args) => {
+                        syncgate::loadgen::run_ops(args).await.map(|r| r.to_string())
+                    }
+                    syncgate::cli::BenchCommand::Fanout(args) => {
+                        syncgate::loadgen::fanout::run_fanout(args).await.map(|r| r.to_string())
+                    }
+                }
+            });
+            match report {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS

@@ -81,6 +81,8 @@ pub struct RestoreArgs {
 pub enum BenchCommand {
     /// Authenticated writers sending OP_BATCHes and waiting for each OP_RESULT.
     Ops(crate::loadgen::OpsArgs),
+    /// Subscribers of one topic receiving what a few publishers send: deliveries/s, order, latency.
+    Fanout(crate::loadgen::fanout::FanoutArgs),
 }
 
 /// Which store keeps collections.

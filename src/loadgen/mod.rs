@@ -1,4 +1,4 @@
-//! The load generator: `syncgate bench ops`.
+//! The load generator: `syncgate bench ops` and `syncgate bench fanout` ([`fanout`]).
 //!
 //! Opens authenticated connections that each write `OP_BATCH`es and wait for
 //! every `OP_RESULT`, then prints throughput and batch latency percentiles
@@ -6,17 +6,20 @@
 //! With `--flood-*` it also attacks the server before authentication while
 //! the writers run ([`flood`]), to measure what the attack costs them.
 
+pub mod fanout;
 pub mod flood;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload, WebSocket};
 use hdrhistogram::Histogram;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use rmpv::Value;
 
 use self::flood::{Flood, FloodArgs, FloodReport};
-use crate::cli::Seconds;
+pub use crate::cli::Seconds;
 use crate::devtoken::{TokenSpec, mint};
 use crate::hlc::HlcClock;
 use crate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage, encode_client};
@@ -163,14 +166,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
-        let token = match (&args.token, &args.token_secret) {
-            (Some(token), _) => Some(token.clone()),
-            (None, Some(secret)) => {
-                let spec = TokenSpec::new(format!("bench-{writer}"), vec!["bench".into()]);
-                Some(mint(secret.as_bytes(), &spec, crate::clock::unix_secs()).map_err(|e| e.to_string())?)
-            }
-            (None, None) => None,
-        };
+        let token = token_for(&args.token, &args.token_secret, &format!("bench-{writer}"))?;
         let url = args.url.clone();
         let (batch, value_bytes) = (args.batch, args.value_bytes);
         tasks.push(tokio::spawn(async move { write_until(url, token, writer, batch, value_bytes, deadline).await }));
@@ -226,33 +222,12 @@ async fn write_until(
     deadline: Instant,
 ) -> Result<WriterResult, String> {
     let connecting = Instant::now();
-    let ws = crate::client::open_socket(&url).await.map_err(|e| e.to_string())?;
-    let mut ws = FragmentCollector::new(ws);
-    let next = async |ws: &mut FragmentCollector<_>| -> Result<ServerMessage, String> {
-        loop {
-            let frame = ws.read_frame().await.map_err(|e| e.to_string())?;
-            match frame.opcode {
-                OpCode::Binary => return rmp_serde::from_slice(&frame.payload).map_err(|e| e.to_string()),
-                OpCode::Close => return Err(format!("closed: {:?}", frame.payload.get(..2))),
-                _ => continue,
-            }
-        }
-    };
+    let mut ws = open_authenticated(&url, token).await?;
+    let next = async |ws: &mut FragmentCollector<_>| -> Result<ServerMessage, String> { read_message(ws).await };
     let send = async |ws: &mut FragmentCollector<_>, message: &ClientMessage| -> Result<(), String> {
         let bytes = encode_client(message);
         ws.write_frame(Frame::binary(Payload::Borrowed(&bytes))).await.map_err(|e| e.to_string())
     };
-    match next(&mut ws).await? {
-        ServerMessage::AuthRequired { .. } => {
-            send(&mut ws, &ClientMessage::Auth { token: token.clone() }).await?;
-            match next(&mut ws).await? {
-                ServerMessage::AuthAck { .. } => {}
-                other => return Err(format!("authentication failed: {other:?}")),
-            }
-        }
-        ServerMessage::AuthAck { .. } => {}
-        other => return Err(format!("unexpected first message {other:?}")),
-    }
     let handshake = connecting.elapsed();
     let clock = HlcClock::new(format!("bench-{writer}"), (0, 0));
     let value = Value::Binary(vec![b'x'; value_bytes]);
@@ -311,6 +286,51 @@ async fn write_until(
     }
     let _ = ws.write_frame(Frame::close(1000, b"")).await;
     Ok(result)
+}
+
+/// A load-generator connection.
+type Socket = TokioIo<Upgraded>;
+
+/// The token for one bench connection: the fixed one, one minted from the secret for `sub`, or none.
+fn token_for(token: &Option<String>, secret: &Option<String>, sub: &str) -> Result<Option<String>, String> {
+    Ok(match (token, secret) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(secret)) => {
+            let spec = TokenSpec::new(sub.to_string(), vec!["bench".into()]);
+            Some(mint(secret.as_bytes(), &spec, crate::clock::unix_secs()).map_err(|e| e.to_string())?)
+        }
+        (None, None) => None,
+    })
+}
+
+/// The next data message, decoded; a close is an error.
+async fn read_message(ws: &mut FragmentCollector<Socket>) -> Result<ServerMessage, String> {
+    loop {
+        let frame = ws.read_frame().await.map_err(|e| e.to_string())?;
+        match frame.opcode {
+            OpCode::Binary => return rmp_serde::from_slice(&frame.payload).map_err(|e| e.to_string()),
+            OpCode::Close => return Err(format!("closed: {:?}", frame.payload.get(..2))),
+            _ => continue,
+        }
+    }
+}
+
+/// Connects and authenticates (`AUTH_REQUIRED` → `AUTH` → `AUTH_ACK`, or an `AUTH_ACK` at once).
+async fn open_authenticated(url: &str, token: Option<String>) -> Result<FragmentCollector<Socket>, String> {
+    let ws: WebSocket<Socket> = crate::client::open_socket(url).await.map_err(|e| e.to_string())?;
+    let mut ws = FragmentCollector::new(ws);
+    match read_message(&mut ws).await? {
+        ServerMessage::AuthRequired { .. } => {
+            let bytes = encode_client(&ClientMessage::Auth { token });
+            ws.write_frame(Frame::binary(Payload::Borrowed(&bytes))).await.map_err(|e| e.to_string())?;
+            match read_message(&mut ws).await? {
+                ServerMessage::AuthAck { .. } => Ok(ws),
+                other => Err(format!("authentication failed: {other:?}")),
+            }
+        }
+        ServerMessage::AuthAck { .. } => Ok(ws),
+        other => Err(format!("unexpected first message {other:?}")),
+    }
 }
 
 fn micros(duration: Duration) -> u64 {
