@@ -19,9 +19,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::protocol::codes::close;
+use crate::backplane::Control;
+use crate::node::Shared;
 use crate::revocation::Revoked;
-use crate::server::Shared;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -67,13 +67,12 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            let n = {
-                let _admission = shared.admission.lock().unwrap_or_else(|e| e.into_inner());
-                shared
-                    .registry
-                    .close_matching(close::FORBIDDEN, "disconnected by an administrator", |sub, _, _| sub == body.sub)
-            };
+            let control = Control::Disconnect { sub: body.sub.clone() };
+            let n = shared.apply_control(&control);
             tracing::info!(sub = ?body.sub, disconnected = n, "admin disconnect");
+            if let Err(e) = shared.hub.backplane().control(control).await {
+                return not_propagated(e, json!({"disconnected": n}));
+            }
             reply(StatusCode::OK, json!({"disconnected": n}))
         }
         (Method::POST, "/admin/revoke") => {
@@ -88,7 +87,6 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            let revocations = &shared.config.revocations;
             let revoked = match (body.jti, body.sub, body.issued_before) {
                 (Some(jti), None, None) => Revoked::Jti(jti),
                 (None, Some(sub), Some(issued_before)) => Revoked::Subject { sub, issued_before },
@@ -103,15 +101,12 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
             }
             // Applied and enforced under the admission lock: a connection between its
             // revocation check and its registration cannot slip through.
-            let n = {
-                let _admission = shared.admission.lock().unwrap_or_else(|e| e.into_inner());
-                revocations.apply(&revoked);
-                let now = crate::clock::unix_secs();
-                shared.registry.close_matching(close::FORBIDDEN, "token revoked", |sub, jti, iat| {
-                    revocations.matches(sub, jti, iat, now)
-                })
-            };
+            let control = Control::revoke(&revoked);
+            let n = shared.apply_control(&control);
             tracing::info!(disconnected = n, "admin revoke");
+            if let Err(e) = shared.hub.backplane().control(control).await {
+                return not_propagated(e, json!({"revoked": true, "disconnected": n}));
+            }
             reply(StatusCode::OK, json!({"revoked": true, "disconnected": n}))
         }
         (_, "/admin/connections" | "/admin/disconnect" | "/admin/revoke") => {
@@ -119,6 +114,13 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
+}
+
+/// Acted on this node, but the other nodes could not be told: 503, with what was done here.
+fn not_propagated(e: crate::backplane::BackplaneError, mut done: serde_json::Value) -> Response<Full<Bytes>> {
+    tracing::warn!(error = %e, "admin action not sent to the other nodes");
+    done["error"] = json!(format!("done on this node only: {e}"));
+    reply(StatusCode::SERVICE_UNAVAILABLE, done)
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {

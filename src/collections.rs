@@ -1,21 +1,19 @@
 //! Last-writer-wins collections: validating ops, committing them, and
 //! streaming `CHANGE`s to syncing connections.
 //!
-//! Commits run concurrently (so the store can group them), but `CHANGE`s
-//! leave strictly in acceptance order: a reorder buffer releases a commit's
-//! changes only once every earlier sequence number has been published. So a
-//! reader that resumes from any cursor it was given can never skip a write
-//! accepted before it.
+//! Commits run concurrently (so the store can group them). Each commit hands
+//! the [`Hub`] one [`ChangeNotice`] per collection it touched, chained to the
+//! collection's previous position; the hub puts them back in commit order
+//! for the watchers here and sends them to the other nodes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use dashmap::DashMap;
 use rmpv::Value;
 
 use crate::cursor::Cursor;
 use crate::hlc::{Hlc, HlcClock};
-use crate::outbox::{ConnId, Outbound, Outbox};
+use crate::hub::{ChangeNotice, Hub};
 use crate::protocol::codes::error;
 use crate::protocol::{OpOutcome, RawOp, Record, ServerMessage, encode_server};
 use crate::store::{Applied, Scan, Store, StoreError, StoredRecord, Write};
@@ -69,35 +67,30 @@ pub struct Collections {
 
 struct Inner {
     store: Arc<dyn Store>,
+    hub: Arc<Hub>,
     /// The store's epoch, carried by every cursor this server issues.
     epoch: u64,
     clock: HlcClock,
     max_drift_ms: u64,
-    feeds: DashMap<String, Arc<Feed>>,
-    /// Commits whose changes wait for earlier sequence numbers. A std mutex:
-    /// held to insert and flush, never across an await.
-    pending: Mutex<Reorder>,
-}
-
-/// Changes of committed batches, keyed by their first sequence number.
-struct Reorder {
-    next: u64,
-    waiting: BTreeMap<u64, (u64, Vec<(Write, u64)>)>,
-}
-
-/// Connections syncing one collection. A std mutex: offering never waits.
-#[derive(Debug, Default)]
-struct Feed {
-    watchers: Mutex<Vec<Outbox>>,
 }
 
 impl Collections {
-    /// Collections over `store`; writes stamped more than `max_drift_ms` ahead of the server's clock are refused.
-    pub fn new(store: Arc<dyn Store>, clock: HlcClock, max_drift_ms: u64) -> Self {
-        let next = store.last_seq() + 1;
-        let pending = Mutex::new(Reorder { next, waiting: BTreeMap::new() });
-        let epoch = store.epoch();
-        Self { inner: Arc::new(Inner { store, epoch, clock, max_drift_ms, feeds: DashMap::new(), pending }) }
+    /// Collections over `store`, publishing through `hub`; writes stamped more
+    /// than `max_drift_ms` ahead of the server's clock are refused. Reads the
+    /// store's epoch, which stays fixed while it is open.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        clock: HlcClock,
+        max_drift_ms: u64,
+    ) -> Result<Self, StoreError> {
+        let epoch = store.epoch().await?;
+        Ok(Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms }) })
+    }
+
+    /// The epoch of the store behind these collections.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
     }
 
     /// The cursor string for `position` in this server's store.
@@ -132,7 +125,7 @@ impl Collections {
         }
         if !writes.is_empty() {
             // The commit and its publication run in their own task: a caller that
-            // goes away mid-commit can never leave a gap in the reorder buffer.
+            // goes away mid-commit cannot stop its change from reaching the watchers.
             let inner = self.inner.clone();
             let committed = tokio::spawn(async move {
                 let result = inner.store.apply(&writes).await;
@@ -181,33 +174,12 @@ impl Collections {
         Ok(hlc)
     }
 
-    /// Starts sending `CHANGE`s of `collection` to `outbox`. Call before [`Collections::snapshot`]
-    /// so nothing falls between the snapshot and the stream.
-    pub fn watch(&self, collection: &str, outbox: Outbox) {
-        let entry = self.inner.feeds.entry(collection.to_string()).or_default();
-        let mut watchers = entry.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        if !watchers.iter().any(|w| w.id() == outbox.id()) {
-            watchers.push(outbox);
-        }
-    }
-
-    /// Stops sending `CHANGE`s of `collection` to connection `id`.
-    pub fn unwatch(&self, collection: &str, id: ConnId) {
-        self.inner.feeds.remove_if(collection, |_, feed| {
-            let mut watchers = feed.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            watchers.retain(|w| w.id() != id);
-            watchers.is_empty()
-        });
-    }
-
     /// Records of `collection` changed after `since` (all when `None`), as
     /// wire records cut into pages of about `page_bytes`. When `since` cannot
     /// be resumed from (another epoch, a position never issued, or one older
     /// than the tombstone horizon, so a delete may have been collected), the
     /// full state is returned instead and the flag says so (`SYNC_DATA.reset`).
     /// The horizon is read with the scan, in one view of the store.
-    /// The scan runs on the blocking pool: a large collection must not stall
-    /// the connections that share this runtime thread.
     pub async fn snapshot(
         &self,
         collection: &str,
@@ -227,10 +199,7 @@ impl Collections {
     }
 
     async fn scan(&self, collection: &str, from: u64) -> Result<Scan, StoreError> {
-        let (store, collection) = (self.inner.store.clone(), collection.to_string());
-        tokio::task::spawn_blocking(move || store.scan_since(&collection, from))
-            .await
-            .map_err(|e| StoreError(format!("scan failed: {e}")))?
+        self.inner.store.scan_since(collection, from).await
     }
 
     /// Collects tombstones written before `before_millis` (retention).
@@ -240,55 +209,26 @@ impl Collections {
 }
 
 impl Inner {
-    /// Queues a commit's changes and publishes every batch that is now next in sequence.
+    /// Hands the hub one notice per collection the commit changed, chained to
+    /// the collection's previous position.
     fn publish(&self, writes: &[Write], applied: &[Applied], now_ms: u64) {
-        let stored: Vec<(Write, u64)> = writes
-            .iter()
-            .zip(applied)
-            .filter_map(|(w, a)| match a {
-                Applied::Stored { seq } => Some((w.clone(), *seq)),
-                Applied::Superseded | Applied::Stale => None,
-            })
-            .collect();
-        let (Some(first), Some(last)) = (stored.first().map(|s| s.1), stored.last().map(|s| s.1)) else {
-            return;
-        };
-        for (write, _) in &stored {
+        // collection → (prev, last, records)
+        let mut changed: BTreeMap<&str, (u64, u64, Vec<Record>)> = BTreeMap::new();
+        for (write, outcome) in writes.iter().zip(applied) {
+            let Applied::Stored { seq, prev } = *outcome else { continue };
             self.clock.observe(&write.hlc, now_ms);
+            let entry = changed.entry(write.collection.as_str()).or_insert((prev, seq, Vec::new()));
+            entry.1 = seq;
+            entry.2.push(Record { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.to_string() });
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.waiting.insert(first, (last, stored));
-        loop {
-            let next = pending.next;
-            let Some((last, batch)) = pending.waiting.remove(&next) else { break };
-            pending.next = last + 1;
-            self.send_changes(&batch);
-        }
-    }
-
-    /// Sends one `CHANGE` per collection touched, encoded once for all its watchers.
-    fn send_changes(&self, batch: &[(Write, u64)]) {
-        let mut changed: BTreeMap<&str, (Vec<Record>, u64)> = BTreeMap::new();
-        for (write, seq) in batch {
-            let entry = changed.entry(write.collection.as_str()).or_default();
-            entry.0.push(Record { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.to_string() });
-            entry.1 = entry.1.max(*seq);
-        }
-        for (collection, (records, cursor)) in changed {
-            let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else {
-                continue;
-            };
-            let bytes = encode_server(&ServerMessage::Change {
+        for (collection, (prev, last, records)) in changed {
+            let change = encode_server(&ServerMessage::Change {
                 collection: collection.to_string(),
                 records,
-                cursor: Cursor::new(self.epoch, cursor).to_string(),
+                cursor: Cursor::new(self.epoch, last).to_string(),
                 more: false,
             });
-            let name: Arc<str> = Arc::from(collection);
-            let watchers = feed.watchers.lock().unwrap_or_else(|e| e.into_inner());
-            for watcher in watchers.iter() {
-                watcher.offer(Outbound::Change { collection: name.clone(), cursor, bytes: bytes.clone() });
-            }
+            self.hub.committed(collection, ChangeNotice { prev, last, change });
         }
     }
 }
@@ -304,6 +244,8 @@ fn rejected(op_id: Value, code: &str, message: String) -> OpOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backplane::MemoryBackplane;
+    use crate::outbox::{Outbound, Outbox};
     use crate::store::MemoryStore;
 
     fn op(id: &str, key: &str, value: Value, hlc: &str) -> RawOp {
@@ -312,9 +254,12 @@ mod tests {
 
     #[tokio::test]
     async fn each_op_is_judged_alone_and_changes_stream_in_order() {
-        let collections = Collections::new(Arc::new(MemoryStore::new()), HlcClock::new("srv", (0, 0)), 60_000);
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let hub = Hub::new(Arc::new(MemoryBackplane::standalone()), store.clone());
+        let collections = Collections::open(store, hub.clone(), HlcClock::new("srv", (0, 0)), 60_000).await.unwrap();
         let (outbox, mut rx, _) = Outbox::new(1, 16);
-        collections.watch("c", outbox);
+        hub.watch("c", outbox);
+        hub.feed_ready("c").await.unwrap();
         let now = 1_000_000;
         let outcomes = collections
             .apply(

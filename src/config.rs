@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
-use crate::broker::{Broker, MemoryBroker};
+use crate::backplane::{Backplane, MemoryBackplane};
 use crate::clock::{Clock, MonotonicClock};
 use crate::revocation::{MemoryRevocationStore, RevocationStore, Revocations};
 use crate::rules::PolicyHandle;
@@ -32,8 +32,9 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The authorization policy; replace it through the handle to reload rules live.
     pub policy: PolicyHandle,
-    /// Pub/sub routing.
-    pub broker: Arc<dyn Broker>,
+    /// What connects this node to the others (alone: a standalone memory backplane).
+    /// Its inbound stream is taken by the server that runs with it: one server per backplane node.
+    pub backplane: Arc<dyn Backplane>,
     /// Where collections are kept.
     pub store: Arc<dyn Store>,
     /// How far ahead of the server's clock a write's `hlc` may be (else `clock_skew`).
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub tombstone_retention: Duration,
     /// Where connections read "now": deadlines, expiry and token checks.
     pub clock: Arc<dyn Clock>,
+    /// The rules file, read again when another node says the rules changed.
+    pub rules_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -67,7 +70,7 @@ impl Default for ServerConfig {
             timeouts: Timeouts::default(),
             tls: None,
             policy: PolicyHandle::default(),
-            broker: Arc::new(MemoryBroker::new()),
+            backplane: Arc::new(MemoryBackplane::standalone()),
             store: Arc::new(MemoryStore::new()),
             max_clock_drift: Duration::from_secs(60),
             node_id: format!("syncgate-{:08x}", fastrand::u32(..)),
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             auth_cookie: None,
             auth_failures_per_minute: 30,
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
+            rules_file: None,
             clock: Arc::new(MonotonicClock::new()),
         }
     }

@@ -17,7 +17,9 @@
 //! | [`protocol`] | message types, wire codes ([`protocol::codes`]), MessagePack codec |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
-//! | [`broker`], [`outbox`] | pub/sub routing behind the `Broker` trait; bounded per-connection queues (4200) |
+//! | [`hub`], [`outbox`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); bounded per-connection queues (4200) |
+//! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
+//! | `node` | one node's shared state, the backplane pump, control messages, tombstone collection |
 //! | [`collections`], [`hlc`], [`cursor`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks; `<epoch>:<position>` sync cursors |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
@@ -41,7 +43,7 @@
 mod admin;
 pub mod assembler;
 pub mod auth;
-pub mod broker;
+pub mod backplane;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -52,9 +54,11 @@ pub mod cursor;
 pub mod devtoken;
 pub mod hlc;
 pub mod http_client;
+pub mod hub;
 pub mod limits;
 pub mod loadgen;
 pub mod mask;
+mod node;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;

@@ -106,7 +106,8 @@ async fn serve_until_signalled(serve: syncgate::cli::Serve) -> ExitCode {
         Ok(signals) => signals,
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
-    tokio::spawn(signals.drive(shutdown.clone(), serve.rules.clone(), serve.config.policy.clone()));
+    let backplane = serve.config.backplane.clone();
+    tokio::spawn(signals.drive(shutdown.clone(), serve.rules.clone(), serve.config.policy.clone(), backplane));
     match syncgate::server::run_with_admin(listener, admin, serve.config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server failed: {e}")),
@@ -139,12 +140,14 @@ impl Signals {
     }
 
     /// SIGINT or SIGTERM starts a graceful shutdown; SIGHUP reloads the rules
-    /// file, keeping the rules in force when the new file is bad.
+    /// file, keeping the rules in force when the new file is bad, and tells
+    /// the other nodes to reload theirs.
     async fn drive(
         mut self,
         shutdown: CancellationToken,
         rules: Option<std::path::PathBuf>,
         policy: syncgate::rules::PolicyHandle,
+        backplane: std::sync::Arc<dyn syncgate::backplane::Backplane>,
     ) {
         #[cfg(unix)]
         loop {
@@ -157,6 +160,9 @@ impl Signals {
                         Ok(set) => {
                             tracing::info!(rules = set.len(), "rules reloaded");
                             policy.replace(syncgate::rules::Policy::with_rules(set));
+                            if let Err(e) = backplane.control(syncgate::backplane::Control::RulesChanged).await {
+                                tracing::warn!("the other nodes were not told to reload their rules: {e}");
+                            }
                         }
                         Err(e) => tracing::error!("rules not reloaded, keeping the previous ones: {e}"),
                     },
@@ -165,7 +171,7 @@ impl Signals {
         }
         #[cfg(not(unix))]
         {
-            let _ = (&mut self, rules, policy);
+            let _ = (&mut self, rules, policy, backplane);
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutdown requested");

@@ -28,6 +28,12 @@ pub enum Outbound {
         /// The encoded `CHANGE`.
         bytes: Bytes,
     },
+    /// Changes of a collection may have been missed (a lost backplane
+    /// message): the connection catches up from the store from its own cursor.
+    Resync {
+        /// The collection.
+        collection: Arc<str>,
+    },
 }
 
 /// The sending side of a connection's outbound queue.

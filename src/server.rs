@@ -19,52 +19,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::collections::Collections;
 use crate::config::ServerConfig;
 use crate::connection;
-use crate::hlc::HlcClock;
-use crate::limits::{IpSlots, SlotGuard};
-use crate::outbox::ConnId;
-use crate::ratelimit::AuthFailures;
-use crate::registry::Registry;
+use crate::limits::SlotGuard;
+use crate::node::Shared;
 
 /// What one accepted connection holds until it ends: a global and a per-IP slot.
 type Slots = (OwnedSemaphorePermit, SlotGuard);
-
-/// State shared by every connection of one server.
-pub(crate) struct Shared {
-    /// The configuration the server was started with.
-    pub(crate) config: ServerConfig,
-    /// Cancelled when the server shuts down; connections close with 1001.
-    pub(crate) shutdown: CancellationToken,
-    /// Every spawned connection task, so shutdown can wait for them.
-    tracker: TaskTracker,
-    /// The last-writer-wins collections.
-    pub(crate) collections: Collections,
-    /// Authenticated connections, for the admin API.
-    pub(crate) registry: Registry,
-    /// Failed authentications per client IP.
-    pub(crate) auth_failures: AuthFailures,
-    /// Whether the admin API has its own listener (and is absent from the public one).
-    admin_separate: bool,
-    /// Connections per client IP.
-    pub(crate) ip_slots: Arc<IpSlots>,
-    /// Held while a connection checks revocations and registers, and while the
-    /// admin API revokes and closes: so a revocation can never fall between a
-    /// connection's check and its registration. A std mutex: nothing awaits under it.
-    pub(crate) admission: std::sync::Mutex<()>,
-    next_connection: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    /// A fresh connection id.
-    pub(crate) fn connection_id(&self) -> ConnId {
-        self.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-}
 
 /// Serves syncgate on a bound listener until `shutdown` is cancelled.
 ///
@@ -88,30 +51,7 @@ pub async fn run_with_admin(
     let tls = config.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let grace = config.timeouts.shutdown_grace;
-    let config = config;
-    let auth_failures = config.auth_failures_per_minute;
-    let per_ip = config.limits.per_ip;
-    // The clock resumes after every timestamp the store ever accepted: it never goes back.
-    let clock = HlcClock::new(config.node_id.clone(), config.store.clock());
-    match config.revocation_store.load().await {
-        Ok(saved) => saved.iter().for_each(|r| config.revocations.apply(r)),
-        Err(e) => warn!(error = %e, "could not load saved revocations"),
-    }
-    let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
-    let collections = Collections::new(config.store.clone(), clock, drift);
-    let shared = Arc::new(Shared {
-        config,
-        shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
-        collections,
-        registry: Registry::new(),
-        ip_slots: IpSlots::new(per_ip),
-        auth_failures: AuthFailures::new(auth_failures),
-        admission: std::sync::Mutex::new(()),
-        admin_separate: admin.is_some(),
-        next_connection: std::sync::atomic::AtomicU64::new(1),
-    });
-    shared.tracker.spawn(collect_tombstones(shared.clone()));
+    let shared = Shared::open(config, shutdown.clone(), admin.is_some()).await?;
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
     if let Some(admin) = admin {
         info!(admin_addr = %admin.local_addr()?, "admin API listening");
@@ -177,23 +117,6 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, tls: Option<Tls
                 warn!(error = %e, "admin accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-        }
-    }
-}
-
-/// Collects expired tombstones hourly (and once at start), until shutdown.
-async fn collect_tombstones(shared: Arc<Shared>) {
-    let retention = u64::try_from(shared.config.tombstone_retention.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        let cutoff = crate::clock::unix_ms().saturating_sub(retention);
-        match shared.collections.collect_tombstones(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => info!(collected = n, "expired tombstones collected"),
-            Err(e) => warn!(error = %e, "tombstone collection failed"),
-        }
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
         }
     }
 }

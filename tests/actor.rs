@@ -85,7 +85,7 @@ fn slow_disk() -> Arc<Hooked> {
         })
     });
     // Scans run on the blocking pool: sleeping here stalls no connection.
-    store.before_scan = Box::new(|collection| {
+    store.before_scan = Arc::new(|collection| {
         if collection == "slow-scan" {
             std::thread::sleep(Duration::from_millis(500));
         }

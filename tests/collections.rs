@@ -136,7 +136,7 @@ async fn bad_cursors_and_names_are_invalid() {
 
 #[tokio::test]
 async fn the_memory_store_passes_the_public_conformance_suite() {
-    syncgate::store::conformance::run(|| Box::new(syncgate::store::MemoryStore::new())).await;
+    syncgate::store::conformance::run(syncgate::store::MemoryStore::new).await;
 }
 
 #[tokio::test]

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use rmpv::Value;
+use syncgate::backplane::MemoryBackplane;
 use syncgate::client::Replica;
 use syncgate::collections::Collections;
 use syncgate::hlc::HlcClock;
+use syncgate::hub::Hub;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp};
 use syncgate::store::{MemoryStore, Store};
 
@@ -54,7 +56,7 @@ async fn go_online(device: &mut Device, server: &Collections, store: &MemoryStor
     let outcomes = server.apply(ops, BASE_MS + 10_000_000).await;
     assert!(outcomes.iter().all(|o| o.ok), "{outcomes:?}");
     device.replica.settle(&outcomes, BASE_MS + 10_000_000);
-    let scan = store.scan_since("c", device.cursor).unwrap();
+    let scan = store.scan_since("c", device.cursor).await.unwrap();
     let records: Vec<_> = scan
         .records
         .into_iter()
@@ -64,9 +66,10 @@ async fn go_online(device: &mut Device, server: &Collections, store: &MemoryStor
     device.cursor = scan.cursor;
 }
 
-fn visible(store: &MemoryStore) -> BTreeMap<String, Value> {
+async fn visible(store: &MemoryStore) -> BTreeMap<String, Value> {
     store
         .scan_since("c", 0)
+        .await
         .unwrap()
         .records
         .into_iter()
@@ -82,7 +85,8 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let store = Arc::new(MemoryStore::new());
-            let server = Collections::new(store.clone() as Arc<dyn Store>, HlcClock::new("server", (0, 0)), 60_000_000);
+            let hub = Hub::new(Arc::new(MemoryBackplane::standalone()), store.clone() as Arc<dyn Store>);
+            let server = Collections::open(store.clone() as Arc<dyn Store>, hub, HlcClock::new("server", (0, 0)), 60_000_000).await.unwrap();
             let mut devices: Vec<Device> = (0..REPLICAS)
                 .map(|i| Device { replica: Replica::new(&format!("device-{i}")), now: BASE_MS + skews[i], cursor: 0 })
                 .collect();
@@ -105,7 +109,7 @@ proptest! {
             for d in devices.iter_mut() {
                 go_online(d, &server, &store, 10).await;
             }
-            let truth = visible(&store);
+            let truth = visible(&store).await;
             for (i, d) in devices.iter().enumerate() {
                 prop_assert_eq!(&d.replica.records("c"), &truth, "replica {} diverged", i);
             }

@@ -196,7 +196,7 @@ async fn a_backup_under_write_load_restores_to_a_consistent_state() {
     let mut stored = HashMap::new();
     for w in 0..4 {
         let collection = format!("crash/w{w}");
-        for r in store.scan_since(&collection, 0).unwrap().records {
+        for r in store.scan_since(&collection, 0).await.unwrap().records {
             stored.insert((collection.clone(), r.key), r.value);
         }
     }

@@ -89,7 +89,7 @@ async fn a_write_refused_as_unavailable_stays_queued_and_lands_after_the_fault()
     assert_eq!(client.get("c", "k"), Some(Value::from("mine")), "and the write stays visible");
     store.inject_commit_failure(false);
     assert_eq!(settled(&mut events, 1).await, [None], "retried and accepted once the disk is back");
-    assert_eq!(store.get("c", "k").unwrap().map(|r| r.value), Some(Value::from("mine")));
+    assert_eq!(store.get("c", "k").await.unwrap().map(|r| r.value), Some(Value::from("mine")));
     assert_eq!(client.pending(), 0);
     server.stop().await;
 }
@@ -113,7 +113,7 @@ async fn an_outbox_larger_than_one_message_replays_completely() {
     assert_eq!(outcomes, [None, None, None, None, None, Some("invalid".to_string())]);
     for i in 0..5u8 {
         assert_eq!(
-            store.get("c", &format!("big-{i}")).unwrap().map(|r| r.value),
+            store.get("c", &format!("big-{i}")).await.unwrap().map(|r| r.value),
             Some(Value::Binary(vec![i; 250 * 1024]))
         );
     }

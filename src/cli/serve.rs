@@ -321,6 +321,7 @@ impl ServeArgs {
             Some(path) => {
                 let rules = RuleSet::load(path)?;
                 config.policy = PolicyHandle::new(Policy::with_rules(rules));
+                config.rules_file = Some(path.clone());
             }
             None => warnings.push("no --rules file: every authenticated identity may read and write everything".into()),
         }

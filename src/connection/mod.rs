@@ -36,12 +36,12 @@ use tracing::{debug, info};
 
 use crate::limits::SlotGuard;
 use crate::mask::MaskCheck;
+use crate::node::Shared;
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::codes::close;
 use crate::protocol::{ClientMessage, DecodeError, ServerMessage, encode_server};
 use crate::registry::Control;
 use crate::rules::Policy;
-use crate::server::Shared;
 use crate::session::{Effect, Session};
 
 use reader::{Inbound, read_loop};
@@ -123,7 +123,7 @@ struct Actor<S> {
     /// Tells the reader whether the session is authenticated (it lifts the
     /// pre-auth size limit), after every verification.
     authenticated: watch::Sender<bool>,
-    /// This connection's outbound queue, as handed to the broker and feeds.
+    /// This connection's outbound queue, as handed to the hub's topics and feeds.
     outbox: Outbox,
     /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
     sync_cursors: HashMap<Arc<str>, u64>,
@@ -258,10 +258,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let id = self.outbox.id();
         let topics: Vec<String> = self.session.topics().map(str::to_string).collect();
         for topic in topics {
-            let _ = self.shared.config.broker.unsubscribe(&topic, id).await;
+            self.shared.hub.unsubscribe(&topic, id);
         }
         for collection in self.session.synced() {
-            self.shared.collections.unwatch(collection, id);
+            self.shared.hub.unwatch(collection, id);
         }
     }
 

@@ -4,7 +4,9 @@
 //!
 //! While a snapshot is being read, `CHANGE`s of its collection wait in a
 //! buffer ([`PendingSync`]) and follow the snapshot, so a reader still sees
-//! every change exactly once and in order.
+//! every change exactly once and in order. A catch-up the hub asks for (a
+//! change was lost on the way) is a snapshot from the connection's own
+//! cursor, sent as `CHANGE`s.
 
 use std::sync::Arc;
 
@@ -15,12 +17,13 @@ use tracing::{debug, info};
 
 use super::{Actor, Flow};
 use crate::auth::{AuthError, Identity};
+use crate::backplane::BackplaneError;
 use crate::collections::Snapshot;
 use crate::cursor::Cursor;
+use crate::node::Shared;
 use crate::outbox::Outbound;
 use crate::protocol::codes::{close, error};
 use crate::protocol::{AuthFailCode, OpOutcome, ServerMessage};
-use crate::server::Shared;
 use crate::session::Effect;
 use crate::store::StoreError;
 
@@ -32,8 +35,10 @@ pub(super) enum Completion {
     Blocked,
     /// A committed `OP_BATCH`: the outcomes fill the slots the session left open.
     Written { id: u64, results: Vec<Option<OpOutcome>>, slots: Vec<usize>, outcomes: Vec<OpOutcome> },
-    /// A snapshot read for `SYNC {id}`.
-    Scanned { id: u64, collection: Arc<str>, generation: u64, result: Result<Snapshot, StoreError> },
+    /// A snapshot read for `SYNC {id}`, or for a catch-up (no id).
+    Scanned { id: Option<u64>, collection: Arc<str>, generation: u64, result: Result<Snapshot, StoreError> },
+    /// Node-level interest in a `SUB`'s topic, established or not.
+    Subscribed { id: u64, topic: String, result: Result<(), BackplaneError> },
 }
 
 /// A collection whose snapshot is being read.
@@ -46,6 +51,8 @@ pub(super) struct PendingSync {
     scans: usize,
     /// `CHANGE`s that arrived meanwhile: `(cursor, encoded CHANGE)`.
     buffered: Vec<(u64, Bytes)>,
+    /// The hub asked for a catch-up meanwhile: one follows from the snapshot's cursor.
+    catch_up: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
@@ -56,27 +63,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Effect::Send(message) => self.send(&message).await,
                 Effect::Verify(token) => self.start_verification(token),
                 Effect::Subscribe { id, topic } => {
-                    // The memory broker answers at once; a backplane's `subscribe` belongs in a task too.
-                    match self.shared.config.broker.subscribe(&topic, self.outbox.clone()).await {
-                        Ok(()) => self.send(&ServerMessage::Ok { id }).await,
-                        Err(e) => {
-                            self.session.forget_subscription(&topic);
-                            self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await
-                        }
-                    }
+                    // Local deliveries start now; other nodes' once the interest task answers.
+                    self.shared.hub.subscribe(&topic, self.outbox.clone());
+                    let shared = self.shared.clone();
+                    self.tasks.spawn(async move {
+                        let result = shared.hub.topic_ready(&topic).await;
+                        Completion::Subscribed { id, topic, result }
+                    });
+                    Flow::Continue
                 }
                 Effect::Unsubscribe { topic } => {
-                    let _ = self.shared.config.broker.unsubscribe(&topic, self.outbox.id()).await;
+                    self.shared.hub.unsubscribe(&topic, self.outbox.id());
                     Flow::Continue
                 }
                 Effect::Publish { id, topic, data } => {
                     let from = self.session.identity().map(|i| i.sub.clone()).unwrap_or_default();
                     let message =
                         crate::protocol::encode_server(&ServerMessage::Message { topic: topic.clone(), data, from });
-                    match self.shared.config.broker.publish(&topic, message).await {
-                        Ok(_) => self.send(&ServerMessage::Ok { id }).await,
-                        Err(e) => self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await,
-                    }
+                    // Never waits: local outboxes and the backplane's buffer.
+                    self.shared.hub.publish(&topic, message);
+                    self.send(&ServerMessage::Ok { id }).await
                 }
                 Effect::Write { id, results, ops } => {
                     let (slots, ops): (Vec<usize>, Vec<_>) = ops.into_iter().unzip();
@@ -89,9 +95,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     });
                     Flow::Continue
                 }
-                Effect::Sync { id, collection, since } => self.start_sync(id, collection, since),
+                Effect::Sync { id, collection, since } => self.start_sync(Some(id), collection, since),
                 Effect::Unsync { collection } => {
-                    self.shared.collections.unwatch(&collection, self.outbox.id());
+                    self.shared.hub.unwatch(&collection, self.outbox.id());
                     self.sync_cursors.remove(collection.as_str());
                     self.syncing.remove(collection.as_str());
                     Flow::Continue
@@ -134,10 +140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     /// Watches the collection at once (so nothing falls between snapshot and
-    /// stream), then reads the snapshot in a task.
-    fn start_sync(&mut self, id: u64, collection: String, since: Option<Cursor>) -> Flow {
+    /// stream), then, in a task, waits for the feed to follow the store and
+    /// reads the snapshot. `id` is `None` for a catch-up.
+    fn start_sync(&mut self, id: Option<u64>, collection: String, since: Option<Cursor>) -> Flow {
         let name: Arc<str> = Arc::from(collection.as_str());
-        self.shared.collections.watch(&collection, self.outbox.clone());
+        self.shared.hub.watch(&collection, self.outbox.clone());
         self.generations += 1;
         let fresh = self.generations;
         let pending = self
@@ -149,7 +156,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
             let page_bytes = shared.config.limits.sync_page_bytes;
-            let result = shared.collections.snapshot(&collection, since, page_bytes).await;
+            let result = match shared.hub.feed_ready(&collection).await {
+                Ok(()) => shared.collections.snapshot(&collection, since, page_bytes).await,
+                Err(e) => Err(StoreError(e.to_string())),
+            };
             Completion::Scanned { id, collection: name, generation, result }
         });
         Flow::Continue
@@ -186,6 +196,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             Completion::Scanned { id, collection, generation, result } => {
                 self.finish_sync(id, collection, generation, result).await
             }
+            Completion::Subscribed { id, topic, result } => match result {
+                Ok(()) => self.send(&ServerMessage::Ok { id }).await,
+                Err(e) => {
+                    self.shared.hub.unsubscribe(&topic, self.outbox.id());
+                    self.session.forget_subscription(&topic);
+                    self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await
+                }
+            },
         }
     }
 
@@ -210,10 +228,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     /// Sends a snapshot (the first page as `SYNC_DATA`, the rest as `CHANGE`
-    /// pages), then the changes that arrived while it was read.
+    /// pages; a catch-up sends every non-empty page as a `CHANGE`), then the
+    /// changes that arrived while it was read.
     async fn finish_sync(
         &mut self,
-        id: u64,
+        id: Option<u64>,
         collection: Arc<str>,
         generation: u64,
         result: Result<Snapshot, StoreError>,
@@ -227,15 +246,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
             _ => None,
         };
+        if id.is_none() && current.is_none() {
+            // A catch-up for a following that has ended: nobody wants it.
+            return Flow::Continue;
+        }
         let snapshot = match result {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 if current == Some(true) {
                     self.syncing.remove(&collection);
-                    self.shared.collections.unwatch(&collection, self.outbox.id());
+                    self.shared.hub.unwatch(&collection, self.outbox.id());
+                    self.sync_cursors.remove(&collection);
                     self.session.forget_sync(&collection);
                 }
-                return self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await;
+                return match id {
+                    Some(id) => self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await,
+                    None => {
+                        // A catch-up that cannot read the store: the client resyncs when it reconnects.
+                        info!(peer = %self.peer, error = %e, "catch-up failed; closing so the client resyncs");
+                        self.close(close::GOING_AWAY, "changes could not be caught up").await;
+                        Flow::Stop
+                    }
+                };
             }
         };
         if current.is_some() {
@@ -247,17 +279,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let mut messages = Vec::with_capacity(page_count);
         for (n, (records, cursor)) in snapshot.pages.into_iter().enumerate() {
             let (cursor, more) = (collections.cursor(cursor), n + 1 < page_count);
-            messages.push(if n == 0 {
-                ServerMessage::SyncData {
+            messages.push(match id {
+                Some(id) if n == 0 => ServerMessage::SyncData {
                     id,
                     collection: collection.to_string(),
                     records,
                     cursor,
                     reset: snapshot.reset,
                     more,
-                }
-            } else {
-                ServerMessage::Change { collection: collection.to_string(), records, cursor, more }
+                },
+                None if records.is_empty() => continue,
+                _ => ServerMessage::Change { collection: collection.to_string(), records, cursor, more },
             });
         }
         for message in &messages {
@@ -275,8 +307,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     return Flow::Stop;
                 }
             }
+            if done.catch_up {
+                return self.catch_up(collection);
+            }
         }
         Flow::Continue
+    }
+
+    /// The hub says changes of `collection` may have been lost: read them from
+    /// the store, from this connection's cursor (after any snapshot in flight).
+    fn catch_up(&mut self, collection: Arc<str>) -> Flow {
+        if let Some(pending) = self.syncing.get_mut(&collection) {
+            pending.catch_up = true;
+            return Flow::Continue;
+        }
+        let Some(&seen) = self.sync_cursors.get(&collection) else { return Flow::Continue };
+        let since = crate::cursor::Cursor::new(self.shared.collections.epoch(), seen);
+        self.start_sync(None, collection.to_string(), Some(since))
     }
 
     /// Writes a queued publication or change (skipping changes a snapshot
@@ -284,6 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     pub(super) async fn deliver(&mut self, item: Outbound) -> Flow {
         let bytes = match item {
             Outbound::Message(bytes) => bytes,
+            Outbound::Resync { collection } => return self.catch_up(collection),
             Outbound::Change { collection, cursor, bytes } => {
                 if let Some(pending) = self.syncing.get_mut(&collection) {
                     if pending.buffered.len() >= self.shared.config.limits.outbound_queue {

@@ -5,8 +5,27 @@
 
 use rmpv::Value;
 
-use super::{Applied, Store, Write};
+use super::{Applied, MemoryStore, SqliteStore, Store, Write};
 use crate::hlc::Hlc;
+
+/// A store whose commits can be made to fail, so the suite can check what a
+/// failed commit leaves behind.
+pub trait CommitFaults {
+    /// Makes every commit fail (`true`) or succeed again.
+    fn inject_commit_failure(&self, fail: bool);
+}
+
+impl CommitFaults for MemoryStore {
+    fn inject_commit_failure(&self, fail: bool) {
+        MemoryStore::inject_commit_failure(self, fail);
+    }
+}
+
+impl CommitFaults for SqliteStore {
+    fn inject_commit_failure(&self, fail: bool) {
+        SqliteStore::inject_commit_failure(self, fail);
+    }
+}
 
 fn hlc(millis: u64, counter: u32, node: &str) -> Hlc {
     Hlc { millis, counter, node: node.into() }
@@ -17,15 +36,82 @@ fn write(collection: &str, key: &str, value: impl Into<Value>, hlc: Hlc) -> Writ
 }
 
 /// Runs every check, each on a fresh store from `fresh`.
-pub async fn run(fresh: impl Fn() -> Box<dyn Store>) {
-    last_writer_wins(fresh().as_ref()).await;
-    replays_are_harmless(fresh().as_ref()).await;
-    tombstones_are_records(fresh().as_ref()).await;
-    scans_follow_acceptance_order(fresh().as_ref()).await;
-    batches_apply_in_order(fresh().as_ref()).await;
-    collections_are_separate(fresh().as_ref()).await;
-    old_tombstones_are_collected(fresh().as_ref()).await;
-    equal_clocks_break_ties_by_value(fresh().as_ref(), fresh().as_ref()).await;
+pub async fn run<S: Store + CommitFaults>(fresh: impl Fn() -> S) {
+    last_writer_wins(&fresh()).await;
+    replays_are_harmless(&fresh()).await;
+    tombstones_are_records(&fresh()).await;
+    scans_follow_acceptance_order(&fresh()).await;
+    batches_apply_in_order(&fresh()).await;
+    collections_are_separate(&fresh()).await;
+    old_tombstones_are_collected(&fresh()).await;
+    equal_clocks_break_ties_by_value(&fresh(), &fresh()).await;
+    positions_grow_and_chain_per_collection(&fresh()).await;
+    a_failed_commit_leaves_no_trace(&fresh()).await;
+}
+
+fn stored(applied: &Applied) -> (u64, u64) {
+    match applied {
+        Applied::Stored { seq, prev } => (*seq, *prev),
+        other => panic!("expected a stored write, got {other:?}"),
+    }
+}
+
+/// The position contract: positions grow in commit order across
+/// collections, and `prev` names exactly the collection's previous stored
+/// write, so a reader can tell a missed change from a gap in the numbering.
+async fn positions_grow_and_chain_per_collection(store: &dyn Store) {
+    let mut latest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut highest = 0;
+    for round in 0..4u64 {
+        let batch = [
+            write("x", &format!("k{round}"), 1, hlc(10 + round, 0, "n")),
+            write("y", "same", round, hlc(10 + round, 0, "n")),
+            write("x", "old", 0, hlc(1, 0, "n")),
+        ];
+        let applied = store.apply(&batch).await.unwrap();
+        for (write, outcome) in batch.iter().zip(&applied) {
+            if round > 0 && write.key == "old" {
+                assert_eq!(*outcome, Applied::Superseded, "a superseded write takes no position");
+                continue;
+            }
+            let (seq, prev) = stored(outcome);
+            assert!(seq > highest, "positions grow in commit order ({seq} after {highest})");
+            highest = seq;
+            let expected = latest.insert(write.collection.clone(), seq).unwrap_or(0);
+            assert_eq!(
+                prev, expected,
+                "prev of {}/{} is the collection's previous position",
+                write.collection, write.key
+            );
+        }
+        let scan = store.scan_since("y", 0).await.unwrap();
+        assert!(scan.cursor >= highest, "a scan's cursor covers every position committed before it");
+    }
+    assert_eq!(store.last_seq().await.unwrap(), highest);
+}
+
+/// A failed commit shows nothing, moves no chain, and does not stop later
+/// commits from reaching readers who resume from a cursor taken before it.
+async fn a_failed_commit_leaves_no_trace<S: Store + CommitFaults>(store: &S) {
+    let first = store.apply(&[write("c", "a", 1, hlc(10, 0, "n"))]).await.unwrap();
+    let (first_seq, _) = stored(&first[0]);
+    let before = store.scan_since("c", 0).await.unwrap();
+    store.inject_commit_failure(true);
+    let failed = store.apply(&[write("c", "b", 2, hlc(11, 0, "n")), write("d", "z", 3, hlc(11, 0, "n"))]).await;
+    assert!(failed.is_err(), "the injected failure is reported");
+    store.inject_commit_failure(false);
+    assert!(store.get("c", "b").await.unwrap().is_none(), "nothing of a failed batch is visible");
+    assert!(store.get("d", "z").await.unwrap().is_none(), "nothing of a failed batch is visible");
+    assert!(store.scan_since("c", before.cursor).await.unwrap().records.is_empty());
+    assert_eq!(store.last_seq().await.unwrap(), before.cursor, "a failed commit publishes no position");
+    let next = store.apply(&[write("c", "b", 2, hlc(12, 0, "n")), write("d", "z", 3, hlc(12, 0, "n"))]).await.unwrap();
+    let ((seq_b, prev_b), (seq_z, prev_z)) = (stored(&next[0]), stored(&next[1]));
+    assert!(seq_b > before.cursor && seq_z > seq_b, "positions after a failure still grow");
+    assert_eq!(prev_b, first_seq, "the chain continues from the last committed write");
+    assert_eq!(prev_z, 0, "a collection only the failed batch touched has no previous write");
+    let resumed = store.scan_since("c", before.cursor).await.unwrap();
+    let keys: Vec<_> = resumed.records.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["b"], "a reader resuming from before the failure gets the later write");
 }
 
 /// Found by the `hlc_merge` fuzzer: two different writes with the same `hlc`
@@ -37,7 +123,7 @@ async fn equal_clocks_break_ties_by_value(a: &dyn Store, b: &dyn Store) {
     a.apply(std::slice::from_ref(&high)).await.unwrap();
     b.apply(&[high]).await.unwrap();
     b.apply(&[low]).await.unwrap();
-    let (x, y) = (a.get("c", "k").unwrap().unwrap().value, b.get("c", "k").unwrap().unwrap().value);
+    let (x, y) = (a.get("c", "k").await.unwrap().unwrap().value, b.get("c", "k").await.unwrap().unwrap().value);
     assert_eq!(x, y, "same hlc, different values: the outcome must not depend on arrival order");
 }
 
@@ -46,32 +132,32 @@ async fn last_writer_wins(store: &dyn Store) {
     assert!(matches!(first[..], [Applied::Stored { .. }]), "first write is stored");
     let older = store.apply(&[write("c", "k", "old", hlc(9, 5, "z"))]).await.unwrap();
     assert_eq!(older, [Applied::Superseded], "an older hlc changes nothing");
-    assert_eq!(store.get("c", "k").unwrap().unwrap().value, Value::from("v1"));
+    assert_eq!(store.get("c", "k").await.unwrap().unwrap().value, Value::from("v1"));
     let tie = store.apply(&[write("c", "k", "tie", hlc(10, 0, "b"))]).await.unwrap();
     assert!(matches!(tie[..], [Applied::Stored { .. }]), "same time, greater node id wins");
     let lower_tie = store.apply(&[write("c", "k", "lower", hlc(10, 0, "a0"))]).await.unwrap();
     assert_eq!(lower_tie, [Applied::Superseded]);
-    assert_eq!(store.get("c", "k").unwrap().unwrap().value, Value::from("tie"));
-    assert!(store.get("c", "missing").unwrap().is_none());
+    assert_eq!(store.get("c", "k").await.unwrap().unwrap().value, Value::from("tie"));
+    assert!(store.get("c", "missing").await.unwrap().is_none());
 }
 
 async fn replays_are_harmless(store: &dyn Store) {
     let w = write("c", "k", "v", hlc(5, 1, "n"));
     store.apply(std::slice::from_ref(&w)).await.unwrap();
-    let before = store.scan_since("c", 0).unwrap();
+    let before = store.scan_since("c", 0).await.unwrap();
     assert_eq!(store.apply(&[w]).await.unwrap(), [Applied::Superseded], "the same write again is superseded");
-    let after = store.scan_since("c", 0).unwrap();
+    let after = store.scan_since("c", 0).await.unwrap();
     assert_eq!(before.records, after.records);
     assert_eq!(before.cursor, after.cursor, "a replay assigns no sequence number");
 }
 
 async fn tombstones_are_records(store: &dyn Store) {
     store.apply(&[write("c", "k", "v", hlc(1, 0, "n"))]).await.unwrap();
-    let cursor = store.scan_since("c", 0).unwrap().cursor;
+    let cursor = store.scan_since("c", 0).await.unwrap().cursor;
     store.apply(&[write("c", "k", Value::Nil, hlc(2, 0, "n"))]).await.unwrap();
-    let record = store.get("c", "k").unwrap().expect("a tombstone is kept");
+    let record = store.get("c", "k").await.unwrap().expect("a tombstone is kept");
     assert_eq!(record.value, Value::Nil);
-    let delta = store.scan_since("c", cursor).unwrap();
+    let delta = store.scan_since("c", cursor).await.unwrap();
     assert_eq!(delta.records.len(), 1);
     assert_eq!(delta.records[0].value, Value::Nil, "deletes reach delta readers");
     assert_eq!(
@@ -84,21 +170,21 @@ async fn tombstones_are_records(store: &dyn Store) {
 async fn scans_follow_acceptance_order(store: &dyn Store) {
     // Acceptance order, not hlc order: a late offline write has an old hlc.
     store.apply(&[write("c", "a", 1, hlc(100, 0, "n"))]).await.unwrap();
-    let mid = store.scan_since("c", 0).unwrap().cursor;
+    let mid = store.scan_since("c", 0).await.unwrap().cursor;
     store.apply(&[write("c", "late", 2, hlc(1, 0, "offline"))]).await.unwrap();
     store.apply(&[write("c", "b", 3, hlc(200, 0, "n"))]).await.unwrap();
     store.apply(&[write("c", "a", 4, hlc(300, 0, "n"))]).await.unwrap();
-    let all = store.scan_since("c", 0).unwrap();
+    let all = store.scan_since("c", 0).await.unwrap();
     let keys: Vec<_> = all.records.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys, ["late", "b", "a"], "each key once, in acceptance order of its latest write");
     assert!(all.records.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(all.records.iter().all(|r| r.seq <= all.cursor));
-    let delta = store.scan_since("c", mid).unwrap();
+    let delta = store.scan_since("c", mid).await.unwrap();
     assert!(
         delta.records.iter().any(|r| r.key == "late"),
         "a late write with an old hlc reaches readers who synced before it"
     );
-    assert!(store.scan_since("c", all.cursor).unwrap().records.is_empty());
+    assert!(store.scan_since("c", all.cursor).await.unwrap().records.is_empty());
 }
 
 async fn batches_apply_in_order(store: &dyn Store) {
@@ -111,16 +197,16 @@ async fn batches_apply_in_order(store: &dyn Store) {
         .await
         .unwrap();
     assert!(
-        matches!(outcomes[..], [Applied::Stored { seq: a }, Applied::Stored { seq: b }, Applied::Superseded] if a < b)
+        matches!(outcomes[..], [Applied::Stored { seq: a, .. }, Applied::Stored { seq: b, .. }, Applied::Superseded] if a < b)
     );
-    assert_eq!(store.get("c", "k").unwrap().unwrap().value, Value::from("second"));
+    assert_eq!(store.get("c", "k").await.unwrap().unwrap().value, Value::from("second"));
 }
 
 async fn collections_are_separate(store: &dyn Store) {
     store.apply(&[write("x", "k", 1, hlc(1, 0, "n")), write("y", "k", 2, hlc(1, 0, "n"))]).await.unwrap();
-    assert_eq!(store.get("x", "k").unwrap().unwrap().value, Value::from(1));
-    assert_eq!(store.scan_since("y", 0).unwrap().records.len(), 1);
-    assert!(store.scan_since("z", 0).unwrap().records.is_empty());
+    assert_eq!(store.get("x", "k").await.unwrap().unwrap().value, Value::from(1));
+    assert_eq!(store.scan_since("y", 0).await.unwrap().records.len(), 1);
+    assert!(store.scan_since("z", 0).await.unwrap().records.is_empty());
 }
 
 async fn old_tombstones_are_collected(store: &dyn Store) {
@@ -132,14 +218,14 @@ async fn old_tombstones_are_collected(store: &dyn Store) {
         ])
         .await
         .unwrap();
-    let before = store.scan_since("c", 0).unwrap();
-    assert_eq!(store.horizon(), 0);
+    let before = store.scan_since("c", 0).await.unwrap();
+    assert_eq!(store.horizon().await.unwrap(), 0);
     assert_eq!(store.collect_tombstones(500).await.unwrap(), 1, "only tombstones older than the cutoff go");
-    assert!(store.get("c", "gone").unwrap().is_none());
-    assert!(store.get("c", "recent").unwrap().is_some());
-    assert!(store.get("c", "live").unwrap().is_some(), "live records are never collected");
+    assert!(store.get("c", "gone").await.unwrap().is_none());
+    assert!(store.get("c", "recent").await.unwrap().is_some());
+    assert!(store.get("c", "live").await.unwrap().is_some(), "live records are never collected");
     let gone_seq = before.records.iter().find(|r| r.key == "gone").unwrap().seq;
-    assert!(store.horizon() >= gone_seq, "readers from before the collection must resync");
-    assert_eq!(store.last_seq(), before.cursor);
-    assert_eq!(store.clock(), (900, 0));
+    assert!(store.horizon().await.unwrap() >= gone_seq, "readers from before the collection must resync");
+    assert_eq!(store.last_seq().await.unwrap(), before.cursor);
+    assert_eq!(store.clock().await.unwrap(), (900, 0));
 }

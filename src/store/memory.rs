@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::encode_value;
-use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, encode_value, ready};
 use crate::hlc::replaces;
 
 /// Collections in memory; nothing survives the process.
@@ -13,11 +13,13 @@ pub struct MemoryStore {
     /// A std mutex: held for in-memory updates only, never across an await.
     inner: Mutex<Inner>,
     epoch: u64,
+    /// Fault injection for tests and drills: every commit fails while set.
+    fail_commits: AtomicBool,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self { inner: Mutex::default(), epoch: crate::cursor::new_epoch() }
+        Self { inner: Mutex::default(), epoch: crate::cursor::new_epoch(), fail_commits: AtomicBool::new(false) }
     }
 }
 
@@ -36,6 +38,8 @@ struct Collection {
     records: HashMap<String, StoredRecord>,
     /// Sequence number → key, for `scan_since`.
     by_seq: BTreeMap<u64, String>,
+    /// The position of the collection's latest stored write (kept when a tombstone goes).
+    head: u64,
 }
 
 impl MemoryStore {
@@ -43,10 +47,18 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Makes every commit fail (`true`) or succeed again: for failure tests and drills.
+    pub fn inject_commit_failure(&self, fail: bool) {
+        self.fail_commits.store(fail, Ordering::SeqCst);
+    }
 }
 
 impl Store for MemoryStore {
     fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return ready(Err(StoreError("injected commit failure".into())));
+        }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *inner;
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -72,17 +84,18 @@ impl Store for MemoryStore {
                 collection.by_seq.remove(&old.seq);
             }
             collection.by_seq.insert(seq, write.key.clone());
-            outcomes.push(Applied::Stored { seq });
+            let prev = std::mem::replace(&mut collection.head, seq);
+            outcomes.push(Applied::Stored { seq, prev });
         }
-        Box::pin(std::future::ready(Ok(outcomes)))
+        ready(Ok(outcomes))
     }
 
-    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
+    fn get<'a>(&'a self, collection: &'a str, key: &'a str) -> StoreFuture<'a, Option<StoredRecord>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(inner.collections.get(collection).and_then(|c| c.records.get(key)).cloned())
+        ready(Ok(inner.collections.get(collection).and_then(|c| c.records.get(key)).cloned()))
     }
 
-    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
+    fn scan_since<'a>(&'a self, collection: &'a str, since: u64) -> StoreFuture<'a, Scan> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let records = match inner.collections.get(collection) {
             None => Vec::new(),
@@ -90,23 +103,23 @@ impl Store for MemoryStore {
                 c.by_seq.range(since.saturating_add(1)..).filter_map(|(_, key)| c.records.get(key).cloned()).collect()
             }
         };
-        Ok(Scan { records, cursor: inner.seq, horizon: inner.horizon })
+        ready(Ok(Scan { records, cursor: inner.seq, horizon: inner.horizon }))
     }
 
-    fn last_seq(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seq
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).seq))
     }
 
-    fn clock(&self) -> (u64, u32) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clock
+    fn clock(&self) -> StoreFuture<'_, (u64, u32)> {
+        ready(Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).clock))
     }
 
-    fn horizon(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).horizon
+    fn horizon(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).horizon))
     }
 
-    fn epoch(&self) -> u64 {
-        self.epoch
+    fn epoch(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.epoch))
     }
 
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
@@ -131,7 +144,7 @@ impl Store for MemoryStore {
                 removed += 1;
             }
         }
-        Box::pin(std::future::ready(Ok(removed)))
+        ready(Ok(removed))
     }
 }
 
@@ -139,6 +152,6 @@ impl Store for MemoryStore {
 mod tests {
     #[tokio::test]
     async fn passes_the_store_conformance_suite() {
-        super::super::conformance::run(|| Box::new(super::MemoryStore::new())).await;
+        super::super::conformance::run(super::MemoryStore::new).await;
     }
 }

@@ -50,8 +50,12 @@ pub struct StoredRecord {
 pub enum Applied {
     /// The write was newer and is now the record, with this sequence number.
     Stored {
-        /// Its acceptance sequence number.
+        /// Its acceptance sequence number (its position).
         seq: u64,
+        /// The position of the collection's previous stored write (0 if none):
+        /// no write of the collection has a position between `prev` and `seq`.
+        /// Readers chain on it to notice a change they never received.
+        prev: u64,
     },
     /// The stored record's timestamp is the same or newer: nothing changed.
     Superseded,
@@ -79,55 +83,76 @@ pub struct Scan {
 #[error("store unavailable: {0}")]
 pub struct StoreError(pub String);
 
-/// The future returned by [`Store::apply`].
+/// The future returned by [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Durable (or not) storage of last-writer-wins collections.
+///
+/// Every method is asynchronous and fallible: a store may live across the
+/// network (Postgres), and nothing here may block the runtime or answer from
+/// a cache a remote store could not keep true.
 ///
 /// Contract:
 /// - `apply` processes writes in order. A write is stored iff its `hlc` is
 ///   greater than the stored record's (`(millis, counter, node)` order); an
 ///   equal or older one is [`Applied::Superseded`] and changes nothing, so
-///   replaying a write is harmless. Stored writes get strictly increasing
-///   sequence numbers, shared by all collections.
-/// - `apply` is atomic: on `Err` nothing of the batch is visible. When it
-///   returns `Ok`, the batch has reached the store's durability point (for a
+///   replaying a write is harmless.
+/// - **Positions.** Each stored write gets a position (`seq`), shared by all
+///   collections, and the position of its collection's previous stored write
+///   (`prev`). Positions grow in commit order: once `apply` returns, every
+///   position it assigned is greater than every position any earlier finished
+///   `apply` assigned, and a reader never sees a position appear below one it
+///   has already seen. *Gaps are allowed*: a failed commit may use up positions
+///   that never appear (a Postgres sequence is not rolled back), so readers
+///   must never wait for a position to be filled. They chain on `prev` instead:
+///   for each collection, `prev` is exactly the previous stored write's
+///   position, so a reader that has every write up to `p` and receives a
+///   change with `prev <= p` has missed nothing, and one with `prev > p` knows
+///   it missed something and reads it with `scan_since`.
+/// - `apply` is atomic: on `Err` nothing of the batch is visible, and the
+///   collection chains (`prev`) continue from the last *committed* write. When
+///   it returns `Ok`, the batch has reached the store's durability point (for a
 ///   disk store: fsync), and a following `get`/`scan_since` sees it.
 /// - Tombstones (nil values) are records like any other.
-/// - `scan_since(c, s)` returns each record of `c` whose sequence number is
-///   greater than `s`, in sequence order, and a cursor no smaller than every
-///   sequence number returned; `scan_since(c, cursor)` then returns only
-///   later changes.
+/// - `scan_since(c, s)` returns each record of `c` whose position is greater
+///   than `s`, in position order, and a cursor no smaller than every position
+///   returned nor than any position committed before the scan began;
+///   `scan_since(c, cursor)` then returns only later changes. The records, the
+///   cursor and the horizon come from one consistent view: a commit is either
+///   wholly in it or wholly after it.
 /// - `collect_tombstones(t)` removes tombstones whose `hlc.millis < t`,
-///   raises `horizon()` to the highest sequence number it removed (a reader
-///   whose cursor is below the horizon may have missed a delete and must
-///   resync from scratch), and raises the *time* horizon past the newest
-///   removed tombstone's millisecond: from then on `apply` answers
+///   raises `horizon()` to the highest position it removed (a reader whose
+///   cursor is below the horizon may have missed a delete and must resync
+///   from scratch), and raises the *time* horizon past the newest removed
+///   tombstone's millisecond: from then on `apply` answers
 ///   [`Applied::Stale`] for every write stamped before it, checked atomically
 ///   with the write. Such a write could have lost to a collected delete, so
 ///   accepting it could resurrect the record on some replicas and not others.
-/// - `scan_since` reads the records, the cursor and the horizon in one
-///   consistent view: a collection never falls between them.
 /// - `epoch()` is a random non-zero number drawn when the store is created and
 ///   drawn again by a restore; it never changes while the store is open.
 ///   Cursors carry it ([`crate::cursor::Cursor`]).
-/// - `last_seq`, `clock`, `horizon`, the time horizon and `epoch` survive a
-///   restart of a durable store.
+/// - `last_seq`, `clock`, `horizon`, the time horizon, the chains and `epoch`
+///   survive a restart of a durable store.
 pub trait Store: Send + Sync + 'static {
     /// Applies writes (see the contract).
     fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>>;
     /// The current record of `key` in `collection`.
-    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError>;
-    /// Records of `collection` changed after sequence number `since`.
-    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError>;
-    /// The highest sequence number assigned so far.
-    fn last_seq(&self) -> u64;
+    fn get<'a>(&'a self, collection: &'a str, key: &'a str) -> StoreFuture<'a, Option<StoredRecord>>;
+    /// Records of `collection` changed after position `since`.
+    fn scan_since<'a>(&'a self, collection: &'a str, since: u64) -> StoreFuture<'a, Scan>;
+    /// The highest position committed so far.
+    fn last_seq(&self) -> StoreFuture<'_, u64>;
     /// The highest `(millis, counter)` of any stored write, so the server's clock never goes back.
-    fn clock(&self) -> (u64, u32);
+    fn clock(&self) -> StoreFuture<'_, (u64, u32)>;
     /// Cursors below this may have missed collected tombstones.
-    fn horizon(&self) -> u64;
+    fn horizon(&self) -> StoreFuture<'_, u64>;
     /// This store's epoch (see the contract).
-    fn epoch(&self) -> u64;
+    fn epoch(&self) -> StoreFuture<'_, u64>;
     /// Removes tombstones written (by `hlc`) before `before_millis`; returns how many.
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize>;
+}
+
+/// An answer that is ready at once (memory stores, cached counters).
+pub(crate) fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(value))
 }

@@ -19,7 +19,7 @@ use rmpv::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write};
+use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, ready};
 use crate::hlc::{Hlc, replaces};
 use crate::revocation::{RevocationStore, Revoked};
 
@@ -63,8 +63,8 @@ struct State {
 
 /// Collections in a SQLite database under a data directory.
 pub struct SqliteStore {
-    /// The read connection. A std mutex: reads are short and never await.
-    reader: Mutex<Connection>,
+    /// The read connection, used on the blocking pool. A std mutex: reads never await.
+    reader: Arc<Mutex<Connection>>,
     jobs: mpsc::Sender<Job>,
     state: Arc<State>,
     dir: PathBuf,
@@ -122,6 +122,8 @@ impl SqliteStore {
                      seq INTEGER NOT NULL, PRIMARY KEY (collection, key)) WITHOUT ROWID;
                  CREATE INDEX IF NOT EXISTS records_by_seq ON records (collection, seq);
                  CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE IF NOT EXISTS heads (collection TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT OR IGNORE INTO heads (collection, seq) SELECT collection, MAX(seq) FROM records GROUP BY collection;
                  CREATE TABLE IF NOT EXISTS revocations (
                      kind TEXT NOT NULL, subject TEXT NOT NULL, issued_before INTEGER NOT NULL,
                      PRIMARY KEY (kind, subject)) WITHOUT ROWID;"
@@ -180,7 +182,7 @@ impl SqliteStore {
             .name("syncgate-commit".into())
             .spawn(move || commit_loop(writer, rx, &thread_state))
             .map_err(|e| err("starting the commit thread", e))?;
-        Ok(Self { reader: Mutex::new(reader), jobs, state, dir: dir.to_path_buf(), _lock: lock })
+        Ok(Self { reader: Arc::new(Mutex::new(reader)), jobs, state, dir: dir.to_path_buf(), _lock: lock })
     }
 
     /// The data directory.
@@ -191,6 +193,19 @@ impl SqliteStore {
     /// Makes every commit fail (`true`) or succeed again: for failure tests and drills.
     pub fn inject_commit_failure(&self, fail: bool) {
         self.state.fail_commits.store(fail, Ordering::SeqCst);
+    }
+
+    /// Runs `read` with the read connection on the blocking pool.
+    fn read<'a, T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'a, T> {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read(&mut reader.lock().unwrap_or_else(|e| e.into_inner())))
+                .await
+                .map_err(|e| err("a read failed", e))?
+        })
     }
 
     async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
@@ -205,56 +220,40 @@ impl Store for SqliteStore {
         Box::pin(self.submit(Job::Apply { writes: writes.to_vec(), reply }, answer))
     }
 
-    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
-        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        reader
-            .query_row(
-                "SELECT key, value, hlc_millis, hlc_counter, hlc_node, seq FROM records WHERE collection = ?1 AND key = ?2",
-                params![collection, key],
-                row_to_record,
-            )
-            .optional()
-            .map_err(|e| err("reading a record", e))?
-            .transpose()
-    }
-
-    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
-        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        // One read transaction: the cursor and the records come from the same snapshot.
-        let tx = reader.transaction().map_err(|e| err("starting a read", e))?;
-        let meta = |name: &str| {
-            tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+    fn get<'a>(&'a self, collection: &'a str, key: &'a str) -> StoreFuture<'a, Option<StoredRecord>> {
+        let (collection, key) = (collection.to_string(), key.to_string());
+        self.read(move |reader| {
+            reader
+                .query_row(
+                    "SELECT key, value, hlc_millis, hlc_counter, hlc_node, seq FROM records WHERE collection = ?1 AND key = ?2",
+                    params![collection, key],
+                    row_to_record,
+                )
                 .optional()
-                .map_err(|e| err("reading the cursor", e))
-                .map(|v| v.map_or(0, to_u64))
-        };
-        let (cursor, horizon) = (meta("seq")?, meta("horizon")?);
-        let records = {
-            let mut statement = tx
-                .prepare_cached("SELECT key, value, hlc_millis, hlc_counter, hlc_node, seq FROM records WHERE collection = ?1 AND seq > ?2 ORDER BY seq")
-                .map_err(|e| err("scanning", e))?;
-            let rows = statement
-                .query_map(params![collection, to_i64(since)], row_to_record)
-                .map_err(|e| err("scanning", e))?;
-            rows.map(|r| r.map_err(|e| err("scanning", e))?).collect::<Result<Vec<_>, _>>()?
-        };
-        Ok(Scan { records, cursor, horizon })
+                .map_err(|e| err("reading a record", e))?
+                .transpose()
+        })
     }
 
-    fn last_seq(&self) -> u64 {
-        self.state.last_seq.load(Ordering::SeqCst)
+    fn scan_since<'a>(&'a self, collection: &'a str, since: u64) -> StoreFuture<'a, Scan> {
+        let collection = collection.to_string();
+        self.read(move |reader| scan(reader, &collection, since))
     }
 
-    fn clock(&self) -> (u64, u32) {
-        *self.state.clock.lock().unwrap_or_else(|e| e.into_inner())
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.state.last_seq.load(Ordering::SeqCst)))
     }
 
-    fn horizon(&self) -> u64 {
-        self.state.horizon.load(Ordering::SeqCst)
+    fn clock(&self) -> StoreFuture<'_, (u64, u32)> {
+        ready(Ok(*self.state.clock.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
-    fn epoch(&self) -> u64 {
-        self.state.epoch
+    fn horizon(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.state.horizon.load(Ordering::SeqCst)))
+    }
+
+    fn epoch(&self) -> StoreFuture<'_, u64> {
+        ready(Ok(self.state.epoch))
     }
 
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {
@@ -270,30 +269,48 @@ impl RevocationStore for SqliteStore {
     }
 
     fn load(&self) -> StoreFuture<'_, Vec<Revoked>> {
-        Box::pin(std::future::ready(self.saved_revocations()))
+        self.read(|reader| saved_revocations(reader))
     }
 }
 
-impl SqliteStore {
-    fn saved_revocations(&self) -> Result<Vec<Revoked>, StoreError> {
-        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        let mut statement = reader
-            .prepare("SELECT kind, subject, issued_before FROM revocations")
-            .map_err(|e| err("reading revocations", e))?;
-        let rows = statement
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
-            .map_err(|e| err("reading revocations", e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (kind, subject, before) = row.map_err(|e| err("reading revocations", e))?;
-            out.push(if kind == "jti" {
-                Revoked::Jti(subject)
-            } else {
-                Revoked::Subject { sub: subject, issued_before: to_u64(before) }
-            });
-        }
-        Ok(out)
+/// Records of `collection` after `since`, with the cursor and horizon, in one read transaction.
+fn scan(reader: &mut Connection, collection: &str, since: u64) -> Result<Scan, StoreError> {
+    let tx = reader.transaction().map_err(|e| err("starting a read", e))?;
+    let meta = |name: &str| {
+        tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(|e| err("reading the cursor", e))
+            .map(|v| v.map_or(0, to_u64))
+    };
+    let (cursor, horizon) = (meta("seq")?, meta("horizon")?);
+    let records = {
+        let mut statement = tx
+            .prepare_cached("SELECT key, value, hlc_millis, hlc_counter, hlc_node, seq FROM records WHERE collection = ?1 AND seq > ?2 ORDER BY seq")
+            .map_err(|e| err("scanning", e))?;
+        let rows =
+            statement.query_map(params![collection, to_i64(since)], row_to_record).map_err(|e| err("scanning", e))?;
+        rows.map(|r| r.map_err(|e| err("scanning", e))?).collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(Scan { records, cursor, horizon })
+}
+
+fn saved_revocations(reader: &Connection) -> Result<Vec<Revoked>, StoreError> {
+    let mut statement = reader
+        .prepare("SELECT kind, subject, issued_before FROM revocations")
+        .map_err(|e| err("reading revocations", e))?;
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+        .map_err(|e| err("reading revocations", e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, subject, before) = row.map_err(|e| err("reading revocations", e))?;
+        out.push(if kind == "jti" {
+            Revoked::Jti(subject)
+        } else {
+            Revoked::Subject { sub: subject, issued_before: to_u64(before) }
+        });
     }
+    Ok(out)
 }
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
@@ -399,15 +416,16 @@ fn commit(
     applies: &[(Vec<Write>, ApplyReply)],
     state: &State,
 ) -> Result<Vec<Vec<Applied>>, StoreError> {
-    if state.fail_commits.load(Ordering::SeqCst) {
-        return Err(StoreError("injected commit failure".into()));
-    }
     let mut seq = state.last_seq.load(Ordering::SeqCst);
     let mut clock = *state.clock.lock().unwrap_or_else(|e| e.into_inner());
     let hlc_horizon = state.hlc_horizon.load(Ordering::SeqCst);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a commit", e))?;
     let mut all = Vec::with_capacity(applies.len());
+    // Each touched collection's latest position, read once per commit and written back at its end.
+    let mut heads: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     {
+        let mut head =
+            tx.prepare_cached("SELECT seq FROM heads WHERE collection = ?1").map_err(|e| err("preparing", e))?;
         let mut current = tx
             .prepare_cached(
                 "SELECT hlc_millis, hlc_counter, hlc_node, value FROM records WHERE collection = ?1 AND key = ?2",
@@ -455,7 +473,18 @@ fn commit(
                 ])
                 .map_err(|e| err("writing a record", e))?;
                 clock = clock.max((write.hlc.millis, write.hlc.counter));
-                outcomes.push(Applied::Stored { seq });
+                let prev = match heads.get_mut(write.collection.as_str()) {
+                    Some(latest) => std::mem::replace(latest, seq),
+                    None => {
+                        let stored: Option<i64> = head
+                            .query_row([&write.collection], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| err("reading a collection's head", e))?;
+                        heads.insert(&write.collection, seq);
+                        stored.map_or(0, to_u64)
+                    }
+                };
+                outcomes.push(Applied::Stored { seq, prev });
             }
             all.push(outcomes);
         }
@@ -463,8 +492,18 @@ fn commit(
             .prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
             .map_err(|e| err("preparing", e))?;
         meta.execute(params!["seq", to_i64(seq)]).map_err(|e| err("writing meta", e))?;
+        let mut put_head = tx
+            .prepare_cached("INSERT OR REPLACE INTO heads (collection, seq) VALUES (?1, ?2)")
+            .map_err(|e| err("preparing", e))?;
+        for (collection, latest) in &heads {
+            put_head.execute(params![collection, to_i64(*latest)]).map_err(|e| err("writing a head", e))?;
+        }
         meta.execute(params!["clock_millis", to_i64(clock.0)]).map_err(|e| err("writing meta", e))?;
         meta.execute(params!["clock_counter", i64::from(clock.1)]).map_err(|e| err("writing meta", e))?;
+    }
+    if state.fail_commits.load(Ordering::SeqCst) {
+        // After every write, so the injected failure rolls back a real transaction.
+        return Err(StoreError("injected commit failure".into()));
     }
     tx.commit().map_err(|e| err("commit", e))?;
     state.last_seq.store(seq, Ordering::SeqCst);
@@ -529,7 +568,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
             dirs.lock().unwrap().push(dir);
-            Box::new(store)
+            store
         })
         .await;
     }

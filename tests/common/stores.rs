@@ -17,13 +17,13 @@ pub struct Hooked {
     pub inner: Arc<dyn Store>,
     pub before_apply: ApplyHook,
     /// Runs (on the blocking pool) before each scan, with the collection's name.
-    pub before_scan: Box<dyn Fn(&str) + Send + Sync>,
+    pub before_scan: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl Hooked {
     /// A wrapper whose hooks do nothing yet.
     pub fn around(inner: Arc<dyn Store>) -> Self {
-        Self { inner, before_apply: Box::new(|_| Box::pin(async { Ok(()) })), before_scan: Box::new(|_| {}) }
+        Self { inner, before_apply: Box::new(|_| Box::pin(async { Ok(()) })), before_scan: Arc::new(|_| {}) }
     }
 }
 
@@ -35,23 +35,27 @@ impl Store for Hooked {
             self.inner.apply(writes).await
         })
     }
-    fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>, StoreError> {
+    fn get<'a>(&'a self, collection: &'a str, key: &'a str) -> StoreFuture<'a, Option<StoredRecord>> {
         self.inner.get(collection, key)
     }
-    fn scan_since(&self, collection: &str, since: u64) -> Result<Scan, StoreError> {
-        (self.before_scan)(collection);
-        self.inner.scan_since(collection, since)
+    fn scan_since<'a>(&'a self, collection: &'a str, since: u64) -> StoreFuture<'a, Scan> {
+        let (hook, name) = (self.before_scan.clone(), collection.to_string());
+        Box::pin(async move {
+            // The hook may sleep like a slow disk: on the blocking pool, as a disk read would be.
+            tokio::task::spawn_blocking(move || hook(&name)).await.map_err(|e| StoreError(e.to_string()))?;
+            self.inner.scan_since(collection, since).await
+        })
     }
-    fn last_seq(&self) -> u64 {
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
         self.inner.last_seq()
     }
-    fn clock(&self) -> (u64, u32) {
+    fn clock(&self) -> StoreFuture<'_, (u64, u32)> {
         self.inner.clock()
     }
-    fn horizon(&self) -> u64 {
+    fn horizon(&self) -> StoreFuture<'_, u64> {
         self.inner.horizon()
     }
-    fn epoch(&self) -> u64 {
+    fn epoch(&self) -> StoreFuture<'_, u64> {
         self.inner.epoch()
     }
     fn collect_tombstones<'a>(&'a self, before_millis: u64) -> StoreFuture<'a, usize> {

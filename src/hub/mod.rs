@@ -1,0 +1,277 @@
+//! This node's fan-out: which local connections follow which topics and
+//! collections, and the node-level interest that brings other nodes'
+//! messages here over the [`Backplane`].
+//!
+//! Delivery never waits: a message is encoded once and its shared bytes are
+//! offered to each subscriber's [`Outbox`] (a full one closes its connection
+//! with 4200). A collection's `CHANGE`s pass through its [`FeedOrder`], so
+//! watchers get them in commit order, once, whatever order commits finish or
+//! messages arrive in; a gap the backplane never fills sends the watchers to
+//! the store to catch up.
+
+mod order;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+pub use self::order::{ChangeNotice, FeedOrder, MAX_HELD, Step};
+use crate::backplane::{Backplane, BackplaneError, Subject};
+use crate::outbox::{ConnId, Outbound, Outbox};
+use crate::store::Store;
+
+/// How long a gap in a collection's chain may stay open before its watchers
+/// catch up from the store: long enough for commits finishing out of order,
+/// short enough that a lost message is a blip.
+pub const GAP_GRACE: Duration = Duration::from_millis(500);
+
+/// Subscribers of one topic, and whether this node's interest in it is established.
+#[derive(Default)]
+struct Topic {
+    /// A std mutex: held while offering to outboxes, which never waits; that
+    /// lock is what orders a topic's messages.
+    subscribers: Mutex<Vec<Outbox>>,
+    interest: OnceCell<()>,
+}
+
+/// Watchers of one collection and the order of its changes.
+#[derive(Default)]
+struct Feed {
+    /// A std mutex: offering never waits.
+    state: Mutex<FeedState>,
+    interest: OnceCell<()>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    watchers: Vec<Outbox>,
+    order: FeedOrder,
+}
+
+/// A change of node-level interest, carried out one at a time so a subject's
+/// `interest` and `drop_interest` never overtake each other.
+enum InterestChange {
+    Want(Subject, oneshot::Sender<Result<(), BackplaneError>>),
+    Drop(Subject),
+}
+
+/// The local fan-out of one node.
+pub struct Hub {
+    topics: DashMap<String, Arc<Topic>>,
+    feeds: DashMap<String, Arc<Feed>>,
+    backplane: Arc<dyn Backplane>,
+    store: Arc<dyn Store>,
+    interest: mpsc::UnboundedSender<InterestChange>,
+    gap_grace: Duration,
+}
+
+impl Hub {
+    /// A hub over `backplane`; `store` tells a new feed where its chain starts.
+    /// Must be called within a Tokio runtime (it starts the interest task).
+    pub fn new(backplane: Arc<dyn Backplane>, store: Arc<dyn Store>) -> Arc<Self> {
+        let (interest, changes) = mpsc::unbounded_channel();
+        tokio::spawn(keep_interest(backplane.clone(), changes));
+        Arc::new(Self {
+            topics: DashMap::new(),
+            feeds: DashMap::new(),
+            backplane,
+            store,
+            interest,
+            gap_grace: GAP_GRACE,
+        })
+    }
+
+    /// The backplane this hub publishes on.
+    pub fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
+    }
+
+    /// Number of topics with at least one local subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Adds `subscriber` to `topic` (subscribing twice is one subscription).
+    /// Deliveries may start at once; [`Hub::topic_ready`] waits for other nodes' messages.
+    pub fn subscribe(&self, topic: &str, subscriber: Outbox) {
+        // The entry guard is held while pushing so an emptied topic cannot be
+        // removed in between (lock order: shard, then topic; as in unsubscribe).
+        let entry = self.topics.entry(topic.to_string()).or_default();
+        let mut subscribers = entry.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if !subscribers.iter().any(|s| s.id() == subscriber.id()) {
+            subscribers.push(subscriber);
+        }
+    }
+
+    /// Waits until this node receives other nodes' publications on `topic`.
+    pub async fn topic_ready(&self, topic: &str) -> Result<(), BackplaneError> {
+        let Some(entry) = self.topics.get(topic).map(|t| t.value().clone()) else { return Ok(()) };
+        entry.interest.get_or_try_init(|| self.want(Subject::Topic(topic.to_string()))).await.map(|_| ())
+    }
+
+    /// Removes connection `id` from `topic` (a no-op if absent).
+    pub fn unsubscribe(&self, topic: &str, id: ConnId) {
+        let removed = self.topics.remove_if(topic, |_, t| {
+            let mut subscribers = t.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+            subscribers.retain(|s| s.id() != id);
+            subscribers.is_empty()
+        });
+        if let Some((name, topic)) = removed
+            && topic.interest.initialized()
+        {
+            let _ = self.interest.send(InterestChange::Drop(Subject::Topic(name)));
+        }
+    }
+
+    /// Delivers an encoded `MESSAGE` to this node's subscribers of `topic`; returns how many were offered it.
+    pub fn deliver(&self, topic: &str, message: Bytes) -> usize {
+        // Clone the Arc out so no shard lock is held while delivering.
+        let Some(target) = self.topics.get(topic).map(|t| t.value().clone()) else { return 0 };
+        let subscribers = target.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.iter().filter(|s| s.offer(Outbound::Message(message.clone()))).count()
+    }
+
+    /// Publishes on `topic`: to this node's subscribers, then to the other nodes. Never waits.
+    pub fn publish(&self, topic: &str, message: Bytes) -> usize {
+        let delivered = self.deliver(topic, message.clone());
+        self.backplane.publish(&Subject::Topic(topic.to_string()), message);
+        delivered
+    }
+
+    /// Starts sending `CHANGE`s of `collection` to `outbox`. Call before
+    /// reading a snapshot, then await [`Hub::feed_ready`] before the read, so
+    /// nothing falls between the snapshot and the stream.
+    pub fn watch(&self, collection: &str, outbox: Outbox) {
+        let entry = self.feeds.entry(collection.to_string()).or_default();
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.watchers.iter().any(|w| w.id() == outbox.id()) {
+            state.watchers.push(outbox);
+        }
+    }
+
+    /// Waits until `collection`'s feed follows the store: this node's interest
+    /// is established and the chain's starting position is known.
+    pub async fn feed_ready(self: &Arc<Self>, collection: &str) -> Result<(), BackplaneError> {
+        let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else { return Ok(()) };
+        feed.interest
+            .get_or_try_init(|| async {
+                self.want(Subject::Changes(collection.to_string())).await?;
+                // Read after interest began: a commit after this read reaches us as a message.
+                let position = match self.store.last_seq().await {
+                    Ok(position) => Some(position),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the store's position; watchers will catch up");
+                        None
+                    }
+                };
+                let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+                let steps = state.order.start(position);
+                self.carry_out(&feed, &state, collection, steps);
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops sending `CHANGE`s of `collection` to connection `id`.
+    pub fn unwatch(&self, collection: &str, id: ConnId) {
+        let removed = self.feeds.remove_if(collection, |_, feed| {
+            let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.watchers.retain(|w| w.id() != id);
+            state.watchers.is_empty()
+        });
+        if let Some((name, feed)) = removed
+            && feed.interest.initialized()
+        {
+            let _ = self.interest.send(InterestChange::Drop(Subject::Changes(name)));
+        }
+    }
+
+    /// A commit of this node changed `collection`: its watchers here and on other nodes get the change.
+    pub fn committed(self: &Arc<Self>, collection: &str, notice: ChangeNotice) {
+        self.backplane.publish(&Subject::Changes(collection.to_string()), notice.to_payload());
+        self.receive_change(collection, notice);
+    }
+
+    /// A change of `collection` arrived (from this node or another).
+    pub fn receive_change(self: &Arc<Self>, collection: &str, notice: ChangeNotice) {
+        let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else { return };
+        let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+        let steps = state.order.receive(notice);
+        self.carry_out(&feed, &state, collection, steps);
+    }
+
+    /// Messages may have been lost: every feed's watchers catch up from the store.
+    pub fn lost(self: &Arc<Self>) {
+        let feeds: Vec<(String, Arc<Feed>)> = self.feeds.iter().map(|f| (f.key().clone(), f.value().clone())).collect();
+        for (collection, feed) in feeds {
+            let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+            let steps = state.order.lost();
+            self.carry_out(&feed, &state, &collection, steps);
+        }
+    }
+
+    /// Delivers and arranges what a feed's order decided, under the lock the
+    /// order was decided under, so the steps of one feed never interleave.
+    fn carry_out(self: &Arc<Self>, feed: &Arc<Feed>, state: &FeedState, collection: &str, steps: Vec<Step>) {
+        if steps.is_empty() {
+            return;
+        }
+        let name: Arc<str> = Arc::from(collection);
+        for step in steps {
+            match step {
+                Step::Deliver(notice) => {
+                    for watcher in &state.watchers {
+                        watcher.offer(Outbound::Change {
+                            collection: name.clone(),
+                            cursor: notice.last,
+                            bytes: notice.change.clone(),
+                        });
+                    }
+                }
+                Step::Resync => {
+                    tracing::info!(collection, "a change never arrived; watchers catch up from the store");
+                    for watcher in &state.watchers {
+                        watcher.offer(Outbound::Resync { collection: name.clone() });
+                    }
+                }
+                Step::ArmGapTimer(timer) => {
+                    let (hub, feed, collection) = (self.clone(), feed.clone(), collection.to_string());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(hub.gap_grace).await;
+                        let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+                        let steps = state.order.gap_expired(timer);
+                        hub.carry_out(&feed, &state, &collection, steps);
+                    });
+                }
+            }
+        }
+    }
+
+    async fn want(&self, subject: Subject) -> Result<(), BackplaneError> {
+        let (reply, answer) = oneshot::channel();
+        self.interest
+            .send(InterestChange::Want(subject, reply))
+            .map_err(|_| BackplaneError("the interest task has stopped".into()))?;
+        answer.await.map_err(|_| BackplaneError("the interest task has stopped".into()))?
+    }
+}
+
+/// Carries out interest changes one at a time, in the order they were asked for.
+async fn keep_interest(backplane: Arc<dyn Backplane>, mut changes: mpsc::UnboundedReceiver<InterestChange>) {
+    while let Some(change) = changes.recv().await {
+        match change {
+            InterestChange::Want(subject, reply) => {
+                let _ = reply.send(backplane.interest(&subject).await);
+            }
+            InterestChange::Drop(subject) => {
+                if let Err(e) = backplane.drop_interest(&subject).await {
+                    tracing::warn!(error = %e, ?subject, "could not drop interest");
+                }
+            }
+        }
+    }
+}
