@@ -7,17 +7,8 @@
 //! `tokio::time::pause()` and `advance()` instead of sleeping.
 
 use std::fmt::Debug;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch, from the system clock.
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Seconds since the Unix epoch, from the system clock.
-pub fn unix_secs() -> u64 {
-    unix_ms() / 1000
-}
+pub use syncgate_proto::time::{unix_ms, unix_secs};
 
 /// A source of "now" in Unix milliseconds.
 pub trait Clock: Send + Sync + Debug + 'static {

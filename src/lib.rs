@@ -13,21 +13,25 @@
 //! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown, the admin listener; [`run`] |
 //! | `connection` | the per-connection actor: reader task, writer, timers, outbox; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
-//! | [`assembler`], [`mask`] | WebSocket reassembly with a total cap; refusal of unmasked client frames (sans-IO) |
-//! | [`protocol`] | message types, wire codes ([`protocol::codes`]), MessagePack codec |
+//! | [`mask`] | refusal of unmasked client frames (sans-IO) |
+//! | [`protocol`], [`hlc`], [`cursor`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; WebSocket reassembly |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
 //! | [`hub`], [`outbox`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); bounded per-connection queues (4200) |
 //! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
 //! | `node` | one node's shared state, the backplane pump, control messages, tombstone collection |
-//! | [`collections`], [`hlc`], [`cursor`] | last-writer-wins ops, clock skew, `CHANGE` ordering; hybrid logical clocks; `<epoch>:<position>` sync cursors |
+//! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
 //! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens and the `RevocationStore` trait that keeps them; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
-//! | [`config`], [`cli`] | [`ServerConfig`]; `syncgate` subcommands, flag/env/TOML precedence, authenticator assembly |
-//! | [`client`] | the Rust client: token provider, reconnect, persisted offline replica and outbox |
-//! | [`tls`], [`devtoken`], [`loadgen`], [`clock`] | TLS config; dev tokens; `syncgate bench ops`; the injectable [`clock::Clock`] (monotonic by default) |
+//! | [`config`] | [`ServerConfig`] |
+//! | [`tls`], [`clock`] | TLS config; the injectable [`clock::Clock`] (monotonic by default) |
+//!
+//! Beside this crate: `syncgate-client` (the Rust client: token provider,
+//! reconnect, persisted offline replica and outbox), `syncgate-tools` (the
+//! load generator and development tokens), and the binary's own `src/cli`
+//! (subcommands, flag/env/TOML precedence, authenticator assembly).
 //!
 //! # Embedding
 //!
@@ -41,26 +45,18 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod admin;
-pub mod assembler;
 pub mod auth;
 pub mod backplane;
-pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod collections;
 pub mod config;
 mod connection;
-pub mod cursor;
-pub mod devtoken;
-pub mod hlc;
 pub mod http_client;
 pub mod hub;
 pub mod limits;
-pub mod loadgen;
 pub mod mask;
 mod node;
 pub mod outbox;
-pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod revocation;
@@ -72,3 +68,4 @@ pub mod tls;
 
 pub use config::ServerConfig;
 pub use server::run;
+pub use syncgate_proto::{assembler, cursor, hlc, protocol};

@@ -1,16 +1,18 @@
 //! The `syncgate` binary: parse the command line, then call the library.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use syncgate::cli::{Cli, Command};
+use cli::{Cli, Command};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(args) => {
-            match syncgate::devtoken::mint(args.secret.as_bytes(), &args.spec(), syncgate::clock::unix_secs()) {
+            match syncgate_tools::devtoken::mint(args.secret.as_bytes(), &args.spec(), syncgate::clock::unix_secs()) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS
@@ -49,11 +51,9 @@ fn main() -> ExitCode {
             };
             let report = runtime.block_on(async {
                 match bench {
-                    syncgate::cli::BenchCommand::Ops(args) => {
-                        syncgate::loadgen::run_ops(args).await.map(|r| r.to_string())
-                    }
-                    syncgate::cli::BenchCommand::Fanout(args) => {
-                        syncgate::loadgen::fanout::run_fanout(args).await.map(|r| r.to_string())
+                    cli::BenchCommand::Ops(args) => syncgate_tools::loadgen::run_ops(args).await.map(|r| r.to_string()),
+                    cli::BenchCommand::Fanout(args) => {
+                        syncgate_tools::loadgen::fanout::run_fanout(args).await.map(|r| r.to_string())
                     }
                 }
             });
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_until_signalled(serve: syncgate::cli::Serve) -> ExitCode {
+async fn serve_until_signalled(serve: cli::Serve) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(serve.listen).await {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", serve.listen)),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent, TokenRequest};
+use syncgate_client::{Backoff, Client, ClientConfig, ClientEvent, TokenRequest};
 
 fn fast_backoff() -> Backoff {
     Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(200) }

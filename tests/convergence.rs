@@ -7,12 +7,12 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use rmpv::Value;
 use syncgate::backplane::MemoryBackplane;
-use syncgate::client::Replica;
 use syncgate::collections::Collections;
 use syncgate::hlc::HlcClock;
 use syncgate::hub::Hub;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp};
 use syncgate::store::{MemoryStore, Store};
+use syncgate_client::Replica;
 
 const REPLICAS: usize = 3;
 const BASE_MS: u64 = 1_800_000_000_000;

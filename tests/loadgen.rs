@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{SECRET, TestServer, jwt_config};
-use syncgate::cli::Seconds;
-use syncgate::loadgen::flood::FloodArgs;
-use syncgate::loadgen::{OpsArgs, run_ops};
+use syncgate_tools::Seconds;
+use syncgate_tools::loadgen::flood::FloodArgs;
+use syncgate_tools::loadgen::{OpsArgs, run_ops};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {

@@ -12,9 +12,9 @@ use std::time::Duration;
 use common::*;
 use rmpv::Value;
 use syncgate::ServerConfig;
-use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent};
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, Record, ServerMessage};
 use syncgate::store::{Durability, MemoryStore, SqliteStore, Store};
+use syncgate_client::{Backoff, Client, ClientConfig, ClientEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn client_config(url: String, sub: &'static str) -> ClientConfig {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::*;
 use rmpv::Value;
 use syncgate::ServerConfig;
-use syncgate::client::{Backoff, Client, ClientConfig, ClientEvent};
 use syncgate::rules::{Policy, RuleSet};
 use syncgate::store::{MemoryStore, Store};
+use syncgate_client::{Backoff, Client, ClientConfig, ClientEvent};
 
 const RULES: &str = r#"
 [[rules]]

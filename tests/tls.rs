@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use syncgate::client::{Client, ClientConfig, ClientEvent};
+use syncgate_client::{Client, ClientConfig, ClientEvent};
 
 #[tokio::test]
 async fn wss_with_a_generated_certificate() {

@@ -4,7 +4,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use rmpv::Value;
-use syncgate::client::Replica;
+use syncgate_client::Replica;
 use syncgate::hlc::Hlc;
 use syncgate::protocol::Record;
 

@@ -8,13 +8,13 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use super::{AuthMode, Seconds, ServeArgs};
-use crate::auth::{
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use syncgate::auth::{
     AnonymousAuthenticator, Identity, IntrospectSettings, IntrospectShape, Introspector, IssuerSettings, JwksPolicy,
     JwksSource, JwtKey, JwtSettings, JwtVerifier, SharedAuthenticator, StaticTokenVerifier,
 };
-use crate::http_client::{HttpClient, check_url};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use syncgate::http_client::{HttpClient, check_url};
 
 impl ServeArgs {
     pub(super) fn authenticator(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
@@ -164,7 +164,7 @@ impl ServeArgs {
                 self.jwks_unpinned(&format!("{what} uses a JWKS without an audience"), warnings)?;
             }
             if let Some(name) = &table.name
-                && (crate::rules::valid_resource(name).is_err() || name.contains('/'))
+                && (syncgate::rules::valid_resource(name).is_err() || name.contains('/'))
             {
                 bail!("{what}: name {name:?} must be one path segment (it stands for {{iss}} in rules)");
             }

@@ -15,19 +15,18 @@ mod serve;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::devtoken::TokenSpec;
+pub use syncgate_tools::Seconds;
+use syncgate_tools::devtoken::TokenSpec;
 
-pub use authenticator::{IntrospectShapeArg, IssuerTable, OneOrMany};
+pub use authenticator::{IntrospectShapeArg, IssuerTable};
 pub use serve::{Serve, ServeArgs};
 
 #[cfg(doc)]
-use crate::config::ServerConfig;
+use syncgate::ServerConfig;
 
 /// syncgate: a WebSocket broker and local-first sync server with authentication in the protocol.
 #[derive(Debug, Parser)]
@@ -80,9 +79,9 @@ pub struct RestoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Authenticated writers sending OP_BATCHes and waiting for each OP_RESULT.
-    Ops(crate::loadgen::OpsArgs),
+    Ops(syncgate_tools::loadgen::OpsArgs),
     /// Subscribers of one topic receiving what a few publishers send: deliveries/s, order, latency.
-    Fanout(crate::loadgen::fanout::FanoutArgs),
+    Fanout(syncgate_tools::loadgen::fanout::FanoutArgs),
 }
 
 /// Which store keeps collections.
@@ -117,35 +116,6 @@ pub enum AuthMode {
     Jwt,
     /// Token introspection against the operator's API (`--introspect-url`).
     Introspect,
-}
-
-/// A duration given as seconds (`10`, `0.5`) or with a unit (`500ms`, `10m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
-
-impl FromStr for Seconds {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(secs) = s.trim().parse::<f64>() {
-            return Duration::try_from_secs_f64(secs).map(Seconds).map_err(|e| format!("{s:?}: {e}"));
-        }
-        humantime::parse_duration(s.trim()).map(Seconds).map_err(|e| format!("{s:?} is not a duration: {e}"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(n) => Duration::try_from_secs_f64(n).map(Seconds).map_err(serde::de::Error::custom),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 /// Flags of `syncgate token`.
@@ -194,17 +164,4 @@ impl TokenArgs {
 
 fn parse_claim(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected name=value"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_accept_seconds_and_units() {
-        assert_eq!("10".parse::<Seconds>().unwrap().0, Duration::from_secs(10));
-        assert_eq!("0.5".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
-        assert_eq!("10m".parse::<Seconds>().unwrap().0, Duration::from_secs(600));
-        assert!("soon".parse::<Seconds>().is_err());
-    }
 }

@@ -10,9 +10,9 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::{AuthMode, DurabilityArg, IntrospectShapeArg, IssuerTable, Seconds, StoreKind};
-use crate::config::ServerConfig;
-use crate::rules::{Policy, PolicyHandle, RuleSet};
-use crate::store::{Durability, MemoryStore, SqliteStore};
+use syncgate::config::ServerConfig;
+use syncgate::rules::{Policy, PolicyHandle, RuleSet};
+use syncgate::store::{Durability, MemoryStore, SqliteStore};
 
 /// Flags of `syncgate serve`; the same struct reads the `--config` file.
 #[derive(Debug, Default, Args, Deserialize)]
@@ -361,7 +361,7 @@ impl ServeArgs {
             config.auth_failures_per_minute = n;
         }
         config.tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            (Some(cert), Some(key)) => Some(syncgate::tls::server_config(cert, key)?),
             (None, None) => None,
             (Some(_), None) => bail!("--tls-cert needs --tls-key"),
             (None, Some(_)) => bail!("--tls-key needs --tls-cert"),

@@ -20,6 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, ready};
+pub use crate::hlc::encode_value;
 use crate::hlc::{Hlc, replaces};
 use crate::revocation::{RevocationStore, Revoked};
 
@@ -354,14 +355,6 @@ pub(super) fn private_file(path: &Path) -> std::io::Result<File> {
     }
     #[cfg(not(unix))]
     options.open(path)
-}
-
-/// A stored value: its MessagePack encoding.
-pub fn encode_value(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = rmpv::encode::write_value(&mut out, value);
-    out
 }
 
 /// Decodes a stored value.

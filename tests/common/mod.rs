@@ -336,9 +336,9 @@ where
 
 /// Waits (15 s at most) for the first client event matching `pred`; returns every event seen up to it.
 pub async fn until(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<syncgate::client::ClientEvent>,
-    pred: impl Fn(&syncgate::client::ClientEvent) -> bool,
-) -> Vec<syncgate::client::ClientEvent> {
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<syncgate_client::ClientEvent>,
+    pred: impl Fn(&syncgate_client::ClientEvent) -> bool,
+) -> Vec<syncgate_client::ClientEvent> {
     let mut seen = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(event) = events.recv().await {

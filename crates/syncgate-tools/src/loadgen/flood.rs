@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, sleep, timeout, timeout_at};
 
-use crate::client::transport;
 use crate::devtoken::{TokenSpec, mint};
-use crate::protocol::{ClientMessage, ServerMessage, encode_client};
+use syncgate_client::transport;
+use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
 /// Flags of the flood that runs beside the writers.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -211,7 +211,8 @@ impl Flood {
         }
         if args.flood_bad_tokens > 0 {
             let spec = TokenSpec::new("attacker", vec!["admin".into()]);
-            let token = mint(b"not-the-server-secret", &spec, crate::clock::unix_secs()).map_err(|e| e.to_string())?;
+            let token =
+                mint(b"not-the-server-secret", &spec, syncgate_proto::time::unix_secs()).map_err(|e| e.to_string())?;
             runtime.spawn(send_bad_tokens(url.to_string(), token, args.clone(), stats.clone()));
         }
         let ramp_deadline = Instant::now() + ramp_limit;

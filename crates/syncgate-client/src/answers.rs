@@ -6,8 +6,8 @@ use tokio::io::AsyncWrite;
 use super::driver::Driver;
 use super::link::{Internal, Link, Paging};
 use super::{ClientEvent, Delivery, Settled};
-use crate::clock::unix_ms;
-use crate::protocol::{OpOutcome, ServerMessage};
+use syncgate_proto::protocol::{OpOutcome, ServerMessage};
+use syncgate_proto::time::unix_ms;
 
 impl Driver {
     /// Handles a message that is not part of the handshake.
@@ -193,5 +193,8 @@ impl Driver {
 
 /// Whether a request's `ERROR` code means "not now" rather than "no".
 fn is_temporary(code: &str) -> bool {
-    matches!(code, crate::protocol::codes::error::RATE_LIMITED | crate::protocol::codes::error::UNAVAILABLE)
+    matches!(
+        code,
+        syncgate_proto::protocol::codes::error::RATE_LIMITED | syncgate_proto::protocol::codes::error::UNAVAILABLE
+    )
 }

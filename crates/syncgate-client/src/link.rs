@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::Reply;
-use crate::assembler::{Assembled, Assembler};
-use crate::protocol::{ClientMessage, ServerMessage, SessionLimits, encode_client};
+use syncgate_proto::assembler::{Assembled, Assembler};
+use syncgate_proto::protocol::{ClientMessage, ServerMessage, SessionLimits, encode_client};
 
 /// The limits assumed of a server that announces none (those of syncgate's defaults).
 pub(crate) const DEFAULT_LIMITS: SessionLimits =

@@ -17,7 +17,7 @@ use rmpv::Value;
 use serde::Deserialize;
 
 use super::{Seconds, Socket, micros, open_authenticated, token_for};
-use crate::protocol::{ClientMessage, ServerMessage, encode_client};
+use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
 /// Flags of `syncgate bench fanout`.
 #[derive(Debug, clap::Args)]

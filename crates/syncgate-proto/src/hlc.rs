@@ -76,6 +76,15 @@ impl FromStr for Hlc {
     }
 }
 
+/// A value's MessagePack encoding: what [`replaces`] compares on a tie, and
+/// how a store keeps values.
+pub fn encode_value(value: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, value);
+    out
+}
+
 /// The last-writer-wins rule: whether a write `(hlc, value)` replaces the
 /// current one. Timestamps decide; equal timestamps (a writer that reused
 /// one) fall back to the MessagePack encoding of the values, so every replica

@@ -6,7 +6,7 @@
 //! decide it; so a rejected op "rolls back" simply by leaving the outbox, and
 //! the record shows the server's value again.
 //!
-//! A refusal is final or retryable ([`crate::protocol::codes::error::is_final_op_code`]):
+//! A refusal is final or retryable ([`syncgate_proto::protocol::codes::error::is_final_op_code`]):
 //! a final one (`forbidden`, `invalid`, `clock_skew`, `stale`) leaves the
 //! outbox; a retryable one (`unavailable`, `rate_limited`, anything unknown)
 //! stays, stays visible, and is sent again later.
@@ -21,11 +21,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::cursor::Cursor;
-use crate::hlc::{Hlc, HlcClock, replaces};
-use crate::protocol::codes::error::is_final_op_code;
-use crate::protocol::{OpInput, OpOutcome, RawOp, Record};
-use crate::store::encode_value;
+use syncgate_proto::cursor::Cursor;
+use syncgate_proto::hlc::encode_value;
+use syncgate_proto::hlc::{Hlc, HlcClock, replaces};
+use syncgate_proto::protocol::codes::error::is_final_op_code;
+use syncgate_proto::protocol::{OpInput, OpOutcome, RawOp, Record};
 
 /// A write made locally and not yet settled by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use tokio::time::{Instant, sleep_until};
 use super::link::{Incoming, Internal, Link, read_loop, with_id};
 use super::persist::StateFile;
 use super::{ClientConfig, ClientError, ClientEvent, Command, Local, Reply, Settled, TokenRequest, transport};
-use crate::clock::unix_secs;
-use crate::protocol::codes::{CloseAction, close};
-use crate::protocol::{ClientMessage, OpInput, ServerMessage, encoded_len};
+use syncgate_proto::protocol::codes::{CloseAction, close};
+use syncgate_proto::protocol::{ClientMessage, OpInput, ServerMessage, encoded_len};
+use syncgate_proto::time::unix_secs;
 
 /// Room left in a replay batch for the `OP_BATCH` map around its ops.
 const BATCH_OVERHEAD: usize = 64;
@@ -359,7 +359,7 @@ impl Driver {
                         "the op ({size} bytes) is larger than the server accepts (messages {} bytes, values {} bytes)",
                         limits.max_message_bytes, limits.max_value_bytes
                     );
-                    local.replica.refuse_locally(&op_id, crate::protocol::codes::error::INVALID, why)
+                    local.replica.refuse_locally(&op_id, syncgate_proto::protocol::codes::error::INVALID, why)
                 })
                 .collect();
             (ops, refused)

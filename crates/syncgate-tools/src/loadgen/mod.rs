@@ -19,10 +19,10 @@ use hyper_util::rt::TokioIo;
 use rmpv::Value;
 
 use self::flood::{Flood, FloodArgs, FloodReport};
-pub use crate::cli::Seconds;
+pub use crate::Seconds;
 use crate::devtoken::{TokenSpec, mint};
-use crate::hlc::HlcClock;
-use crate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage, encode_client};
+use syncgate_proto::hlc::HlcClock;
+use syncgate_proto::protocol::{ClientMessage, OpInput, RawOp, ServerMessage, encode_client};
 
 /// Flags of `syncgate bench ops`.
 #[derive(Debug, clap::Args)]
@@ -249,7 +249,7 @@ async fn write_until(
                     collection: format!("bench/{writer}"),
                     key: format!("k{}", (id as usize * batch + i) % 10_000),
                     value: value.clone(),
-                    hlc: clock.tick(crate::clock::unix_ms()).to_string(),
+                    hlc: clock.tick(syncgate_proto::time::unix_ms()).to_string(),
                 })
             })
             .collect();
@@ -297,7 +297,7 @@ fn token_for(token: &Option<String>, secret: &Option<String>, sub: &str) -> Resu
         (Some(token), _) => Some(token.clone()),
         (None, Some(secret)) => {
             let spec = TokenSpec::new(sub.to_string(), vec!["bench".into()]);
-            Some(mint(secret.as_bytes(), &spec, crate::clock::unix_secs()).map_err(|e| e.to_string())?)
+            Some(mint(secret.as_bytes(), &spec, syncgate_proto::time::unix_secs()).map_err(|e| e.to_string())?)
         }
         (None, None) => None,
     })
@@ -317,7 +317,7 @@ async fn read_message(ws: &mut FragmentCollector<Socket>) -> Result<ServerMessag
 
 /// Connects and authenticates (`AUTH_REQUIRED` → `AUTH` → `AUTH_ACK`, or an `AUTH_ACK` at once).
 async fn open_authenticated(url: &str, token: Option<String>) -> Result<FragmentCollector<Socket>, String> {
-    let ws: WebSocket<Socket> = crate::client::open_socket(url).await.map_err(|e| e.to_string())?;
+    let ws: WebSocket<Socket> = syncgate_client::open_socket(url).await.map_err(|e| e.to_string())?;
     let mut ws = FragmentCollector::new(ws);
     match read_message(&mut ws).await? {
         ServerMessage::AuthRequired { .. } => {

@@ -4,7 +4,7 @@
 //! asks the app's [`TokenProvider`] for a token on every `AUTH_REQUIRED` and
 //! before expiry (in-band refresh), reconnects with jittered exponential
 //! backoff according to the close code (the one table,
-//! [`crate::protocol::codes::CloseAction`]: 4001 fetch a new token, 4100
+//! [`syncgate_proto::protocol::codes::CloseAction`]: 4001 fetch a new token, 4100
 //! refresh, 4029 back off longer, 4003 and the "fix the client" codes stop and
 //! report, the rest retry), and reports [`ClientEvent`]s the app can observe.
 //!
@@ -19,7 +19,7 @@ mod driver;
 mod link;
 mod persist;
 pub mod replica;
-pub(crate) mod transport;
+pub mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -36,7 +36,7 @@ pub use replica::{PendingOp, Replica, SettleReport, Settled};
 
 use persist::StateFile;
 
-use crate::protocol::{ClientMessage, ServerMessage};
+use syncgate_proto::protocol::{ClientMessage, ServerMessage};
 
 /// Why the client asks for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +321,7 @@ impl Client {
     pub async fn write(&self, collection: &str, key: &str, value: Value) -> Result<String, ClientError> {
         let (op, generation) = {
             let mut local = self.local();
-            let op = local.replica.write(collection, key, value, crate::clock::unix_ms());
+            let op = local.replica.write(collection, key, value, syncgate_proto::time::unix_ms());
             local.generation += 1;
             (op, local.generation)
         };

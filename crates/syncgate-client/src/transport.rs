@@ -1,15 +1,24 @@
 //! Opening a WebSocket to a syncgate URL (`ws://` or `wss://`).
+//!
+//! The upgrade request goes through hyper's HTTP/1 *client* connection and
+//! the answer's `Sec-WebSocket-Accept` is checked here, so the client needs
+//! neither hyper's server side nor fastwebsockets' `upgrade` feature (which
+//! brings both).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use fastwebsockets::{WebSocket, handshake};
+use fastwebsockets::{Role, WebSocket};
 use http_body_util::Empty;
-use hyper::Request;
 use hyper::upgrade::Upgraded;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
@@ -17,7 +26,7 @@ use super::ClientError;
 
 /// Connects and performs the WebSocket handshake; `bind` picks the local
 /// address (the load generator uses it to act as other client IPs).
-pub(crate) async fn open(
+pub async fn open(
     url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
     bind: Option<IpAddr>,
@@ -37,17 +46,18 @@ pub(crate) async fn open(
     let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let tcp = connect(&bare_host, port, bind).await.map_err(|e| ClientError::Io(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
+    let key = BASE64.encode(fastrand::u128(..).to_le_bytes());
     let request = Request::builder()
         .method("GET")
         .uri(path)
         .header("Host", authority)
         .header("Upgrade", "websocket")
         .header("Connection", "upgrade")
-        .header("Sec-WebSocket-Key", handshake::generate_key())
+        .header("Sec-WebSocket-Key", &key)
         .header("Sec-WebSocket-Version", "13")
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Config(e.to_string()))?;
-    let ws = if secure {
+    if secure {
         let config = tls.ok_or_else(|| ClientError::Config("wss:// needs ClientConfig::tls".into()))?;
         let name =
             ServerName::try_from(bare_host).map_err(|e| ClientError::Config(format!("bad TLS server name: {e}")))?;
@@ -55,16 +65,50 @@ pub(crate) async fn open(
             .connect(name, tcp)
             .await
             .map_err(|e| ClientError::Io(format!("TLS: {e}")))?;
-        handshake::client(&SpawnExecutor, request, stream).await
+        upgrade(request, &key, stream).await
     } else {
-        handshake::client(&SpawnExecutor, request, tcp).await
-    };
-    ws.map(|(ws, _)| ws).map_err(|e| ClientError::Io(format!("WebSocket handshake: {e}")))
+        upgrade(request, &key, tcp).await
+    }
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer to `key` (RFC 6455, 4.2.2).
+fn accept_for(key: &str) -> String {
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    BASE64.encode(sha1.finalize())
+}
+
+/// Sends the upgrade request on `stream` and checks the answer.
+async fn upgrade<S>(
+    request: Request<Empty<Bytes>>,
+    key: &str,
+    stream: S,
+) -> Result<WebSocket<TokioIo<Upgraded>>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let failed = |e: &dyn std::fmt::Display| ClientError::Io(format!("WebSocket handshake: {e}"));
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed(&e))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(failed(&format!("the server answered {}", response.status())));
+    }
+    let accept = response.headers().get("sec-websocket-accept").and_then(|v| v.to_str().ok());
+    if accept != Some(accept_for(key).as_str()) {
+        return Err(failed(&"the server's Sec-WebSocket-Accept does not match the key"));
+    }
+    let upgraded = hyper::upgrade::on(response).await.map_err(|e| failed(&e))?;
+    Ok(WebSocket::after_handshake(TokioIo::new(upgraded), Role::Client))
 }
 
 /// Opens a TCP connection to `host:port`, from `bind` when given (the first
 /// resolved address of the same family).
-pub(crate) async fn connect(host: &str, port: u16, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+pub async fn connect(host: &str, port: u16, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let Some(local) = bind else {
         return TcpStream::connect((host, port)).await;
     };
@@ -77,15 +121,11 @@ pub(crate) async fn connect(host: &str, port: u16, bind: Option<IpAddr>) -> std:
     socket.connect(remote).await
 }
 
-/// Runs hyper's connection future on the tokio runtime.
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_accept_value_is_rfc_6455s() {
+        // The example of RFC 6455, section 1.3.
+        assert_eq!(super::accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }
