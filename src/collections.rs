@@ -14,8 +14,8 @@ use rmpv::Value;
 use crate::cursor::Cursor;
 use crate::hlc::{Hlc, HlcClock};
 use crate::hub::{ChangeNotice, Hub};
-use crate::protocol::codes::error;
 use crate::protocol::{OpOutcome, RawOp, Record, ServerMessage, encode_server};
+use crate::request_error::RequestError;
 use crate::store::{Applied, Scan, Store, StoreError, StoredRecord, Write};
 
 /// Longest accepted record key, in bytes.
@@ -120,7 +120,7 @@ impl Collections {
                     slots.push((i, op.op_id));
                     writes.push(Write { collection: op.collection, key: op.key, value: op.value, hlc });
                 }
-                Err((code, message)) => outcomes[i] = Some(rejected(op.op_id, code, message)),
+                Err(refusal) => outcomes[i] = Some(refusal.rejection(op.op_id)),
             }
         }
         if !writes.is_empty() {
@@ -139,13 +139,9 @@ impl Collections {
             let unavailable = "the store cannot accept writes right now";
             for (n, (i, op_id)) in slots.into_iter().enumerate() {
                 outcomes[i] = Some(match committed.as_ref().map(|applied| applied.get(n)) {
-                    Ok(Some(Applied::Stale)) => rejected(
-                        op_id,
-                        error::STALE,
-                        "the op's hlc is older than the tombstone-collection horizon".into(),
-                    ),
+                    Ok(Some(Applied::Stale)) => RequestError::Stale.rejection(op_id),
                     Ok(_) => OpOutcome { op_id, ok: true, code: None, message: None },
-                    Err(_) => rejected(op_id, error::UNAVAILABLE, unavailable.into()),
+                    Err(_) => RequestError::Unavailable(unavailable.into()).rejection(op_id),
                 });
             }
             if let Err(StoreError(reason)) = &committed {
@@ -154,22 +150,18 @@ impl Collections {
         }
         outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| rejected(Value::Nil, error::UNAVAILABLE, "not processed".into())))
+            .map(|o| o.unwrap_or_else(|| RequestError::Unavailable("not processed".into()).rejection(Value::Nil)))
             .collect()
     }
 
-    fn validate(&self, op: &RawOp, now_ms: u64) -> Result<Hlc, (&'static str, String)> {
+    fn validate(&self, op: &RawOp, now_ms: u64) -> Result<Hlc, RequestError> {
         let max_drift_ms = self.inner.max_drift_ms;
         if op.key.is_empty() || op.key.len() > MAX_KEY_BYTES {
-            return Err((error::INVALID, format!("key must be 1 to {MAX_KEY_BYTES} bytes")));
+            return Err(RequestError::Invalid(format!("key must be 1 to {MAX_KEY_BYTES} bytes")));
         }
-        let hlc: Hlc = op.hlc.parse().map_err(|e: crate::hlc::HlcError| (error::INVALID, e.to_string()))?;
+        let hlc: Hlc = op.hlc.parse().map_err(|e: crate::hlc::HlcError| RequestError::Invalid(e.to_string()))?;
         if hlc.millis > now_ms.saturating_add(max_drift_ms) {
-            let ahead = hlc.millis - now_ms;
-            return Err((
-                error::CLOCK_SKEW,
-                format!("hlc is {ahead} ms ahead of the server's clock (limit {} ms)", max_drift_ms),
-            ));
+            return Err(RequestError::ClockSkew { ahead_ms: hlc.millis - now_ms, limit_ms: max_drift_ms });
         }
         Ok(hlc)
     }
@@ -235,10 +227,6 @@ impl Inner {
 
 fn to_wire(record: StoredRecord) -> Record {
     Record { key: record.key, value: record.value, hlc: record.hlc.to_string() }
-}
-
-fn rejected(op_id: Value, code: &str, message: String) -> OpOutcome {
-    OpOutcome { op_id, ok: false, code: Some(code.to_string()), message: Some(message) }
 }
 
 #[cfg(test)]

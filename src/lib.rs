@@ -14,6 +14,7 @@
 //! | `connection` | the per-connection actor: reader task, writer, timers, outbox; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
 //! | [`mask`] | refusal of unmasked client frames (sans-IO) |
+//! | [`request_error`] | why a request or op was refused: the one mapping of refusals to wire codes and messages |
 //! | [`protocol`], [`hlc`], [`cursor`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; WebSocket reassembly |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
@@ -59,6 +60,7 @@ mod node;
 pub mod outbox;
 pub mod ratelimit;
 pub mod registry;
+pub mod request_error;
 pub mod revocation;
 pub mod rules;
 pub mod server;

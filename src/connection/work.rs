@@ -22,8 +22,9 @@ use crate::collections::Snapshot;
 use crate::cursor::Cursor;
 use crate::node::Shared;
 use crate::outbox::Outbound;
-use crate::protocol::codes::{close, error};
+use crate::protocol::codes::close;
 use crate::protocol::{AuthFailCode, OpOutcome, ServerMessage};
+use crate::request_error::RequestError;
 use crate::session::Effect;
 use crate::store::StoreError;
 
@@ -201,7 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Err(e) => {
                     self.shared.hub.unsubscribe(&topic, self.outbox.id());
                     self.session.forget_subscription(&topic);
-                    self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await
+                    self.send(&RequestError::Unavailable(e.to_string()).reply(Some(id))).await
                 }
             },
         }
@@ -260,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     self.session.forget_sync(&collection);
                 }
                 return match id {
-                    Some(id) => self.send(&error_reply(id, error::UNAVAILABLE, e.to_string())).await,
+                    Some(id) => self.send(&RequestError::Unavailable(e.to_string()).reply(Some(id))).await,
                     None => {
                         // A catch-up that cannot read the store: the client resyncs when it reconnects.
                         info!(peer = %self.peer, error = %e, "catch-up failed; closing so the client resyncs");
@@ -365,8 +366,4 @@ async fn verify(shared: &Shared, token: &str) -> Result<Identity, AuthError> {
             Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out"))
         }
     }
-}
-
-fn error_reply(id: u64, code: &str, message: String) -> ServerMessage {
-    ServerMessage::Error { id: Some(id), code: code.into(), message }
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthError, Identity, MAX_TOKEN_BYTES};
-use crate::protocol::codes::{close, error};
+use crate::protocol::codes::close;
 use crate::protocol::{AuthFailCode, ClientMessage, DecodeError, PROTOCOL_VERSION, ServerMessage, SessionLimits};
+use crate::request_error::RequestError;
 use crate::rules::Policy;
 
 mod route;
@@ -188,11 +189,7 @@ impl Session {
                     Err(DecodeError::UnknownType { id, .. } | DecodeError::Invalid { id, .. }) => *id,
                     Err(_) => None,
                 };
-                out.push(Effect::Send(ServerMessage::Error {
-                    id,
-                    code: error::RATE_LIMITED.into(),
-                    message: format!("more than {} messages per second", self.config.messages_per_second),
-                }));
+                out.push(Effect::Send(RequestError::RateLimited(self.config.messages_per_second).reply(id)));
             }
             return out;
         }
@@ -351,19 +348,15 @@ impl Session {
         match message {
             Err(DecodeError::Malformed(reason)) => self.close(close::MALFORMED, &reason, out),
             Err(e @ DecodeError::TooDeep(_)) => self.close(close::MALFORMED, &e.to_string(), out),
-            Err(DecodeError::UnknownType { type_name, id }) => out.push(Effect::Send(ServerMessage::Error {
-                id,
-                code: error::UNKNOWN_TYPE.into(),
-                message: format!("unknown message type {type_name:?}"),
-            })),
+            Err(DecodeError::UnknownType { type_name, id }) => {
+                out.push(Effect::Send(RequestError::UnknownType(type_name).reply(id)))
+            }
             Err(DecodeError::Invalid { kind: "AUTH", reason, .. }) => {
                 self.fail(AuthFailCode::TokenMalformed, reason, out)
             }
-            Err(DecodeError::Invalid { kind, id, reason }) => out.push(Effect::Send(ServerMessage::Error {
-                id,
-                code: error::INVALID.into(),
-                message: format!("invalid {kind}: {reason}"),
-            })),
+            Err(DecodeError::Invalid { kind, id, reason }) => {
+                out.push(Effect::Send(RequestError::Invalid(format!("invalid {kind}: {reason}")).reply(id)))
+            }
             Ok(ClientMessage::Auth { token: None }) => {
                 self.fail(AuthFailCode::TokenMissing, "AUTH carried no token".into(), out)
             }

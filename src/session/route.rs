@@ -7,9 +7,9 @@ use rmpv::Value;
 
 use super::{Authenticated, Effect, SessionConfig};
 use crate::cursor::Cursor;
-use crate::protocol::codes::error;
 use crate::protocol::encoded_len;
-use crate::protocol::{ClientMessage, OpInput, OpOutcome, ServerMessage};
+use crate::protocol::{ClientMessage, OpInput, ServerMessage};
+use crate::request_error::RequestError;
 use crate::rules::{Access, Action, valid_resource};
 
 /// Checks and routes one authenticated request.
@@ -17,20 +17,18 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
     let (max_subscriptions, max_batch_ops, max_value) =
         (config.max_subscriptions, config.max_batch_ops, config.max_value_bytes);
     let send = |out: &mut Vec<Effect>, message| out.push(Effect::Send(message));
-    let fail = |out: &mut Vec<Effect>, id: u64, code: &str, message: String| {
-        out.push(Effect::Send(ServerMessage::Error { id: Some(id), code: code.into(), message }))
-    };
+    let fail = |out: &mut Vec<Effect>, id: u64, refusal: RequestError| out.push(Effect::Send(refusal.reply(Some(id))));
     let count = auth.subscriptions.len() + auth.syncs.len();
     // SUB and SYNC share one budget, and one refusal.
-    let full = || format!("at most {max_subscriptions} subscriptions and syncs per connection");
+    let full = || RequestError::TooManySubscriptions(max_subscriptions);
     match request {
         ClientMessage::Sub { id, topic } => {
             if let Err(why) = valid_resource(&topic) {
-                fail(out, id, error::INVALID, format!("topic {why}"));
+                fail(out, id, RequestError::Invalid(format!("topic {why}")));
             } else if !auth.access.allows(Action::Read, &topic) {
-                fail(out, id, error::FORBIDDEN, format!("not allowed to subscribe to {topic:?}"));
+                fail(out, id, RequestError::Forbidden(format!("not allowed to subscribe to {topic:?}")));
             } else if !auth.subscriptions.contains_key(&topic) && count >= max_subscriptions {
-                fail(out, id, error::TOO_MANY_SUBSCRIPTIONS, full());
+                fail(out, id, full());
             } else {
                 auth.subscriptions.insert(topic.clone(), id);
                 out.push(Effect::Subscribe { id, topic });
@@ -44,36 +42,33 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
         }
         ClientMessage::Pub { id, topic, data } => {
             if let Err(why) = valid_resource(&topic) {
-                fail(out, id, error::INVALID, format!("topic {why}"));
+                fail(out, id, RequestError::Invalid(format!("topic {why}")));
             } else if !auth.access.allows(Action::Write, &topic) {
-                fail(out, id, error::FORBIDDEN, format!("not allowed to publish to {topic:?}"));
+                fail(out, id, RequestError::Forbidden(format!("not allowed to publish to {topic:?}")));
             } else if encoded_len(&data) > max_value {
-                fail(out, id, error::INVALID, format!("data is larger than {max_value} bytes"));
+                fail(out, id, RequestError::Invalid(format!("data is larger than {max_value} bytes")));
             } else {
                 out.push(Effect::Publish { id, topic, data });
             }
         }
         ClientMessage::OpBatch { id, ops } => {
             if ops.len() > max_batch_ops {
-                return fail(out, id, error::INVALID, format!("at most {max_batch_ops} ops per batch"));
+                return fail(out, id, RequestError::Invalid(format!("at most {max_batch_ops} ops per batch")));
             }
             let mut results = Vec::with_capacity(ops.len());
             let mut allowed = Vec::with_capacity(ops.len());
             for (i, op) in ops.into_iter().enumerate() {
-                let rejection = |op_id: Value, code: &str, message: String| {
-                    Some(OpOutcome { op_id, ok: false, code: Some(code.into()), message: Some(message) })
-                };
+                let rejection = |op_id: Value, refusal: RequestError| Some(refusal.rejection(op_id));
                 results.push(match op {
-                    OpInput::Invalid { op_id, reason } => rejection(op_id, error::INVALID, reason),
+                    OpInput::Invalid { op_id, reason } => rejection(op_id, RequestError::Invalid(reason)),
                     OpInput::Op(op) if encoded_len(&op.value) > max_value => {
-                        rejection(op.op_id, error::INVALID, format!("value is larger than {max_value} bytes"))
+                        rejection(op.op_id, RequestError::Invalid(format!("value is larger than {max_value} bytes")))
                     }
                     OpInput::Op(op) => match valid_resource(&op.collection) {
-                        Err(why) => rejection(op.op_id, error::INVALID, format!("collection {why}")),
+                        Err(why) => rejection(op.op_id, RequestError::Invalid(format!("collection {why}"))),
                         Ok(()) if !auth.access.allows(Action::Write, &op.collection) => rejection(
                             op.op_id,
-                            error::FORBIDDEN,
-                            format!("not allowed to write to {:?}", op.collection),
+                            RequestError::Forbidden(format!("not allowed to write to {:?}", op.collection)),
                         ),
                         Ok(()) => {
                             allowed.push((i, op));
@@ -92,13 +87,13 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
         ClientMessage::Sync { id, collection, since } => {
             let since = since.as_deref().map(str::parse::<Cursor>).transpose();
             if let Err(why) = valid_resource(&collection) {
-                fail(out, id, error::INVALID, format!("collection {why}"));
+                fail(out, id, RequestError::Invalid(format!("collection {why}")));
             } else if since.is_err() {
-                fail(out, id, error::INVALID, "`since` is not a cursor this server issued".into());
+                fail(out, id, RequestError::Invalid("`since` is not a cursor this server issued".into()));
             } else if !auth.access.allows(Action::Read, &collection) {
-                fail(out, id, error::FORBIDDEN, format!("not allowed to sync {collection:?}"));
+                fail(out, id, RequestError::Forbidden(format!("not allowed to sync {collection:?}")));
             } else if !auth.syncs.contains_key(&collection) && count >= max_subscriptions {
-                fail(out, id, error::TOO_MANY_SUBSCRIPTIONS, full());
+                fail(out, id, full());
             } else {
                 auth.syncs.insert(collection.clone(), id);
                 out.push(Effect::Sync { id, collection, since: since.ok().flatten() });
@@ -153,11 +148,9 @@ fn end_disallowed(
         let keep = access.allows(Action::Read, name);
         if !keep {
             out.push(leave(name.clone()));
-            out.push(Effect::Send(ServerMessage::Error {
-                id: Some(*id),
-                code: error::FORBIDDEN.into(),
-                message: format!("{what} {name:?} is no longer allowed"),
-            }));
+            out.push(Effect::Send(
+                RequestError::Forbidden(format!("{what} {name:?} is no longer allowed")).reply(Some(*id)),
+            ));
         }
         keep
     });
