@@ -16,7 +16,7 @@
 //! | [`mask`] | refusal of unmasked client frames (sans-IO) |
 //! | [`request_error`] | why a request or op was refused: the one mapping of refusals to wire codes and messages |
 //! | [`protocol`], [`hlc`], [`cursor`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; WebSocket reassembly |
-//! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection |
+//! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection; [`auth::AuthSpec`] assembles one from settings (what `syncgate serve` flags describe) |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
 //! | [`hub`], [`outbox`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); bounded per-connection queues (4200) |
 //! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |

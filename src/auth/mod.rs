@@ -6,11 +6,13 @@
 //! in here. Time is passed in (`now`, Unix seconds) so verification is
 //! deterministic under test.
 
+mod assemble;
 mod claims;
 mod introspect;
 mod jwks;
 mod jwt;
 mod keys;
+mod peek;
 mod static_token;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use assemble::{AuthMode, AuthSpec, IssuerTable, OneOrMany};
 pub use introspect::{IntrospectSettings, IntrospectShape, Introspector};
 pub use jwks::{JwksPolicy, JwksSource};
 pub use jwt::{IssuerSettings, JwtKey, JwtSettings, JwtVerifier, KeyError, MAX_TOKEN_BYTES};

@@ -7,10 +7,8 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | the subcommands and the small value types they share |
-//! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] |
-//! | `authenticator` | the authenticator the auth flags (and `[[issuers]]` tables) describe |
+//! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
-mod authenticator;
 mod serve;
 
 use std::collections::BTreeMap;
@@ -22,8 +20,8 @@ use serde::Deserialize;
 pub use syncgate_tools::Seconds;
 use syncgate_tools::devtoken::TokenSpec;
 
-pub use authenticator::{IntrospectShapeArg, IssuerTable};
 pub use serve::{Serve, ServeArgs};
+pub use syncgate::auth::IssuerTable;
 
 #[cfg(doc)]
 use syncgate::ServerConfig;
@@ -116,6 +114,16 @@ pub enum AuthMode {
     Jwt,
     /// Token introspection against the operator's API (`--introspect-url`).
     Introspect,
+}
+
+/// Which answer shape the introspection endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntrospectShapeArg {
+    /// RFC 7662: only a boolean `active: true` with a `sub` admits.
+    Rfc7662,
+    /// `{userId, orgId, role}`: a non-empty `userId` and no `error` admit.
+    User,
 }
 
 /// Flags of `syncgate token`.

@@ -1,23 +1,99 @@
-//! The authenticator that `serve`'s auth flags and `[[issuers]]` tables describe.
+//! Assembling an authenticator from settings: what `syncgate serve`'s auth
+//! flags and `[[issuers]]` tables describe, and what an embedding app can
+//! fill in itself ([`AuthSpec`]). The checks are the server's: conflicting
+//! settings, unpinned JWKS in production, fail-open refused in production.
+//! Error messages name the `syncgate serve` flags the fields come from.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
-
-use super::{AuthMode, Seconds, ServeArgs};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use syncgate::auth::{
+use serde::Deserialize;
+
+use super::{
     AnonymousAuthenticator, Identity, IntrospectSettings, IntrospectShape, Introspector, IssuerSettings, JwksPolicy,
     JwksSource, JwtKey, JwtSettings, JwtVerifier, SharedAuthenticator, StaticTokenVerifier,
 };
-use syncgate::http_client::{HttpClient, check_url};
+use crate::http_client::{HttpClient, check_url};
 
-impl ServeArgs {
-    pub(super) fn authenticator(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
+/// How connections authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No token: the network is the boundary; everyone is `anonymous`.
+    None,
+    /// One static shared token.
+    Token,
+    /// Short-lived JWTs (a secret, a PEM public key, JWKS, or `[[issuers]]`).
+    Jwt,
+    /// Token introspection against the operator's API.
+    Introspect,
+}
+
+/// The settings an authenticator is assembled from; every field is optional,
+/// as on the command line (each is named after its `syncgate serve` flag).
+#[derive(Clone, Default)]
+pub struct AuthSpec {
+    /// The mode; inferred from the keys given when absent.
+    pub auth: Option<AuthMode>,
+    /// The static token (mode token).
+    pub token: Option<String>,
+    /// `sub` of static-token holders.
+    pub token_sub: Option<String>,
+    /// Roles of static-token holders.
+    pub token_roles: Option<Vec<String>>,
+    /// Roles of anonymous connections (mode none).
+    pub anonymous_roles: Option<Vec<String>>,
+    /// HMAC secret.
+    pub jwt_secret: Option<String>,
+    /// The previous HMAC secret, during a rotation.
+    pub jwt_previous_secret: Option<String>,
+    /// Until when (Unix seconds) the previous secret verifies.
+    pub jwt_previous_secret_until: Option<u64>,
+    /// PEM public key file.
+    pub jwt_public_key: Option<PathBuf>,
+    /// JWKS endpoints.
+    pub jwks_url: Option<Vec<String>>,
+    /// Shortest pause between JWKS refreshes caused by unknown `kid`s.
+    pub jwks_cooldown: Option<Duration>,
+    /// Issuers bound to their keys (the `[[issuers]]` tables).
+    pub issuers: Option<Vec<IssuerTable>>,
+    /// Required `aud` values.
+    pub jwt_audience: Option<Vec<String>>,
+    /// Required `iss` values.
+    pub jwt_issuer: Option<Vec<String>>,
+    /// Clock leeway for `exp`/`nbf`, seconds.
+    pub jwt_leeway: Option<u64>,
+    /// Claim holding the roles array.
+    pub jwt_roles_claim: Option<String>,
+    /// Claim holding a single role.
+    pub jwt_role_claim: Option<String>,
+    /// Introspection endpoint.
+    pub introspect_url: Option<String>,
+    /// Bearer token for the introspection endpoint.
+    pub introspect_token: Option<String>,
+    /// Cache lifetime of introspection answers, ms.
+    pub introspect_cache_ms: Option<u64>,
+    /// Timeout of identity-provider requests.
+    pub introspect_timeout: Option<Duration>,
+    /// Accept unverified claims while introspection is down (development only).
+    pub introspect_fail_open: Option<bool>,
+    /// The answer shape of the introspection endpoint.
+    pub introspect_shape: Option<IntrospectShape>,
+    /// Send the token form-encoded instead of as JSON.
+    pub introspect_form: Option<bool>,
+    /// Extra CA certificates (PEM) for identity providers.
+    pub idp_ca_file: Option<PathBuf>,
+    /// The deployment environment; `production` (any case) refuses unsafe settings.
+    pub env: Option<String>,
+}
+
+impl AuthSpec {
+    /// The authenticator these settings describe; non-fatal concerns are pushed to `warnings`.
+    pub fn build(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
         let has_jwt_key = self.jwt_secret.is_some()
             || self.jwt_public_key.is_some()
             || self.jwks_url.is_some()
@@ -77,10 +153,7 @@ impl ServeArgs {
                     cache_ttl: Duration::from_millis(self.introspect_cache_ms.unwrap_or(30_000).max(1)),
                     cache_max_entries: 100_000,
                     form: self.introspect_form.unwrap_or(false),
-                    shape: match self.introspect_shape.unwrap_or(IntrospectShapeArg::Rfc7662) {
-                        IntrospectShapeArg::Rfc7662 => IntrospectShape::Rfc7662,
-                        IntrospectShapeArg::User => IntrospectShape::User,
-                    },
+                    shape: self.introspect_shape.unwrap_or(IntrospectShape::Rfc7662),
                     fail_open,
                     leeway_secs: self.jwt_leeway.unwrap_or(30),
                 };
@@ -164,7 +237,7 @@ impl ServeArgs {
                 self.jwks_unpinned(&format!("{what} uses a JWKS without an audience"), warnings)?;
             }
             if let Some(name) = &table.name
-                && (syncgate::rules::valid_resource(name).is_err() || name.contains('/'))
+                && (crate::rules::valid_resource(name).is_err() || name.contains('/'))
             {
                 bail!("{what}: name {name:?} must be one path segment (it stands for {{iss}} in rules)");
             }
@@ -199,7 +272,7 @@ impl ServeArgs {
     fn jwks_key(&self, what: &str, url: &str) -> anyhow::Result<JwtKey> {
         check_url(url).map_err(|e| anyhow::anyhow!("{what}: jwks-url {e}"))?;
         let mut policy = JwksPolicy::default();
-        if let Some(Seconds(d)) = self.jwks_cooldown {
+        if let Some(d) = self.jwks_cooldown {
             policy.unknown_kid_cooldown = d;
         }
         Ok(JwtKey::Jwks(JwksSource::new(url.to_string(), self.http_client()?, policy)))
@@ -216,12 +289,12 @@ impl ServeArgs {
     }
 
     /// Whether `--env` names production (in any case).
-    pub(super) fn production(&self) -> bool {
+    pub fn production(&self) -> bool {
         self.env.as_deref().is_some_and(|env| env.trim().eq_ignore_ascii_case("production"))
     }
 
     fn http_client(&self) -> anyhow::Result<HttpClient> {
-        let timeout = self.introspect_timeout.map_or(Duration::from_secs(5), |Seconds(d)| d);
+        let timeout = self.introspect_timeout.unwrap_or(Duration::from_secs(5));
         let Some(path) = &self.idp_ca_file else {
             return HttpClient::new(timeout).map_err(|e| anyhow::anyhow!("HTTP client: {e}"));
         };
@@ -247,16 +320,6 @@ fn secret_key(what: &str, secret: &str, warnings: &mut Vec<String>) -> JwtKey {
 fn pem_key(what: &str, path: &std::path::Path) -> anyhow::Result<JwtKey> {
     let pem = std::fs::read(path).with_context(|| format!("{what}: {}", path.display()))?;
     Ok(JwtKey::PublicKeyPem(pem))
-}
-
-/// Which answer shape the introspection endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IntrospectShapeArg {
-    /// RFC 7662: only a boolean `active: true` with a `sub` admits.
-    Rfc7662,
-    /// `{userId, orgId, role}`: a non-empty `userId` and no `error` admit.
-    User,
 }
 
 /// A string or a list of strings in the --config file.

@@ -1,0 +1,201 @@
+//! The SQLite store's writer thread: every job waiting when it wakes goes
+//! into one transaction and one fsync (group commit); tombstone collection
+//! and revocations are written here too, so one connection does all writing.
+
+use std::sync::atomic::Ordering;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::mpsc;
+
+use super::{ApplyReply, Job, MAX_GROUP, State, err, to_i64, to_u64};
+use crate::hlc::{Hlc, encode_value, replaces};
+use crate::revocation::Revoked;
+use crate::store::{Applied, StoreError, Write};
+
+/// The writer thread: groups waiting jobs into one transaction each round.
+pub(super) fn commit_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, state: &State) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut applies = Vec::new();
+        for job in group {
+            match job {
+                Job::Apply { writes, reply } => applies.push((writes, reply)),
+                Job::Collect { before_millis, reply } => {
+                    let _ = reply.send(collect(&mut conn, before_millis, state));
+                }
+                Job::Revoke { revoked, reply } => {
+                    let _ = reply.send(revoke(&conn, &revoked));
+                }
+            }
+        }
+        if applies.is_empty() {
+            continue;
+        }
+        match commit(&mut conn, &applies, state) {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in applies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; the writes are refused");
+                for (_, reply) in applies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a group of batches in one transaction; nothing is visible unless all commit.
+fn commit(
+    conn: &mut Connection,
+    applies: &[(Vec<Write>, ApplyReply)],
+    state: &State,
+) -> Result<Vec<Vec<Applied>>, StoreError> {
+    let mut seq = state.last_seq.load(Ordering::SeqCst);
+    let mut clock = *state.clock.lock().unwrap_or_else(|e| e.into_inner());
+    let hlc_horizon = state.hlc_horizon.load(Ordering::SeqCst);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a commit", e))?;
+    let mut all = Vec::with_capacity(applies.len());
+    // Each touched collection's latest position, read once per commit and written back at its end.
+    let mut heads: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    {
+        let mut head =
+            tx.prepare_cached("SELECT seq FROM heads WHERE collection = ?1").map_err(|e| err("preparing", e))?;
+        let mut current = tx
+            .prepare_cached(
+                "SELECT hlc_millis, hlc_counter, hlc_node, value FROM records WHERE collection = ?1 AND key = ?2",
+            )
+            .map_err(|e| err("preparing", e))?;
+        let mut put = tx
+            .prepare_cached(
+                "INSERT INTO records (collection, key, value, hlc_millis, hlc_counter, hlc_node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value, hlc_millis = excluded.hlc_millis,
+                 hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node, seq = excluded.seq",
+            )
+            .map_err(|e| err("preparing", e))?;
+        for (writes, _) in applies {
+            let mut outcomes = Vec::with_capacity(writes.len());
+            for write in writes {
+                if write.hlc.millis < hlc_horizon {
+                    outcomes.push(Applied::Stale);
+                    continue;
+                }
+                let stored = current
+                    .query_row(params![write.collection, write.key], |r| {
+                        let hlc = Hlc {
+                            millis: to_u64(r.get(0)?),
+                            counter: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                            node: r.get(2)?,
+                        };
+                        Ok((hlc, r.get::<_, Vec<u8>>(3)?))
+                    })
+                    .optional()
+                    .map_err(|e| err("reading a record", e))?;
+                let encoded = encode_value(&write.value);
+                if stored.is_some_and(|(hlc, value)| !replaces(&write.hlc, &encoded, &hlc, &value)) {
+                    outcomes.push(Applied::Superseded);
+                    continue;
+                }
+                seq += 1;
+                put.execute(params![
+                    write.collection,
+                    write.key,
+                    encoded,
+                    to_i64(write.hlc.millis),
+                    i64::from(write.hlc.counter),
+                    write.hlc.node,
+                    to_i64(seq)
+                ])
+                .map_err(|e| err("writing a record", e))?;
+                clock = clock.max((write.hlc.millis, write.hlc.counter));
+                let prev = match heads.get_mut(write.collection.as_str()) {
+                    Some(latest) => std::mem::replace(latest, seq),
+                    None => {
+                        let stored: Option<i64> = head
+                            .query_row([&write.collection], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| err("reading a collection's head", e))?;
+                        heads.insert(&write.collection, seq);
+                        stored.map_or(0, to_u64)
+                    }
+                };
+                outcomes.push(Applied::Stored { seq, prev });
+            }
+            all.push(outcomes);
+        }
+        let mut meta = tx
+            .prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
+            .map_err(|e| err("preparing", e))?;
+        meta.execute(params!["seq", to_i64(seq)]).map_err(|e| err("writing meta", e))?;
+        let mut put_head = tx
+            .prepare_cached("INSERT OR REPLACE INTO heads (collection, seq) VALUES (?1, ?2)")
+            .map_err(|e| err("preparing", e))?;
+        for (collection, latest) in &heads {
+            put_head.execute(params![collection, to_i64(*latest)]).map_err(|e| err("writing a head", e))?;
+        }
+        meta.execute(params!["clock_millis", to_i64(clock.0)]).map_err(|e| err("writing meta", e))?;
+        meta.execute(params!["clock_counter", i64::from(clock.1)]).map_err(|e| err("writing meta", e))?;
+    }
+    if state.fail_commits.load(Ordering::SeqCst) {
+        // After every write, so the injected failure rolls back a real transaction.
+        return Err(StoreError("injected commit failure".into()));
+    }
+    tx.commit().map_err(|e| err("commit", e))?;
+    state.last_seq.store(seq, Ordering::SeqCst);
+    *state.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
+    Ok(all)
+}
+
+fn collect(conn: &mut Connection, before_millis: u64, state: &State) -> Result<usize, StoreError> {
+    let tx =
+        conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a collection", e))?;
+    let (removed, highest, latest): (i64, Option<i64>, Option<i64>) = tx
+        .query_row(
+            "SELECT COUNT(*), MAX(seq), MAX(hlc_millis) FROM records WHERE value = x'c0' AND hlc_millis < ?1",
+            [to_i64(before_millis)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(|e| err("finding tombstones", e))?;
+    tx.execute("DELETE FROM records WHERE value = x'c0' AND hlc_millis < ?1", [to_i64(before_millis)])
+        .map_err(|e| err("collecting tombstones", e))?;
+    let horizon = state.horizon.load(Ordering::SeqCst).max(highest.map_or(0, to_u64));
+    // Writes up to the newest collected tombstone's millisecond could have lost to it.
+    let hlc_horizon = state.hlc_horizon.load(Ordering::SeqCst).max(latest.map_or(0, |m| to_u64(m) + 1));
+    tx.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('horizon', ?1)", [to_i64(horizon)])
+        .map_err(|e| err("writing meta", e))?;
+    tx.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('hlc_horizon', ?1)", [to_i64(hlc_horizon)])
+        .map_err(|e| err("writing meta", e))?;
+    tx.commit().map_err(|e| err("commit", e))?;
+    state.horizon.store(horizon, Ordering::SeqCst);
+    state.hlc_horizon.store(hlc_horizon, Ordering::SeqCst);
+    Ok(usize::try_from(removed).unwrap_or(0))
+}
+
+/// Records the store's epoch (stored as the i64 with the same bits).
+pub(crate) fn set_epoch(conn: &Connection, epoch: u64) -> Result<(), StoreError> {
+    conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('epoch', ?1)", [epoch as i64])
+        .map(|_| ())
+        .map_err(|e| err("writing the epoch", e))
+}
+
+fn revoke(conn: &Connection, revoked: &Revoked) -> Result<(), StoreError> {
+    let (kind, subject, before) = match revoked {
+        Revoked::Jti(jti) => ("jti", jti.as_str(), 0),
+        Revoked::Subject { sub, issued_before } => ("sub", sub.as_str(), to_i64(*issued_before)),
+    };
+    conn.execute(
+        "INSERT INTO revocations (kind, subject, issued_before) VALUES (?1, ?2, ?3)
+         ON CONFLICT (kind, subject) DO UPDATE SET issued_before = MAX(issued_before, excluded.issued_before)",
+        params![kind, subject, before],
+    )
+    .map(|_| ())
+    .map_err(|e| err("saving a revocation", e))
+}
