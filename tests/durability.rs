@@ -212,3 +212,29 @@ async fn revocations_survive_a_restart() {
     assert_eq!(RawWs::refused(server.addr, &revoked).await, ("forbidden".into(), 4003));
     server.stop().await;
 }
+
+/// A collection's chain (`prev`) survives a restart even when its latest
+/// write was a tombstone that has since been collected.
+#[tokio::test]
+async fn a_collections_chain_survives_collection_and_restart() {
+    use syncgate::hlc::Hlc;
+    use syncgate::store::{Applied, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let write = |key: &str, value: Value, millis: u64| Write {
+        collection: "c".into(),
+        key: key.into(),
+        value,
+        hlc: Hlc { millis, counter: 0, node: "n".into() },
+    };
+    let head = {
+        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+        store.apply(&[write("k", Value::from(1), 10)]).await.unwrap();
+        let applied = store.apply(&[write("k", Value::Nil, 20)]).await.unwrap();
+        let Applied::Stored { seq, .. } = applied[0] else { panic!("{applied:?}") };
+        assert_eq!(store.collect_tombstones(1_000).await.unwrap(), 1, "the head tombstone is collected");
+        seq
+    };
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let applied = store.apply(&[write("x", Value::from(2), 5_000)]).await.unwrap();
+    assert!(matches!(applied[0], Applied::Stored { prev, .. } if prev == head), "{applied:?} (head {head})");
+}

@@ -128,7 +128,6 @@ impl SqliteStore {
                  CREATE INDEX IF NOT EXISTS records_by_seq ON records (collection, seq);
                  CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
                  CREATE TABLE IF NOT EXISTS heads (collection TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-                 INSERT OR IGNORE INTO heads (collection, seq) SELECT collection, MAX(seq) FROM records GROUP BY collection;
                  CREATE TABLE IF NOT EXISTS revocations (
                      kind TEXT NOT NULL, subject TEXT NOT NULL, issued_before INTEGER NOT NULL,
                      PRIMARY KEY (kind, subject)) WITHOUT ROWID;"
@@ -181,11 +180,12 @@ impl SqliteStore {
             Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|e| err("opening the read connection", e))?;
         reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| err("configuring reads", e))?;
+        let heads = read_heads(&writer)?;
         let (jobs, rx) = mpsc::channel(4096);
         let thread_state = state.clone();
         std::thread::Builder::new()
             .name("syncgate-commit".into())
-            .spawn(move || commit_loop(writer, rx, &thread_state))
+            .spawn(move || commit_loop(writer, rx, &thread_state, heads))
             .map_err(|e| err("starting the commit thread", e))?;
         Ok(Self { reader: Arc::new(Mutex::new(reader)), jobs, state, dir: dir.to_path_buf(), _lock: lock })
     }
@@ -276,6 +276,21 @@ impl RevocationStore for SqliteStore {
     fn load(&self) -> StoreFuture<'_, Vec<Revoked>> {
         self.read(|reader| saved_revocations(reader))
     }
+}
+
+/// Each collection's latest position: its newest record, or the newest
+/// collected tombstone kept in `heads` (see `writer::collect`).
+fn read_heads(conn: &Connection) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    let mut statement = conn
+        .prepare(
+            "SELECT collection, MAX(seq) FROM (SELECT collection, seq FROM records UNION ALL SELECT collection, seq FROM heads)
+             GROUP BY collection",
+        )
+        .map_err(|e| err("reading the heads", e))?;
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, to_u64(r.get(1)?))))
+        .map_err(|e| err("reading the heads", e))?;
+    rows.map(|r| r.map_err(|e| err("reading the heads", e))).collect()
 }
 
 /// Records of `collection` after `since`, with the cursor and horizon, in one read transaction.

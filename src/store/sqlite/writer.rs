@@ -2,6 +2,7 @@
 //! into one transaction and one fsync (group commit); tombstone collection
 //! and revocations are written here too, so one connection does all writing.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -13,7 +14,13 @@ use crate::revocation::Revoked;
 use crate::store::{Applied, StoreError, Write};
 
 /// The writer thread: groups waiting jobs into one transaction each round.
-pub(super) fn commit_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, state: &State) {
+/// `heads` holds each collection's latest position; only this thread writes, so it owns them.
+pub(super) fn commit_loop(
+    mut conn: Connection,
+    mut jobs: mpsc::Receiver<Job>,
+    state: &State,
+    mut heads: HashMap<String, u64>,
+) {
     while let Some(first) = jobs.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -37,7 +44,7 @@ pub(super) fn commit_loop(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, s
         if applies.is_empty() {
             continue;
         }
-        match commit(&mut conn, &applies, state) {
+        match commit(&mut conn, &applies, state, &mut heads) {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in applies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -58,17 +65,16 @@ fn commit(
     conn: &mut Connection,
     applies: &[(Vec<Write>, ApplyReply)],
     state: &State,
+    heads: &mut HashMap<String, u64>,
 ) -> Result<Vec<Vec<Applied>>, StoreError> {
     let mut seq = state.last_seq.load(Ordering::SeqCst);
     let mut clock = *state.clock.lock().unwrap_or_else(|e| e.into_inner());
     let hlc_horizon = state.hlc_horizon.load(Ordering::SeqCst);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a commit", e))?;
     let mut all = Vec::with_capacity(applies.len());
-    // Each touched collection's latest position, read once per commit and written back at its end.
-    let mut heads: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    // The touched collections' new heads: kept only once the commit succeeds.
+    let mut moved: HashMap<&str, u64> = HashMap::new();
     {
-        let mut head =
-            tx.prepare_cached("SELECT seq FROM heads WHERE collection = ?1").map_err(|e| err("preparing", e))?;
         let mut current = tx
             .prepare_cached(
                 "SELECT hlc_millis, hlc_counter, hlc_node, value FROM records WHERE collection = ?1 AND key = ?2",
@@ -116,15 +122,11 @@ fn commit(
                 ])
                 .map_err(|e| err("writing a record", e))?;
                 clock = clock.max((write.hlc.millis, write.hlc.counter));
-                let prev = match heads.get_mut(write.collection.as_str()) {
+                let prev = match moved.get_mut(write.collection.as_str()) {
                     Some(latest) => std::mem::replace(latest, seq),
                     None => {
-                        let stored: Option<i64> = head
-                            .query_row([&write.collection], |r| r.get(0))
-                            .optional()
-                            .map_err(|e| err("reading a collection's head", e))?;
-                        heads.insert(&write.collection, seq);
-                        stored.map_or(0, to_u64)
+                        moved.insert(&write.collection, seq);
+                        heads.get(&write.collection).copied().unwrap_or(0)
                     }
                 };
                 outcomes.push(Applied::Stored { seq, prev });
@@ -135,12 +137,6 @@ fn commit(
             .prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
             .map_err(|e| err("preparing", e))?;
         meta.execute(params!["seq", to_i64(seq)]).map_err(|e| err("writing meta", e))?;
-        let mut put_head = tx
-            .prepare_cached("INSERT OR REPLACE INTO heads (collection, seq) VALUES (?1, ?2)")
-            .map_err(|e| err("preparing", e))?;
-        for (collection, latest) in &heads {
-            put_head.execute(params![collection, to_i64(*latest)]).map_err(|e| err("writing a head", e))?;
-        }
         meta.execute(params!["clock_millis", to_i64(clock.0)]).map_err(|e| err("writing meta", e))?;
         meta.execute(params!["clock_counter", i64::from(clock.1)]).map_err(|e| err("writing meta", e))?;
     }
@@ -149,6 +145,9 @@ fn commit(
         return Err(StoreError("injected commit failure".into()));
     }
     tx.commit().map_err(|e| err("commit", e))?;
+    for (collection, latest) in moved {
+        heads.insert(collection.to_string(), latest);
+    }
     state.last_seq.store(seq, Ordering::SeqCst);
     *state.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
     Ok(all)
@@ -164,6 +163,14 @@ fn collect(conn: &mut Connection, before_millis: u64, state: &State) -> Result<u
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .map_err(|e| err("finding tombstones", e))?;
+    // A collection's head may be a tombstone about to go: the heads table keeps
+    // it, so the chain survives a restart (at open, heads come from records and this table).
+    tx.execute(
+        "INSERT INTO heads (collection, seq) SELECT collection, MAX(seq) FROM records GROUP BY collection
+         ON CONFLICT (collection) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        [],
+    )
+    .map_err(|e| err("keeping the heads", e))?;
     tx.execute("DELETE FROM records WHERE value = x'c0' AND hlc_millis < ?1", [to_i64(before_millis)])
         .map_err(|e| err("collecting tombstones", e))?;
     let horizon = state.horizon.load(Ordering::SeqCst).max(highest.map_or(0, to_u64));
