@@ -15,9 +15,11 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | the actor: its loop, socket writes, leaving on close |
+//! | `frames` | the write side: frames batched into one write per burst |
 //! | `reader` | the reader task: frames → reassembled, decoded messages |
 //! | `work` | effects carried out, work started as tasks and their completions |
 
+mod frames;
 mod reader;
 mod work;
 
@@ -26,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use fastwebsockets::{Frame, Payload, Role, WebSocketWrite};
+use fastwebsockets::{Frame, Payload};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -44,6 +46,7 @@ use crate::registry::Control;
 use crate::rules::Policy;
 use crate::session::{Effect, Session};
 
+use frames::{BATCH_BYTES, FrameWriter};
 use reader::{Inbound, read_loop};
 use work::{Completion, PendingSync};
 
@@ -70,9 +73,6 @@ pub(crate) async fn serve<S>(
     let (read, write) = tokio::io::split(io);
     let unmasked = Arc::new(AtomicBool::new(false));
     let read = MaskCheck::new(read, unmasked.clone());
-    // The halves are built separately: the writer with a dummy reader, the
-    // reader (in its task) with a dummy writer, so each owns only its side.
-    let (_, ws_write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write, Role::Server);
     let (tx, rx) = mpsc::channel(8);
     let (authenticated, auth_verdicts) = watch::channel(false);
     let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, auth_verdicts, unmasked));
@@ -90,7 +90,8 @@ pub(crate) async fn serve<S>(
     let mut actor = Actor {
         shared: shared.clone(),
         session,
-        ws: ws_write,
+        ws: FrameWriter::new(write),
+        batching: false,
         peer,
         authenticated,
         outbox,
@@ -118,7 +119,9 @@ pub(crate) async fn serve<S>(
 struct Actor<S> {
     shared: Arc<Shared>,
     session: Session,
-    ws: WebSocketWrite<WriteHalf<S>>,
+    ws: FrameWriter<WriteHalf<S>>,
+    /// Deliveries are being gathered: data frames are queued, written together afterwards.
+    batching: bool,
     peer: SocketAddr,
     /// Tells the reader whether the session is authenticated (it lifts the
     /// pre-auth size limit), after every verification.
@@ -208,7 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     let policy = queues.policy.borrow_and_update().clone();
                     self.session.on_policy(policy)
                 }
-                Some(item) = queues.outbound.recv() => match self.deliver(item).await {
+                Some(item) = queues.outbound.recv() => match self.deliver_burst(item, &mut queues.outbound).await {
                     Flow::Continue => continue,
                     Flow::Stop => return true,
                 },
@@ -253,6 +256,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(self.now()))
     }
 
+    /// Delivers `first` and whatever else is queued already (up to a batch),
+    /// then writes them all at once.
+    async fn deliver_burst(&mut self, first: Outbound, outbound: &mut mpsc::Receiver<Outbound>) -> Flow {
+        self.batching = true;
+        let mut flow = self.deliver(first).await;
+        while let Flow::Continue = flow
+            && self.ws.pending() < BATCH_BYTES
+            && let Ok(item) = outbound.try_recv()
+        {
+            flow = self.deliver(item).await;
+        }
+        self.batching = false;
+        match flow {
+            Flow::Continue => match self.write_pending().await {
+                Ok(()) => Flow::Continue,
+                Err(()) => Flow::Stop,
+            },
+            Flow::Stop => Flow::Stop,
+        }
+    }
+
     /// Leaves every topic and feed when the connection ends.
     async fn leave_everything(&mut self) {
         let id = self.outbox.id();
@@ -280,6 +304,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
             return Flow::Stop;
         }
+        if self.batching {
+            return if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop };
+        }
         match self.write(Frame::binary(Payload::Borrowed(bytes))).await {
             Ok(()) => Flow::Continue,
             Err(()) => Flow::Stop,
@@ -291,14 +318,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         self.write(Frame::close(code, reason.as_bytes())).await.is_ok()
     }
 
-    /// Writes one frame; a peer that does not read within the write timeout, or
-    /// before the session's hard deadline, is dropped.
+    /// Writes one frame, after anything queued before it.
     async fn write(&mut self, frame: Frame<'_>) -> Result<(), ()> {
+        if !self.ws.queue(frame) {
+            debug!(peer = %self.peer, "write after close");
+            return Err(());
+        }
+        self.write_pending().await
+    }
+
+    /// Writes the queued frames; a peer that does not read within the write
+    /// timeout, or before the session's hard deadline, is dropped.
+    async fn write_pending(&mut self) -> Result<(), ()> {
         let mut limit = self.shared.config.timeouts.write;
         if let Some(at) = self.session.hard_deadline() {
             limit = limit.min(std::time::Duration::from_millis(at.saturating_sub(self.now()).max(1)));
         }
-        match timeout(limit, self.ws.write_frame(frame)).await {
+        match timeout(limit, self.ws.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "write failed");
