@@ -55,6 +55,16 @@ fn main() -> ExitCode {
                     cli::BenchCommand::Fanout(args) => {
                         syncgate_tools::loadgen::fanout::run_fanout(args).await.map(|r| r.to_string())
                     }
+                    cli::BenchCommand::Handshake(args) => {
+                        syncgate_tools::loadgen::handshake::run_handshake(args).await.map(|r| r.to_string())
+                    }
+                    cli::BenchCommand::Idle(args) => {
+                        syncgate_tools::loadgen::handshake::run_idle(args).await.map(|r| r.to_string())
+                    }
+                    cli::BenchCommand::Reference(args) => syncgate_tools::loadgen::reference::serve_reference(args)
+                        .await
+                        .map(|()| String::new())
+                        .map_err(|e| e.to_string()),
                 }
             });
             match report {

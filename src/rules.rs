@@ -10,6 +10,7 @@
 //! `sub` can never widen access. Deny wins; with rules, anything not allowed
 //! is denied.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -143,7 +144,7 @@ impl RuleSet {
                 Some(Grant { pattern, actions: rule.actions, deny: rule.deny })
             })
             .collect();
-        Access { grants: Some(rules) }
+        Access { grants: Some(Grants::index(rules)) }
     }
 }
 
@@ -235,11 +236,36 @@ struct Grant {
     deny: bool,
 }
 
+/// One identity's grants, indexed by their first segment: a check looks only
+/// at the grants that can match the resource's first segment (and those that
+/// start with a wildcard), so it stays fast with many rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grants {
+    all: Vec<Grant>,
+    /// First literal segment → indexes into `all`.
+    by_first: BTreeMap<String, Vec<usize>>,
+    /// Grants whose pattern starts with `*` or `**`.
+    wild: Vec<usize>,
+}
+
+impl Grants {
+    fn index(all: Vec<Grant>) -> Self {
+        let (mut by_first, mut wild) = (BTreeMap::<String, Vec<usize>>::new(), Vec::new());
+        for (n, grant) in all.iter().enumerate() {
+            match grant.pattern.first() {
+                Some(Seg::Literal(first)) => by_first.entry(first.clone()).or_default().push(n),
+                _ => wild.push(n),
+            }
+        }
+        Self { all, by_first, wild }
+    }
+}
+
 /// What one identity may do, ready for allocation-free checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
     /// `None`: no rules file, everything is allowed.
-    grants: Option<Vec<Grant>>,
+    grants: Option<Grants>,
 }
 
 impl Access {
@@ -253,8 +279,10 @@ impl Access {
         let Some(grants) = &self.grants else {
             return true;
         };
+        let first = split(resource).0;
+        let candidates = grants.by_first.get(first).into_iter().flatten().chain(&grants.wild);
         let mut allowed = false;
-        for grant in grants.iter().filter(|g| g.actions & action.bit() != 0) {
+        for grant in candidates.map(|&n| &grants.all[n]).filter(|g| g.actions & action.bit() != 0) {
             if matches(&grant.pattern, Some(resource)) {
                 if grant.deny {
                     return false;

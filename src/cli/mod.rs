@@ -80,6 +80,13 @@ pub enum BenchCommand {
     Ops(syncgate_tools::loadgen::OpsArgs),
     /// Subscribers of one topic receiving what a few publishers send: deliveries/s, order, latency.
     Fanout(syncgate_tools::loadgen::fanout::FanoutArgs),
+    /// Connections that connect, authenticate and close: rate and per-phase latency (`--reference`: the transport's ceiling too).
+    Handshake(syncgate_tools::loadgen::handshake::HandshakeArgs),
+    /// Authenticated connections held idle: the server's memory per connection.
+    Idle(syncgate_tools::loadgen::handshake::IdleArgs),
+    /// The bare-transport reference server that `bench handshake --reference` starts.
+    #[command(hide = true)]
+    Reference(syncgate_tools::loadgen::reference::ReferenceArgs),
 }
 
 /// Which store keeps collections.

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use rmpv::Value;
 use serde::Deserialize;
 
+use super::server_stats::{Sample, Usage};
 use super::{Seconds, Socket, micros, open_authenticated, token_for};
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
@@ -46,6 +47,12 @@ pub struct FanoutArgs {
     /// Bytes of each publication's data (at least 20: publisher, sequence, time).
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
+    /// Stop after this many publications per publisher (the duration still bounds the run).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// The server's process id: its CPU time per delivery is reported.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// The topic every connection of the run uses.
@@ -65,6 +72,7 @@ pub struct FanoutReport {
     failed_subscribers: usize,
     elapsed: Duration,
     latency_us: Histogram<u64>,
+    server: Option<Usage>,
 }
 
 impl FanoutReport {
@@ -97,7 +105,11 @@ impl fmt::Display for FanoutReport {
             ms(0.5),
             ms(0.99),
             self.latency_us.max() as f64 / 1000.0
-        )
+        )?;
+        if let Some(server) = &self.server {
+            write!(f, "\n{server} · {:.2} µs of server CPU per delivery", server.micros_per(self.deliveries))?;
+        }
+        Ok(())
     }
 }
 
@@ -144,14 +156,17 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
             None => break,
         }
     }
+    let before = args.server_pid.and_then(Sample::read);
     let started = Instant::now();
     let deadline = started + args.duration.0;
+    let limit = args.messages.unwrap_or(u64::MAX);
     let mut publishers = Vec::with_capacity(args.publishers);
     for n in 0..args.publishers {
         let token = token_for(&args.token, &args.token_secret, &format!("fanout-pub-{n}"))?;
         let (url, window, bytes) = (args.url.clone(), args.window, args.payload_bytes.max(20));
-        publishers
-            .push(tokio::spawn(async move { publish_until(url, token, n, window, bytes, epoch, deadline).await }));
+        publishers.push(tokio::spawn(async move {
+            publish_until(url, token, n, window, bytes, epoch, (deadline, limit)).await
+        }));
     }
     let mut sent = Vec::with_capacity(args.publishers);
     for publisher in publishers {
@@ -169,6 +184,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
         failed_subscribers,
         elapsed: Duration::ZERO,
         latency_us: Histogram::new(3).map_err(|e| e.to_string())?,
+        server: None,
     };
     let mut last_at = started;
     for subscriber in subscribers {
@@ -185,6 +201,9 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     }
     report.failed_subscribers = report.failed_subscribers.min(args.subscribers);
     report.elapsed = last_at.saturating_duration_since(started);
+    if let (Some(before), Some(after)) = (before, args.server_pid.and_then(Sample::read)) {
+        report.server = Some(Usage::between(before, after, started.elapsed().as_secs_f64()));
+    }
     if report.failed_subscribers == args.subscribers {
         return Err("every subscriber failed".into());
     }
@@ -284,12 +303,12 @@ async fn publish_until(
     window: usize,
     payload_bytes: usize,
     epoch: Instant,
-    deadline: Instant,
+    (deadline, limit): (Instant, u64),
 ) -> Result<u64, String> {
     let mut ws = open_authenticated(&url, token).await?;
     let (mut sent, mut answered) = (0u64, 0u64);
     loop {
-        while sent - answered < window as u64 && Instant::now() < deadline {
+        while sent - answered < window as u64 && sent < limit && Instant::now() < deadline {
             sent += 1;
             let mut data = vec![0u8; payload_bytes];
             data[..4].copy_from_slice(&(publisher as u32).to_be_bytes());
