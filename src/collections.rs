@@ -204,16 +204,22 @@ impl Inner {
     /// Hands the hub one notice per collection the commit changed, chained to
     /// the collection's previous position.
     fn publish(&self, writes: &[Write], applied: &[Applied], now_ms: u64) {
-        // collection → (prev, last, records)
-        let mut changed: BTreeMap<&str, (u64, u64, Vec<Record>)> = BTreeMap::new();
+        // collection → (prev, last, records); records only for collections someone follows.
+        let mut changed: BTreeMap<&str, (u64, u64, Option<Vec<Record>>)> = BTreeMap::new();
         for (write, outcome) in writes.iter().zip(applied) {
             let Applied::Stored { seq, prev } = *outcome else { continue };
             self.clock.observe(&write.hlc, now_ms);
-            let entry = changed.entry(write.collection.as_str()).or_insert((prev, seq, Vec::new()));
+            let collection = write.collection.as_str();
+            let entry = changed
+                .entry(collection)
+                .or_insert_with(|| (prev, seq, self.hub.wants_changes(collection).then(Vec::new)));
             entry.1 = seq;
-            entry.2.push(Record { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.to_string() });
+            if let Some(records) = &mut entry.2 {
+                records.push(Record { key: write.key.clone(), value: write.value.clone(), hlc: write.hlc.to_string() });
+            }
         }
         for (collection, (prev, last, records)) in changed {
+            let Some(records) = records else { continue };
             let change = encode_server(&ServerMessage::Change {
                 collection: collection.to_string(),
                 records,

@@ -115,7 +115,8 @@ async fn issuer_tables_from_the_config_file_bind_keys_to_issuers() {
 /// A `sub` holding a newline cannot forge a log line.
 #[tokio::test]
 async fn claims_in_log_lines_cannot_forge_lines() {
-    let (mut child, addr, log) = spawn_server_with_log(&["--jwt-secret", SECRET], &[]);
+    // Successful authentications are logged at DEBUG.
+    let (mut child, addr, log) = spawn_server_with_log(&["--jwt-secret", SECRET, "--log", "debug"], &[]);
     let forged = "mallory\n2026-12-01T00:00:00Z  INFO authenticated sub=admin";
     RawWs::authed(addr, &hs256(serde_json::json!({"sub": forged, "exp": now() + 600}))).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -141,6 +141,11 @@ impl Backplane for MemoryBackplane {
     fn inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+
+    fn has_peers(&self) -> bool {
+        // Interest is registered by others only: none registered, nobody to reach.
+        !self.bus.interest.is_empty() && self.bus.nodes.lock().unwrap_or_else(|e| e.into_inner()).len() > 1
+    }
 }
 
 #[cfg(test)]

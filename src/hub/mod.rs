@@ -190,6 +190,12 @@ impl Hub {
         }
     }
 
+    /// Whether a change of `collection` would reach anyone (a watcher here, or
+    /// possibly another node): when not, a commit need not encode it.
+    pub fn wants_changes(&self, collection: &str) -> bool {
+        self.feeds.contains_key(collection) || self.backplane.has_peers()
+    }
+
     /// A commit of this node changed `collection`: its watchers here and on other nodes get the change.
     pub fn committed(self: &Arc<Self>, collection: &str, notice: ChangeNotice) {
         self.backplane.publish(&Subject::Changes(collection.to_string()), notice.to_payload());
