@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub clock: Arc<dyn Clock>,
     /// The rules file, read again when another node says the rules changed.
     pub rules_file: Option<std::path::PathBuf>,
+    /// Cancelled when the server starts draining: `/readyz` answers 503 while
+    /// connections are still served, so load balancers stop sending new ones
+    /// before the shutdown token closes them with 1001.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             auth_failures_per_minute: 30,
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             rules_file: None,
+            draining: tokio_util::sync::CancellationToken::new(),
             clock: Arc::new(MonotonicClock::new()),
         }
     }

@@ -81,11 +81,14 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&format!("{e:#}")),
             };
             let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| serve.log.clone());
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                .init();
+            let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+            match serve.log_format {
+                cli::LogFormat::Text => {
+                    logs.with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init()
+                }
+                // One JSON object per line; fields (never a token) stay fields.
+                cli::LogFormat::Json => logs.json().with_current_span(false).init(),
+            }
             for warning in &serve.warnings {
                 tracing::warn!("{warning}");
             }
@@ -116,8 +119,13 @@ async fn serve_until_signalled(serve: cli::Serve) -> ExitCode {
         Ok(signals) => signals,
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
-    let backplane = serve.config.backplane.clone();
-    tokio::spawn(signals.drive(shutdown.clone(), serve.rules.clone(), serve.config.policy.clone(), backplane));
+    let reload = Reload {
+        rules: serve.rules.clone(),
+        policy: serve.config.policy.clone(),
+        backplane: serve.config.backplane.clone(),
+    };
+    let drain = (serve.config.draining.clone(), serve.drain_grace);
+    tokio::spawn(signals.drive(shutdown.clone(), drain, reload));
     match syncgate::server::run_with_admin(listener, admin, serve.config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("server failed: {e}")),
@@ -149,15 +157,15 @@ impl Signals {
         Ok(Self {})
     }
 
-    /// SIGINT or SIGTERM starts a graceful shutdown; SIGHUP reloads the rules
-    /// file, keeping the rules in force when the new file is bad, and tells
-    /// the other nodes to reload theirs.
+    /// SIGINT or SIGTERM starts a graceful shutdown: `/readyz` turns 503 for
+    /// the drain grace, then connections close with 1001. SIGHUP reloads the
+    /// rules file, keeping the rules in force when the new file is bad, and
+    /// tells the other nodes to reload theirs.
     async fn drive(
         mut self,
         shutdown: CancellationToken,
-        rules: Option<std::path::PathBuf>,
-        policy: syncgate::rules::PolicyHandle,
-        backplane: std::sync::Arc<dyn syncgate::backplane::Backplane>,
+        (draining, grace): (CancellationToken, std::time::Duration),
+        Reload { rules, policy, backplane }: Reload,
     ) {
         #[cfg(unix)]
         loop {
@@ -184,9 +192,18 @@ impl Signals {
             let _ = (&mut self, rules, policy, backplane);
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::info!("shutdown requested");
+        tracing::info!(drain_secs = grace.as_secs_f64(), "shutdown requested; draining");
+        draining.cancel();
+        tokio::time::sleep(grace).await;
         shutdown.cancel();
     }
+}
+
+/// What SIGHUP needs: the rules file, the live policy, and the way to tell other nodes.
+struct Reload {
+    rules: Option<std::path::PathBuf>,
+    policy: syncgate::rules::PolicyHandle,
+    backplane: std::sync::Arc<dyn syncgate::backplane::Backplane>,
 }
 
 fn fail(message: &str) -> ExitCode {

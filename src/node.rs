@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     /// mutex: nothing awaits under it.
     pub(crate) admission: std::sync::Mutex<()>,
     next_connection: AtomicU64,
+    /// The last store probe of `/readyz` and when it ran (probes are at most one a second).
+    probe: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 impl Shared {
@@ -85,6 +87,7 @@ impl Shared {
             admin_separate,
             admission: std::sync::Mutex::new(()),
             next_connection: AtomicU64::new(1),
+            probe: std::sync::Mutex::new(None),
         });
         match inbound {
             Some(inbound) => {
@@ -96,6 +99,28 @@ impl Shared {
         }
         shared.tracker.spawn(collect_tombstones(shared.clone()));
         Ok(shared)
+    }
+
+    /// Whether this node should be sent clients (`/readyz`): not while it
+    /// drains or shuts down, nor while its store cannot commit (probed with an
+    /// empty commit, at most once a second).
+    pub(crate) async fn readiness(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() || self.config.draining.is_cancelled() {
+            return Err("draining".into());
+        }
+        if let Some((at, result)) = &*self.probe.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return result.clone();
+        }
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(2), self.config.store.apply(&[])).await;
+        let result = match probe {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("the store cannot commit: {e}")),
+            Err(_) => Err("the store did not commit within 2 s".into()),
+        };
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 
     /// A fresh connection id.

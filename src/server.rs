@@ -1,4 +1,4 @@
-//! The accept loop and the HTTP side: `/ws` upgrades, `/healthz`, TLS, shutdown.
+//! The accept loop and the HTTP side: `/ws` upgrades, `/healthz`, `/readyz`, TLS, shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -191,6 +191,10 @@ async fn route(
     }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => match shared.readiness().await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
+        },
         (_, "/ws") => {
             if !upgrade::is_upgrade_request(&request) {
                 let mut response = text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket\n");

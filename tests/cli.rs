@@ -243,6 +243,29 @@ fn spawn_server_with_log(
     (child, addr, log)
 }
 
+/// `--log-format json` writes one JSON object per line, fields and all.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = syncgate()
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--jwt-secret", SECRET, "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        let object: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        if object["fields"]["message"] == "syncgate listening" {
+            break object;
+        }
+    };
+    assert_eq!(listening["level"], "INFO");
+    assert!(listening["fields"]["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{listening}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 /// Waits (15 s at most) for a log line containing `needle`.
 fn wait_for_log(log: &std::sync::mpsc::Receiver<String>, needle: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -20,7 +20,7 @@ use serde::Deserialize;
 pub use syncgate_tools::Seconds;
 use syncgate_tools::devtoken::TokenSpec;
 
-pub use serve::{Serve, ServeArgs};
+pub use serve::{LogFormat, Serve, ServeArgs};
 pub use syncgate::auth::IssuerTable;
 
 #[cfg(doc)]

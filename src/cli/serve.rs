@@ -192,6 +192,23 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax) [default: info].
     #[arg(long, env = "SYNCGATE_LOG")]
     pub log: Option<String>,
+    /// Log line format: `text`, or `json` (one object per line, for log shippers) [default: text].
+    #[arg(long, env = "SYNCGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// On SIGTERM/SIGINT, how long `/readyz` answers 503 (so load balancers stop
+    /// sending clients) before connections are closed with 1001 [default: 0s].
+    #[arg(long, env = "SYNCGATE_DRAIN_GRACE")]
+    pub drain_grace: Option<Seconds>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A fully resolved `serve` invocation.
@@ -204,6 +221,10 @@ pub struct Serve {
     pub config: ServerConfig,
     /// The log filter.
     pub log: String,
+    /// The log line format.
+    pub log_format: LogFormat,
+    /// How long to drain before closing connections on a signal.
+    pub drain_grace: std::time::Duration,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
     /// The rules file, reloaded on SIGHUP.
@@ -256,7 +277,7 @@ impl ServeArgs {
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
             env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
-            message_burst, max_value_bytes, introspect_shape, issuers, admin_listen);
+            message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace);
         Ok(())
     }
 
@@ -438,6 +459,8 @@ impl ServeArgs {
             admin_listen: self.admin_listen,
             config,
             log: self.log.unwrap_or_else(|| "info".into()),
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+            drain_grace: self.drain_grace.map_or(std::time::Duration::ZERO, |Seconds(d)| d),
             warnings,
             rules: self.rules,
         })

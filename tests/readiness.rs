@@ -1,0 +1,50 @@
+//! `/readyz`: ready while the store commits and the server is not draining;
+//! not ready while the store cannot commit or during the drain before shutdown.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::idp::http;
+use common::{RawWs, TestServer, eventually, jwt_config, token};
+use syncgate::ServerConfig;
+use syncgate::store::{Durability, SqliteStore};
+
+#[tokio::test]
+async fn readiness_follows_the_stores_ability_to_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), Durability::Full).unwrap());
+    let server = TestServer::start(ServerConfig { store: store.clone(), ..jwt_config() }).await;
+    assert_eq!(http(server.addr, "GET", "/readyz", None, None).await, (200, "ready\n".into()));
+    store.inject_commit_failure(true);
+    let (status, body) = eventually("/readyz turns 503 while commits fail", || async {
+        let answer = http(server.addr, "GET", "/readyz", None, None).await;
+        (answer.0 == 503).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(body.contains("cannot commit"), "{body}");
+    assert_eq!(http(server.addr, "GET", "/healthz", None, None).await.0, 200, "liveness is not readiness");
+    store.inject_commit_failure(false);
+    eventually("/readyz recovers", || async {
+        (http(server.addr, "GET", "/readyz", None, None).await.0 == 200).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_server_is_not_ready_but_still_serves_its_connections() {
+    let config = jwt_config();
+    let draining = config.draining.clone();
+    let server = TestServer::start(config).await;
+    let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
+    draining.cancel();
+    let (status, body) = http(server.addr, "GET", "/readyz", None, None).await;
+    assert_eq!((status, body.as_str()), (503, "not ready: draining\n"));
+    ws.send(&syncgate::protocol::ClientMessage::Ping { id: Some(1) }).await;
+    ws.msg_where(|m| matches!(m, syncgate::protocol::ServerMessage::Pong { id: Some(1) })).await;
+    server.shutdown.cancel();
+    assert_eq!(ws.close_code().await, 1001, "then the shutdown closes it");
+    server.handle.await.unwrap().unwrap();
+}
