@@ -54,6 +54,14 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
     }
     tracing::info!(%method, %path, "admin request");
     match (method, path.as_str()) {
+        (Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(shared.config.metrics.encode())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            response
+        }
         (Method::GET, "/admin/connections") => {
             let (total, by_sub) = shared.registry.counts();
             reply(StatusCode::OK, json!({"connections": total, "bySub": by_sub}))
@@ -71,6 +79,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
             let n = shared.apply_control(&control);
             tracing::info!(sub = ?body.sub, disconnected = n, "admin disconnect");
             if let Err(e) = shared.hub.backplane().control(control).await {
+                shared.config.metrics.backplane_errors.inc();
                 return not_propagated(e, json!({"disconnected": n}));
             }
             reply(StatusCode::OK, json!({"disconnected": n}))
@@ -105,6 +114,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
             let n = shared.apply_control(&control);
             tracing::info!(disconnected = n, "admin revoke");
             if let Err(e) = shared.hub.backplane().control(control).await {
+                shared.config.metrics.backplane_errors.inc();
                 return not_propagated(e, json!({"revoked": true, "disconnected": n}));
             }
             reply(StatusCode::OK, json!({"revoked": true, "disconnected": n}))

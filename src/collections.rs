@@ -14,6 +14,7 @@ use rmpv::Value;
 use crate::cursor::Cursor;
 use crate::hlc::{Hlc, HlcClock};
 use crate::hub::{ChangeNotice, Hub};
+use crate::metrics::Metrics;
 use crate::protocol::{OpOutcome, RawOp, Record, ServerMessage, encode_server};
 use crate::request_error::RequestError;
 use crate::store::{Applied, Scan, Store, StoreError, StoredRecord, Write};
@@ -72,6 +73,7 @@ struct Inner {
     epoch: u64,
     clock: HlcClock,
     max_drift_ms: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Collections {
@@ -85,7 +87,17 @@ impl Collections {
         max_drift_ms: u64,
     ) -> Result<Self, StoreError> {
         let epoch = store.epoch().await?;
-        Ok(Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms }) })
+        let metrics = Arc::new(Metrics::new());
+        Ok(Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms, metrics }) })
+    }
+
+    /// Records commits and store failures in `metrics` (a fresh set otherwise).
+    pub fn observed_by(self, metrics: Arc<Metrics>) -> Self {
+        let Inner { store, hub, epoch, clock, max_drift_ms, .. } = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => return Self { inner: shared },
+        };
+        Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms, metrics }) }
     }
 
     /// The epoch of the store behind these collections.
@@ -128,9 +140,16 @@ impl Collections {
             // goes away mid-commit cannot stop its change from reaching the watchers.
             let inner = self.inner.clone();
             let committed = tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let result = inner.store.apply(&writes).await;
-                if let Ok(applied) = &result {
-                    inner.publish(&writes, applied, now_ms);
+                match &result {
+                    Ok(applied) => {
+                        inner.metrics.committed(writes.len(), started.elapsed());
+                        inner.publish(&writes, applied, now_ms);
+                    }
+                    Err(_) => {
+                        inner.metrics.store_errors.inc();
+                    }
                 }
                 result
             })
@@ -191,7 +210,11 @@ impl Collections {
     }
 
     async fn scan(&self, collection: &str, from: u64) -> Result<Scan, StoreError> {
-        self.inner.store.scan_since(collection, from).await
+        let scan = self.inner.store.scan_since(collection, from).await;
+        if scan.is_err() {
+            self.inner.metrics.store_errors.inc();
+        }
+        scan
     }
 
     /// Collects tombstones written before `before_millis` (retention).

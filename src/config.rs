@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// connections are still served, so load balancers stop sending new ones
     /// before the shutdown token closes them with 1001.
     pub draining: tokio_util::sync::CancellationToken,
+    /// The server's Prometheus metrics (`GET /metrics` on the admin surface).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             rules_file: None,
             draining: tokio_util::sync::CancellationToken::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             clock: Arc::new(MonotonicClock::new()),
         }
     }

@@ -27,6 +27,7 @@
 //! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens and the `RevocationStore` trait that keeps them; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
+//! | [`metrics`] | Prometheus metrics (`GET /metrics` on the admin surface) |
 //! | [`tls`], [`clock`] | TLS config; the injectable [`clock::Clock`] (monotonic by default) |
 //!
 //! Beside this crate: `syncgate-client` (the Rust client: token provider,
@@ -56,6 +57,7 @@ pub mod http_client;
 pub mod hub;
 pub mod limits;
 pub mod mask;
+pub mod metrics;
 mod node;
 pub mod outbox;
 pub mod ratelimit;

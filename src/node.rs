@@ -74,6 +74,7 @@ impl Shared {
         let hub = Hub::new(config.backplane.clone(), config.store.clone());
         let collections =
             Collections::open(config.store.clone(), hub.clone(), clock, drift).await.map_err(unavailable)?;
+        let collections = collections.observed_by(config.metrics.clone());
         let inbound = config.backplane.inbound();
         let shared = Arc::new(Self {
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),

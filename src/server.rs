@@ -73,10 +73,12 @@ pub async fn run_with_admin(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             debug!(%peer, "connection limit reached; closing");
+            shared.config.metrics.refused("connections");
             continue;
         };
         let Some(slot) = shared.ip_slots.connection(peer.ip()) else {
             debug!(%peer, "per-IP connection limit reached; closing");
+            shared.config.metrics.refused("connections_per_ip");
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -149,7 +151,7 @@ where
         async move {
             Ok::<_, Infallible>(match surface {
                 Surface::Public(permit) => route(request, peer, shared, permit).await,
-                Surface::Admin if request.uri().path().starts_with("/admin/") => {
+                Surface::Admin if is_admin_path(request.uri().path()) => {
                     crate::admin::handle(request, peer, shared).await
                 }
                 Surface::Admin => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -183,7 +185,7 @@ async fn route(
     permit: Arc<Slots>,
 ) -> Response<Full<Bytes>> {
     // Only the path is ever logged: the query may hold a token.
-    if request.uri().path().starts_with("/admin/") {
+    if is_admin_path(request.uri().path()) {
         if shared.admin_separate {
             return text(StatusCode::NOT_FOUND, "not found\n");
         }
@@ -207,9 +209,11 @@ async fn route(
             let origin_allowed = origin.as_deref().is_some_and(|o| allowed.iter().any(|a| a == o));
             if !allowed.is_empty() && origin.is_some() && !origin_allowed {
                 debug!(%peer, "upgrade refused: Origin not allowed");
+                shared.config.metrics.refused("origin");
                 return text(StatusCode::FORBIDDEN, "origin not allowed\n");
             }
             if shared.auth_failures.is_blocked(peer.ip()) {
+                shared.config.metrics.refused("auth_failures");
                 return text(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications; retry later\n");
             }
             let cookie_token = match &shared.config.auth_cookie {
@@ -218,6 +222,7 @@ async fn route(
             };
             let query_token = request.uri().query().and_then(token_from_query).or(cookie_token);
             let Some(pending) = shared.ip_slots.unauthenticated(peer.ip()) else {
+                shared.config.metrics.refused("unauthenticated_per_ip");
                 return text(StatusCode::TOO_MANY_REQUESTS, "too many unauthenticated connections from this address\n");
             };
             let (response, upgrading) = match upgrade::upgrade(&mut request) {
@@ -242,6 +247,11 @@ async fn route(
 }
 
 /// The value of cookie `name`, if present and non-empty.
+/// The admin surface: `/admin/*` and `/metrics`, behind the admin token.
+fn is_admin_path(path: &str) -> bool {
+    path.starts_with("/admin/") || path == "/metrics"
+}
+
 fn cookie(request: &Request<Incoming>, name: &str) -> Option<String> {
     request
         .headers()

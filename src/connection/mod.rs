@@ -103,10 +103,13 @@ pub(crate) async fn serve<S>(
         writes_in_flight: 0,
         control: control_tx,
         pending: Some(pending),
+        counted_as: "unauthenticated",
     };
+    shared.config.metrics.connection("unauthenticated", 1);
     let queues = Queues { inbound: rx, outbound, overflow, policy, control };
     let sent_close = actor.run(effects, queues).await;
     actor.leave_everything().await;
+    shared.config.metrics.connection(actor.counted_as, -1);
     shared.registry.unregister(actor.outbox.id());
     if sent_close {
         // Let the peer read our close and answer before the socket drops,
@@ -144,6 +147,8 @@ struct Actor<S> {
     control: mpsc::Sender<Control>,
     /// The per-IP unauthenticated slot, given back once authenticated.
     pending: Option<SlotGuard>,
+    /// The state this connection is counted under in the `connections` gauge.
+    counted_as: &'static str,
 }
 
 /// Everything the actor waits on besides timers.
@@ -162,6 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         if self.session.identity().is_some() {
             self.pending = None;
         }
+        self.count_state();
         if let Flow::Stop = self.apply(first).await {
             return true;
         }
@@ -221,7 +227,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         self.held.push_back(message);
                         continue;
                     }
-                    Some(Inbound::Message(message)) => self.session.on_message(message, self.now()),
+                    Some(Inbound::Message(message)) => {
+                        self.shared.config.metrics.message_in(kind_of(&message));
+                        self.session.on_message(message, self.now())
+                    }
                     Some(Inbound::Ping(payload)) => {
                         self.session.on_activity(self.now());
                         if self.write(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
@@ -289,7 +298,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         }
     }
 
+    /// Moves this connection to the gauge of its current state.
+    fn count_state(&mut self) {
+        let now = if self.session.identity().is_some() { "authenticated" } else { "unauthenticated" };
+        if now != self.counted_as {
+            self.shared.config.metrics.connection(self.counted_as, -1);
+            self.shared.config.metrics.connection(now, 1);
+            self.counted_as = now;
+        }
+    }
+
     async fn send(&mut self, message: &ServerMessage) -> Flow {
+        let metrics = &self.shared.config.metrics;
+        match message {
+            ServerMessage::OpResult { results, .. } => {
+                for result in results {
+                    let code = result.code.as_deref().unwrap_or("ok");
+                    metrics.ops.get_or_create(&crate::metrics::Code { code: code.to_string() }).inc();
+                }
+            }
+            ServerMessage::Error { code, .. } => {
+                metrics.errors.get_or_create(&crate::metrics::Code { code: code.clone() }).inc();
+            }
+            ServerMessage::AuthFail { code, .. } => {
+                metrics.auth_failures.get_or_create(&crate::metrics::Code { code: code.clone() }).inc();
+            }
+            _ => {}
+        }
         self.write_data(&encode_server(message)).await
     }
 
@@ -314,6 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> bool {
+        self.shared.config.metrics.closes.get_or_create(&crate::metrics::CloseCode { code }).inc();
         debug!(peer = %self.peer, code, reason, "closing");
         self.write(Frame::close(code, reason.as_bytes())).await.is_ok()
     }
@@ -345,6 +381,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Err(())
             }
         }
+    }
+}
+
+/// A client message's type, as the `messages_in` metric names it.
+fn kind_of(message: &Result<ClientMessage, DecodeError>) -> &'static str {
+    match message {
+        Ok(ClientMessage::Auth { .. }) => "AUTH",
+        Ok(ClientMessage::Ping { .. }) => "PING",
+        Ok(ClientMessage::Sub { .. }) => "SUB",
+        Ok(ClientMessage::Unsub { .. }) => "UNSUB",
+        Ok(ClientMessage::Pub { .. }) => "PUB",
+        Ok(ClientMessage::OpBatch { .. }) => "OP_BATCH",
+        Ok(ClientMessage::Sync { .. }) => "SYNC",
+        Ok(ClientMessage::Unsync { .. }) => "UNSYNC",
+        Err(_) => "invalid",
     }
 }
 

@@ -130,7 +130,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             if !shared.auth_failures.try_reserve(ip) {
                 return Completion::Blocked;
             }
+            let started = std::time::Instant::now();
             let result = verify(&shared, &token).await;
+            shared.config.metrics.verification_seconds.observe(started.elapsed().as_secs_f64());
             // A success, or an identity provider outage, is not the client's failure.
             if result.is_ok() || result.as_ref().is_err_and(|e| e.code == AuthFailCode::IntrospectionUnavailable) {
                 shared.auth_failures.refund(ip);
@@ -175,6 +177,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Flow::Stop
             }
             Completion::Verified(result) => {
+                let metrics = &self.shared.config.metrics;
+                match &result {
+                    Ok(_) => {
+                        metrics.handshakes.get_or_create(&crate::metrics::Kind { kind: "ok" }).inc();
+                    }
+                    Err(_) => {
+                        metrics.handshakes.get_or_create(&crate::metrics::Kind { kind: "failed" }).inc();
+                    }
+                }
                 match &result {
                     // Claims are logged with Debug: a `sub` holding a newline cannot forge a log line.
                     // Successes at DEBUG: one INFO line per handshake costs a measurable share of it.
@@ -186,6 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     self.pending = None;
                 }
                 self.authenticated.send_replace(self.session.identity().is_some());
+                self.count_state();
                 self.apply(effects).await
             }
             Completion::Written { id, mut results, slots, outcomes } => {
@@ -201,6 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             Completion::Subscribed { id, topic, result } => match result {
                 Ok(()) => self.send(&ServerMessage::Ok { id }).await,
                 Err(e) => {
+                    self.shared.config.metrics.backplane_errors.inc();
                     self.shared.hub.unsubscribe(&topic, self.outbox.id());
                     self.session.forget_subscription(&topic);
                     self.send(&RequestError::Unavailable(e.to_string()).reply(Some(id))).await
@@ -294,6 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 _ => ServerMessage::Change { collection: collection.to_string(), records, cursor, more },
             });
         }
+        self.shared.config.metrics.sync_pages.inc_by(messages.len() as u64);
         for message in &messages {
             if let Flow::Stop = self.send(message).await {
                 return Flow::Stop;
@@ -332,7 +346,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// already covered, holding those of a snapshot still being read).
     pub(super) async fn deliver(&mut self, item: Outbound) -> Flow {
         let bytes = match item {
-            Outbound::Message(bytes) => bytes,
+            Outbound::Message(bytes) => {
+                self.shared.config.metrics.deliveries.inc();
+                bytes
+            }
             Outbound::Resync { collection } => return self.catch_up(collection),
             Outbound::Change { collection, cursor, bytes } => {
                 if let Some(pending) = self.syncing.get_mut(&collection) {
@@ -347,6 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 match self.sync_cursors.get_mut(&collection) {
                     Some(seen) if cursor > *seen => {
                         *seen = cursor;
+                        self.shared.config.metrics.changes.inc();
                         bytes
                     }
                     _ => return Flow::Continue,

@@ -1,0 +1,153 @@
+//! What an operator watches: Prometheus metrics (prometheus-client, OpenMetrics
+//! text at `GET /metrics` on the admin surface, behind the admin token).
+//!
+//! Hot paths hold pre-resolved counters (an atomic add each); labelled
+//! families are looked up only where the label comes from the event (a close
+//! code, an `AUTH_FAIL` code, a message type).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label whose value is one of the protocol's fixed names.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    /// The name (a message type, a connection state, a refusal reason).
+    pub kind: &'static str,
+}
+
+/// A label holding a wire code (`AUTH_FAIL.code`, an `ERROR` or op code).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Code {
+    /// The code.
+    pub code: String,
+}
+
+/// A label holding a WebSocket close code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseCode {
+    /// The close code.
+    pub code: u16,
+}
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections by state (`unauthenticated`, `authenticated`).
+    pub connections: Family<Kind, Gauge>,
+    /// Token verifications by result (`ok`, `failed`).
+    pub handshakes: Family<Kind, Counter>,
+    /// `AUTH_FAIL`s by code.
+    pub auth_failures: Family<Code, Counter>,
+    /// How long token verification took (seconds).
+    pub verification_seconds: Histogram,
+    /// Client messages received, by type.
+    pub messages_in: Family<Kind, Counter>,
+    /// `MESSAGE`s delivered to connections.
+    pub deliveries: Counter,
+    /// `CHANGE`s delivered to connections.
+    pub changes: Counter,
+    /// `SYNC_DATA` and `CHANGE` pages sent for snapshots.
+    pub sync_pages: Counter,
+    /// Ops answered, by result (`ok` or the refusal code).
+    pub ops: Family<Code, Counter>,
+    /// `ERROR` answers by code (`rate_limited`, `forbidden`, …).
+    pub errors: Family<Code, Counter>,
+    /// Store commits: how long each took (seconds).
+    pub commit_seconds: Histogram,
+    /// Ops per store commit from one connection's batch.
+    pub commit_ops: Histogram,
+    /// Failed store operations (commits, scans).
+    pub store_errors: Counter,
+    /// Failed backplane operations (interest, control).
+    pub backplane_errors: Counter,
+    /// Connections closed by the server, by close code (4200: slow consumers).
+    pub closes: Family<CloseCode, Counter>,
+    /// Connections refused before the upgrade, by reason.
+    pub refusals: Family<Kind, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered under the `syncgate` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("syncgate");
+        let seconds = || Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        let metrics = Self {
+            registry: Registry::default(),
+            connections: Family::default(),
+            handshakes: Family::default(),
+            auth_failures: Family::default(),
+            verification_seconds: seconds(),
+            messages_in: Family::default(),
+            deliveries: Counter::default(),
+            changes: Counter::default(),
+            sync_pages: Counter::default(),
+            ops: Family::default(),
+            errors: Family::default(),
+            commit_seconds: seconds(),
+            commit_ops: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            store_errors: Counter::default(),
+            backplane_errors: Counter::default(),
+            closes: Family::default(),
+            refusals: Family::default(),
+        };
+        let r = &mut registry;
+        r.register("connections", "Open WebSocket connections by state", metrics.connections.clone());
+        r.register("handshakes", "Token verifications by result", metrics.handshakes.clone());
+        r.register("auth_failures", "AUTH_FAIL answers by code", metrics.auth_failures.clone());
+        r.register("verification_seconds", "Time to verify a token", metrics.verification_seconds.clone());
+        r.register("messages_in", "Client messages received, by type", metrics.messages_in.clone());
+        r.register("deliveries", "MESSAGEs delivered to connections", metrics.deliveries.clone());
+        r.register("changes", "CHANGEs delivered to connections", metrics.changes.clone());
+        r.register("sync_pages", "SYNC_DATA and CHANGE pages sent for snapshots", metrics.sync_pages.clone());
+        r.register("ops", "Ops answered, by result (ok or the refusal code)", metrics.ops.clone());
+        r.register("errors", "ERROR answers by code", metrics.errors.clone());
+        r.register("commit_seconds", "Time of one store commit", metrics.commit_seconds.clone());
+        r.register("commit_ops", "Ops in one committed batch", metrics.commit_ops.clone());
+        r.register("store_errors", "Failed store commits and scans", metrics.store_errors.clone());
+        r.register("backplane_errors", "Failed backplane calls", metrics.backplane_errors.clone());
+        r.register("closes", "Connections closed by the server, by close code", metrics.closes.clone());
+        r.register("refusals", "Connections refused before the upgrade, by reason", metrics.refusals.clone());
+        Self { registry, ..metrics }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one message of `kind` in.
+    pub fn message_in(&self, kind: &'static str) {
+        self.messages_in.get_or_create(&Kind { kind }).inc();
+    }
+
+    /// Counts a connection entering (`+1`) or leaving (`-1`) a state.
+    pub fn connection(&self, kind: &'static str, delta: i64) {
+        self.connections.get_or_create(&Kind { kind }).inc_by(delta);
+    }
+
+    /// Counts a refusal before the upgrade.
+    pub fn refused(&self, kind: &'static str) {
+        self.refusals.get_or_create(&Kind { kind }).inc();
+    }
+
+    /// Records one commit of `ops` ops that took `took`.
+    pub fn committed(&self, ops: usize, took: Duration) {
+        self.commit_seconds.observe(took.as_secs_f64());
+        self.commit_ops.observe(ops as f64);
+    }
+}
