@@ -24,6 +24,7 @@
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
+//! | `api` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed) |
 //! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens and the `RevocationStore` trait that keeps them; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
@@ -47,6 +48,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod admin;
+mod api;
 pub mod auth;
 pub mod backplane;
 pub mod clock;

@@ -1,4 +1,5 @@
-//! The accept loop and the HTTP side: `/ws` upgrades, `/healthz`, `/readyz`, TLS, shutdown.
+//! The accept loop and the HTTP side: `/ws` upgrades, `/healthz`, `/readyz`,
+//! the server API (`/api/…`, in `api`), TLS, shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fastwebsockets::upgrade;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{COOKIE, HeaderValue, ORIGIN, UPGRADE};
 use hyper::server::conn::http1;
@@ -150,11 +151,14 @@ where
         let surface = surface.clone();
         async move {
             Ok::<_, Infallible>(match surface {
-                Surface::Public(permit) => route(request, peer, shared, permit).await,
-                Surface::Admin if is_admin_path(request.uri().path()) => {
-                    crate::admin::handle(request, peer, shared).await
+                Surface::Public(_) if request.uri().path().starts_with("/api/") => {
+                    crate::api::handle(request, peer, shared).await
                 }
-                Surface::Admin => text(StatusCode::NOT_FOUND, "not found\n"),
+                Surface::Public(permit) => route(request, peer, shared, permit).await.map(BodyExt::boxed),
+                Surface::Admin if is_admin_path(request.uri().path()) => {
+                    crate::admin::handle(request, peer, shared).await.map(BodyExt::boxed)
+                }
+                Surface::Admin => text(StatusCode::NOT_FOUND, "not found\n").map(BodyExt::boxed),
             })
         }
     });
