@@ -291,6 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let id = self.outbox.id();
         let topics: Vec<String> = self.session.topics().map(str::to_string).collect();
         for topic in topics {
+            self.shared.hub.leave(&topic, id);
             self.shared.hub.unsubscribe(&topic, id);
         }
         for collection in self.session.synced() {
@@ -389,7 +390,8 @@ fn kind_of(message: &Result<ClientMessage, DecodeError>) -> &'static str {
     match message {
         Ok(ClientMessage::Auth { .. }) => "AUTH",
         Ok(ClientMessage::Ping { .. }) => "PING",
-        Ok(ClientMessage::Sub { .. }) => "SUB",
+        Ok(ClientMessage::Sub { .. } | ClientMessage::SubPresent { .. }) => "SUB",
+        Ok(ClientMessage::Presence { .. }) => "PRESENCE",
         Ok(ClientMessage::Unsub { .. }) => "UNSUB",
         Ok(ClientMessage::Pub { .. }) => "PUB",
         Ok(ClientMessage::OpBatch { .. }) => "OP_BATCH",

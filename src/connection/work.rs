@@ -73,7 +73,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     });
                     Flow::Continue
                 }
+                Effect::Join { topic, info } => {
+                    let sub = self.session.identity().map(|i| i.sub.clone()).unwrap_or_default();
+                    self.shared.hub.join(&topic, self.outbox.clone(), sub, info);
+                    Flow::Continue
+                }
+                Effect::Presence { id, topic } => {
+                    let members = self.shared.hub.members(&topic);
+                    self.send(&ServerMessage::PresenceState { id, topic, members }).await
+                }
                 Effect::Unsubscribe { topic } => {
+                    self.shared.hub.leave(&topic, self.outbox.id());
                     self.shared.hub.unsubscribe(&topic, self.outbox.id());
                     Flow::Continue
                 }

@@ -1,5 +1,5 @@
 //! This node's fan-out: which local connections follow which topics and
-//! collections, and the node-level interest that brings other nodes'
+//! collections (and who is present on a topic, `presence`), and the node-level interest that brings other nodes'
 //! messages here over the [`Backplane`].
 //!
 //! Delivery never waits: a message is encoded once and its shared bytes are
@@ -10,6 +10,7 @@
 //! the store to catch up.
 
 mod order;
+mod presence;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +67,7 @@ pub struct Hub {
     store: Arc<dyn Store>,
     interest: mpsc::UnboundedSender<InterestChange>,
     gap_grace: Duration,
+    presence: presence::Presence,
 }
 
 impl Hub {
@@ -81,6 +83,7 @@ impl Hub {
             store,
             interest,
             gap_grace: GAP_GRACE,
+            presence: presence::Presence::default(),
         })
     }
 
@@ -124,6 +127,21 @@ impl Hub {
         {
             let _ = self.interest.send(InterestChange::Drop(Subject::Topic(name)));
         }
+    }
+
+    /// Makes `outbox`'s connection (subject `sub`) present on `topic`; every member hears `PRESENCE_JOIN`.
+    pub fn join(&self, topic: &str, outbox: Outbox, sub: String, info: Option<rmpv::Value>) {
+        self.presence.join(topic, outbox, sub, info);
+    }
+
+    /// Connection `id` is no longer present on `topic` (a no-op if it was not); the others hear `PRESENCE_LEAVE`.
+    pub fn leave(&self, topic: &str, id: ConnId) {
+        self.presence.leave(topic, id);
+    }
+
+    /// The members present on `topic` (on this node).
+    pub fn members(&self, topic: &str) -> Vec<crate::protocol::Member> {
+        self.presence.members(topic)
     }
 
     /// Delivers an encoded `MESSAGE` to this node's subscribers of `topic`; returns how many were offered it.

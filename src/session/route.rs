@@ -12,6 +12,9 @@ use crate::protocol::{ClientMessage, OpInput, ServerMessage};
 use crate::request_error::RequestError;
 use crate::rules::{Access, Action, valid_resource};
 
+/// Largest client-supplied presence `info`, encoded.
+pub(super) const MAX_PRESENCE_INFO_BYTES: usize = 1024;
+
 /// Checks and routes one authenticated request.
 pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &SessionConfig, out: &mut Vec<Effect>) {
     let (max_subscriptions, max_batch_ops, max_value) =
@@ -22,6 +25,31 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
     // SUB and SYNC share one budget, and one refusal.
     let full = || RequestError::TooManySubscriptions(max_subscriptions);
     match request {
+        ClientMessage::SubPresent { id, topic, info, .. } => {
+            let too_big = info.as_ref().is_some_and(|info| encoded_len(info) > MAX_PRESENCE_INFO_BYTES);
+            if too_big {
+                fail(
+                    out,
+                    id,
+                    RequestError::Invalid(format!("presence info is larger than {MAX_PRESENCE_INFO_BYTES} bytes")),
+                );
+            } else {
+                let before = out.len();
+                route(auth, ClientMessage::Sub { id, topic: topic.clone() }, config, out);
+                if matches!(out.get(before), Some(Effect::Subscribe { .. })) {
+                    out.push(Effect::Join { topic, info });
+                }
+            }
+        }
+        ClientMessage::Presence { id, topic } => {
+            if let Err(why) = valid_resource(&topic) {
+                fail(out, id, RequestError::Invalid(format!("topic {why}")));
+            } else if !auth.access.allows(Action::Read, &topic) {
+                fail(out, id, RequestError::Forbidden(format!("not allowed to see who is on {topic:?}")));
+            } else {
+                out.push(Effect::Presence { id, topic });
+            }
+        }
         ClientMessage::Sub { id, topic } => {
             if let Err(why) = valid_resource(&topic) {
                 fail(out, id, RequestError::Invalid(format!("topic {why}")));
@@ -113,6 +141,8 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
 pub(super) fn request_id(message: &ClientMessage) -> Option<u64> {
     match message {
         ClientMessage::Sub { id, .. }
+        | ClientMessage::SubPresent { id, .. }
+        | ClientMessage::Presence { id, .. }
         | ClientMessage::Unsub { id, .. }
         | ClientMessage::Pub { id, .. }
         | ClientMessage::OpBatch { id, .. }

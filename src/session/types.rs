@@ -76,6 +76,20 @@ pub enum Effect {
         /// Topic name.
         topic: String,
     },
+    /// Be present on a topic just subscribed to (after [`Effect::Subscribe`]).
+    Join {
+        /// Topic name.
+        topic: String,
+        /// What the member says about itself.
+        info: Option<Value>,
+    },
+    /// Answer `PRESENCE {id}` with the topic's members (authorised).
+    Presence {
+        /// The `PRESENCE`'s id.
+        id: u64,
+        /// Topic name.
+        topic: String,
+    },
     /// Leave a topic (no answer: the session answers `UNSUB` itself).
     Unsubscribe {
         /// Topic name.

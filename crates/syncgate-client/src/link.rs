@@ -90,6 +90,8 @@ pub(crate) fn with_id(message: ClientMessage, new: u64) -> ClientMessage {
     match message {
         M::Ping { .. } => M::Ping { id: Some(new) },
         M::Sub { topic, .. } => M::Sub { id: new, topic },
+        M::SubPresent { topic, presence, info, .. } => M::SubPresent { id: new, topic, presence, info },
+        M::Presence { topic, .. } => M::Presence { id: new, topic },
         M::Unsub { topic, .. } => M::Unsub { id: new, topic },
         M::Pub { topic, data, .. } => M::Pub { id: new, topic, data },
         M::OpBatch { ops, .. } => M::OpBatch { id: new, ops },

@@ -90,7 +90,20 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
                 .map(|id| ClientMessage::Ping { id: Some(id) })
                 .ok_or_else(|| "`id` must be an unsigned integer".to_string()),
         },
-        "SUB" => request_id(raw_id).and_then(|id| Ok(ClientMessage::Sub { id, topic: fields.string("topic")? })),
+        "SUB" => request_id(raw_id).and_then(|id| {
+            let topic = fields.string("topic")?;
+            match fields.get("presence") {
+                None | Some(Value::Nil) | Some(Value::Boolean(false)) => Ok(ClientMessage::Sub { id, topic }),
+                Some(Value::Boolean(true)) => {
+                    let info = fields.get("info").filter(|v| !v.is_nil()).cloned();
+                    Ok(ClientMessage::SubPresent { id, topic, presence: true, info })
+                }
+                Some(_) => Err("`presence` must be a boolean".to_string()),
+            }
+        }),
+        "PRESENCE" => {
+            request_id(raw_id).and_then(|id| Ok(ClientMessage::Presence { id, topic: fields.string("topic")? }))
+        }
         "UNSUB" => request_id(raw_id).and_then(|id| Ok(ClientMessage::Unsub { id, topic: fields.string("topic")? })),
         "PUB" => request_id(raw_id).and_then(|id| {
             let topic = fields.string("topic")?;
@@ -225,6 +238,7 @@ fn static_kind(type_name: &str) -> &'static str {
         "OP_BATCH" => "OP_BATCH",
         "SYNC" => "SYNC",
         "UNSYNC" => "UNSYNC",
+        "PRESENCE" => "PRESENCE",
         _ => "message",
     }
 }

@@ -29,6 +29,28 @@ pub enum ClientMessage {
         /// Topic name.
         topic: String,
     },
+    /// Subscribe to a topic and be present on it (`SUB` with `presence: true`):
+    /// the other present members see `PRESENCE_JOIN`, and this one receives
+    /// joins and leaves from then on (needs `read`).
+    #[serde(rename = "SUB")]
+    SubPresent {
+        /// Request id.
+        id: u64,
+        /// Topic name.
+        topic: String,
+        /// Always true on the wire.
+        presence: bool,
+        /// Client-supplied information shown to the other members (at most 1 KiB encoded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<Value>,
+    },
+    /// Who is present on a topic (needs `read`); answered by `PRESENCE_STATE`.
+    Presence {
+        /// Request id.
+        id: u64,
+        /// Topic name.
+        topic: String,
+    },
     /// Leave a topic.
     Unsub {
         /// Request id.
@@ -145,6 +167,19 @@ pub struct Record {
     pub hlc: String,
 }
 
+/// One member present on a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    /// The member's subject.
+    pub sub: String,
+    /// The member's connection.
+    pub conn_id: u64,
+    /// What the member said about itself, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
@@ -198,6 +233,36 @@ pub enum ServerMessage {
         code: String,
         /// Human-readable reason.
         message: String,
+    },
+    /// A member joined a topic this connection is present on.
+    PresenceJoin {
+        /// Topic name.
+        topic: String,
+        /// The member's subject.
+        sub: String,
+        /// The member's connection (one subject may be present several times).
+        conn_id: u64,
+        /// What the member said about itself, if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<Value>,
+    },
+    /// A member left (unsubscribed, disconnected, or lost `read`).
+    PresenceLeave {
+        /// Topic name.
+        topic: String,
+        /// The member's subject.
+        sub: String,
+        /// The member's connection.
+        conn_id: u64,
+    },
+    /// The members present on a topic, answering `PRESENCE {id}`.
+    PresenceState {
+        /// The `PRESENCE`'s id.
+        id: u64,
+        /// Topic name.
+        topic: String,
+        /// Every member.
+        members: Vec<Member>,
     },
     /// A publication on a subscribed topic.
     Message {

@@ -13,7 +13,7 @@ mod messages;
 pub use codec::{DecodeError, DecodeLimits, decode_client, encode_client, encode_server, encoded_len};
 pub use codes::AuthFailCode;
 pub use messages::OpOutcome;
-pub use messages::{ClientMessage, OpInput, RawOp, Record, ServerMessage, SessionLimits};
+pub use messages::{ClientMessage, Member, OpInput, RawOp, Record, ServerMessage, SessionLimits};
 
 /// Version announced in `AUTH_REQUIRED`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,76 @@
+//! Who is present on each topic of this node, and the join/leave events
+//! their fellow members receive.
+//!
+//! One node keeps its own members only. Across nodes the plan is the
+//! backplane's: each node announces its members with heartbeats on a
+//! presence subject and drops a remote member whose heartbeats stop, so no
+//! central list is ever needed (not built yet: `PRESENCE` answers with this
+//! node's members).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use rmpv::Value;
+
+use crate::outbox::{ConnId, Outbound, Outbox};
+use crate::protocol::{Member, ServerMessage, encode_server};
+
+/// One present connection.
+struct Present {
+    sub: String,
+    info: Option<Value>,
+    outbox: Outbox,
+}
+
+/// Members per topic. A std mutex per topic: held to change and announce, never across an await.
+#[derive(Default)]
+pub(super) struct Presence {
+    topics: DashMap<String, Arc<Mutex<BTreeMap<ConnId, Present>>>>,
+}
+
+impl Presence {
+    /// Adds a member and announces it to the others (and to itself, so it sees its own `connId`).
+    pub(super) fn join(&self, topic: &str, outbox: Outbox, sub: String, info: Option<Value>) {
+        let members = self.topics.entry(topic.to_string()).or_default().clone();
+        let mut members = members.lock().unwrap_or_else(|e| e.into_inner());
+        let conn_id = outbox.id();
+        let event = encode_server(&ServerMessage::PresenceJoin {
+            topic: topic.to_string(),
+            sub: sub.clone(),
+            conn_id,
+            info: info.clone(),
+        });
+        members.insert(conn_id, Present { sub, info, outbox });
+        for member in members.values() {
+            member.outbox.offer(Outbound::Message(event.clone()));
+        }
+    }
+
+    /// Removes connection `id` from `topic` and announces it (a no-op if it was not present).
+    pub(super) fn leave(&self, topic: &str, id: ConnId) {
+        let Some(members) = self.topics.get(topic).map(|m| m.value().clone()) else { return };
+        let mut members = members.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gone) = members.remove(&id) else { return };
+        let event =
+            encode_server(&ServerMessage::PresenceLeave { topic: topic.to_string(), sub: gone.sub, conn_id: id });
+        for member in members.values() {
+            member.outbox.offer(Outbound::Message(event.clone()));
+        }
+        let empty = members.is_empty();
+        drop(members);
+        if empty {
+            self.topics.remove_if(topic, |_, m| m.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
+        }
+    }
+
+    /// The members present on `topic`.
+    pub(super) fn members(&self, topic: &str) -> Vec<Member> {
+        let Some(members) = self.topics.get(topic).map(|m| m.value().clone()) else { return Vec::new() };
+        let members = members.lock().unwrap_or_else(|e| e.into_inner());
+        members
+            .iter()
+            .map(|(conn_id, m)| Member { sub: m.sub.clone(), conn_id: *conn_id, info: m.info.clone() })
+            .collect()
+    }
+}

@@ -1,0 +1,84 @@
+//! Presence: `SUB {presence: true}` announces a member and streams joins and
+//! leaves; `PRESENCE` answers the members; both need `read`; a member that
+//! goes away (even without a goodbye) leaves.
+
+mod common;
+
+use common::{RawWs, TestServer, jwt_config, token};
+use rmpv::Value;
+use syncgate::protocol::{ClientMessage, ServerMessage};
+use syncgate::rules::{Policy, RuleSet};
+
+const RULES: &str = r#"
+[[rules]]
+roles = ["user"]
+resource = "rooms/*"
+actions = ["read", "write"]
+"#;
+
+async fn present(ws: &mut RawWs, id: u64, topic: &str, info: Option<Value>) {
+    ws.send(&ClientMessage::SubPresent { id, topic: topic.into(), presence: true, info }).await;
+    ws.msg_where(|m| matches!(m, ServerMessage::Ok { id: got } if *got == id)).await;
+}
+
+async fn next_presence(ws: &mut RawWs) -> ServerMessage {
+    ws.msg_where(|m| matches!(m, ServerMessage::PresenceJoin { .. } | ServerMessage::PresenceLeave { .. })).await
+}
+
+async fn members(ws: &mut RawWs, id: u64, topic: &str) -> Vec<String> {
+    ws.send(&ClientMessage::Presence { id, topic: topic.into() }).await;
+    match ws.msg_where(|m| matches!(m, ServerMessage::PresenceState { .. } | ServerMessage::Error { .. })).await {
+        ServerMessage::PresenceState { members, .. } => {
+            let mut subs: Vec<String> = members.into_iter().map(|m| m.sub).collect();
+            subs.sort();
+            subs
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn members_see_each_other_join_and_leave() {
+    let config = jwt_config();
+    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let server = TestServer::start(config).await;
+    let mut alice = RawWs::authed(server.addr, &token("alice", &["user"])).await;
+    let mut bob = RawWs::authed(server.addr, &token("bob", &["user"])).await;
+    present(&mut alice, 1, "rooms/lobby", None).await;
+    assert!(matches!(next_presence(&mut alice).await, ServerMessage::PresenceJoin { ref sub, .. } if sub == "alice"));
+    present(&mut bob, 1, "rooms/lobby", Some(Value::from("typing"))).await;
+    match next_presence(&mut alice).await {
+        ServerMessage::PresenceJoin { sub, info, .. } => {
+            assert_eq!((sub.as_str(), info), ("bob", Some(Value::from("typing"))))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(members(&mut bob, 2, "rooms/lobby").await, ["alice", "bob"]);
+    bob.send(&ClientMessage::Unsub { id: 3, topic: "rooms/lobby".into() }).await;
+    assert!(matches!(next_presence(&mut alice).await, ServerMessage::PresenceLeave { ref sub, .. } if sub == "bob"));
+    assert_eq!(members(&mut alice, 2, "rooms/lobby").await, ["alice"]);
+
+    // A member that vanishes without a goodbye leaves too.
+    let mut carol = RawWs::authed(server.addr, &token("carol", &["user"])).await;
+    present(&mut carol, 1, "rooms/lobby", None).await;
+    assert!(matches!(next_presence(&mut alice).await, ServerMessage::PresenceJoin { ref sub, .. } if sub == "carol"));
+    drop(carol);
+    assert!(matches!(next_presence(&mut alice).await, ServerMessage::PresenceLeave { ref sub, .. } if sub == "carol"));
+    assert_eq!(members(&mut alice, 3, "rooms/lobby").await, ["alice"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn presence_needs_read_on_the_topic() {
+    let config = jwt_config();
+    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let server = TestServer::start(config).await;
+    let mut guest = RawWs::authed(server.addr, &token("mallory", &["guest"])).await;
+    guest.send(&ClientMessage::SubPresent { id: 1, topic: "rooms/lobby".into(), presence: true, info: None }).await;
+    let refused = guest.msg_where(|m| matches!(m, ServerMessage::Error { .. })).await;
+    assert!(matches!(refused, ServerMessage::Error { ref code, .. } if code == "forbidden"), "{refused:?}");
+    guest.send(&ClientMessage::Presence { id: 2, topic: "rooms/lobby".into() }).await;
+    let refused = guest.msg_where(|m| matches!(m, ServerMessage::Error { .. })).await;
+    assert!(matches!(refused, ServerMessage::Error { ref code, .. } if code == "forbidden"), "{refused:?}");
+    server.stop().await;
+}
