@@ -87,7 +87,7 @@ fn main() -> ExitCode {
                     logs.with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init()
                 }
                 // One JSON object per line; fields (never a token) stay fields.
-                cli::LogFormat::Json => logs.json().with_current_span(false).init(),
+                cli::LogFormat::Json => logs.json().init(),
             }
             for warning in &serve.warnings {
                 tracing::warn!("{warning}");

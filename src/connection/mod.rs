@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::limits::SlotGuard;
 use crate::mask::MaskCheck;
@@ -107,7 +107,9 @@ pub(crate) async fn serve<S>(
     };
     shared.config.metrics.connection("unauthenticated", 1);
     let queues = Queues { inbound: rx, outbound, overflow, policy, control };
-    let sent_close = actor.run(effects, queues).await;
+    // Every line this connection logs carries its id and, once known, its `sub` (never a token).
+    let span = tracing::info_span!("connection", conn = actor.outbox.id(), sub = tracing::field::Empty);
+    let sent_close = actor.run(effects, queues).instrument(span).await;
     actor.leave_everything().await;
     shared.config.metrics.connection(actor.counted_as, -1);
     shared.registry.unregister(actor.outbox.id());

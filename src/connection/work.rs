@@ -248,6 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let effects = self.session.on_verified(result, now);
         if let Some(identity) = self.session.identity() {
             self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
+            tracing::Span::current().record("sub", tracing::field::debug(&identity.sub));
         }
         effects
     }
