@@ -61,6 +61,12 @@ fn main() -> ExitCode {
                     cli::BenchCommand::Idle(args) => {
                         syncgate_tools::loadgen::handshake::run_idle(args).await.map(|r| r.to_string())
                     }
+                    cli::BenchCommand::ApiPublish(args) => {
+                        syncgate_tools::loadgen::api::run_api_publish(args).await.map(|r| r.to_string())
+                    }
+                    cli::BenchCommand::Feed(args) => {
+                        syncgate_tools::loadgen::api::run_feed(args).await.map(|r| r.to_string())
+                    }
                     cli::BenchCommand::Reference(args) => syncgate_tools::loadgen::reference::serve_reference(args)
                         .await
                         .map(|()| String::new())

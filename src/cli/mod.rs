@@ -84,6 +84,10 @@ pub enum BenchCommand {
     Handshake(syncgate_tools::loadgen::handshake::HandshakeArgs),
     /// Authenticated connections held idle: the server's memory per connection.
     Idle(syncgate_tools::loadgen::handshake::IdleArgs),
+    /// POST /api/publish from concurrent keep-alive connections: requests/s and latency.
+    ApiPublish(syncgate_tools::loadgen::api::ApiArgs),
+    /// Writes N records through the API, then times the change feed's catch-up from cursor 0.
+    Feed(syncgate_tools::loadgen::api::ApiArgs),
     /// The bare-transport reference server that `bench handshake --reference` starts.
     #[command(hide = true)]
     Reference(syncgate_tools::loadgen::reference::ReferenceArgs),

@@ -8,6 +8,7 @@
 //! With `--flood-*` it also attacks the server before authentication while
 //! the writers run ([`flood`]), to measure what the attack costs them.
 
+pub mod api;
 pub mod fanout;
 pub mod flood;
 pub mod handshake;
