@@ -82,3 +82,32 @@ async fn presence_needs_read_on_the_topic() {
     assert!(matches!(refused, ServerMessage::Error { ref code, .. } if code == "forbidden"), "{refused:?}");
     server.stop().await;
 }
+
+/// The Rust client: present on a topic, it reports others' joins and leaves,
+/// and answers who is there.
+#[tokio::test]
+async fn the_rust_client_is_present_and_sees_others() {
+    use syncgate_client::{Client, ClientConfig, ClientEvent};
+    let config = jwt_config();
+    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let server = TestServer::start(config).await;
+    let alice_token = token("alice", &["user"]);
+    let client_config = ClientConfig::new(server.url()).with_token_provider(move |_| {
+        let token = alice_token.clone();
+        async move { Ok(Some(token)) }
+    });
+    let (client, mut events) = Client::connect(client_config).unwrap();
+    let _messages = client.subscribe_present("rooms/lobby", Some(Value::from("online")));
+    common::until(&mut events, |e| matches!(e, ClientEvent::PresenceJoined { sub, .. } if sub == "alice")).await;
+    let mut bob = RawWs::authed(server.addr, &token("bob", &["user"])).await;
+    present(&mut bob, 1, "rooms/lobby", None).await;
+    common::until(&mut events, |e| matches!(e, ClientEvent::PresenceJoined { sub, .. } if sub == "bob")).await;
+    let mut here: Vec<(String, Option<Value>)> =
+        client.presence("rooms/lobby").await.unwrap().into_iter().map(|m| (m.sub, m.info)).collect();
+    here.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(here, [("alice".to_string(), Some(Value::from("online"))), ("bob".to_string(), None)]);
+    drop(bob);
+    common::until(&mut events, |e| matches!(e, ClientEvent::PresenceLeft { sub, .. } if sub == "bob")).await;
+    client.close().await;
+    server.stop().await;
+}

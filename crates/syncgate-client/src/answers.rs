@@ -18,8 +18,19 @@ impl Driver {
     ) -> Result<(), ()> {
         let id = match &message {
             ServerMessage::Pong { id } | ServerMessage::Error { id, .. } => *id,
-            ServerMessage::Ok { id } | ServerMessage::OpResult { id, .. } | ServerMessage::SyncData { id, .. } => {
-                Some(*id)
+            ServerMessage::Ok { id }
+            | ServerMessage::OpResult { id, .. }
+            | ServerMessage::SyncData { id, .. }
+            | ServerMessage::PresenceState { id, .. } => Some(*id),
+            ServerMessage::PresenceJoin { topic, sub, conn_id, info } => {
+                let (topic, sub, conn_id, info) = (topic.clone(), sub.clone(), *conn_id, info.clone());
+                self.emit(ClientEvent::PresenceJoined { topic, sub, conn_id, info });
+                return Ok(());
+            }
+            ServerMessage::PresenceLeave { topic, sub, conn_id } => {
+                let (topic, sub, conn_id) = (topic.clone(), sub.clone(), *conn_id);
+                self.emit(ClientEvent::PresenceLeft { topic, sub, conn_id });
+                return Ok(());
             }
             ServerMessage::Message { topic, data, from } => {
                 self.deliver(Delivery { topic: topic.clone(), data: data.clone(), from: from.clone() });
@@ -116,7 +127,9 @@ impl Driver {
                 let name = match link.internal.remove(&id) {
                     Some(Internal::Sub(topic)) => {
                         link.topics.remove(&topic);
-                        self.local().topics.remove(&topic);
+                        let mut local = self.local();
+                        local.topics.remove(&topic);
+                        local.presence.remove(&topic);
                         topic
                     }
                     Some(Internal::Sync(collection, _)) => {

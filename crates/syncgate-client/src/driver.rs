@@ -297,7 +297,12 @@ impl Driver {
     async fn resume<S: AsyncWrite + Unpin>(&mut self, link: &mut Link<S>) -> Result<(), ()> {
         let (topics, syncs) = {
             let local = self.local();
-            let topics: Vec<String> = local.topics.keys().filter(|t| !link.topics.contains(*t)).cloned().collect();
+            let topics: Vec<(String, Option<Option<rmpv::Value>>)> = local
+                .topics
+                .keys()
+                .filter(|t| !link.topics.contains(*t))
+                .map(|t| (t.clone(), local.presence.get(t).cloned()))
+                .collect();
             let syncs: Vec<(String, Option<String>)> = local
                 .synced
                 .iter()
@@ -306,11 +311,15 @@ impl Driver {
                 .collect();
             (topics, syncs)
         };
-        for topic in topics {
+        for (topic, presence) in topics {
             let id = self.fresh_id();
             link.topics.insert(topic.clone());
             link.internal.insert(id, Internal::Sub(topic.clone()));
-            link.send(&ClientMessage::Sub { id, topic }).await?;
+            let message = match presence {
+                Some(info) => ClientMessage::SubPresent { id, topic, presence: true, info },
+                None => ClientMessage::Sub { id, topic },
+            };
+            link.send(&message).await?;
         }
         for (collection, since) in syncs {
             let id = self.fresh_id();

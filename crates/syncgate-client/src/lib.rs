@@ -36,7 +36,7 @@ pub use replica::{PendingOp, Replica, SettleReport, Settled};
 
 use persist::StateFile;
 
-use syncgate_proto::protocol::{ClientMessage, ServerMessage};
+use syncgate_proto::protocol::{ClientMessage, Member, ServerMessage};
 
 /// Why the client asks for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,26 @@ pub enum ClientEvent {
     },
     /// Something went wrong (connect failure, token provider error).
     Error(String),
+    /// A member joined a topic this client is present on (this client too, once per connection).
+    PresenceJoined {
+        /// The topic.
+        topic: String,
+        /// The member's subject.
+        sub: String,
+        /// The member's connection.
+        conn_id: u64,
+        /// What the member announced.
+        info: Option<Value>,
+    },
+    /// A member left a topic this client is present on.
+    PresenceLeft {
+        /// The topic.
+        topic: String,
+        /// The member's subject.
+        sub: String,
+        /// The member's connection.
+        conn_id: u64,
+    },
     /// The client gave up: a terminal close code, no token, or `close()`.
     Stopped {
         /// The close code that stopped it, if any.
@@ -230,6 +250,8 @@ pub(crate) struct Local {
     pub(crate) generation: u64,
     pub(crate) synced: BTreeSet<String>,
     pub(crate) topics: HashMap<String, mpsc::Sender<Delivery>>,
+    /// Topics this client is present on, with the info it announces.
+    pub(crate) presence: HashMap<String, Option<Value>>,
 }
 
 /// Opens a raw WebSocket to `url` (`ws://` only), for tools like the load generator.
@@ -257,6 +279,17 @@ pub enum ClientError {
     /// Too many requests are queued while disconnected.
     #[error("too many queued requests")]
     Busy,
+    /// The server refused the request (`ERROR {code}`).
+    #[error("refused ({code}): {message}")]
+    Refused {
+        /// The protocol's code (`forbidden`, `invalid`, …).
+        code: String,
+        /// The server's reason.
+        message: String,
+    },
+    /// The server answered something this request cannot be answered with.
+    #[error("protocol: {0}")]
+    Protocol(String),
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<ServerMessage, ClientError>>;
@@ -293,8 +326,13 @@ impl Client {
             },
         };
         let file = config.state_path.clone().map(|path| Arc::new(StateFile::new(path)));
-        let local =
-            Arc::new(Mutex::new(Local { replica, generation: 0, synced: BTreeSet::new(), topics: HashMap::new() }));
+        let local = Arc::new(Mutex::new(Local {
+            replica,
+            generation: 0,
+            synced: BTreeSet::new(),
+            topics: HashMap::new(),
+            presence: HashMap::new(),
+        }));
         let wake = Arc::new(Notify::new());
         let (commands, command_rx) = mpsc::channel(256);
         let (events, event_rx) = mpsc::unbounded_channel();
@@ -364,6 +402,29 @@ impl Client {
         self.local().topics.insert(topic.to_string(), tx);
         self.wake.notify_one();
         rx
+    }
+
+    /// Subscribes to a topic and is present on it: the other members see
+    /// `PRESENCE_JOIN` with `info`, and this client reports their joins and
+    /// leaves as [`ClientEvent::PresenceJoined`] / [`ClientEvent::PresenceLeft`].
+    /// Presence is announced again after every reconnect.
+    pub fn subscribe_present(&self, topic: &str, info: Option<Value>) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(self.subscription_buffer.max(1));
+        let mut local = self.local();
+        local.topics.insert(topic.to_string(), tx);
+        local.presence.insert(topic.to_string(), info);
+        drop(local);
+        self.wake.notify_one();
+        rx
+    }
+
+    /// Who is present on a topic (needs `read` on it).
+    pub async fn presence(&self, topic: &str) -> Result<Vec<Member>, ClientError> {
+        match self.request(ClientMessage::Presence { id: 0, topic: topic.to_string() }).await? {
+            ServerMessage::PresenceState { members, .. } => Ok(members),
+            ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
+            other => Err(ClientError::Protocol(format!("unexpected answer to PRESENCE: {other:?}"))),
+        }
     }
 
     /// Publishes to a topic and waits for the server's `OK` (or `ERROR`).
