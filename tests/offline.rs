@@ -164,8 +164,11 @@ async fn the_outbox_survives_an_app_restart() {
         until(&mut events, |e| matches!(e, ClientEvent::OpSettled { rejected: None, .. })).await;
     }
     assert_eq!(again.pending(), 0);
-    std::fs::write(&path, b"not msgpack").unwrap();
-    let corrupt = Client::connect(ClientConfig { state_path: Some(path), ..ClientConfig::new("ws://127.0.0.1:9/ws") });
+    // Another file: the running client may still be saving `path` in the background.
+    let damaged = dir.path().join("damaged.msgpack");
+    std::fs::write(&damaged, b"not msgpack").unwrap();
+    let corrupt =
+        Client::connect(ClientConfig { state_path: Some(damaged), ..ClientConfig::new("ws://127.0.0.1:9/ws") });
     assert!(corrupt.is_err(), "an unreadable outbox is an error, not a silent loss");
     server.stop().await;
 }
