@@ -70,6 +70,9 @@ pub struct Metrics {
     pub closes: Family<CloseCode, Counter>,
     /// Connections refused before the upgrade, by reason.
     pub refusals: Family<Kind, Counter>,
+    /// Messages waiting in a connection's outbound queue when it was drained
+    /// (each burst written at once): how far connections lag behind.
+    pub outbound_burst: Histogram,
 }
 
 impl Default for Metrics {
@@ -101,6 +104,7 @@ impl Metrics {
             backplane_errors: Counter::default(),
             closes: Family::default(),
             refusals: Family::default(),
+            outbound_burst: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
         };
         let r = &mut registry;
         r.register("connections", "Open WebSocket connections by state", metrics.connections.clone());
@@ -119,6 +123,11 @@ impl Metrics {
         r.register("backplane_errors", "Failed backplane calls", metrics.backplane_errors.clone());
         r.register("closes", "Connections closed by the server, by close code", metrics.closes.clone());
         r.register("refusals", "Connections refused before the upgrade, by reason", metrics.refusals.clone());
+        r.register(
+            "outbound_burst",
+            "Messages queued for a connection when it was drained (its outbound queue depth)",
+            metrics.outbound_burst.clone(),
+        );
         Self { registry, ..metrics }
     }
 

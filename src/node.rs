@@ -103,11 +103,14 @@ impl Shared {
     }
 
     /// Whether this node should be sent clients (`/readyz`): not while it
-    /// drains or shuts down, nor while its store cannot commit (probed with an
-    /// empty commit, at most once a second).
+    /// drains or shuts down, nor while its backplane is disconnected, nor while
+    /// its store cannot commit (probed with an empty commit, at most once a second).
     pub(crate) async fn readiness(&self) -> Result<(), String> {
         if self.shutdown.is_cancelled() || self.config.draining.is_cancelled() {
             return Err("draining".into());
+        }
+        if !self.config.backplane.is_connected() {
+            return Err("the backplane is disconnected".into());
         }
         if let Some((at, result)) = &*self.probe.lock().unwrap_or_else(|e| e.into_inner())
             && at.elapsed() < std::time::Duration::from_secs(1)

@@ -48,3 +48,47 @@ async fn a_draining_server_is_not_ready_but_still_serves_its_connections() {
     assert_eq!(ws.close_code().await, 1001, "then the shutdown closes it");
     server.handle.await.unwrap().unwrap();
 }
+
+/// A backplane that reports itself disconnected while `down` is set.
+struct Flaky {
+    inner: syncgate::backplane::MemoryBackplane,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl syncgate::backplane::Backplane for Flaky {
+    fn interest<'a>(&'a self, s: &'a syncgate::backplane::Subject) -> syncgate::backplane::BackplaneFuture<'a, ()> {
+        self.inner.interest(s)
+    }
+    fn drop_interest<'a>(
+        &'a self,
+        s: &'a syncgate::backplane::Subject,
+    ) -> syncgate::backplane::BackplaneFuture<'a, ()> {
+        self.inner.drop_interest(s)
+    }
+    fn publish(&self, s: &syncgate::backplane::Subject, payload: bytes::Bytes) {
+        self.inner.publish(s, payload)
+    }
+    fn control(&self, c: syncgate::backplane::Control) -> syncgate::backplane::BackplaneFuture<'_, ()> {
+        self.inner.control(c)
+    }
+    fn inbound(&self) -> Option<tokio::sync::mpsc::Receiver<syncgate::backplane::Inbound>> {
+        self.inner.inbound()
+    }
+    fn is_connected(&self) -> bool {
+        !self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_disconnected_backplane_makes_the_node_not_ready() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backplane = Arc::new(Flaky { inner: syncgate::backplane::MemoryBackplane::standalone(), down: down.clone() });
+    let server = TestServer::start(ServerConfig { backplane, ..jwt_config() }).await;
+    assert_eq!(http(server.addr, "GET", "/readyz", None, None).await.0, 200);
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        http(server.addr, "GET", "/readyz", None, None).await,
+        (503, "not ready: the backplane is disconnected\n".into())
+    );
+    server.stop().await;
+}

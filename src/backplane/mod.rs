@@ -111,6 +111,10 @@ pub trait Backplane: Send + Sync + 'static {
     fn control(&self, control: Control) -> BackplaneFuture<'_, ()>;
     /// This node's inbound stream; `None` once taken (one consumer per node).
     fn inbound(&self) -> Option<mpsc::Receiver<Inbound>>;
+    /// Whether the backplane is reachable now; `/readyz` answers 503 while it is not.
+    fn is_connected(&self) -> bool {
+        true
+    }
     /// Whether another node could receive anything right now. `false` lets the
     /// hub skip encoding what nobody would read; an implementation that cannot
     /// tell answers `true`.

@@ -272,13 +272,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     async fn deliver_burst(&mut self, first: Outbound, outbound: &mut mpsc::Receiver<Outbound>) -> Flow {
         self.batching = true;
         let mut flow = self.deliver(first).await;
+        let mut drained = 1u32;
         while let Flow::Continue = flow
             && self.ws.pending() < BATCH_BYTES
             && let Ok(item) = outbound.try_recv()
         {
+            drained += 1;
             flow = self.deliver(item).await;
         }
         self.batching = false;
+        self.shared.config.metrics.outbound_burst.observe(f64::from(drained));
         match flow {
             Flow::Continue => match self.write_pending().await {
                 Ok(()) => Flow::Continue,
