@@ -7,8 +7,10 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | the subcommands and the small value types they share |
+//! | `auth_flags` | the authentication flags, mapped onto `syncgate::auth::AuthSpec` |
 //! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
+mod auth_flags;
 mod serve;
 
 use std::collections::BTreeMap;
