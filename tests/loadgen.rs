@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{SECRET, TestServer, jwt_config};
 use syncgate_tools::Seconds;
 use syncgate_tools::loadgen::flood::FloodArgs;
-use syncgate_tools::loadgen::{OpsArgs, run_ops};
+use syncgate_tools::loadgen::{Credentials, OpsArgs, run_ops};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {
@@ -21,8 +21,7 @@ async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {
     let server = TestServer::start(config).await;
     let report = run_ops(OpsArgs {
         url: server.url(),
-        token_secret: Some(SECRET.into()),
-        token: None,
+        credentials: Credentials { token_secret: Some(SECRET.into()), token: None },
         writers: 4,
         batch: 5,
         duration: Seconds(Duration::from_secs(3)),

@@ -147,11 +147,3 @@ impl Store for MemoryStore {
         ready(Ok(removed))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn passes_the_store_conformance_suite() {
-        super::super::conformance::run(super::MemoryStore::new).await;
-    }
-}

@@ -386,18 +386,6 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn passes_the_store_conformance_suite() {
-        let dirs = std::sync::Mutex::new(Vec::new());
-        super::super::conformance::run(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
-            dirs.lock().unwrap().push(dir);
-            store
-        })
-        .await;
-    }
-
-    #[tokio::test]
     async fn a_second_store_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = SqliteStore::open(dir.path(), Durability::Full).unwrap();

@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use super::{micros, token_for};
+use super::Credentials;
+use super::micros;
 
 /// Flags of `syncgate bench api-publish` and `syncgate bench feed`.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,12 +21,9 @@ pub struct ApiArgs {
     /// The server's HTTP address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// HMAC secret to mint the service token (the server's --jwt-secret).
-    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
-    /// A fixed token instead.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// How each connection authenticates.
+    #[command(flatten)]
+    pub credentials: Credentials,
     /// Requests (api-publish) or records (feed).
     #[arg(long, default_value_t = 100_000)]
     pub count: usize,
@@ -92,7 +90,7 @@ async fn post(sender: &mut SendRequest<Full<Bytes>>, token: &str, path: &str, bo
 
 /// Runs `api-publish`: `count` publications over `concurrency` keep-alive connections.
 pub async fn run_api_publish(args: ApiArgs) -> Result<ApiReport, String> {
-    let token = token_for(&args.token, &args.token_secret, "bench-api")?.ok_or("a token is needed")?;
+    let token = args.credentials.token("bench-api")?.ok_or("a token is needed")?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -126,7 +124,7 @@ pub async fn run_api_publish(args: ApiArgs) -> Result<ApiReport, String> {
 /// Runs `feed`: writes `count` records through the API, then reads the change
 /// feed from cursor 0 until every record arrived.
 pub async fn run_feed(args: ApiArgs) -> Result<ApiReport, String> {
-    let token = token_for(&args.token, &args.token_secret, "bench-feed")?.ok_or("a token is needed")?;
+    let token = args.credentials.token("bench-feed")?.ok_or("a token is needed")?;
     let collection = format!("bench/feed-{}", std::process::id());
     let writing = Instant::now();
     let mut sender = connect(&args.addr).await?;

@@ -16,8 +16,9 @@ use hdrhistogram::Histogram;
 use rmpv::Value;
 use serde::Deserialize;
 
+use super::Credentials;
 use super::server_stats::{Sample, Usage};
-use super::{Seconds, Socket, micros, open_authenticated, token_for};
+use super::{Seconds, Socket, micros, open_authenticated};
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
 /// Flags of `syncgate bench fanout`.
@@ -26,12 +27,9 @@ pub struct FanoutArgs {
     /// Server URL.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// HMAC secret to mint a token per connection (the server's --jwt-secret).
-    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
-    /// A fixed token instead (static-token mode); none for auth mode none.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// How each connection authenticates.
+    #[command(flatten)]
+    pub credentials: Credentials,
     /// Subscribers of the topic.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -141,7 +139,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     let mut subscribers = Vec::with_capacity(args.subscribers);
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(args.subscribers);
     for n in 0..args.subscribers {
-        let token = token_for(&args.token, &args.token_secret, &format!("fanout-sub-{n}"))?;
+        let token = args.credentials.token(&format!("fanout-sub-{n}"))?;
         let (url, finals, ready_tx, publishers) = (args.url.clone(), finals.clone(), ready_tx.clone(), args.publishers);
         subscribers.push(tokio::spawn(async move {
             subscribe_and_count(url, token, publishers, epoch, ready_tx, finals).await
@@ -162,7 +160,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     let limit = args.messages.unwrap_or(u64::MAX);
     let mut publishers = Vec::with_capacity(args.publishers);
     for n in 0..args.publishers {
-        let token = token_for(&args.token, &args.token_secret, &format!("fanout-pub-{n}"))?;
+        let token = args.credentials.token(&format!("fanout-pub-{n}"))?;
         let (url, window, bytes) = (args.url.clone(), args.window, args.payload_bytes.max(20));
         publishers.push(tokio::spawn(async move {
             publish_until(url, token, n, window, bytes, epoch, (deadline, limit)).await

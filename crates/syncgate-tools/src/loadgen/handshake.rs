@@ -22,8 +22,9 @@ use fastwebsockets::{FragmentCollector, Frame, Payload};
 use hdrhistogram::Histogram;
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
+use super::Credentials;
 use super::server_stats::{Sample, Usage};
-use super::{Seconds, Socket, micros, read_message, token_for};
+use super::{Seconds, Socket, micros, read_message};
 
 /// Flags shared by `handshake` and `idle`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,12 +32,9 @@ pub struct ConnectArgs {
     /// Server URL.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// HMAC secret to mint the token (the server's --jwt-secret).
-    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
-    /// A fixed token instead (static-token mode); none for auth mode none.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// How each connection authenticates.
+    #[command(flatten)]
+    pub credentials: Credentials,
     /// Connections in all.
     #[arg(long, default_value_t = 20_000)]
     pub connections: usize,
@@ -202,7 +200,7 @@ async fn handshakes(target: &str, args: &ConnectArgs, pid: Option<u32>) -> Resul
     if args.connections == 0 || args.concurrency == 0 {
         return Err("--connections and --concurrency must be at least 1".into());
     }
-    let token = token_for(&args.token, &args.token_secret, "bench-handshake")?;
+    let token = args.credentials.token("bench-handshake")?;
     let next = Arc::new(AtomicUsize::new(0));
     let before = pid.and_then(Sample::read);
     let started = Instant::now();
@@ -329,7 +327,7 @@ impl fmt::Display for IdleReport {
 /// Runs `idle`: opens every connection (C at a time), lets the server settle, measures, holds, closes.
 pub async fn run_idle(args: IdleArgs) -> Result<IdleReport, String> {
     let connect = &args.connect;
-    let token = token_for(&connect.token, &connect.token_secret, "bench-idle")?;
+    let token = connect.credentials.token("bench-idle")?;
     let before = connect.server_pid.and_then(Sample::read);
     let started = Instant::now();
     let limit = Arc::new(tokio::sync::Semaphore::new(connect.concurrency.max(1)));

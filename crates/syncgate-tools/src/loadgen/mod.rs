@@ -36,12 +36,9 @@ pub struct OpsArgs {
     /// Server URL.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// HMAC secret to mint a token per writer (the server's --jwt-secret).
-    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
-    pub token_secret: Option<String>,
-    /// A fixed token instead (static-token mode); none for auth mode none.
-    #[arg(long)]
-    pub token: Option<String>,
+    /// How each connection authenticates.
+    #[command(flatten)]
+    pub credentials: Credentials,
     /// Concurrent connections.
     #[arg(long, default_value_t = 50)]
     pub writers: usize,
@@ -172,7 +169,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
-        let token = token_for(&args.token, &args.token_secret, &format!("bench-{writer}"))?;
+        let token = args.credentials.token(&format!("bench-{writer}"))?;
         let url = args.url.clone();
         let (batch, value_bytes) = (args.batch, args.value_bytes);
         tasks.push(tokio::spawn(async move { write_until(url, token, writer, batch, value_bytes, deadline).await }));
@@ -297,16 +294,30 @@ async fn write_until(
 /// A load-generator connection.
 type Socket = TokioIo<Upgraded>;
 
-/// The token for one bench connection: the fixed one, one minted from the secret for `sub`, or none.
-fn token_for(token: &Option<String>, secret: &Option<String>, sub: &str) -> Result<Option<String>, String> {
-    Ok(match (token, secret) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(secret)) => {
-            let spec = TokenSpec::new(sub.to_string(), vec!["bench".into()]);
-            Some(mint(secret.as_bytes(), &spec, syncgate_proto::time::unix_secs()).map_err(|e| e.to_string())?)
-        }
-        (None, None) => None,
-    })
+/// How bench connections authenticate: a token minted per connection from
+/// the server's HMAC secret, one fixed token, or none (auth mode none).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Credentials {
+    /// HMAC secret to mint a token per connection (the server's --jwt-secret).
+    #[arg(long, env = "SYNCGATE_JWT_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// A fixed token instead (static-token mode); none for auth mode none.
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+impl Credentials {
+    /// The token for a connection acting as `sub` (roles `bench`).
+    pub fn token(&self, sub: &str) -> Result<Option<String>, String> {
+        Ok(match (&self.token, &self.token_secret) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(secret)) => {
+                let spec = TokenSpec::new(sub.to_string(), vec!["bench".into()]);
+                Some(mint(secret.as_bytes(), &spec, syncgate_proto::time::unix_secs()).map_err(|e| e.to_string())?)
+            }
+            (None, None) => None,
+        })
+    }
 }
 
 /// The next data message, decoded; a close is an error.
