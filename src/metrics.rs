@@ -14,6 +14,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The client message types, as `messages_in` names them.
+const MESSAGE_KINDS: [&str; 9] = ["AUTH", "PING", "SUB", "UNSUB", "PUB", "OP_BATCH", "SYNC", "UNSYNC", "PRESENCE"];
+
 /// A label whose value is one of the protocol's fixed names.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Kind {
@@ -70,6 +73,10 @@ pub struct Metrics {
     pub closes: Family<CloseCode, Counter>,
     /// Connections refused before the upgrade, by reason.
     pub refusals: Family<Kind, Counter>,
+    /// `ops{code="ok"}`, resolved once: accepted ops are the hot path.
+    ops_ok: Counter,
+    /// `messages_in` for each client message type, resolved once (see [`Metrics::message_in`]).
+    messages_in_by_kind: Vec<(&'static str, Counter)>,
     /// Messages waiting in a connection's outbound queue when it was drained
     /// (each burst written at once): how far connections lag behind.
     pub outbound_burst: Histogram,
@@ -105,7 +112,15 @@ impl Metrics {
             closes: Family::default(),
             refusals: Family::default(),
             outbound_burst: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            ops_ok: Counter::default(),
+            messages_in_by_kind: Vec::new(),
         };
+        let ops_ok = metrics.ops.get_or_create(&Code { code: "ok".into() }).clone();
+        let messages_in_by_kind = MESSAGE_KINDS
+            .iter()
+            .map(|&kind| (kind, metrics.messages_in.get_or_create(&Kind { kind }).clone()))
+            .collect();
+        let metrics = Self { ops_ok, messages_in_by_kind, ..metrics };
         let r = &mut registry;
         r.register("connections", "Open WebSocket connections by state", metrics.connections.clone());
         r.register("handshakes", "Token verifications by result", metrics.handshakes.clone());
@@ -141,7 +156,26 @@ impl Metrics {
 
     /// Counts one message of `kind` in.
     pub fn message_in(&self, kind: &'static str) {
-        self.messages_in.get_or_create(&Kind { kind }).inc();
+        match self.messages_in_by_kind.iter().find(|(k, _)| *k == kind) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                self.messages_in.get_or_create(&Kind { kind }).inc();
+            }
+        }
+    }
+
+    /// Counts one answered op: `None` accepted, else its refusal code.
+    pub fn op(&self, code: Option<&str>) {
+        match code {
+            None => {
+                self.ops_ok.inc();
+            }
+            Some(code) => {
+                self.ops.get_or_create(&Code { code: code.to_string() }).inc();
+            }
+        }
     }
 
     /// Counts a connection entering (`+1`) or leaving (`-1`) a state.

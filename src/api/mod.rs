@@ -240,8 +240,7 @@ async fn write_ops(request: Request<Incoming>, shared: &Shared, access: &Access,
     let mut applied = shared.collections.apply(ops, now).await.into_iter();
     let results: Vec<OpOutcome> = outcomes.into_iter().filter_map(|o| o.or_else(|| applied.next())).collect();
     for result in &results {
-        let code = result.code.as_deref().unwrap_or("ok");
-        shared.config.metrics.ops.get_or_create(&crate::metrics::Code { code: code.to_string() }).inc();
+        shared.config.metrics.op(result.code.as_deref());
     }
     json_response(StatusCode::OK, &json!({ "results": results }))
 }

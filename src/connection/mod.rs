@@ -319,8 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         match message {
             ServerMessage::OpResult { results, .. } => {
                 for result in results {
-                    let code = result.code.as_deref().unwrap_or("ok");
-                    metrics.ops.get_or_create(&crate::metrics::Code { code: code.to_string() }).inc();
+                    metrics.op(result.code.as_deref());
                 }
             }
             ServerMessage::Error { code, .. } => {
