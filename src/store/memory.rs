@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, encode_value, ready};
-use crate::hlc::replaces;
+use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, ready};
+use crate::hlc::replaces_value;
 
 /// Collections in memory; nothing survives the process.
 #[derive(Debug)]
@@ -68,9 +68,10 @@ impl Store for MemoryStore {
                 continue;
             }
             let collection = inner.collections.entry(write.collection.clone()).or_default();
-            let newer = collection.records.get(&write.key).is_none_or(|current| {
-                replaces(&write.hlc, &encode_value(&write.value), &current.hlc, &encode_value(&current.value))
-            });
+            let newer = collection
+                .records
+                .get(&write.key)
+                .is_none_or(|current| replaces_value(&write.hlc, &write.value, &current.hlc, &current.value));
             if !newer {
                 outcomes.push(Applied::Superseded);
                 continue;

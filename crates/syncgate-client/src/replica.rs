@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use syncgate_proto::cursor::Cursor;
 use syncgate_proto::hlc::encode_value;
-use syncgate_proto::hlc::{Hlc, HlcClock, replaces};
+use syncgate_proto::hlc::{Hlc, HlcClock, replaces_value};
 use syncgate_proto::protocol::codes::error::is_final_op_code;
 use syncgate_proto::protocol::{OpInput, OpOutcome, RawOp, Record};
 
@@ -192,9 +192,10 @@ impl Replica {
             let Ok(hlc) = record.hlc.parse::<Hlc>() else { continue };
             // A stamp far ahead of our wall clock is stored, but does not drag our clock along.
             self.clock.observe(&hlc, now_ms);
-            let newer = state.confirmed.get(&record.key).is_none_or(|(value, current)| {
-                replaces(&hlc, &encode_value(&record.value), current, &encode_value(value))
-            });
+            let newer = state
+                .confirmed
+                .get(&record.key)
+                .is_none_or(|(value, current)| replaces_value(&hlc, &record.value, current, value));
             if newer {
                 state.confirmed.insert(record.key.clone(), (record.value.clone(), hlc));
             }

@@ -97,6 +97,15 @@ pub fn replaces(new_hlc: &Hlc, new_value: &[u8], current_hlc: &Hlc, current_valu
     }
 }
 
+/// [`replaces`] for values not yet encoded: they are encoded only on a tie of
+/// timestamps, the one case that needs them.
+pub fn replaces_value(new_hlc: &Hlc, new_value: &rmpv::Value, current_hlc: &Hlc, current_value: &rmpv::Value) -> bool {
+    match new_hlc.cmp(current_hlc) {
+        Ordering::Equal => encode_value(new_value) > encode_value(current_value),
+        order => order == Ordering::Greater,
+    }
+}
+
 /// A node's clock: monotonic, after every timestamp it absorbed, and never
 /// dragged more than `max_ahead_ms` ahead of its wall clock by a remote stamp.
 #[derive(Debug)]
