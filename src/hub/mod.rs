@@ -155,7 +155,9 @@ impl Hub {
     /// Publishes on `topic`: to this node's subscribers, then to the other nodes. Never waits.
     pub fn publish(&self, topic: &str, message: Bytes) -> usize {
         let delivered = self.deliver(topic, message.clone());
-        self.backplane.publish(&Subject::Topic(topic.to_string()), message);
+        if self.backplane.has_peers() {
+            self.backplane.publish(&Subject::Topic(topic.to_string()), message);
+        }
         delivered
     }
 
@@ -216,7 +218,9 @@ impl Hub {
 
     /// A commit of this node changed `collection`: its watchers here and on other nodes get the change.
     pub fn committed(self: &Arc<Self>, collection: &str, notice: ChangeNotice) {
-        self.backplane.publish(&Subject::Changes(collection.to_string()), notice.to_payload());
+        if self.backplane.has_peers() {
+            self.backplane.publish(&Subject::Changes(collection.to_string()), notice.to_payload());
+        }
         self.receive_change(collection, notice);
     }
 
