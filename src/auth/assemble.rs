@@ -33,6 +33,19 @@ pub enum AuthMode {
     Introspect,
 }
 
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "token" => Ok(Self::Token),
+            "jwt" => Ok(Self::Jwt),
+            "introspect" => Ok(Self::Introspect),
+            other => Err(format!("{other:?} is not an auth mode (none, token, jwt, introspect)")),
+        }
+    }
+}
+
 /// The settings an authenticator is assembled from; every field is optional,
 /// as on the command line (each is named after its `syncgate serve` flag).
 #[derive(Clone, Default)]

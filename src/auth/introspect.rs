@@ -33,13 +33,25 @@ use crate::http_client::HttpClient;
 use crate::protocol::AuthFailCode;
 
 /// Which answer shape the introspection endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IntrospectShape {
     /// RFC 7662: a boolean `active: true` and a `sub` admit (`--introspect-shape rfc7662`, the default).
     #[default]
     Rfc7662,
     /// `{userId, orgId, role}`: a non-empty `userId` and no `error` field admit (`--introspect-shape user`).
     User,
+}
+
+impl std::str::FromStr for IntrospectShape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rfc7662" => Ok(Self::Rfc7662),
+            "user" => Ok(Self::User),
+            other => Err(format!("{other:?} is not an introspection shape (rfc7662, user)")),
+        }
+    }
 }
 
 /// How to reach and trust the introspection endpoint.

@@ -1,21 +1,16 @@
 //! The `serve` flags that describe authentication, handed to the library's
 //! [`AuthSpec`] (which assembles and checks the authenticator).
 
-use syncgate::auth::{AuthSpec, IntrospectShape};
+use syncgate::auth::AuthSpec;
 
+use super::Seconds;
 use super::serve::ServeArgs;
-use super::{AuthMode, IntrospectShapeArg, Seconds};
 
 impl ServeArgs {
     /// The authentication settings among the flags.
     pub(super) fn auth_spec(&self) -> AuthSpec {
         AuthSpec {
-            auth: self.auth.map(|mode| match mode {
-                AuthMode::None => syncgate::auth::AuthMode::None,
-                AuthMode::Token => syncgate::auth::AuthMode::Token,
-                AuthMode::Jwt => syncgate::auth::AuthMode::Jwt,
-                AuthMode::Introspect => syncgate::auth::AuthMode::Introspect,
-            }),
+            auth: self.auth,
             token: self.token.clone(),
             token_sub: self.token_sub.clone(),
             token_roles: self.token_roles.clone(),
@@ -37,10 +32,7 @@ impl ServeArgs {
             introspect_cache_ms: self.introspect_cache_ms,
             introspect_timeout: self.introspect_timeout.map(|Seconds(d)| d),
             introspect_fail_open: self.introspect_fail_open,
-            introspect_shape: self.introspect_shape.map(|shape| match shape {
-                IntrospectShapeArg::Rfc7662 => IntrospectShape::Rfc7662,
-                IntrospectShapeArg::User => IntrospectShape::User,
-            }),
+            introspect_shape: self.introspect_shape,
             introspect_form: self.introspect_form,
             idp_ca_file: self.idp_ca_file.clone(),
             env: self.env.clone(),

@@ -115,30 +115,6 @@ pub enum DurabilityArg {
     None,
 }
 
-/// How connections authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// No token: the network is the boundary; everyone is `anonymous`.
-    None,
-    /// One static shared token (`--token`).
-    Token,
-    /// Short-lived JWTs (`--jwt-secret`, `--jwt-public-key` or `--jwks-url`).
-    Jwt,
-    /// Token introspection against the operator's API (`--introspect-url`).
-    Introspect,
-}
-
-/// Which answer shape the introspection endpoint speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IntrospectShapeArg {
-    /// RFC 7662: only a boolean `active: true` with a `sub` admits.
-    Rfc7662,
-    /// `{userId, orgId, role}`: a non-empty `userId` and no `error` admit.
-    User,
-}
-
 /// Flags of `syncgate token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {

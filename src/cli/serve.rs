@@ -9,7 +9,10 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde::Deserialize;
 
-use super::{AuthMode, DurabilityArg, IntrospectShapeArg, IssuerTable, Seconds, StoreKind};
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use syncgate::auth::{AuthMode, IntrospectShape};
+
+use super::{DurabilityArg, IssuerTable, Seconds, StoreKind};
 use syncgate::config::ServerConfig;
 use syncgate::rules::{Policy, PolicyHandle, RuleSet};
 use syncgate::store::{Durability, MemoryStore, SqliteStore};
@@ -26,7 +29,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNCGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Auth mode [default: jwt when a JWT key is given, token when --token is, else none].
-    #[arg(long, env = "SYNCGATE_AUTH", value_enum)]
+    #[arg(long, env = "SYNCGATE_AUTH", value_parser = PossibleValuesParser::new(["none", "token", "jwt", "introspect"]).try_map(|s| s.parse::<AuthMode>()))]
     pub auth: Option<AuthMode>,
     /// The static token (mode token).
     #[arg(long, env = "SYNCGATE_TOKEN", hide_env_values = true)]
@@ -78,8 +81,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SYNCGATE_INTROSPECT_FAIL_OPEN", num_args = 0..=1, default_missing_value = "true")]
     pub introspect_fail_open: Option<bool>,
     /// Shape of the introspection answers: rfc7662 (only `active: true` admits) or user (`{userId, orgId, role}`) [default: rfc7662].
-    #[arg(long, env = "SYNCGATE_INTROSPECT_SHAPE", value_enum)]
-    pub introspect_shape: Option<IntrospectShapeArg>,
+    #[arg(long, env = "SYNCGATE_INTROSPECT_SHAPE", value_parser = PossibleValuesParser::new(["rfc7662", "user"]).try_map(|s| s.parse::<IntrospectShape>()))]
+    pub introspect_shape: Option<IntrospectShape>,
     /// Key sources bound to their issuers (`[[issuers]]` tables; --config file only).
     #[arg(skip)]
     pub issuers: Option<Vec<IssuerTable>>,

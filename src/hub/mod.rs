@@ -92,11 +92,6 @@ impl Hub {
         &self.backplane
     }
 
-    /// Number of topics with at least one local subscriber.
-    pub fn topic_count(&self) -> usize {
-        self.topics.len()
-    }
-
     /// Adds `subscriber` to `topic` (subscribing twice is one subscription).
     /// Deliveries may start at once; [`Hub::topic_ready`] waits for other nodes' messages.
     pub fn subscribe(&self, topic: &str, subscriber: Outbox) {
