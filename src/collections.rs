@@ -301,7 +301,8 @@ mod tests {
                 (true, None)
             ]
         );
-        let Some(Outbound::Change { cursor, bytes, .. }) = rx.recv().await else { panic!() };
+        let Outbound::Change(change) = rx.recv().await else { panic!() };
+        let (cursor, bytes) = (change.cursor, change.bytes.clone());
         assert_eq!(cursor, 1, "the stale op e changed nothing");
         let change: ServerMessage = rmp_serde::from_slice(&bytes).unwrap();
         assert!(

@@ -13,7 +13,7 @@
 //! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown, the admin listener; [`run`] |
 //! | `connection` | the per-connection actor: reader task, writer, timers, outbox; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
-//! | [`mask`] | refusal of unmasked client frames (sans-IO) |
+//! | [`client_stream`] | the client's bytes on their way to fastwebsockets: unmasked frames refused, its read buffer dropped between messages |
 //! | [`request_error`] | why a request or op was refused: the one mapping of refusals to wire codes and messages |
 //! | [`protocol`], [`hlc`], [`cursor`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; WebSocket reassembly |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection; [`auth::AuthSpec`] assembles one from settings (what `syncgate serve` flags describe) |
@@ -51,6 +51,7 @@ mod admin;
 mod api;
 pub mod auth;
 pub mod backplane;
+pub mod client_stream;
 pub mod clock;
 pub mod collections;
 pub mod config;
@@ -58,7 +59,6 @@ mod connection;
 pub mod http_client;
 pub mod hub;
 pub mod limits;
-pub mod mask;
 pub mod metrics;
 mod node;
 pub mod outbox;

@@ -5,10 +5,12 @@
 //! outbox. A full queue is not dropped silently: it trips the connection's
 //! overflow signal and the connection closes with 4200 (slow consumer).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Identifies one connection within a server.
@@ -19,15 +21,9 @@ pub type ConnId = u64;
 pub enum Outbound {
     /// A `MESSAGE` from pub/sub.
     Message(Bytes),
-    /// A `CHANGE` of a collection; `cursor` lets the connection skip what its snapshot already held.
-    Change {
-        /// The collection.
-        collection: Arc<str>,
-        /// The change's cursor (highest sequence number in it).
-        cursor: u64,
-        /// The encoded `CHANGE`.
-        bytes: Bytes,
-    },
+    /// A `CHANGE` of a collection, shared by every watcher (behind an `Arc`,
+    /// which keeps this enum and so every queue's blocks small).
+    Change(Arc<SharedChange>),
     /// Changes of a collection may have been missed (a lost backplane
     /// message): the connection catches up from the store from its own cursor.
     Resync {
@@ -36,20 +32,70 @@ pub enum Outbound {
     },
 }
 
+/// A `CHANGE` on its way to the watchers of a collection; `cursor` lets a
+/// connection skip what its snapshot already held.
+#[derive(Debug)]
+pub struct SharedChange {
+    /// The collection.
+    pub collection: Arc<str>,
+    /// The change's cursor (highest sequence number in it).
+    pub cursor: u64,
+    /// The encoded `CHANGE`.
+    pub bytes: Bytes,
+}
+
 /// The sending side of a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     id: ConnId,
-    tx: mpsc::Sender<Outbound>,
+    queue: Arc<Queue>,
     overflow: CancellationToken,
 }
 
+/// The connection's side of its outbound queue. It takes everything queued
+/// at once (one lock per burst, not per message) and the two buffers trade
+/// places, so a steady flow allocates nothing.
+#[derive(Debug)]
+pub struct OutboundQueue {
+    queue: Arc<Queue>,
+    taken: VecDeque<Outbound>,
+}
+
+/// A bounded queue that holds memory only while it has held messages
+/// lately: a channel would allocate a block of slots for every connection,
+/// idle or not.
+#[derive(Debug)]
+struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    /// Messages queued and not yet taken by the connection, wherever they wait.
+    pending: AtomicUsize,
+    /// Wakes the connection when something is queued.
+    queued: Notify,
+    /// The connection has gone: offers are refused.
+    closed: AtomicBool,
+    capacity: usize,
+}
+
+/// Buffers found empty keep up to this many slots (a burst's worth) and give
+/// back larger ones.
+const KEEP_SLOTS: usize = 16;
+
 impl Outbox {
     /// Creates a queue of `capacity` messages; the connection keeps the receiver and watches `overflow`.
-    pub fn new(id: ConnId, capacity: usize) -> (Self, mpsc::Receiver<Outbound>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(id: ConnId, capacity: usize) -> (Self, OutboundQueue, CancellationToken) {
+        let queue = Arc::new(Queue {
+            items: Mutex::new(VecDeque::new()),
+            pending: AtomicUsize::new(0),
+            queued: Notify::new(),
+            closed: AtomicBool::new(false),
+            capacity: capacity.max(1),
+        });
         let overflow = CancellationToken::new();
-        (Self { id, tx, overflow: overflow.clone() }, rx, overflow)
+        (
+            Self { id, queue: queue.clone(), overflow: overflow.clone() },
+            OutboundQueue { queue, taken: VecDeque::new() },
+            overflow,
+        )
     }
 
     /// The connection this outbox belongs to.
@@ -60,13 +106,127 @@ impl Outbox {
     /// Queues a message without waiting. On overflow the connection is told to
     /// close with 4200 and `false` is returned; a closed connection also gives `false`.
     pub fn offer(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.queue.closed.load(Ordering::Acquire) {
+            return false;
         }
+        {
+            let mut items = self.queue.lock();
+            if self.queue.pending.load(Ordering::Acquire) >= self.queue.capacity {
+                drop(items);
+                self.overflow.cancel();
+                return false;
+            }
+            items.push_back(item);
+            self.queue.pending.fetch_add(1, Ordering::AcqRel);
+        }
+        self.queue.queued.notify_one();
+        true
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+        self.items.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl OutboundQueue {
+    /// The next message, once there is one. Cancel-safe: nothing is taken
+    /// from the queue unless it is returned.
+    pub async fn recv(&mut self) -> Outbound {
+        loop {
+            if let Some(item) = self.try_recv() {
+                return item;
+            }
+            self.queue.queued.notified().await;
+        }
+    }
+
+    /// The next message, if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        if self.taken.is_empty() {
+            let mut items = self.queue.lock();
+            if items.is_empty() {
+                // Both buffers are empty: give back what a past burst grew.
+                for buffer in [&mut self.taken, &mut *items] {
+                    if buffer.capacity() > KEEP_SLOTS {
+                        *buffer = VecDeque::new();
+                    }
+                }
+                return None;
+            }
+            std::mem::swap(&mut self.taken, &mut *items);
+        }
+        let item = self.taken.pop_front()?;
+        self.queue.pending.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
+    }
+}
+
+impl Drop for OutboundQueue {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        // An offer that raced the flag leaves its item until the last outbox goes.
+        self.queue.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u8) -> Outbound {
+        Outbound::Message(Bytes::from(vec![n]))
+    }
+
+    fn byte(item: Option<Outbound>) -> Option<u8> {
+        match item {
+            Some(Outbound::Message(bytes)) => Some(bytes[0]),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_trips_the_overflow_and_keeps_what_it_holds_in_order() {
+        let (outbox, mut queue, overflow) = Outbox::new(1, 3);
+        for n in 0..3 {
+            assert!(outbox.offer(message(n)));
+        }
+        assert!(!overflow.is_cancelled());
+        assert!(!outbox.offer(message(3)), "the fourth does not fit");
+        assert!(overflow.is_cancelled());
+        assert_eq!(byte(Some(queue.recv().await)), Some(0));
+        assert!(outbox.offer(message(3)), "taken messages free their places");
+        assert!(!outbox.offer(message(4)), "messages taken but not yet delivered still count");
+        assert_eq!(byte(queue.try_recv()), Some(1));
+        assert_eq!(byte(queue.try_recv()), Some(2));
+        assert_eq!(byte(queue.try_recv()), Some(3));
+        assert_eq!(byte(queue.try_recv()), None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_is_woken_and_a_gone_one_refuses() {
+        let (outbox, mut queue, _) = Outbox::new(1, 8);
+        let publisher = outbox.clone();
+        let waiting = tokio::spawn(async move { byte(Some(queue.recv().await)) });
+        tokio::task::yield_now().await;
+        assert!(publisher.offer(message(9)));
+        assert_eq!(waiting.await.unwrap(), Some(9), "the queue is dropped with its task");
+        assert!(!outbox.offer(message(1)), "nobody reads any more");
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_a_large_buffer() {
+        let (outbox, mut queue, _) = Outbox::new(1, 1024);
+        for n in 0..100 {
+            assert!(outbox.offer(message(n)));
+        }
+        while queue.try_recv().is_some() {}
+        assert_eq!(queue.queue.lock().capacity() + queue.taken.capacity(), 0);
+        assert!(outbox.offer(message(1)));
+        assert_eq!(byte(queue.try_recv()), Some(1));
+        assert!(queue.try_recv().is_none());
+        let kept = queue.queue.lock().capacity() + queue.taken.capacity();
+        assert!(kept > 0 && kept <= 2 * KEEP_SLOTS, "small buffers are kept for the next burst");
     }
 }

@@ -1,9 +1,10 @@
 //! Who is connected: authenticated connections by subject, for the admin API.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::auth::Identity;
 use crate::outbox::ConnId;
@@ -20,11 +21,38 @@ pub enum Control {
     },
 }
 
+/// Where orders for one connection arrive from outside its task. The first
+/// order is kept (a later one finds the connection closing already), so a
+/// connection holds one small slot rather than a channel and its buffer.
+#[derive(Debug, Default)]
+pub struct ControlSlot {
+    order: Mutex<Option<Control>>,
+    arrived: Notify,
+}
+
+impl ControlSlot {
+    /// Leaves an order for the connection (unless one is waiting already).
+    pub fn send(&self, control: Control) {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(control);
+        self.arrived.notify_one();
+    }
+
+    /// The order, once one arrives. Cancel-safe: an order stays until taken.
+    pub async fn recv(&self) -> Control {
+        loop {
+            if let Some(order) = self.order.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                return order;
+            }
+            self.arrived.notified().await;
+        }
+    }
+}
+
 struct Entry {
     sub: String,
     jti: Option<String>,
     issued_at: Option<u64>,
-    control: mpsc::Sender<Control>,
+    control: Arc<ControlSlot>,
 }
 
 /// Authenticated connections of one server.
@@ -40,7 +68,7 @@ impl Registry {
     }
 
     /// Records (or updates, after a refresh) an authenticated connection.
-    pub fn register(&self, id: ConnId, identity: &Identity, control: mpsc::Sender<Control>) {
+    pub fn register(&self, id: ConnId, identity: &Identity, control: Arc<ControlSlot>) {
         let entry =
             Entry { sub: identity.sub.clone(), jti: identity.jti.clone(), issued_at: identity.issued_at, control };
         self.connections.insert(id, entry);
@@ -58,13 +86,16 @@ impl Registry {
         reason: &str,
         matches: impl Fn(&str, Option<&str>, Option<u64>) -> bool,
     ) -> usize {
-        let targets: Vec<mpsc::Sender<Control>> = self
+        let targets: Vec<Arc<ControlSlot>> = self
             .connections
             .iter()
             .filter(|e| matches(&e.sub, e.jti.as_deref(), e.issued_at))
             .map(|e| e.control.clone())
             .collect();
-        targets.iter().filter(|c| c.try_send(Control::Close { code, reason: reason.to_string() }).is_ok()).count()
+        for target in &targets {
+            target.send(Control::Close { code, reason: reason.to_string() });
+        }
+        targets.len()
     }
 
     /// `(total, connections per subject)`.

@@ -95,7 +95,7 @@ async fn follow(shared: Arc<Shared>, collection: String, since: Option<Cursor>, 
         }
         cursor = Some(Cursor::new(shared.collections.epoch(), snapshot.cursor));
         tokio::select! {
-            woken = wake.recv() => if woken.is_none() { break },
+            _ = wake.recv() => {}
             _ = tokio::time::sleep(KEEPALIVE) => {
                 if events.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
                     break;

@@ -26,7 +26,6 @@ mod work;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use fastwebsockets::{Frame, Payload};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
@@ -36,13 +35,13 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
+use crate::client_stream::{ClientStream, StreamWatch};
 use crate::limits::SlotGuard;
-use crate::mask::MaskCheck;
 use crate::node::Shared;
-use crate::outbox::{Outbound, Outbox};
+use crate::outbox::{Outbound, OutboundQueue, Outbox};
 use crate::protocol::codes::close;
 use crate::protocol::{ClientMessage, DecodeError, ServerMessage, encode_server};
-use crate::registry::Control;
+use crate::registry::{Control, ControlSlot};
 use crate::rules::Policy;
 use crate::session::{Effect, Session};
 
@@ -71,11 +70,11 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
-    let unmasked = Arc::new(AtomicBool::new(false));
-    let read = MaskCheck::new(read, unmasked.clone());
+    let stream_watch = Arc::new(StreamWatch::default());
+    let read = ClientStream::new(read, stream_watch.clone());
     let (tx, rx) = mpsc::channel(8);
     let (authenticated, auth_verdicts) = watch::channel(false);
-    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, auth_verdicts, unmasked));
+    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, auth_verdicts, stream_watch));
     let mut policy = shared.config.policy.subscribe();
     let current = policy.borrow_and_update().clone();
     let anonymous = shared.config.authenticator.anonymous();
@@ -84,7 +83,7 @@ pub(crate) async fn serve<S>(
     session_config.max_message_bytes = shared.config.limits.max_frame_bytes;
     let now = shared.config.clock.now_ms();
     let (session, effects) = Session::open(session_config, now, current, anonymous, query_token);
-    let (control_tx, control) = mpsc::channel(4);
+    let control = Arc::new(ControlSlot::default());
     let queue = shared.config.limits.outbound_queue;
     let (outbox, outbound, overflow) = Outbox::new(shared.connection_id(), queue);
     let mut actor = Actor {
@@ -101,7 +100,7 @@ pub(crate) async fn serve<S>(
         tasks: JoinSet::new(),
         held: VecDeque::new(),
         writes_in_flight: 0,
-        control: control_tx,
+        control: control.clone(),
         pending: Some(pending),
         counted_as: "unauthenticated",
     };
@@ -146,7 +145,7 @@ struct Actor<S> {
     /// `OP_BATCH`es being committed.
     writes_in_flight: usize,
     /// Handed to the registry so the admin API can close this connection.
-    control: mpsc::Sender<Control>,
+    control: Arc<ControlSlot>,
     /// The per-IP unauthenticated slot, given back once authenticated.
     pending: Option<SlotGuard>,
     /// The state this connection is counted under in the `connections` gauge.
@@ -156,10 +155,10 @@ struct Actor<S> {
 /// Everything the actor waits on besides timers.
 struct Queues {
     inbound: mpsc::Receiver<Inbound>,
-    outbound: mpsc::Receiver<Outbound>,
+    outbound: OutboundQueue,
     overflow: CancellationToken,
     policy: watch::Receiver<Arc<Policy>>,
-    control: mpsc::Receiver<Control>,
+    control: Arc<ControlSlot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
@@ -170,7 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             self.pending = None;
         }
         self.count_state();
-        if let Flow::Stop = self.apply(first).await {
+        if let Flow::Stop = Box::pin(self.apply(first)).await {
             return true;
         }
         let shutdown = self.shared.shutdown.clone();
@@ -180,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 && let Some(message) = self.held.pop_front()
             {
                 let effects = self.session.on_message(message, self.now());
-                if let Flow::Stop = self.apply(effects).await {
+                if let Flow::Stop = Box::pin(self.apply(effects)).await {
                     return true;
                 }
                 continue;
@@ -198,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
                     return self.close(close::SLOW_CONSUMER, "slow consumer").await;
                 }
-                Some(Control::Close { code, reason }) = queues.control.recv() => {
+                Control::Close { code, reason } = queues.control.recv() => {
                     info!(peer = %self.peer, code, %reason, "closed by the server");
                     return self.close(code, &reason).await;
                 }
@@ -206,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 // still be expired, revalidated, pinged and timed out on time.
                 _ = sleep_until_opt(deadline) => self.session.on_timer(self.now()),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
-                    Ok(completion) => match self.complete(completion).await {
+                    Ok(completion) => match Box::pin(self.complete(completion)).await {
                         Flow::Continue => continue,
                         Flow::Stop => return true,
                     },
@@ -219,19 +218,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     let policy = queues.policy.borrow_and_update().clone();
                     self.session.on_policy(policy)
                 }
-                Some(item) = queues.outbound.recv() => match self.deliver_burst(item, &mut queues.outbound).await {
+                item = queues.outbound.recv() => match self.deliver_burst(item, &mut queues.outbound).await {
                     Flow::Continue => continue,
                     Flow::Stop => return true,
                 },
                 event = queues.inbound.recv(), if reading => match event {
                     None => return false,
                     Some(Inbound::Message(message)) if self.session.holds(&message) => {
-                        self.held.push_back(message);
+                        self.held.push_back(*message);
                         continue;
                     }
                     Some(Inbound::Message(message)) => {
                         self.shared.config.metrics.message_in(kind_of(&message));
-                        self.session.on_message(message, self.now())
+                        self.session.on_message(*message, self.now())
                     }
                     Some(Inbound::Ping(payload)) => {
                         self.session.on_activity(self.now());
@@ -251,7 +250,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     Some(Inbound::Fatal(e)) => return self.close(e.code, e.reason).await,
                 },
             };
-            if let Flow::Stop = self.apply(effects).await {
+            // Carrying out effects and completions takes futures several times the
+            // size of the wait above; boxed, they are allocated while they run
+            // instead of being part of every idle connection's task.
+            if let Flow::Stop = Box::pin(self.apply(effects)).await {
                 return true;
             }
         }
@@ -269,13 +271,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// Delivers `first` and whatever else is queued already (up to a batch),
     /// then writes them all at once.
-    async fn deliver_burst(&mut self, first: Outbound, outbound: &mut mpsc::Receiver<Outbound>) -> Flow {
+    async fn deliver_burst(&mut self, first: Outbound, outbound: &mut OutboundQueue) -> Flow {
         self.batching = true;
         let mut flow = self.deliver(first).await;
         let mut drained = 1u32;
         while let Flow::Continue = flow
             && self.ws.pending() < BATCH_BYTES
-            && let Ok(item) = outbound.try_recv()
+            && let Some(item) = outbound.try_recv()
         {
             drained += 1;
             flow = self.deliver(item).await;

@@ -21,7 +21,7 @@ use crate::backplane::BackplaneError;
 use crate::collections::Snapshot;
 use crate::cursor::Cursor;
 use crate::node::Shared;
-use crate::outbox::Outbound;
+use crate::outbox::{Outbound, SharedChange};
 use crate::protocol::codes::close;
 use crate::protocol::{AuthFailCode, OpOutcome, ServerMessage};
 use crate::request_error::RequestError;
@@ -328,9 +328,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             && let Some(done) = self.syncing.remove(&collection)
         {
             for (cursor, bytes) in done.buffered {
-                if let Flow::Stop =
-                    self.deliver(Outbound::Change { collection: collection.clone(), cursor, bytes }).await
-                {
+                let change = SharedChange { collection: collection.clone(), cursor, bytes };
+                if let Flow::Stop = self.deliver(Outbound::Change(Arc::new(change))).await {
                     return Flow::Stop;
                 }
             }
@@ -362,8 +361,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 bytes
             }
             Outbound::Resync { collection } => return self.catch_up(collection),
-            Outbound::Change { collection, cursor, bytes } => {
-                if let Some(pending) = self.syncing.get_mut(&collection) {
+            Outbound::Change(change) => {
+                let SharedChange { collection, cursor, bytes } = &*change;
+                let (cursor, bytes) = (*cursor, bytes.clone());
+                if let Some(pending) = self.syncing.get_mut(collection) {
                     if pending.buffered.len() >= self.shared.config.limits.outbound_queue {
                         info!(peer = %self.peer, "slow consumer: changes piled up behind a snapshot");
                         self.close(close::SLOW_CONSUMER, "slow consumer").await;
@@ -372,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     pending.buffered.push((cursor, bytes));
                     return Flow::Continue;
                 }
-                match self.sync_cursors.get_mut(&collection) {
+                match self.sync_cursors.get_mut(collection) {
                     Some(seen) if cursor > *seen => {
                         *seen = cursor;
                         self.shared.config.metrics.changes.inc();

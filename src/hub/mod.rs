@@ -21,7 +21,7 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 
 pub use self::order::{ChangeNotice, FeedOrder, MAX_HELD, Step};
 use crate::backplane::{Backplane, BackplaneError, Subject};
-use crate::outbox::{ConnId, Outbound, Outbox};
+use crate::outbox::{ConnId, Outbound, Outbox, SharedChange};
 use crate::store::Store;
 
 /// How long a gap in a collection's chain may stay open before its watchers
@@ -247,12 +247,10 @@ impl Hub {
         for step in steps {
             match step {
                 Step::Deliver(notice) => {
+                    let change =
+                        Arc::new(SharedChange { collection: name.clone(), cursor: notice.last, bytes: notice.change });
                     for watcher in &state.watchers {
-                        watcher.offer(Outbound::Change {
-                            collection: name.clone(),
-                            cursor: notice.last,
-                            bytes: notice.change.clone(),
-                        });
+                        watcher.offer(Outbound::Change(change.clone()));
                     }
                 }
                 Step::Resync => {
