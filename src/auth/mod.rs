@@ -15,7 +15,6 @@ mod keys;
 mod peek;
 mod static_token;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,6 +27,48 @@ pub use static_token::StaticTokenVerifier;
 
 use crate::protocol::AuthFailCode;
 
+/// A token's string-valued claims, sorted by name. A token carries a
+/// handful, and every connection keeps its own: a sorted vector costs what
+/// the claims take, where a B-tree map's first node alone is half a kilobyte.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims(Vec<(String, String)>);
+
+impl Claims {
+    /// The claim's value, if the token has it.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        let at = self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    /// Sets a claim, replacing any value it had.
+    pub fn insert(&mut self, name: String, value: String) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+            Ok(at) => self.0[at].1 = value,
+            Err(at) => self.0.insert(at, (name, value)),
+        }
+    }
+}
+
+impl FromIterator<(String, String)> for Claims {
+    /// Collects claims; of two with one name, the later wins (as in a map).
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut claims: Vec<(String, String)> = iter.into_iter().collect();
+        claims.reverse();
+        claims.sort_by(|a, b| a.0.cmp(&b.0));
+        claims.dedup_by(|later, earlier| later.0 == earlier.0);
+        claims.shrink_to_fit();
+        Self(claims)
+    }
+}
+
+impl std::ops::Index<&str> for Claims {
+    type Output = String;
+
+    fn index(&self, name: &str) -> &String {
+        self.get(name).unwrap_or_else(|| panic!("no claim {name:?}"))
+    }
+}
+
 /// A verified identity: what the per-connection actor authorizes against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -38,7 +79,7 @@ pub struct Identity {
     /// Unix seconds at which the credential expires; `None` never expires.
     pub expires_at: Option<u64>,
     /// String-valued claims (`orgId`, `docId`, …) for `{claim}` substitution in rules.
-    pub claims: BTreeMap<String, String>,
+    pub claims: Claims,
     /// The token's `jti`, for revocation by token id.
     pub jti: Option<String>,
     /// The token's `iat` (Unix seconds), for revocation of tokens issued before a time.
@@ -56,7 +97,7 @@ impl Identity {
             sub: sub.into(),
             roles,
             expires_at: None,
-            claims: BTreeMap::new(),
+            claims: Claims::default(),
             jti: None,
             issued_at: None,
             issuer: None,
@@ -124,7 +165,7 @@ impl Authenticator for AnonymousAuthenticator {
 
 /// The string and integer claims of a token or introspection answer, as
 /// strings, for `{claim}` substitution in rules.
-pub(crate) fn string_claims(fields: serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, String> {
+pub(crate) fn string_claims(fields: serde_json::Map<String, serde_json::Value>) -> Claims {
     use serde_json::Value;
     fields
         .into_iter()
@@ -138,3 +179,20 @@ pub(crate) fn string_claims(fields: serde_json::Map<String, serde_json::Value>) 
 
 /// A shareable authenticator, as held by the server.
 pub type SharedAuthenticator = Arc<dyn Authenticator>;
+
+#[cfg(test)]
+mod claims_tests {
+    use super::Claims;
+
+    #[test]
+    fn claims_are_found_by_name_and_the_later_of_two_wins() {
+        let pairs = [("org", "a"), ("doc", "d"), ("org", "b")];
+        let mut claims: Claims = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(claims.get("org").map(String::as_str), Some("b"));
+        assert_eq!(claims["doc"], "d");
+        assert_eq!(claims.get("sub"), None);
+        claims.insert("sub".into(), "u1".into());
+        claims.insert("doc".into(), "e".into());
+        assert_eq!((claims["sub"].as_str(), claims["doc"].as_str()), ("u1", "e"));
+    }
+}

@@ -46,7 +46,7 @@ use crate::rules::Policy;
 use crate::session::{Effect, Session};
 
 use frames::{BATCH_BYTES, FrameWriter};
-use reader::{Inbound, read_loop};
+use reader::{AuthGate, Inbound, read_loop};
 use work::{Completion, PendingSync};
 
 /// Writes one connection may have in flight before it stops reading (back-pressure).
@@ -73,8 +73,8 @@ pub(crate) async fn serve<S>(
     let stream_watch = Arc::new(StreamWatch::default());
     let read = ClientStream::new(read, stream_watch.clone());
     let (tx, rx) = mpsc::channel(8);
-    let (authenticated, auth_verdicts) = watch::channel(false);
-    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, auth_verdicts, stream_watch));
+    let gate = Arc::new(AuthGate::default());
+    let mut reader = tokio::spawn(read_loop(read, stream_watch, tx, shared.config.limits, gate.clone()));
     let mut policy = shared.config.policy.subscribe();
     let current = policy.borrow_and_update().clone();
     let anonymous = shared.config.authenticator.anonymous();
@@ -92,7 +92,7 @@ pub(crate) async fn serve<S>(
         ws: FrameWriter::new(write),
         batching: false,
         peer,
-        authenticated,
+        gate,
         outbox,
         sync_cursors: HashMap::new(),
         syncing: HashMap::new(),
@@ -129,7 +129,7 @@ struct Actor<S> {
     peer: SocketAddr,
     /// Tells the reader whether the session is authenticated (it lifts the
     /// pre-auth size limit), after every verification.
-    authenticated: watch::Sender<bool>,
+    gate: Arc<AuthGate>,
     /// This connection's outbound queue, as handed to the hub's topics and feeds.
     outbox: Outbox,
     /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
@@ -164,7 +164,7 @@ struct Queues {
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Runs until the connection ends; returns whether a close frame was sent.
     async fn run(&mut self, first: Vec<Effect>, mut queues: Queues) -> bool {
-        self.authenticated.send_replace(self.session.identity().is_some());
+        self.gate.verdict(self.session.identity().is_some());
         if self.session.identity().is_some() {
             self.pending = None;
         }

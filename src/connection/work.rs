@@ -206,7 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 if self.session.identity().is_some() {
                     self.pending = None;
                 }
-                self.authenticated.send_replace(self.session.identity().is_some());
+                self.gate.verdict(self.session.identity().is_some());
                 self.count_state();
                 self.apply(effects).await
             }
