@@ -8,7 +8,9 @@
 //! change was lost on the way) is a snapshot from the connection's own
 //! cursor, sent as `CHANGE`s.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
@@ -62,7 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         for effect in effects {
             let flow = match effect {
                 Effect::Send(message) => self.send(&message).await,
-                Effect::Verify(token) => self.start_verification(token),
+                Effect::Verify(token) => self.start_verification(token).await,
                 Effect::Subscribe { id, topic } => {
                     // Local deliveries start now; other nodes' once the interest task answers.
                     self.shared.hub.subscribe(&topic, self.outbox.clone());
@@ -129,14 +131,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    /// Starts verifying in a task, which takes a failure slot first (none left:
-    /// nothing is verified) and gives it back when the token passes or the
-    /// provider is down. Slot, verification and refund sit in one task, so a
-    /// burst of valid logins from one address holds slots only while each is
-    /// being checked.
-    fn start_verification(&mut self, token: String) -> Flow {
+    /// Verifies a token: takes a failure slot first (none left: nothing is
+    /// verified) and gives it back when the token passes or the provider is
+    /// down. Slot, verification and refund sit in one future, so a burst of
+    /// valid logins from one address holds slots only while each is checked.
+    ///
+    /// The future is polled once here: a token checked against keys in
+    /// memory (HMAC, PEM, cached JWKS) is decided without waiting, and then
+    /// no task is spawned for it (a task per handshake was a measurable share
+    /// of the handshake's cost). One that must wait (a key fetch,
+    /// introspection) goes on as a task, so the actor never waits on I/O.
+    async fn start_verification(&mut self, token: String) -> Flow {
         let (shared, ip) = (self.shared.clone(), self.peer.ip());
-        self.tasks.spawn(async move {
+        let mut verification = Box::pin(async move {
             if !shared.auth_failures.try_reserve(ip) {
                 return Completion::Blocked;
             }
@@ -149,7 +156,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
             Completion::Verified(result)
         });
-        Flow::Continue
+        let polled = verification.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        match polled {
+            // The task's first poll registers its own waker: nothing is lost.
+            Poll::Pending => {
+                self.tasks.spawn(verification);
+                Flow::Continue
+            }
+            Poll::Ready(completion) => Box::pin(self.complete(completion)).await,
+        }
     }
 
     /// Watches the collection at once (so nothing falls between snapshot and
