@@ -8,7 +8,9 @@
 //! One writer thread owns the write connection: every `apply` waiting when it
 //! wakes goes into one transaction and one fsync, then every waiter is
 //! released, so throughput grows with concurrency. Reads use a second
-//! connection. A lock file refuses a second server on the same directory.
+//! connection; a third, on a thread of its own, copies the WAL back into the
+//! database ([`checkpoint_loop`]), so no commit waits for a checkpoint. A lock
+//! file refuses a second server on the same directory.
 
 mod writer;
 
