@@ -66,7 +66,7 @@ impl Default for SessionConfig {
 pub enum Effect {
     /// Send a protocol message.
     Send(ServerMessage),
-    /// Verify this token and report back with [`Session::on_verified`] before
+    /// Verify this token and report back with [`Session::on_verified`](super::Session::on_verified) before
     /// feeding anything else.
     Verify(String),
     /// Join a topic (authorised); answer `OK {id}` once joined.
@@ -131,7 +131,7 @@ pub enum Effect {
     Ping,
     /// Send a close frame and end the connection.
     Close {
-        /// Close code (see [`close`]).
+        /// Close code (see [`close`](crate::protocol::codes::close)).
         code: u16,
         /// Close reason (short, never contains a token).
         reason: String,
