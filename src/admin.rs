@@ -12,13 +12,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::bearer_token;
 use crate::backplane::Control;
 use crate::node::Shared;
 use crate::revocation::Revoked;
@@ -37,13 +38,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
         tracing::debug!(%peer, %method, %path, "admin request refused: too many failed authentications");
         return reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many failed authentications; retry later"}));
     }
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, credential)| credential.trim());
+    let presented = bearer_token(request.headers()).unwrap_or("");
     let ok: bool = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into();
     if !ok {
         shared.auth_failures.record_failure(peer.ip());

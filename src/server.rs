@@ -250,12 +250,12 @@ async fn route(
     }
 }
 
-/// The value of cookie `name`, if present and non-empty.
 /// The admin surface: `/admin/*` and `/metrics`, behind the admin token.
 fn is_admin_path(path: &str) -> bool {
     path.starts_with("/admin/") || path == "/metrics"
 }
 
+/// The value of cookie `name`, if present and non-empty.
 fn cookie(request: &Request<Incoming>, name: &str) -> Option<String> {
     request
         .headers()

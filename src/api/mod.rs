@@ -25,13 +25,13 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use rmpv::Value;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Identity, bearer_token};
 use crate::cursor::Cursor;
 use crate::node::Shared;
 use crate::protocol::{AuthFailCode, OpOutcome, RawOp, ServerMessage, encode_server, encoded_len};
@@ -85,15 +85,7 @@ async fn authenticate(
             "too many failed authentications".into(),
         )));
     }
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string())
-        .filter(|token| !token.is_empty());
-    let Some(token) = token else {
+    let Some(token) = bearer_token(request.headers()) else {
         return Err(Box::new(auth_error(&AuthError::new(
             AuthFailCode::TokenMissing,
             "send Authorization: Bearer <token>",
@@ -106,7 +98,7 @@ async fn authenticate(
             "too many failed authentications".into(),
         )));
     }
-    let verifier = shared.config.authenticator.verify(&token, shared.config.clock.now_secs());
+    let verifier = shared.config.authenticator.verify(token, shared.config.clock.now_secs());
     let result = match tokio::time::timeout(shared.config.timeouts.verify, verifier).await {
         Ok(result) => result,
         Err(_) => Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out")),

@@ -163,6 +163,19 @@ impl Authenticator for AnonymousAuthenticator {
     }
 }
 
+/// The credential of an `Authorization: Bearer …` header (the scheme in any
+/// case), trimmed; `None` when the header is absent, of another scheme or empty.
+/// The server API and the admin API read their tokens this one way.
+pub(crate) fn bearer_token(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim())
+        .filter(|credential| !credential.is_empty())
+}
+
 /// The string and integer claims of a token or introspection answer, as
 /// strings, for `{claim}` substitution in rules.
 pub(crate) fn string_claims(fields: serde_json::Map<String, serde_json::Value>) -> Claims {
