@@ -125,9 +125,15 @@ pub struct ClientStream<R> {
 }
 
 impl<R> ClientStream<R> {
-    /// Wraps the client's read half; `watch` tells what the stream has seen.
-    pub fn new(inner: R, watch: Arc<StreamWatch>) -> Self {
+    /// Wraps the client's read half.
+    pub fn new(inner: R) -> Self {
+        let watch = Arc::default();
         Self { inner, scanner: FrameScanner::default(), watch, ahead: [0; READ_AHEAD], start: 0, end: 0 }
+    }
+
+    /// What the stream has seen, readable while fastwebsockets holds the stream.
+    pub fn watch(&self) -> Arc<StreamWatch> {
+        self.watch.clone()
     }
 }
 
@@ -260,8 +266,8 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let mut stream = masked(b"abc");
         stream.extend([0x82, 0x01, b'x']);
-        let watch = Arc::new(StreamWatch::default());
-        let mut client = ClientStream::new(&stream[..], watch.clone());
+        let mut client = ClientStream::new(&stream[..]);
+        let watch = client.watch();
         assert!(watch.ends_after(0));
         let first = masked(b"abc").len();
         assert_eq!(client.wait_for_bytes().await.unwrap(), first + 1, "cut at the unmasked header's second byte");

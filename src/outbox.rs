@@ -6,7 +6,7 @@
 //! overflow signal and the connection closes with 4200 (slow consumer).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -66,14 +66,20 @@ pub struct OutboundQueue {
 /// idle or not.
 #[derive(Debug)]
 struct Queue {
-    items: Mutex<VecDeque<Outbound>>,
+    slots: Mutex<Slots>,
     /// Messages queued and not yet taken by the connection, wherever they wait.
     pending: AtomicUsize,
     /// Wakes the connection when something is queued.
     queued: Notify,
-    /// The connection has gone: offers are refused.
-    closed: AtomicBool,
     capacity: usize,
+}
+
+/// What the queue's lock guards.
+#[derive(Debug, Default)]
+struct Slots {
+    items: VecDeque<Outbound>,
+    /// The connection has gone: offers are refused.
+    closed: bool,
 }
 
 /// Buffers found empty keep up to this many slots (a burst's worth) and give
@@ -84,10 +90,9 @@ impl Outbox {
     /// Creates a queue of `capacity` messages; the connection keeps the receiver and watches `overflow`.
     pub fn new(id: ConnId, capacity: usize) -> (Self, OutboundQueue, CancellationToken) {
         let queue = Arc::new(Queue {
-            items: Mutex::new(VecDeque::new()),
+            slots: Mutex::default(),
             pending: AtomicUsize::new(0),
             queued: Notify::new(),
-            closed: AtomicBool::new(false),
             capacity: capacity.max(1),
         });
         let overflow = CancellationToken::new();
@@ -106,17 +111,17 @@ impl Outbox {
     /// Queues a message without waiting. On overflow the connection is told to
     /// close with 4200 and `false` is returned; a closed connection also gives `false`.
     pub fn offer(&self, item: Outbound) -> bool {
-        if self.queue.closed.load(Ordering::Acquire) {
-            return false;
-        }
         {
-            let mut items = self.queue.lock();
+            let mut slots = self.queue.lock();
+            if slots.closed {
+                return false;
+            }
             if self.queue.pending.load(Ordering::Acquire) >= self.queue.capacity {
-                drop(items);
+                drop(slots);
                 self.overflow.cancel();
                 return false;
             }
-            items.push_back(item);
+            slots.items.push_back(item);
             self.queue.pending.fetch_add(1, Ordering::AcqRel);
         }
         self.queue.queued.notify_one();
@@ -125,8 +130,8 @@ impl Outbox {
 }
 
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
-        self.items.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -145,17 +150,17 @@ impl OutboundQueue {
     /// The next message, if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
         if self.taken.is_empty() {
-            let mut items = self.queue.lock();
-            if items.is_empty() {
+            let mut slots = self.queue.lock();
+            if slots.items.is_empty() {
                 // Both buffers are empty: give back what a past burst grew.
-                for buffer in [&mut self.taken, &mut *items] {
+                for buffer in [&mut self.taken, &mut slots.items] {
                     if buffer.capacity() > KEEP_SLOTS {
                         *buffer = VecDeque::new();
                     }
                 }
                 return None;
             }
-            std::mem::swap(&mut self.taken, &mut *items);
+            std::mem::swap(&mut self.taken, &mut slots.items);
         }
         let item = self.taken.pop_front()?;
         self.queue.pending.fetch_sub(1, Ordering::AcqRel);
@@ -165,9 +170,9 @@ impl OutboundQueue {
 
 impl Drop for OutboundQueue {
     fn drop(&mut self) {
-        self.queue.closed.store(true, Ordering::Release);
-        // An offer that raced the flag leaves its item until the last outbox goes.
-        self.queue.lock().clear();
+        let mut slots = self.queue.lock();
+        slots.closed = true;
+        slots.items.clear();
     }
 }
 
@@ -222,11 +227,11 @@ mod tests {
             assert!(outbox.offer(message(n)));
         }
         while queue.try_recv().is_some() {}
-        assert_eq!(queue.queue.lock().capacity() + queue.taken.capacity(), 0);
+        assert_eq!(queue.queue.lock().items.capacity() + queue.taken.capacity(), 0);
         assert!(outbox.offer(message(1)));
         assert_eq!(byte(queue.try_recv()), Some(1));
         assert!(queue.try_recv().is_none());
-        let kept = queue.queue.lock().capacity() + queue.taken.capacity();
+        let kept = queue.queue.lock().items.capacity() + queue.taken.capacity();
         assert!(kept > 0 && kept <= 2 * KEEP_SLOTS, "small buffers are kept for the next burst");
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
-use crate::client_stream::{ClientStream, StreamWatch};
+use crate::client_stream::ClientStream;
 use crate::limits::SlotGuard;
 use crate::node::Shared;
 use crate::outbox::{Outbound, OutboundQueue, Outbox};
@@ -70,11 +70,10 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
-    let stream_watch = Arc::new(StreamWatch::default());
-    let read = ClientStream::new(read, stream_watch.clone());
+    let read = ClientStream::new(read);
     let (tx, rx) = mpsc::channel(8);
     let gate = Arc::new(AuthGate::default());
-    let mut reader = tokio::spawn(read_loop(read, stream_watch, tx, shared.config.limits, gate.clone()));
+    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, gate.clone()));
     let mut policy = shared.config.policy.subscribe();
     let current = policy.borrow_and_update().clone();
     let anonymous = shared.config.authenticator.anonymous();

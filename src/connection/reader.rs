@@ -72,6 +72,7 @@ enum Burst {
 /// The reader task's state.
 struct Reader<R> {
     read: ClientStream<R>,
+    /// `read`'s watch, kept apart: it is read while fastwebsockets borrows `read`.
     watch: Arc<StreamWatch>,
     tx: mpsc::Sender<Inbound>,
     gate: Arc<AuthGate>,
@@ -85,19 +86,14 @@ struct Reader<R> {
 }
 
 /// Reads frames, reassembles and decodes messages, and hands them to the actor.
-pub(super) async fn read_loop<R>(
-    read: ClientStream<R>,
-    watch: Arc<StreamWatch>,
-    tx: mpsc::Sender<Inbound>,
-    limits: Limits,
-    gate: Arc<AuthGate>,
-) where
+pub(super) async fn read_loop<R>(read: ClientStream<R>, tx: mpsc::Sender<Inbound>, limits: Limits, gate: Arc<AuthGate>)
+where
     R: AsyncRead + Unpin,
 {
     let preauth_max = limits.max_preauth_frame_bytes.min(limits.max_frame_bytes);
     let mut reader = Reader {
+        watch: read.watch(),
         read,
-        watch,
         tx,
         gate,
         assembler: Assembler::new(preauth_max),

@@ -202,15 +202,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Flow::Stop
             }
             Completion::Verified(result) => {
-                let metrics = &self.shared.config.metrics;
-                match &result {
-                    Ok(_) => {
-                        metrics.handshakes.get_or_create(&crate::metrics::Kind { kind: "ok" }).inc();
-                    }
-                    Err(_) => {
-                        metrics.handshakes.get_or_create(&crate::metrics::Kind { kind: "failed" }).inc();
-                    }
-                }
+                let kind = if result.is_ok() { "ok" } else { "failed" };
+                self.shared.config.metrics.handshakes.get_or_create(&crate::metrics::Kind { kind }).inc();
                 match &result {
                     // Claims are logged with Debug: a `sub` holding a newline cannot forge a log line.
                     // Successes at DEBUG: one INFO line per handshake costs a measurable share of it.
