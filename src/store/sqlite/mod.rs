@@ -9,9 +9,10 @@
 //! wakes goes into one transaction and one fsync, then every waiter is
 //! released, so throughput grows with concurrency. Reads use a second
 //! connection; a third, on a thread of its own, copies the WAL back into the
-//! database ([`checkpoint_loop`]), so no commit waits for a checkpoint. A lock
+//! database (`checkpoint`), so no commit waits for a checkpoint. A lock
 //! file refuses a second server on the same directory.
 
+mod checkpoint;
 mod writer;
 
 use std::fs::File;
@@ -66,8 +67,8 @@ struct State {
     epoch: u64,
     /// Fault injection for tests and drills: every commit fails while set.
     fail_commits: AtomicBool,
-    /// WAL pages after the latest passive checkpoint: past
-    /// [`RESTART_AFTER_PAGES`] the commit thread restarts the WAL.
+    /// WAL pages after the latest passive checkpoint: past a bound the
+    /// commit thread restarts the WAL (`checkpoint::restart_wal`).
     wal_pages: AtomicI64,
 }
 
@@ -81,36 +82,7 @@ pub struct SqliteStore {
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
     /// Dropped with the store, which ends the checkpoint thread.
-    _checkpointer: std::sync::mpsc::Sender<std::convert::Infallible>,
-}
-
-/// How often the WAL is copied back into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-/// A WAL longer than this (pages) after a passive checkpoint is restarted.
-pub(super) const RESTART_AFTER_PAGES: i64 = 8192;
-/// The WAL file is cut back to this size when it starts over.
-const WAL_KEEP_BYTES: u64 = 64 << 20;
-
-/// Copies committed WAL pages into the database file from a thread of its
-/// own. SQLite's automatic checkpoint would run it (with the database's
-/// fsync) inside whichever commit crosses 1,000 WAL pages, stalling every
-/// write queued behind it; here commits only ever wait for their own fsync.
-/// A passive checkpoint never blocks the writer, but under a steady flow of
-/// commits it never catches up, and the WAL only starts over once one has:
-/// past [`RESTART_AFTER_PAGES`] the commit thread restarts it between two
-/// commits (see `writer::restart_wal`), copying only what is left.
-fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<std::convert::Infallible>, state: &State) {
-    let checkpoint = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1));
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        match checkpoint("PASSIVE") {
-            Ok(pages) => state.wal_pages.store(pages, Ordering::Relaxed),
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
-        }
-    }
-    // The store is closing: leave the database whole and the WAL empty.
-    if let Err(e) = checkpoint("TRUNCATE") {
-        tracing::debug!(error = %e, "final WAL checkpoint skipped");
-    }
+    _checkpointer: checkpoint::Stop,
 }
 
 pub(super) fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
@@ -154,10 +126,12 @@ impl SqliteStore {
             Durability::Full => "FULL",
             Durability::None => "OFF",
         };
+        // Checkpoints are the checkpoint thread's, not whichever commit crosses 1,000 pages.
+        let wal_keep = checkpoint::WAL_KEEP_BYTES;
         writer
             .execute_batch(&format!(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;
-                 PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={WAL_KEEP_BYTES};
+                 PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={wal_keep};
                  CREATE TABLE IF NOT EXISTS records (
                      collection TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
                      hlc_millis INTEGER NOT NULL, hlc_counter INTEGER NOT NULL, hlc_node TEXT NOT NULL,
@@ -221,14 +195,7 @@ impl SqliteStore {
         let heads = read_heads(&writer)?;
         let (jobs, rx) = mpsc::channel(4096);
         let thread_state = state.clone();
-        let checkpoints = Connection::open(&path).map_err(|e| err("opening the checkpoint connection", e))?;
-        checkpoints.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| err("configuring checkpoints", e))?;
-        let (checkpointer, stop) = std::sync::mpsc::channel::<std::convert::Infallible>();
-        let checkpoint_state = state.clone();
-        std::thread::Builder::new()
-            .name("syncgate-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoints, &stop, &checkpoint_state))
-            .map_err(|e| err("starting the checkpoint thread", e))?;
+        let checkpointer = checkpoint::start(&path, state.clone())?;
         std::thread::Builder::new()
             .name("syncgate-commit".into())
             .spawn(move || commit_loop(writer, rx, &thread_state, heads))

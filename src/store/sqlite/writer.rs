@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use super::{ApplyReply, Job, MAX_GROUP, RESTART_AFTER_PAGES, State, err, to_i64, to_u64};
+use super::checkpoint::restart_wal;
+use super::{ApplyReply, Job, MAX_GROUP, State, err, to_i64, to_u64};
 use crate::hlc::{Hlc, encode_value, replaces};
 use crate::revocation::Revoked;
 use crate::store::{Applied, StoreError, Write};
@@ -58,19 +59,6 @@ pub(super) fn commit_loop(
                 }
             }
         }
-    }
-}
-
-/// Starts the WAL over once the checkpoint thread finds it long, between two
-/// commits, where the writer holds no lock: the restart cannot starve, and the
-/// passive checkpoints have already copied all but the latest pages.
-fn restart_wal(conn: &Connection, state: &State) {
-    if state.wal_pages.load(Ordering::Relaxed) <= RESTART_AFTER_PAGES {
-        return;
-    }
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(1)) {
-        Ok(pages) => state.wal_pages.store(pages, Ordering::Relaxed),
-        Err(e) => tracing::warn!(error = %e, "restarting the WAL failed; retrying after the next commit"),
     }
 }
 
