@@ -22,7 +22,7 @@
 //! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
 //! | `node` | one node's shared state, the backplane pump, control messages, tombstone collection |
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
-//! | [`store`] | the `Store` trait, memory and SQLite (group commit) stores, backup/restore (`store::backup`), conformance suite |
+//! | [`store`] | the `Store` trait, memory and SQLite (group commit; WAL checkpoints on a thread of their own) stores, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
 //! | `api` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed) |
 //! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens and the `RevocationStore` trait that keeps them; the admin HTTP API |
