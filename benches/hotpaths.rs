@@ -18,7 +18,6 @@ use syncgate::hub::Hub;
 use syncgate::outbox::Outbox;
 use syncgate::protocol::{ServerMessage, encode_server};
 use syncgate::rules::{Action, RuleSet};
-use syncgate::store::MemoryStore;
 
 /// 100 rules: 99 that do not match the checked resource, then the one that does.
 pub fn hundred_rules() -> String {
@@ -70,7 +69,7 @@ fn message(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let _guard = runtime.enter();
-    let hub = Hub::new(Arc::new(MemoryBackplane::standalone()), Arc::new(MemoryStore::new()));
+    let hub = Hub::new(Arc::new(MemoryBackplane::standalone()));
     let mut receivers = Vec::new();
     for id in 0..1000 {
         let (outbox, rx, _) = Outbox::new(id, 16);

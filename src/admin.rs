@@ -20,28 +20,28 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::bearer_token;
-use crate::backplane::Control;
-use crate::node::Shared;
-use crate::revocation::Revoked;
+use crate::backplane::BackplaneError;
+use crate::node::Node;
+use crate::store::Revoked;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
 
 /// Answers a request under `/admin/`.
-pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    let Some(expected) = &shared.config.admin_token else {
+pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: Arc<Node>) -> Response<Full<Bytes>> {
+    let Some(expected) = &node.config.admin_token else {
         return reply(StatusCode::NOT_FOUND, json!({"error": "not found"}));
     };
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    if shared.auth_failures.is_blocked(peer.ip()) {
+    if node.auth_failures.is_blocked(peer.ip()) {
         tracing::debug!(%peer, %method, %path, "admin request refused: too many failed authentications");
         return reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many failed authentications; retry later"}));
     }
     let presented = bearer_token(request.headers()).unwrap_or("");
     let ok: bool = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into();
     if !ok {
-        shared.auth_failures.record_failure(peer.ip());
+        node.auth_failures.record_failure(peer.ip());
         tracing::info!(%peer, %method, %path, "admin request refused: bad credentials");
         let mut response = reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
         response.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
@@ -50,7 +50,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
     tracing::info!(%method, %path, "admin request");
     match (method, path.as_str()) {
         (Method::GET, "/metrics") => {
-            let mut response = Response::new(Full::new(Bytes::from(shared.config.metrics.encode())));
+            let mut response = Response::new(Full::new(Bytes::from(node.metrics.encode())));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -58,7 +58,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
             response
         }
         (Method::GET, "/admin/connections") => {
-            let (total, by_sub) = shared.registry.counts();
+            let (total, by_sub) = node.registry.counts();
             reply(StatusCode::OK, json!({"connections": total, "bySub": by_sub}))
         }
         (Method::POST, "/admin/disconnect") => {
@@ -70,14 +70,9 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
                 Ok(body) => body,
                 Err(response) => return response,
             };
-            let control = Control::Disconnect { sub: body.sub.clone() };
-            let n = shared.apply_control(&control);
-            tracing::info!(sub = ?body.sub, disconnected = n, "admin disconnect");
-            if let Err(e) = shared.hub.backplane().control(control).await {
-                shared.config.metrics.backplane_errors.inc();
-                return not_propagated(e, json!({"disconnected": n}));
-            }
-            reply(StatusCode::OK, json!({"disconnected": n}))
+            let acted = node.disconnect(&body.sub).await;
+            tracing::info!(sub = ?body.sub, disconnected = acted.closed, "admin disconnect");
+            answer(acted.propagated, json!({"disconnected": acted.closed}))
         }
         (Method::POST, "/admin/revoke") => {
             #[derive(Deserialize)]
@@ -99,20 +94,13 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
                     return reply(StatusCode::BAD_REQUEST, json!({ "error": usage }));
                 }
             };
-            // Durable first: a revocation that was answered survives a restart.
-            if let Err(e) = shared.config.revocation_store.save(&revoked).await {
-                return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}));
+            match node.revoke(revoked).await {
+                Err(e) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+                Ok(acted) => {
+                    tracing::info!(disconnected = acted.closed, "admin revoke");
+                    answer(acted.propagated, json!({"revoked": true, "disconnected": acted.closed}))
+                }
             }
-            // Applied and enforced under the admission lock: a connection between its
-            // revocation check and its registration cannot slip through.
-            let control = Control::revoke(&revoked);
-            let n = shared.apply_control(&control);
-            tracing::info!(disconnected = n, "admin revoke");
-            if let Err(e) = shared.hub.backplane().control(control).await {
-                shared.config.metrics.backplane_errors.inc();
-                return not_propagated(e, json!({"revoked": true, "disconnected": n}));
-            }
-            reply(StatusCode::OK, json!({"revoked": true, "disconnected": n}))
         }
         (_, "/admin/connections" | "/admin/disconnect" | "/admin/revoke") => {
             reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
@@ -121,11 +109,17 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
     }
 }
 
-/// Acted on this node, but the other nodes could not be told: 503, with what was done here.
-fn not_propagated(e: crate::backplane::BackplaneError, mut done: serde_json::Value) -> Response<Full<Bytes>> {
-    tracing::warn!(error = %e, "admin action not sent to the other nodes");
-    done["error"] = json!(format!("done on this node only: {e}"));
-    reply(StatusCode::SERVICE_UNAVAILABLE, done)
+/// 200 with what was done, or 503 when it was done on this node but the
+/// other nodes could not be told.
+fn answer(propagated: Result<(), BackplaneError>, mut done: serde_json::Value) -> Response<Full<Bytes>> {
+    match propagated {
+        Ok(()) => reply(StatusCode::OK, done),
+        Err(e) => {
+            tracing::warn!(error = %e, "admin action not sent to the other nodes");
+            done["error"] = json!(format!("done on this node only: {e}"));
+            reply(StatusCode::SERVICE_UNAVAILABLE, done)
+        }
+    }
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, Response<Full<Bytes>>> {

@@ -16,7 +16,7 @@ use crate::hlc::{Hlc, HlcClock};
 use crate::hub::{ChangeNotice, Hub};
 use crate::metrics::Metrics;
 use crate::protocol::{OpOutcome, RawOp, Record, ServerMessage, encode_server};
-use crate::request_error::RequestError;
+use crate::requests::RequestError;
 use crate::store::{Applied, Scan, Store, StoreError, StoredRecord, Write};
 
 /// Longest accepted record key, in bytes.
@@ -78,26 +78,18 @@ struct Inner {
 
 impl Collections {
     /// Collections over `store`, publishing through `hub`; writes stamped more
-    /// than `max_drift_ms` ahead of the server's clock are refused. Reads the
-    /// store's epoch, which stays fixed while it is open.
+    /// than `max_drift_ms` ahead of the server's clock are refused; commits and
+    /// store failures are counted in `metrics`. Reads the store's epoch, which
+    /// stays fixed while it is open.
     pub async fn open(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         clock: HlcClock,
         max_drift_ms: u64,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let epoch = store.epoch().await?;
-        let metrics = Arc::new(Metrics::new());
         Ok(Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms, metrics }) })
-    }
-
-    /// Records commits and store failures in `metrics` (a fresh set otherwise).
-    pub fn observed_by(self, metrics: Arc<Metrics>) -> Self {
-        let Inner { store, hub, epoch, clock, max_drift_ms, .. } = match Arc::try_unwrap(self.inner) {
-            Ok(inner) => inner,
-            Err(shared) => return Self { inner: shared },
-        };
-        Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms, metrics }) }
     }
 
     /// The epoch of the store behind these collections.
@@ -272,11 +264,13 @@ mod tests {
     #[tokio::test]
     async fn each_op_is_judged_alone_and_changes_stream_in_order() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let hub = Hub::new(Arc::new(MemoryBackplane::standalone()), store.clone());
-        let collections = Collections::open(store, hub.clone(), HlcClock::new("srv", (0, 0)), 60_000).await.unwrap();
+        let hub = Hub::new(Arc::new(MemoryBackplane::standalone()));
+        let metrics = Arc::new(Metrics::new());
+        let clock = HlcClock::new("srv", (0, 0));
+        let collections = Collections::open(store.clone(), hub.clone(), clock, 60_000, metrics).await.unwrap();
         let (outbox, mut rx, _) = Outbox::new(1, 16);
         hub.watch("c", outbox);
-        hub.feed_ready("c").await.unwrap();
+        hub.feed_ready("c", || store.last_seq()).await.unwrap();
         let now = 1_000_000;
         let outcomes = collections
             .apply(

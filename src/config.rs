@@ -9,15 +9,18 @@ use std::time::Duration;
 use crate::auth::{AnonymousAuthenticator, SharedAuthenticator};
 use crate::backplane::{Backplane, MemoryBackplane};
 use crate::clock::{Clock, MonotonicClock};
-use crate::revocation::{MemoryRevocationStore, RevocationStore, Revocations};
-use crate::rules::PolicyHandle;
+use crate::rules::Policy;
 use crate::session::SessionConfig;
+use crate::store::{MemoryRevocationStore, RevocationStore};
 use crate::store::{MemoryStore, Store};
 
 #[cfg(doc)]
 use crate::auth::Authenticator;
 
-/// Everything `run` needs besides the listener and the shutdown token.
+/// Everything `run` needs besides the listener and the shutdown token: what
+/// the node is configured with. What changes while it runs (the policy in
+/// force, revocations, metrics, draining) lives on the
+/// [`Node`](crate::node::Node).
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Verifies tokens (mode none, static token, JWT, or an embedder's own).
@@ -30,8 +33,9 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// TLS settings; `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The authorization policy; replace it through the handle to reload rules live.
-    pub policy: PolicyHandle,
+    /// The authorization policy the node starts with (`Node::set_policy` and
+    /// `Node::reload_rules` replace it while it runs).
+    pub policy: Policy,
     /// What connects this node to the others (alone: a standalone memory backplane).
     /// Its inbound stream is taken by the server that runs with it: one server per backplane node.
     pub backplane: Arc<dyn Backplane>,
@@ -41,8 +45,6 @@ pub struct ServerConfig {
     pub max_clock_drift: Duration,
     /// This server's node id in the hybrid logical clock.
     pub node_id: String,
-    /// Revoked tokens, consulted at authentication and refresh.
-    pub revocations: Arc<Revocations>,
     /// Where revocations are kept across restarts (the SQLite store for `syncgate serve`).
     pub revocation_store: Arc<dyn RevocationStore>,
     /// Bearer token of the admin API; `None` leaves `/admin/*` absent (404).
@@ -57,14 +59,12 @@ pub struct ServerConfig {
     pub tombstone_retention: Duration,
     /// Where connections read "now": deadlines, expiry and token checks.
     pub clock: Arc<dyn Clock>,
-    /// The rules file, read again when another node says the rules changed.
+    /// The rules file that `policy` came from, read again on `SIGHUP` and
+    /// when another node says the rules changed.
     pub rules_file: Option<std::path::PathBuf>,
-    /// Cancelled when the server starts draining: `/readyz` answers 503 while
-    /// connections are still served, so load balancers stop sending new ones
-    /// before the shutdown token closes them with 1001.
-    pub draining: tokio_util::sync::CancellationToken,
-    /// The server's Prometheus metrics (`GET /metrics` on the admin surface).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// How often each followed collection's delivered position is compared
+    /// with the store's, so a lost last change is noticed.
+    pub position_check: Duration,
 }
 
 impl Default for ServerConfig {
@@ -75,12 +75,11 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             tls: None,
-            policy: PolicyHandle::default(),
+            policy: Policy::allow_all(),
             backplane: Arc::new(MemoryBackplane::standalone()),
             store: Arc::new(MemoryStore::new()),
             max_clock_drift: Duration::from_secs(60),
             node_id: format!("syncgate-{:08x}", fastrand::u32(..)),
-            revocations: Arc::new(Revocations::new()),
             revocation_store: Arc::new(MemoryRevocationStore::default()),
             admin_token: None,
             allowed_origins: Vec::new(),
@@ -88,8 +87,7 @@ impl Default for ServerConfig {
             auth_failures_per_minute: 30,
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             rules_file: None,
-            draining: tokio_util::sync::CancellationToken::new(),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            position_check: Duration::from_secs(5),
             clock: Arc::new(MonotonicClock::new()),
         }
     }

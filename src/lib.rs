@@ -14,18 +14,18 @@
 //! | `connection` | the per-connection actor: reader task, writer, timers, outbox; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
 //! | [`client_stream`] | the client's bytes on their way to fastwebsockets: unmasked frames refused, its read buffer dropped between messages |
-//! | [`request_error`] | why a request or op was refused: the one mapping of refusals to wire codes and messages |
-//! | [`protocol`], [`hlc`], [`cursor`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; WebSocket reassembly |
+//! | `requests` | what a request may do (names, rights, sizes) and why it was refused: one set of checks and one mapping to wire codes for the session and the HTTP API |
+//! | [`protocol`], [`hlc`], [`cursor`], [`names`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; the naming rule; WebSocket reassembly |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection; [`auth::AuthSpec`] assembles one from settings (what `syncgate serve` flags describe) |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
 //! | [`hub`], [`outbox`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); bounded per-connection queues (4200) |
 //! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
-//! | `node` | one node's shared state, the backplane pump, control messages, tombstone collection |
+//! | [`node`] | the [`node::Node`] every surface calls: authentication, requests, control (disconnect, revoke, rules reload, drain); its background work (backplane pump, tombstone collection, position checks) |
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
-//! | [`store`] | the `Store` trait, memory and SQLite (group commit; WAL checkpoints on a thread of their own) stores, backup/restore (`store::backup`), conformance suite |
+//! | [`store`] | the `Store` trait, memory and SQLite (group commit; WAL checkpoints on a thread of their own) stores, the `RevocationStore` trait, backup/restore (`store::backup`), conformance suite |
 //! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
 //! | `api` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed) |
-//! | [`registry`], [`revocation`], `admin` | live connections by subject; revoked tokens and the `RevocationStore` trait that keeps them; the admin HTTP API |
+//! | [`registry`], [`revocation`], `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
 //! | [`metrics`] | Prometheus metrics (`GET /metrics` on the admin surface) |
@@ -60,11 +60,11 @@ pub mod http_client;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
-mod node;
+pub mod node;
 pub mod outbox;
 pub mod ratelimit;
 pub mod registry;
-pub mod request_error;
+mod requests;
 pub mod revocation;
 pub mod rules;
 pub mod server;
@@ -74,4 +74,4 @@ pub mod tls;
 
 pub use config::ServerConfig;
 pub use server::run;
-pub use syncgate_proto::{assembler, cursor, hlc, protocol};
+pub use syncgate_proto::{assembler, cursor, hlc, names, protocol};

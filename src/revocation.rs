@@ -1,65 +1,16 @@
-//! Revoked tokens: by token id (`jti`), or every token of a subject issued
-//! before a time; the in-memory list consulted at every authentication
-//! ([`Revocations`]), and where the list is kept so it survives a restart
-//! ([`RevocationStore`]: the SQLite store today, a shared database for many
-//! nodes later).
-
-use std::sync::Mutex;
+//! The in-memory list of revoked tokens consulted at every authentication
+//! ([`Revocations`]): by token id (`jti`), or every token of a subject issued
+//! before a time. Where the list is kept across restarts is the store's
+//! business ([`crate::store::RevocationStore`]).
 
 use dashmap::DashMap;
 
 use crate::auth::Identity;
-use crate::store::{StoreError, StoreFuture};
-
-/// Where revocations are kept.
-///
-/// Contract: `save` returns once the revocation is durable (for a disk
-/// store: fsync), so a revocation the admin API acknowledged survives a
-/// restart; `load` returns every revocation saved so far (a subject's latest
-/// `issued_before` at least). Both may fail; the caller reports the failure.
-pub trait RevocationStore: Send + Sync + 'static {
-    /// Records a revocation durably.
-    fn save<'a>(&'a self, revoked: &'a Revoked) -> StoreFuture<'a, ()>;
-    /// Every revocation saved so far.
-    fn load(&self) -> StoreFuture<'_, Vec<Revoked>>;
-}
-
-/// Revocations kept in memory only: for tests and ephemeral deployments.
-#[derive(Debug, Default)]
-pub struct MemoryRevocationStore {
-    /// A std mutex: held to push or copy, never across an await.
-    saved: Mutex<Vec<Revoked>>,
-}
-
-impl RevocationStore for MemoryRevocationStore {
-    fn save<'a>(&'a self, revoked: &'a Revoked) -> StoreFuture<'a, ()> {
-        self.saved.lock().unwrap_or_else(|e| e.into_inner()).push(revoked.clone());
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn load(&self) -> StoreFuture<'_, Vec<Revoked>> {
-        let saved: Result<Vec<Revoked>, StoreError> = Ok(self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone());
-        Box::pin(std::future::ready(saved))
-    }
-}
+use crate::store::Revoked;
 
 /// How far in the future an `iat` may lie (clock skew) and still prove a
 /// token newer than a subject revocation.
 const FUTURE_IAT_SKEW_SECS: u64 = 60;
-
-/// One revocation, as the admin API records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Revoked {
-    /// One token id.
-    Jti(String),
-    /// Every token of `sub` issued before `issued_before` (Unix seconds).
-    Subject {
-        /// The subject.
-        sub: String,
-        /// Tokens issued before this are revoked.
-        issued_before: u64,
-    },
-}
 
 /// The revocation list consulted at authentication and refresh.
 #[derive(Debug, Default)]
@@ -117,16 +68,6 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_memory_revocation_store_returns_what_was_saved() {
-        let store = MemoryRevocationStore::default();
-        let saved = [Revoked::Jti("t1".into()), Revoked::Subject { sub: "bob".into(), issued_before: 5 }];
-        for revoked in &saved {
-            store.save(revoked).await.unwrap();
-        }
-        assert_eq!(store.load().await.unwrap(), saved);
-    }
 
     #[test]
     fn by_jti_and_by_subject_and_time() {

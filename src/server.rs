@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::limits::SlotGuard;
-use crate::node::Shared;
+use crate::node::Node;
 
 /// What one accepted connection holds until it ends: a global and a per-IP slot.
 type Slots = (OwnedSemaphorePermit, SlotGuard);
@@ -49,14 +49,23 @@ pub async fn run_with_admin(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve(listener, admin, Node::open(config, shutdown).await?).await
+}
+
+/// Serves an opened [`Node`] (see [`run`]) until its shutdown token is
+/// cancelled: for embedders and tests that keep the node to act on it while
+/// it serves (reload rules, drain, read metrics).
+pub async fn serve(listener: TcpListener, admin: Option<TcpListener>, node: Arc<Node>) -> std::io::Result<()> {
+    let config = &node.config;
     let tls = config.tls.clone().map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let grace = config.timeouts.shutdown_grace;
-    let shared = Shared::open(config, shutdown.clone(), admin.is_some()).await?;
+    let shutdown = node.shutdown.clone();
+    let admin_here = admin.is_none();
     info!(addr = %listener.local_addr()?, tls = tls.is_some(), "syncgate listening");
     if let Some(admin) = admin {
         info!(admin_addr = %admin.local_addr()?, "admin API listening");
-        shared.tracker.spawn(serve_admin(admin, shared.clone(), tls.clone()));
+        node.tracker.spawn(serve_admin(admin, node.clone(), tls.clone()));
     }
     loop {
         let accepted = tokio::select! {
@@ -74,21 +83,21 @@ pub async fn run_with_admin(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             debug!(%peer, "connection limit reached; closing");
-            shared.config.metrics.refused("connections");
+            node.metrics.refused("connections");
             continue;
         };
-        let Some(slot) = shared.ip_slots.connection(peer.ip()) else {
+        let Some(slot) = node.ip_slots.connection(peer.ip()) else {
             debug!(%peer, "per-IP connection limit reached; closing");
-            shared.config.metrics.refused("connections_per_ip");
+            node.metrics.refused("connections_per_ip");
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let surface = Surface::Public(Arc::new((permit, slot)));
-        shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), surface));
+        let surface = Surface::Public { slots: Arc::new((permit, slot)), admin_here };
+        node.tracker.spawn(accept_connection(tcp, peer, node.clone(), tls.clone(), surface));
     }
     drop(listener);
-    shared.tracker.close();
-    if timeout(grace, shared.tracker.wait()).await.is_err() {
+    node.tracker.close();
+    if timeout(grace, node.tracker.wait()).await.is_err() {
         warn!("connections still open after the shutdown grace period; dropping them");
     }
     info!("syncgate stopped");
@@ -98,23 +107,24 @@ pub async fn run_with_admin(
 /// Which routes a listener serves.
 #[derive(Clone)]
 enum Surface {
-    /// `/ws`, `/healthz` (and `/admin/*` unless it has its own listener); the
-    /// slots live as long as the HTTP connection or the WebSocket it became.
-    Public(Arc<Slots>),
+    /// `/ws`, `/healthz`, `/readyz`, `/api/*` (and `/admin/*` when
+    /// `admin_here`, that is when it has no listener of its own); the slots
+    /// live as long as the HTTP connection or the WebSocket it became.
+    Public { slots: Arc<Slots>, admin_here: bool },
     /// Only `/admin/*`.
     Admin,
 }
 
 /// Accepts admin API connections until shutdown.
-async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+async fn serve_admin(listener: TcpListener, node: Arc<Node>, tls: Option<TlsAcceptor>) {
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = node.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((tcp, peer)) => {
-                shared.tracker.spawn(accept_connection(tcp, peer, shared.clone(), tls.clone(), Surface::Admin));
+                node.tracker.spawn(accept_connection(tcp, peer, node.clone(), tls.clone(), Surface::Admin));
             }
             Err(e) => {
                 warn!(error = %e, "admin accept failed");
@@ -127,36 +137,38 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, tls: Option<Tls
 async fn accept_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     tls: Option<TlsAcceptor>,
     surface: Surface,
 ) {
     match tls {
-        None => serve_http(tcp, peer, shared, surface).await,
-        Some(acceptor) => match timeout(shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => serve_http(stream, peer, shared, surface).await,
+        None => serve_http(tcp, peer, node, surface).await,
+        Some(acceptor) => match timeout(node.config.timeouts.tls_handshake, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_http(stream, peer, node, surface).await,
             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => debug!(%peer, "TLS handshake timed out"),
         },
     }
 }
 
-async fn serve_http<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, surface: Surface)
+async fn serve_http<IO>(io: IO, peer: SocketAddr, node: Arc<Node>, surface: Surface)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let service_shared = shared.clone();
+    let service_node = node.clone();
     let service = service_fn(move |request| {
-        let shared = service_shared.clone();
+        let node = service_node.clone();
         let surface = surface.clone();
         async move {
             Ok::<_, Infallible>(match surface {
-                Surface::Public(_) if request.uri().path().starts_with("/api/") => {
-                    crate::api::handle(request, peer, shared).await
+                Surface::Public { .. } if request.uri().path().starts_with("/api/") => {
+                    crate::api::handle(request, peer, node).await
                 }
-                Surface::Public(permit) => route(request, peer, shared, permit).await.map(BodyExt::boxed),
+                Surface::Public { slots, admin_here } => {
+                    route(request, peer, node, slots, admin_here).await.map(BodyExt::boxed)
+                }
                 Surface::Admin if is_admin_path(request.uri().path()) => {
-                    crate::admin::handle(request, peer, shared).await.map(BodyExt::boxed)
+                    crate::admin::handle(request, peer, node).await.map(BodyExt::boxed)
                 }
                 Surface::Admin => text(StatusCode::NOT_FOUND, "not found\n").map(BodyExt::boxed),
             })
@@ -164,8 +176,8 @@ where
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.timeouts.header_read)
-        .max_buf_size(shared.config.limits.max_header_bytes.max(8192))
+        .header_read_timeout(node.config.timeouts.header_read)
+        .max_buf_size(node.config.limits.max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -175,7 +187,7 @@ where
                 debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         }
-        _ = shared.shutdown.cancelled() => {
+        _ = node.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = timeout(std::time::Duration::from_secs(1), connection).await;
         }
@@ -185,19 +197,20 @@ where
 async fn route(
     mut request: Request<Incoming>,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     permit: Arc<Slots>,
+    admin_here: bool,
 ) -> Response<Full<Bytes>> {
     // Only the path is ever logged: the query may hold a token.
     if is_admin_path(request.uri().path()) {
-        if shared.admin_separate {
+        if !admin_here {
             return text(StatusCode::NOT_FOUND, "not found\n");
         }
-        return crate::admin::handle(request, peer, shared).await;
+        return crate::admin::handle(request, peer, node).await;
     }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => match shared.readiness().await {
+        (&Method::GET, "/readyz") => match node.readiness().await {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
         },
@@ -209,24 +222,24 @@ async fn route(
             }
             // Cross-site WebSocket hijacking: a browser on another Origin may not connect at all.
             let origin = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let allowed = &shared.config.allowed_origins;
+            let allowed = &node.config.allowed_origins;
             let origin_allowed = origin.as_deref().is_some_and(|o| allowed.iter().any(|a| a == o));
             if !allowed.is_empty() && origin.is_some() && !origin_allowed {
                 debug!(%peer, "upgrade refused: Origin not allowed");
-                shared.config.metrics.refused("origin");
+                node.metrics.refused("origin");
                 return text(StatusCode::FORBIDDEN, "origin not allowed\n");
             }
-            if shared.auth_failures.is_blocked(peer.ip()) {
-                shared.config.metrics.refused("auth_failures");
+            if node.auth_failures.is_blocked(peer.ip()) {
+                node.metrics.refused("auth_failures");
                 return text(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications; retry later\n");
             }
-            let cookie_token = match &shared.config.auth_cookie {
+            let cookie_token = match &node.config.auth_cookie {
                 Some(name) if origin_allowed => cookie(&request, name),
                 _ => None,
             };
             let query_token = request.uri().query().and_then(token_from_query).or(cookie_token);
-            let Some(pending) = shared.ip_slots.unauthenticated(peer.ip()) else {
-                shared.config.metrics.refused("unauthenticated_per_ip");
+            let Some(pending) = node.ip_slots.unauthenticated(peer.ip()) else {
+                node.metrics.refused("unauthenticated_per_ip");
                 return text(StatusCode::TOO_MANY_REQUESTS, "too many unauthenticated connections from this address\n");
             };
             let (response, upgrading) = match upgrade::upgrade(&mut request) {
@@ -235,11 +248,11 @@ async fn route(
                     return text(StatusCode::BAD_REQUEST, &format!("bad WebSocket upgrade: {e}\n"));
                 }
             };
-            let connection_shared = shared.clone();
-            shared.tracker.spawn(async move {
+            let connection_node = node.clone();
+            node.tracker.spawn(async move {
                 let _permit = permit;
                 match upgrading.await {
-                    Ok(ws) => connection::serve(ws.into_inner(), connection_shared, query_token, peer, pending).await,
+                    Ok(ws) => connection::serve(ws.into_inner(), connection_node, query_token, peer, pending).await,
                     Err(e) => debug!(%peer, error = %e, "upgrade did not complete"),
                 }
             });

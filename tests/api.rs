@@ -30,8 +30,8 @@ actions = ["read"]
 "#;
 
 fn config() -> ServerConfig {
-    let config = jwt_config();
-    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let mut config = jwt_config();
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
     config
 }
 

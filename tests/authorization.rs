@@ -41,8 +41,8 @@ actions = ["read", "write"]
 "#;
 
 fn config() -> ServerConfig {
-    let config = jwt_config();
-    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let mut config = jwt_config();
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
     config
 }
 
@@ -259,9 +259,7 @@ async fn a_refresh_that_drops_a_role_ends_only_those_subscriptions() {
 
 #[tokio::test]
 async fn a_rules_reload_re_evaluates_live_subscriptions() {
-    let config = config();
-    let policy = config.policy.clone();
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(config()).await;
     let mut ws = RawWs::authed(server.addr, &token("alice", &["user"])).await;
     assert_eq!(
         request(&mut ws, ClientMessage::Sub { id: 1, topic: "rooms/lobby".into() }).await,
@@ -273,7 +271,7 @@ async fn a_rules_reload_re_evaluates_live_subscriptions() {
     );
     let narrower = RULES
         .replace("resource = \"rooms/*\"\nactions = [\"read\"]", "resource = \"rooms/staff\"\nactions = [\"read\"]");
-    policy.replace(Policy::with_rules(RuleSet::parse(&narrower).unwrap()));
+    server.node.set_policy(Policy::with_rules(RuleSet::parse(&narrower).unwrap()));
     assert!(is_forbidden(&ws.msg().await, 1));
     ws.send(&ClientMessage::Ping { id: Some(3) }).await;
     assert_eq!(ws.msg().await, ServerMessage::Pong { id: Some(3) });

@@ -138,7 +138,7 @@ async fn reconnects_after_a_restart_and_delivers_queued_requests() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let second = TestServer::on(listener, jwt_config());
+    let second = TestServer::on(listener, jwt_config()).await;
     until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     queued.await.unwrap().unwrap();
     second.stop().await;

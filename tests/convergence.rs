@@ -85,8 +85,9 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let store = Arc::new(MemoryStore::new());
-            let hub = Hub::new(Arc::new(MemoryBackplane::standalone()), store.clone() as Arc<dyn Store>);
-            let server = Collections::open(store.clone() as Arc<dyn Store>, hub, HlcClock::new("server", (0, 0)), 60_000_000).await.unwrap();
+            let hub = Hub::new(Arc::new(MemoryBackplane::standalone()));
+            let metrics = Arc::new(syncgate::metrics::Metrics::new());
+            let server = Collections::open(store.clone() as Arc<dyn Store>, hub, HlcClock::new("server", (0, 0)), 60_000_000, metrics).await.unwrap();
             let mut devices: Vec<Device> = (0..REPLICAS)
                 .map(|i| Device { replica: Replica::new(&format!("device-{i}")), now: BASE_MS + skews[i], cursor: 0 })
                 .collect();

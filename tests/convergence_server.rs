@@ -240,9 +240,8 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
         config.timeouts.shutdown_grace = Duration::from_millis(500);
         config
     };
-    let first = config(store.clone());
-    first.policy.replace(policy(true));
-    let mut rules = first.policy.clone();
+    let mut first = config(store.clone());
+    first.policy = policy(true);
     let mut server = TestServer::start(first).await;
     let addr = server.addr;
     let mut writable = true;
@@ -282,7 +281,7 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
             Step::Online { device } => devices[device].proxy.online(),
             Step::Guarded { writable: w } => {
                 writable = w;
-                rules.replace(policy(w));
+                server.node.set_policy(policy(w));
             }
             Step::Fault { on } => fail.store(on, Ordering::SeqCst),
             Step::Collect => {
@@ -321,10 +320,9 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
                     *live = dir.path().join(format!("live-{generation}"));
                     syncgate::store::sqlite_restore(live, backup).map_err(|e| e.to_string())?;
                     store = open_store(&backing);
-                    let config = config(store.clone());
-                    config.policy.replace(policy(writable));
-                    rules = config.policy.clone();
-                    server = TestServer::on(TcpListener::bind(addr).await.unwrap(), config);
+                    let mut config = config(store.clone());
+                    config.policy = policy(writable);
+                    server = TestServer::on(TcpListener::bind(addr).await.unwrap(), config).await;
                 }
             }
             Step::Pause { ms } => tokio::time::sleep(Duration::from_millis(u64::from(ms))).await,

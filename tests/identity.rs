@@ -202,14 +202,14 @@ async fn introspection_accepts_maps_claims_and_refuses_inactive_tokens() {
     idp.answer("rfc-good", json!({"active": true, "sub": "u2", "exp": now() + 600, "scope": "read"}));
     idp.answer("revoked", json!({"active": false}));
     let user_shape = IntrospectShape::User;
-    let config =
+    let mut config =
         server_config(introspector_of_shape(&idp, Duration::from_secs(30), Duration::from_secs(2), false, user_shape));
-    config.policy.replace(syncgate::rules::Policy::with_rules(
+    config.policy = syncgate::rules::Policy::with_rules(
         syncgate::rules::RuleSet::parse(
             "[[rules]]\nroles=[\"editor\"]\nresource=\"orgs/{orgId}/**\"\nactions=[\"read\"]\n",
         )
         .unwrap(),
-    ));
+    );
     let server = TestServer::start(config).await;
     let mut ws = RawWs::connect("/ws", server.addr).await;
     ws.msg().await;

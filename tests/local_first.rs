@@ -107,7 +107,7 @@ async fn an_outbox_larger_than_one_message_replays_completely() {
     // And one that no server would take: settled locally as invalid, without blocking the rest.
     client.write("c", "huge", Value::Binary(vec![9; 300 * 1024])).await.unwrap();
     let store = Arc::new(MemoryStore::new());
-    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), with_store(store.clone()));
+    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), with_store(store.clone())).await;
     let mut outcomes = settled(&mut events, 6).await;
     outcomes.sort();
     assert_eq!(outcomes, [None, None, None, None, None, Some("invalid".to_string())]);
@@ -137,7 +137,7 @@ async fn a_replay_batch_refused_as_rate_limited_is_sent_again() {
     let mut config = jwt_config();
     config.session.messages_per_second = 20;
     config.session.message_burst = 3;
-    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), config);
+    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), config).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::OpSettled { .. })).await;
     assert!(
         seen.iter().any(|e| matches!(e, ClientEvent::Error(m) if m.contains("rate_limited"))),
@@ -175,7 +175,7 @@ async fn a_client_restarted_offline_shows_its_data_and_resumes_by_delta() {
     let (client, mut events) = Client::connect(config).unwrap();
     assert_eq!(client.records("c").len(), 51, "a restarted app shows its data offline");
     client.sync("c");
-    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), with_store(store.clone()));
+    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), with_store(store.clone())).await;
     let mut writer = RawWs::authed(addr, &token("w", &[])).await;
     write(&mut writer, 2, vec![op("late", "k99", 99, format!("{}:0:w", now() * 1000))]).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Synced { .. })).await;
@@ -248,7 +248,7 @@ async fn after_a_restore_a_client_holding_a_newer_cursor_ends_with_exactly_the_r
     server.stop().await;
     syncgate::store::sqlite_restore(&restored, &backup).unwrap();
     let store = Arc::new(SqliteStore::open(&restored, Durability::Full).unwrap());
-    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), with_store(store));
+    let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), with_store(store)).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Synced { .. })).await;
     assert!(matches!(seen.last(), Some(ClientEvent::Synced { reset: true, .. })), "the old epoch's cursor resets");
     let mut ws = RawWs::authed(addr, &token("r", &[])).await;

@@ -38,8 +38,8 @@ actions = ["read"]
 "#;
 
 fn config(store: Arc<dyn Store>) -> ServerConfig {
-    let config = ServerConfig { store, ..jwt_config() };
-    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let mut config = ServerConfig { store, ..jwt_config() };
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
     config
 }
 
@@ -86,7 +86,7 @@ async fn offline_writes_replay_and_exactly_the_forbidden_ones_roll_back() {
     assert_eq!(alice.get("shared/board", "title"), Some(Value::from("edit 0")), "offline writes are visible at once");
 
     // Back online with the new token: replay in bounded batches, each op judged alone.
-    let second = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), config(store.clone()));
+    let second = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), config(store.clone())).await;
     let mut accepted = 0;
     let mut forbidden = Vec::new();
     let seen = until(&mut events, |e| matches!(e, ClientEvent::Connected { .. })).await;
@@ -196,7 +196,7 @@ async fn pub_sub_through_the_client_survives_reconnects() {
 
     first.stop().await;
     until(&mut listener_events, |e| matches!(e, ClientEvent::Disconnected { .. })).await;
-    let second = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), jwt_config());
+    let second = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), jwt_config()).await;
     until(&mut listener_events, |e| matches!(e, ClientEvent::Connected { .. })).await;
     let got = loop {
         if let Ok(syncgate::protocol::ServerMessage::Ok { .. }) =

@@ -39,8 +39,8 @@ async fn members(ws: &mut RawWs, id: u64, topic: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn members_see_each_other_join_and_leave() {
-    let config = jwt_config();
-    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let mut config = jwt_config();
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
     let server = TestServer::start(config).await;
     let mut alice = RawWs::authed(server.addr, &token("alice", &["user"])).await;
     let mut bob = RawWs::authed(server.addr, &token("bob", &["user"])).await;
@@ -70,8 +70,8 @@ async fn members_see_each_other_join_and_leave() {
 
 #[tokio::test]
 async fn presence_needs_read_on_the_topic() {
-    let config = jwt_config();
-    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let mut config = jwt_config();
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
     let server = TestServer::start(config).await;
     let mut guest = RawWs::authed(server.addr, &token("mallory", &["guest"])).await;
     guest.send(&ClientMessage::SubPresent { id: 1, topic: "rooms/lobby".into(), presence: true, info: None }).await;
@@ -88,8 +88,8 @@ async fn presence_needs_read_on_the_topic() {
 #[tokio::test]
 async fn the_rust_client_is_present_and_sees_others() {
     use syncgate_client::{Client, ClientConfig, ClientEvent};
-    let config = jwt_config();
-    config.policy.replace(Policy::with_rules(RuleSet::parse(RULES).unwrap()));
+    let mut config = jwt_config();
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
     let server = TestServer::start(config).await;
     let alice_token = token("alice", &["user"]);
     let client_config = ClientConfig::new(server.url()).with_token_provider(move |_| {

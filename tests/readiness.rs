@@ -35,11 +35,9 @@ async fn readiness_follows_the_stores_ability_to_commit() {
 
 #[tokio::test]
 async fn a_draining_server_is_not_ready_but_still_serves_its_connections() {
-    let config = jwt_config();
-    let draining = config.draining.clone();
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(jwt_config()).await;
     let mut ws = RawWs::authed(server.addr, &token("alice", &[])).await;
-    draining.cancel();
+    server.node.drain();
     let (status, body) = http(server.addr, "GET", "/readyz", None, None).await;
     assert_eq!((status, body.as_str()), (503, "not ready: draining\n"));
     ws.send(&syncgate::protocol::ClientMessage::Ping { id: Some(1) }).await;

@@ -185,9 +185,9 @@ fn bound_config(rules: Option<&str>) -> ServerConfig {
         table("https://idp-a.example", "secret-of-provider-a-0123456789abcdef", "a"),
         table("https://idp-b.example", "secret-of-provider-b-0123456789abcdef", "b"),
     ]);
-    let config = config_with_key(settings);
+    let mut config = config_with_key(settings);
     if let Some(rules) = rules {
-        config.policy.replace(Policy::with_rules(RuleSet::parse(rules).unwrap()));
+        config.policy = Policy::with_rules(RuleSet::parse(rules).unwrap());
     }
     config
 }

@@ -4,7 +4,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use syncgate::auth::Identity;
-use syncgate::rules::{Action, RuleSet, valid_resource};
+use syncgate::names::valid_name;
+use syncgate::rules::{Action, RuleSet};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -27,6 +28,6 @@ fuzz_target!(|input: Input| {
     if allowed && input.pattern.contains("{sub}") && input.sub.contains(['/', '*', '{', '}']) {
         panic!("crafted sub {:?} matched {:?} with {:?}", input.sub, input.resource, input.pattern);
     }
-    let _ = valid_resource(&input.resource);
+    let _ = valid_name(&input.resource);
     assert!(!access.allows(Action::Write, &input.resource), "a read-only rule allowed a write");
 });

@@ -28,20 +28,20 @@ use tokio::sync::mpsc;
 
 use super::Body;
 use crate::cursor::Cursor;
-use crate::node::Shared;
+use crate::node::Node;
 use crate::outbox::Outbox;
 
 /// How often an idle feed sends a comment, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Starts a feed of `collection` (access already checked).
-pub(super) fn changes(request: &Request<Incoming>, shared: Arc<Shared>, collection: String) -> Response<Body> {
+pub(super) fn changes(request: &Request<Incoming>, node: Arc<Node>, collection: String) -> Response<Body> {
     let since = match super::since(request) {
         Ok(since) => since,
         Err(response) => return *response,
     };
     let (events, stream) = mpsc::channel::<Bytes>(8);
-    shared.tracker.spawn(follow(shared.clone(), collection, since, events));
+    node.tracker.spawn(follow(node.clone(), collection, since, events));
     let body = futures_util::stream::unfold(stream, |mut stream| async move {
         stream.recv().await.map(|event| (Ok::<_, Infallible>(Frame::data(event)), stream))
     });
@@ -55,19 +55,19 @@ pub(super) fn changes(request: &Request<Incoming>, shared: Arc<Shared>, collecti
 
 /// Scans from the cursor and sends what it finds, again on every wake-up,
 /// until the consumer goes away or the server shuts down.
-async fn follow(shared: Arc<Shared>, collection: String, since: Option<Cursor>, events: mpsc::Sender<Bytes>) {
+async fn follow(node: Arc<Node>, collection: String, since: Option<Cursor>, events: mpsc::Sender<Bytes>) {
     // The hub's CHANGEs only wake the feed; what is sent is read from the store.
-    let (outbox, mut wake, _overflow) = Outbox::new(shared.connection_id(), 1);
-    shared.hub.watch(&collection, outbox.clone());
-    if let Err(e) = shared.hub.feed_ready(&collection).await {
+    let (outbox, mut wake, _overflow) = Outbox::new(node.connection_id(), 1);
+    node.hub.watch(&collection, outbox.clone());
+    if let Err(e) = node.feed_ready(&collection).await {
         let _ = events.send(event("error", None, &json!({"code": "unavailable", "message": e.to_string()}))).await;
-        shared.hub.unwatch(&collection, outbox.id());
+        node.hub.unwatch(&collection, outbox.id());
         return;
     }
-    let page_bytes = shared.config.limits.sync_page_bytes;
+    let page_bytes = node.config.limits.sync_page_bytes;
     let mut cursor = since;
     loop {
-        let snapshot = match shared.collections.snapshot(&collection, cursor, page_bytes).await {
+        let snapshot = match node.collections.snapshot(&collection, cursor, page_bytes).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 let _ =
@@ -83,7 +83,7 @@ async fn follow(shared: Arc<Shared>, collection: String, since: Option<Cursor>, 
             if records.is_empty() {
                 continue;
             }
-            let id = shared.collections.cursor(position);
+            let id = node.collections.cursor(position);
             let data = json!({ "collection": collection, "records": records, "cursor": id });
             if events.send(event("change", Some(&id), &data)).await.is_err() {
                 gone = true;
@@ -93,7 +93,7 @@ async fn follow(shared: Arc<Shared>, collection: String, since: Option<Cursor>, 
         if gone {
             break;
         }
-        cursor = Some(Cursor::new(shared.collections.epoch(), snapshot.cursor));
+        cursor = Some(Cursor::new(node.collections.epoch(), snapshot.cursor));
         tokio::select! {
             _ = wake.recv() => {}
             _ = tokio::time::sleep(KEEPALIVE) => {
@@ -102,10 +102,10 @@ async fn follow(shared: Arc<Shared>, collection: String, since: Option<Cursor>, 
                 }
             }
             _ = events.closed() => break,
-            _ = shared.shutdown.cancelled() => break,
+            _ = node.shutdown.cancelled() => break,
         }
     }
-    shared.hub.unwatch(&collection, outbox.id());
+    node.hub.unwatch(&collection, outbox.id());
 }
 
 /// One SSE event. `data` is one line of JSON (JSON escapes newlines).

@@ -250,7 +250,7 @@ impl AuthSpec {
                 self.jwks_unpinned(&format!("{what} uses a JWKS without an audience"), warnings)?;
             }
             if let Some(name) = &table.name
-                && (crate::rules::valid_resource(name).is_err() || name.contains('/'))
+                && (syncgate_proto::names::valid_name(name).is_err() || name.contains('/'))
             {
                 bail!("{what}: name {name:?} must be one path segment (it stands for {{iss}} in rules)");
             }

@@ -7,11 +7,17 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | the subcommands and the small value types they share |
+//! | `run` | carrying out a subcommand: exit codes, logs, the runtime, serving until a signal |
+//! | `signals` | SIGINT/SIGTERM drain then stop; SIGHUP reloads the rules on every node |
+//! | `allocator` | the binary's allocator (mimalloc) and the defaults it departs from |
 //! | `auth_flags` | the authentication flags, mapped onto `syncgate::auth::AuthSpec` |
 //! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
+pub mod allocator;
 mod auth_flags;
+mod run;
 mod serve;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +28,7 @@ use serde::Deserialize;
 pub use syncgate_tools::Seconds;
 use syncgate_tools::devtoken::TokenSpec;
 
+pub use run::run;
 pub use serve::{LogFormat, Serve, ServeArgs};
 pub use syncgate::auth::IssuerTable;
 

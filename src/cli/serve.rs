@@ -14,7 +14,7 @@ use syncgate::auth::{AuthMode, IntrospectShape};
 
 use super::{DurabilityArg, IssuerTable, Seconds, StoreKind};
 use syncgate::config::ServerConfig;
-use syncgate::rules::{Policy, PolicyHandle, RuleSet};
+use syncgate::rules::{Policy, RuleSet};
 use syncgate::store::{Durability, MemoryStore, SqliteStore};
 
 /// Flags of `syncgate serve`; the same struct reads the `--config` file.
@@ -229,8 +229,6 @@ pub struct Serve {
     pub drain_grace: std::time::Duration,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
-    /// The rules file, reloaded on SIGHUP.
-    pub rules: Option<PathBuf>,
 }
 
 macro_rules! fill_from {
@@ -344,7 +342,7 @@ impl ServeArgs {
         match &self.rules {
             Some(path) => {
                 let rules = RuleSet::load(path)?;
-                config.policy = PolicyHandle::new(Policy::with_rules(rules));
+                config.policy = Policy::with_rules(rules);
                 config.rules_file = Some(path.clone());
             }
             None => warnings.push("no --rules file: every authenticated identity may read and write everything".into()),
@@ -424,7 +422,6 @@ impl ServeArgs {
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             drain_grace: self.drain_grace.map_or(std::time::Duration::ZERO, |Seconds(d)| d),
             warnings,
-            rules: self.rules,
         })
     }
 }

@@ -37,7 +37,7 @@ use tracing::{Instrument, debug, info};
 
 use crate::client_stream::ClientStream;
 use crate::limits::SlotGuard;
-use crate::node::Shared;
+use crate::node::Node;
 use crate::outbox::{Outbound, OutboundQueue, Outbox};
 use crate::protocol::codes::close;
 use crate::protocol::{ClientMessage, DecodeError, ServerMessage, encode_server};
@@ -60,33 +60,28 @@ enum Flow {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn serve<S>(
-    io: S,
-    shared: Arc<Shared>,
-    query_token: Option<String>,
-    peer: SocketAddr,
-    pending: SlotGuard,
-) where
+pub(crate) async fn serve<S>(io: S, node: Arc<Node>, query_token: Option<String>, peer: SocketAddr, pending: SlotGuard)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
     let read = ClientStream::new(read);
     let (tx, rx) = mpsc::channel(8);
     let gate = Arc::new(AuthGate::default());
-    let mut reader = tokio::spawn(read_loop(read, tx, shared.config.limits, gate.clone()));
-    let mut policy = shared.config.policy.subscribe();
+    let mut reader = tokio::spawn(read_loop(read, tx, node.config.limits, gate.clone()));
+    let mut policy = node.watch_policy();
     let current = policy.borrow_and_update().clone();
-    let anonymous = shared.config.authenticator.anonymous();
-    let mut session_config = shared.config.session;
-    session_config.revalidate_every = shared.config.authenticator.revalidate_every();
-    session_config.max_message_bytes = shared.config.limits.max_frame_bytes;
-    let now = shared.config.clock.now_ms();
+    let anonymous = node.config.authenticator.anonymous();
+    let mut session_config = node.config.session;
+    session_config.revalidate_every = node.config.authenticator.revalidate_every();
+    session_config.max_message_bytes = node.config.limits.max_frame_bytes;
+    let now = node.config.clock.now_ms();
     let (session, effects) = Session::open(session_config, now, current, anonymous, query_token);
     let control = Arc::new(ControlSlot::default());
-    let queue = shared.config.limits.outbound_queue;
-    let (outbox, outbound, overflow) = Outbox::new(shared.connection_id(), queue);
+    let queue = node.config.limits.outbound_queue;
+    let (outbox, outbound, overflow) = Outbox::new(node.connection_id(), queue);
     let mut actor = Actor {
-        shared: shared.clone(),
+        node: node.clone(),
         session,
         ws: FrameWriter::new(write),
         batching: false,
@@ -103,24 +98,24 @@ pub(crate) async fn serve<S>(
         pending: Some(pending),
         counted_as: "unauthenticated",
     };
-    shared.config.metrics.connection("unauthenticated", 1);
+    node.metrics.connection("unauthenticated", 1);
     let queues = Queues { inbound: rx, outbound, overflow, policy, control };
     // Every line this connection logs carries its id and, once known, its `sub` (never a token).
     let span = tracing::info_span!("connection", conn = actor.outbox.id(), sub = tracing::field::Empty);
     let sent_close = actor.run(effects, queues).instrument(span).await;
     actor.leave_everything().await;
-    shared.config.metrics.connection(actor.counted_as, -1);
-    shared.registry.unregister(actor.outbox.id());
+    node.metrics.connection(actor.counted_as, -1);
+    node.registry.unregister(actor.outbox.id());
     if sent_close {
         // Let the peer read our close and answer before the socket drops,
         // so the kernel does not reset it with our close still unread.
-        let _ = timeout(shared.config.timeouts.close_linger, &mut reader).await;
+        let _ = timeout(node.config.timeouts.close_linger, &mut reader).await;
     }
     reader.abort();
 }
 
 struct Actor<S> {
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     session: Session,
     ws: FrameWriter<WriteHalf<S>>,
     /// Deliveries are being gathered: data frames are queued, written together afterwards.
@@ -171,7 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         if let Flow::Stop = Box::pin(self.apply(first)).await {
             return true;
         }
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.node.shutdown.clone();
         loop {
             // Messages held during a verification go first, once it is over.
             if !self.session.is_verifying()
@@ -228,7 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         continue;
                     }
                     Some(Inbound::Message(message)) => {
-                        self.shared.config.metrics.message_in(kind_of(&message));
+                        self.node.metrics.message_in(kind_of(&message));
                         self.session.on_message(*message, self.now())
                     }
                     Some(Inbound::Ping(payload)) => {
@@ -260,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// "Now" from the server's clock.
     fn now(&self) -> u64 {
-        self.shared.config.clock.now_ms()
+        self.node.config.clock.now_ms()
     }
 
     /// The tokio instant of a deadline given in the server clock's milliseconds.
@@ -282,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             flow = self.deliver(item).await;
         }
         self.batching = false;
-        self.shared.config.metrics.outbound_burst.observe(f64::from(drained));
+        self.node.metrics.outbound_burst.observe(f64::from(drained));
         match flow {
             Flow::Continue => match self.write_pending().await {
                 Ok(()) => Flow::Continue,
@@ -297,11 +292,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let id = self.outbox.id();
         let topics: Vec<String> = self.session.topics().map(str::to_string).collect();
         for topic in topics {
-            self.shared.hub.leave(&topic, id);
-            self.shared.hub.unsubscribe(&topic, id);
+            self.node.hub.leave(&topic, id);
+            self.node.hub.unsubscribe(&topic, id);
         }
         for collection in self.session.synced() {
-            self.shared.hub.unwatch(collection, id);
+            self.node.hub.unwatch(collection, id);
         }
     }
 
@@ -309,14 +304,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     fn count_state(&mut self) {
         let now = if self.session.identity().is_some() { "authenticated" } else { "unauthenticated" };
         if now != self.counted_as {
-            self.shared.config.metrics.connection(self.counted_as, -1);
-            self.shared.config.metrics.connection(now, 1);
+            self.node.metrics.connection(self.counted_as, -1);
+            self.node.metrics.connection(now, 1);
             self.counted_as = now;
         }
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Flow {
-        let metrics = &self.shared.config.metrics;
+        let metrics = &self.node.metrics;
         match message {
             ServerMessage::OpResult { results, .. } => {
                 for result in results {
@@ -355,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> bool {
-        self.shared.config.metrics.closes.get_or_create(&crate::metrics::CloseCode { code }).inc();
+        self.node.metrics.closes.get_or_create(&crate::metrics::CloseCode { code }).inc();
         debug!(peer = %self.peer, code, reason, "closing");
         self.write(Frame::close(code, reason.as_bytes())).await.is_ok()
     }
@@ -372,7 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Writes the queued frames; a peer that does not read within the write
     /// timeout, or before the session's hard deadline, is dropped.
     async fn write_pending(&mut self) -> Result<(), ()> {
-        let mut limit = self.shared.config.timeouts.write;
+        let mut limit = self.node.config.timeouts.write;
         if let Some(at) = self.session.hard_deadline() {
             limit = limit.min(std::time::Duration::from_millis(at.saturating_sub(self.now()).max(1)));
         }

@@ -22,11 +22,11 @@ use crate::auth::{AuthError, Identity};
 use crate::backplane::BackplaneError;
 use crate::collections::Snapshot;
 use crate::cursor::Cursor;
-use crate::node::Shared;
+use crate::node::AuthRefusal;
 use crate::outbox::{Outbound, SharedChange};
 use crate::protocol::codes::close;
-use crate::protocol::{AuthFailCode, OpOutcome, ServerMessage};
-use crate::request_error::RequestError;
+use crate::protocol::{OpOutcome, ServerMessage};
+use crate::requests::RequestError;
 use crate::session::Effect;
 use crate::store::StoreError;
 
@@ -67,50 +67,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Effect::Verify(token) => self.start_verification(token).await,
                 Effect::Subscribe { id, topic } => {
                     // Local deliveries start now; other nodes' once the interest task answers.
-                    self.shared.hub.subscribe(&topic, self.outbox.clone());
-                    let shared = self.shared.clone();
+                    self.node.hub.subscribe(&topic, self.outbox.clone());
+                    let node = self.node.clone();
                     self.tasks.spawn(async move {
-                        let result = shared.hub.topic_ready(&topic).await;
+                        let result = node.hub.topic_ready(&topic).await;
                         Completion::Subscribed { id, topic, result }
                     });
                     Flow::Continue
                 }
                 Effect::Join { topic, info } => {
                     let sub = self.session.identity().map(|i| i.sub.clone()).unwrap_or_default();
-                    self.shared.hub.join(&topic, self.outbox.clone(), sub, info);
+                    self.node.hub.join(&topic, self.outbox.clone(), sub, info);
                     Flow::Continue
                 }
                 Effect::Presence { id, topic } => {
-                    let members = self.shared.hub.members(&topic);
+                    let members = self.node.hub.members(&topic);
                     self.send(&ServerMessage::PresenceState { id, topic, members }).await
                 }
                 Effect::Unsubscribe { topic } => {
-                    self.shared.hub.leave(&topic, self.outbox.id());
-                    self.shared.hub.unsubscribe(&topic, self.outbox.id());
+                    self.node.hub.leave(&topic, self.outbox.id());
+                    self.node.hub.unsubscribe(&topic, self.outbox.id());
                     Flow::Continue
                 }
                 Effect::Publish { id, topic, data } => {
-                    let from = self.session.identity().map(|i| i.sub.clone()).unwrap_or_default();
-                    let message =
-                        crate::protocol::encode_server(&ServerMessage::Message { topic: topic.clone(), data, from });
+                    let from = self.session.identity().map(|i| i.sub.as_str()).unwrap_or_default();
                     // Never waits: local outboxes and the backplane's buffer.
-                    self.shared.hub.publish(&topic, message);
+                    self.node.deliver_publication(from, &topic, data);
                     self.send(&ServerMessage::Ok { id }).await
                 }
                 Effect::Write { id, results, ops } => {
                     let (slots, ops): (Vec<usize>, Vec<_>) = ops.into_iter().unzip();
-                    // Clock skew is judged against the wall clock, like the writers' stamps.
-                    let (shared, now) = (self.shared.clone(), crate::clock::unix_ms());
+                    let node = self.node.clone();
                     self.writes_in_flight += 1;
                     self.tasks.spawn(async move {
-                        let outcomes = shared.collections.apply(ops, now).await;
+                        let outcomes = node.commit(ops).await;
                         Completion::Written { id, results, slots, outcomes }
                     });
                     Flow::Continue
                 }
                 Effect::Sync { id, collection, since } => self.start_sync(Some(id), collection, since),
                 Effect::Unsync { collection } => {
-                    self.shared.hub.unwatch(&collection, self.outbox.id());
+                    self.node.hub.unwatch(&collection, self.outbox.id());
                     self.sync_cursors.remove(collection.as_str());
                     self.syncing.remove(collection.as_str());
                     Flow::Continue
@@ -131,30 +128,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    /// Verifies a token: takes a failure slot first (none left: nothing is
-    /// verified) and gives it back when the token passes or the provider is
-    /// down. Slot, verification and refund sit in one future, so a burst of
-    /// valid logins from one address holds slots only while each is checked.
-    ///
-    /// The future is polled once here: a token checked against keys in
-    /// memory (HMAC, PEM, cached JWKS) is decided without waiting, and then
-    /// no task is spawned for it (a task per handshake was a measurable share
-    /// of the handshake's cost). One that must wait (a key fetch,
-    /// introspection) goes on as a task, so the actor never waits on I/O.
+    /// Verifies a token ([`crate::node::Node::authenticate`]). The verification is polled
+    /// once here: a token checked against keys in memory (HMAC, PEM, cached
+    /// JWKS) is decided without waiting, and then no task is spawned for it (a
+    /// task per handshake was a measurable share of the handshake's cost). One
+    /// that must wait (a key fetch, introspection) goes on as a task, so the
+    /// actor never waits on I/O.
     async fn start_verification(&mut self, token: String) -> Flow {
-        let (shared, ip) = (self.shared.clone(), self.peer.ip());
+        let authentication = self.node.authenticate(token, self.peer.ip());
         let mut verification = Box::pin(async move {
-            if !shared.auth_failures.try_reserve(ip) {
-                return Completion::Blocked;
+            match authentication.await {
+                Err(AuthRefusal::Blocked) => Completion::Blocked,
+                Err(AuthRefusal::Failed(e)) => Completion::Verified(Err(e)),
+                Ok(identity) => Completion::Verified(Ok(identity)),
             }
-            let started = std::time::Instant::now();
-            let result = verify(&shared, &token).await;
-            shared.config.metrics.verification_seconds.observe(started.elapsed().as_secs_f64());
-            // A success, or an identity provider outage, is not the client's failure.
-            if result.is_ok() || result.as_ref().is_err_and(|e| e.code == AuthFailCode::IntrospectionUnavailable) {
-                shared.auth_failures.refund(ip);
-            }
-            Completion::Verified(result)
         });
         let polled = verification.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
         match polled {
@@ -172,7 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// reads the snapshot. `id` is `None` for a catch-up.
     fn start_sync(&mut self, id: Option<u64>, collection: String, since: Option<Cursor>) -> Flow {
         let name: Arc<str> = Arc::from(collection.as_str());
-        self.shared.hub.watch(&collection, self.outbox.clone());
+        self.node.hub.watch(&collection, self.outbox.clone());
         self.generations += 1;
         let fresh = self.generations;
         let pending = self
@@ -181,11 +168,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             .or_insert_with(|| PendingSync { generation: fresh, ..PendingSync::default() });
         pending.scans += 1;
         let generation = pending.generation;
-        let shared = self.shared.clone();
+        let node = self.node.clone();
         self.tasks.spawn(async move {
-            let page_bytes = shared.config.limits.sync_page_bytes;
-            let result = match shared.hub.feed_ready(&collection).await {
-                Ok(()) => shared.collections.snapshot(&collection, since, page_bytes).await,
+            let page_bytes = node.config.limits.sync_page_bytes;
+            let result = match node.feed_ready(&collection).await {
+                Ok(()) => node.collections.snapshot(&collection, since, page_bytes).await,
                 Err(e) => Err(StoreError(e.to_string())),
             };
             Completion::Scanned { id, collection: name, generation, result }
@@ -203,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
             Completion::Verified(result) => {
                 let kind = if result.is_ok() { "ok" } else { "failed" };
-                self.shared.config.metrics.handshakes.get_or_create(&crate::metrics::Kind { kind }).inc();
+                self.node.metrics.handshakes.get_or_create(&crate::metrics::Kind { kind }).inc();
                 match &result {
                     // Claims are logged with Debug: a `sub` holding a newline cannot forge a log line.
                     // Successes at DEBUG: one INFO line per handshake costs a measurable share of it.
@@ -231,8 +218,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             Completion::Subscribed { id, topic, result } => match result {
                 Ok(()) => self.send(&ServerMessage::Ok { id }).await,
                 Err(e) => {
-                    self.shared.config.metrics.backplane_errors.inc();
-                    self.shared.hub.unsubscribe(&topic, self.outbox.id());
+                    self.node.metrics.backplane_errors.inc();
+                    self.node.hub.unsubscribe(&topic, self.outbox.id());
                     self.session.forget_subscription(&topic);
                     self.send(&RequestError::Unavailable(e.to_string()).reply(Some(id))).await
                 }
@@ -241,24 +228,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     }
 
     /// Feeds a verification result to the session and registers the
-    /// connection, as one step with the revocation check: an admin revocation
-    /// either sees the connection registered (and closes it) or is seen here.
+    /// connection, inside the node's admission step ([`crate::node::Node::admit`]): an
+    /// admin revocation either sees the connection registered (and closes
+    /// it) or is seen here.
     fn admit(&mut self, result: Result<Identity, AuthError>) -> Vec<Effect> {
         let now = self.now();
-        let _admission = self.shared.admission.lock().unwrap_or_else(|e| e.into_inner());
-        let result = result.and_then(|identity| {
-            if self.shared.config.revocations.is_revoked(&identity, now / 1000) {
-                Err(AuthError::new(AuthFailCode::Forbidden, "the token has been revoked"))
-            } else {
-                Ok(identity)
+        let node = self.node.clone();
+        node.admit(result, |admitted| {
+            let effects = self.session.on_verified(admitted, now);
+            if let Some(identity) = self.session.identity() {
+                node.registry.register(self.outbox.id(), identity, self.control.clone());
+                tracing::Span::current().record("sub", tracing::field::debug(&identity.sub));
             }
-        });
-        let effects = self.session.on_verified(result, now);
-        if let Some(identity) = self.session.identity() {
-            self.shared.registry.register(self.outbox.id(), identity, self.control.clone());
-            tracing::Span::current().record("sub", tracing::field::debug(&identity.sub));
-        }
-        effects
+            effects
+        })
     }
 
     /// Sends a snapshot (the first page as `SYNC_DATA`, the rest as `CHANGE`
@@ -289,7 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             Err(e) => {
                 if current == Some(true) {
                     self.syncing.remove(&collection);
-                    self.shared.hub.unwatch(&collection, self.outbox.id());
+                    self.node.hub.unwatch(&collection, self.outbox.id());
                     self.sync_cursors.remove(&collection);
                     self.session.forget_sync(&collection);
                 }
@@ -308,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             let seen = self.sync_cursors.entry(collection.clone()).or_insert(0);
             *seen = (*seen).max(snapshot.cursor);
         }
-        let collections = &self.shared.collections;
+        let collections = &self.node.collections;
         let page_count = snapshot.pages.len();
         let mut messages = Vec::with_capacity(page_count);
         for (n, (records, cursor)) in snapshot.pages.into_iter().enumerate() {
@@ -326,7 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 _ => ServerMessage::Change { collection: collection.to_string(), records, cursor, more },
             });
         }
-        self.shared.config.metrics.sync_pages.inc_by(messages.len() as u64);
+        self.node.metrics.sync_pages.inc_by(messages.len() as u64);
         for message in &messages {
             if let Flow::Stop = self.send(message).await {
                 return Flow::Stop;
@@ -356,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             return Flow::Continue;
         }
         let Some(&seen) = self.sync_cursors.get(&collection) else { return Flow::Continue };
-        let since = crate::cursor::Cursor::new(self.shared.collections.epoch(), seen);
+        let since = crate::cursor::Cursor::new(self.node.collections.epoch(), seen);
         self.start_sync(None, collection.to_string(), Some(since))
     }
 
@@ -365,7 +348,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     pub(super) async fn deliver(&mut self, item: Outbound) -> Flow {
         let bytes = match item {
             Outbound::Message(bytes) => {
-                self.shared.config.metrics.deliveries.inc();
+                self.node.metrics.deliveries.inc();
                 bytes
             }
             Outbound::Resync { collection } => return self.catch_up(collection),
@@ -373,7 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 let SharedChange { collection, cursor, bytes } = &*change;
                 let (cursor, bytes) = (*cursor, bytes.clone());
                 if let Some(pending) = self.syncing.get_mut(collection) {
-                    if pending.buffered.len() >= self.shared.config.limits.outbound_queue {
+                    if pending.buffered.len() >= self.node.config.limits.outbound_queue {
                         info!(peer = %self.peer, "slow consumer: changes piled up behind a snapshot");
                         self.close(close::SLOW_CONSUMER, "slow consumer").await;
                         return Flow::Stop;
@@ -384,7 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 match self.sync_cursors.get_mut(collection) {
                     Some(seen) if cursor > *seen => {
                         *seen = cursor;
-                        self.shared.config.metrics.changes.inc();
+                        self.node.metrics.changes.inc();
                         bytes
                     }
                     _ => return Flow::Continue,
@@ -392,17 +375,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
         };
         self.write_data(&bytes).await
-    }
-}
-
-/// Verifies a token within the verification timeout (failing closed), as of the server clock.
-async fn verify(shared: &Shared, token: &str) -> Result<Identity, AuthError> {
-    let verifier = shared.config.authenticator.verify(token, shared.config.clock.now_secs());
-    match tokio::time::timeout(shared.config.timeouts.verify, verifier).await {
-        Ok(result) => result,
-        Err(_) => {
-            debug!("token verification timed out");
-            Err(AuthError::new(AuthFailCode::IntrospectionUnavailable, "token verification timed out"))
-        }
     }
 }

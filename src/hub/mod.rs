@@ -12,6 +12,7 @@
 mod order;
 mod presence;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 pub use self::order::{ChangeNotice, FeedOrder, MAX_HELD, Step};
 use crate::backplane::{Backplane, BackplaneError, Subject};
 use crate::outbox::{ConnId, Outbound, Outbox, SharedChange};
-use crate::store::Store;
 
 /// How long a gap in a collection's chain may stay open before its watchers
 /// catch up from the store: long enough for commits finishing out of order,
@@ -64,23 +64,21 @@ pub struct Hub {
     topics: DashMap<String, Arc<Topic>>,
     feeds: DashMap<String, Arc<Feed>>,
     backplane: Arc<dyn Backplane>,
-    store: Arc<dyn Store>,
     interest: mpsc::UnboundedSender<InterestChange>,
     gap_grace: Duration,
     presence: presence::Presence,
 }
 
 impl Hub {
-    /// A hub over `backplane`; `store` tells a new feed where its chain starts.
+    /// A hub over `backplane`.
     /// Must be called within a Tokio runtime (it starts the interest task).
-    pub fn new(backplane: Arc<dyn Backplane>, store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new(backplane: Arc<dyn Backplane>) -> Arc<Self> {
         let (interest, changes) = mpsc::unbounded_channel();
         tokio::spawn(keep_interest(backplane.clone(), changes));
         Arc::new(Self {
             topics: DashMap::new(),
             feeds: DashMap::new(),
             backplane,
-            store,
             interest,
             gap_grace: GAP_GRACE,
             presence: presence::Presence::default(),
@@ -168,14 +166,20 @@ impl Hub {
     }
 
     /// Waits until `collection`'s feed follows the store: this node's interest
-    /// is established and the chain's starting position is known.
-    pub async fn feed_ready(self: &Arc<Self>, collection: &str) -> Result<(), BackplaneError> {
+    /// is established and the chain's starting position is known. `position`
+    /// reads the store's position (`Store::last_seq`); it is called once per
+    /// feed, after the interest began, so a commit after that read reaches
+    /// the feed as a message.
+    pub async fn feed_ready<F, P>(self: &Arc<Self>, collection: &str, position: F) -> Result<(), BackplaneError>
+    where
+        F: FnOnce() -> P,
+        P: Future<Output = Result<u64, crate::store::StoreError>>,
+    {
         let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else { return Ok(()) };
         feed.interest
             .get_or_try_init(|| async {
                 self.want(Subject::Changes(collection.to_string())).await?;
-                // Read after interest began: a commit after this read reaches us as a message.
-                let position = match self.store.last_seq().await {
+                let position = match position().await {
                     Ok(position) => Some(position),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not read the store's position; watchers will catch up");
@@ -224,6 +228,32 @@ impl Hub {
         let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else { return };
         let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
         let steps = state.order.receive(notice);
+        self.carry_out(&feed, &state, collection, steps);
+    }
+
+    /// The collections followed here whose feeds have started, with the
+    /// position each has delivered up to (`None`: not known yet).
+    pub fn followed(&self) -> Vec<(String, Option<u64>)> {
+        self.feeds
+            .iter()
+            .filter(|f| f.value().interest.initialized())
+            .map(|f| {
+                let delivered = f.value().state.lock().unwrap_or_else(|e| e.into_inner()).order.delivered();
+                (f.key().clone(), delivered)
+            })
+            .collect()
+    }
+
+    /// The store holds `collection` at `position`: if its feed has not
+    /// delivered that far, a change was lost on its way (the last one of a
+    /// run, which no later change reveals) and the watchers catch up.
+    pub fn check_position(self: &Arc<Self>, collection: &str, position: u64) {
+        let Some(feed) = self.feeds.get(collection).map(|f| f.value().clone()) else { return };
+        let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
+        let steps = state.order.behind(position);
+        if !steps.is_empty() {
+            tracing::info!(collection, position, "a feed was behind the store; its watchers catch up");
+        }
         self.carry_out(&feed, &state, collection, steps);
     }
 

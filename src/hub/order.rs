@@ -110,6 +110,24 @@ impl FeedOrder {
         steps
     }
 
+    /// Every change up to this position has been delivered (`None`: not known yet).
+    pub fn delivered(&self) -> Option<u64> {
+        self.delivered
+    }
+
+    /// The store holds the collection at `position`: if that is past what was
+    /// delivered, a change was lost without a later one to reveal the gap.
+    /// The watchers catch up, whatever is held follows, and the chain goes
+    /// on from `position`.
+    pub fn behind(&mut self, position: u64) -> Vec<Step> {
+        if !self.started || self.delivered.is_some_and(|d| d >= position) {
+            return Vec::new();
+        }
+        let steps = self.lost();
+        self.delivered = Some(self.delivered.map_or(position, |d| d.max(position)));
+        steps
+    }
+
     /// Stops waiting for the missing changes: watchers catch up from the store,
     /// then everything held is delivered in order.
     fn skip_gap(&mut self) -> Vec<Step> {
@@ -211,6 +229,20 @@ mod tests {
         assert_eq!((steps[0].clone(), delivered(&steps)), (Step::Resync, vec![41]));
         assert_eq!(order.lost(), [Step::Resync]);
         assert_eq!(delivered(&order.receive(notice(41, 42))), [42]);
+    }
+
+    #[test]
+    fn a_feed_behind_the_store_resyncs_once_and_goes_on_from_there() {
+        let mut order = FeedOrder::default();
+        assert!(order.behind(9).is_empty(), "not started: nothing to check");
+        order.start(Some(5));
+        assert!(order.behind(5).is_empty(), "level with the store");
+        assert!(order.behind(3).is_empty(), "ahead of a stale reading");
+        assert_eq!(order.behind(8), [Step::Resync], "the change at 8 was lost: the watchers catch up");
+        assert_eq!(order.delivered(), Some(8));
+        assert!(order.behind(8).is_empty(), "one catch-up per loss");
+        assert_eq!(delivered(&order.receive(notice(8, 9))), [9], "the chain goes on from the store's position");
+        assert!(order.receive(notice(5, 8)).is_empty(), "the lost change, arriving late, was covered");
     }
 
     #[test]

@@ -321,26 +321,6 @@ fn split(rest: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Whether a client-supplied topic or collection name is acceptable:
-/// 1 to 256 bytes of non-empty `/`-separated segments without `*`, `{` or
-/// `}`, none of them `.` or `..` (which a backend mapping names to paths or
-/// URLs could resolve to another tenant's resource).
-pub fn valid_resource(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > 256 {
-        return Err("must be 1 to 256 bytes");
-    }
-    if name.split('/').any(str::is_empty) {
-        return Err("must not have empty segments");
-    }
-    if name.split('/').any(|segment| segment == "." || segment == "..") {
-        return Err("must not have '.' or '..' segments");
-    }
-    if name.contains(['*', '{', '}']) || name.chars().any(char::is_control) {
-        return Err("must not contain '*', '{', '}' or control characters");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,13 +425,5 @@ mod tests {
         );
         assert!(err("[[rules]]\nroles=[\"u\"]\nresource=\"a\"\nactions=[\"read\"]\ncolour=1\n").contains("colour"));
         assert!(err("[[rulez]]\n").contains("rulez"));
-    }
-
-    #[test]
-    fn resource_names_from_clients_are_validated() {
-        assert!(valid_resource("todos/alice").is_ok());
-        for bad in ["", "a//b", "/a", "a/", "a/*", "a/{sub}", &"x".repeat(257), "a\nb"] {
-            assert!(valid_resource(bad).is_err(), "{bad:?}");
-        }
     }
 }

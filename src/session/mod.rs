@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::auth::{AuthError, Identity, MAX_TOKEN_BYTES};
 use crate::protocol::codes::close;
 use crate::protocol::{AuthFailCode, ClientMessage, DecodeError, PROTOCOL_VERSION, ServerMessage, SessionLimits};
-use crate::request_error::RequestError;
+use crate::requests::RequestError;
 use crate::rules::Policy;
 
 mod route;

@@ -3,22 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use rmpv::Value;
-
 use super::{Authenticated, Effect, SessionConfig};
-use crate::cursor::Cursor;
 use crate::protocol::encoded_len;
 use crate::protocol::{ClientMessage, OpInput, ServerMessage};
-use crate::request_error::RequestError;
-use crate::rules::{Access, Action, valid_resource};
+use crate::requests::{
+    Reading, RequestError, check_batch, check_name, check_publish, check_read, check_write, parse_since,
+};
+use crate::rules::{Access, Action};
 
 /// Largest client-supplied presence `info`, encoded.
 pub(super) const MAX_PRESENCE_INFO_BYTES: usize = 1024;
 
-/// Checks and routes one authenticated request.
+/// Checks and routes one authenticated request (the checks are
+/// [`crate::requests`]', shared with the HTTP API).
 pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &SessionConfig, out: &mut Vec<Effect>) {
-    let (max_subscriptions, max_batch_ops, max_value) =
-        (config.max_subscriptions, config.max_batch_ops, config.max_value_bytes);
+    let max_subscriptions = config.max_subscriptions;
+    let limits = config.request_limits();
     let send = |out: &mut Vec<Effect>, message| out.push(Effect::Send(message));
     let fail = |out: &mut Vec<Effect>, id: u64, refusal: RequestError| out.push(Effect::Send(refusal.reply(Some(id))));
     let count = auth.subscriptions.len() + auth.syncs.len();
@@ -41,63 +41,39 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
                 }
             }
         }
-        ClientMessage::Presence { id, topic } => {
-            if let Err(why) = valid_resource(&topic) {
-                fail(out, id, RequestError::Invalid(format!("topic {why}")));
-            } else if !auth.access.allows(Action::Read, &topic) {
-                fail(out, id, RequestError::Forbidden(format!("not allowed to see who is on {topic:?}")));
-            } else {
-                out.push(Effect::Presence { id, topic });
-            }
-        }
-        ClientMessage::Sub { id, topic } => {
-            if let Err(why) = valid_resource(&topic) {
-                fail(out, id, RequestError::Invalid(format!("topic {why}")));
-            } else if !auth.access.allows(Action::Read, &topic) {
-                fail(out, id, RequestError::Forbidden(format!("not allowed to subscribe to {topic:?}")));
-            } else if !auth.subscriptions.contains_key(&topic) && count >= max_subscriptions {
-                fail(out, id, full());
-            } else {
+        ClientMessage::Presence { id, topic } => match check_read(&auth.access, Reading::Presence, &topic) {
+            Err(refusal) => fail(out, id, refusal),
+            Ok(()) => out.push(Effect::Presence { id, topic }),
+        },
+        ClientMessage::Sub { id, topic } => match check_read(&auth.access, Reading::Subscribe, &topic) {
+            Err(refusal) => fail(out, id, refusal),
+            Ok(()) if !auth.subscriptions.contains_key(&topic) && count >= max_subscriptions => fail(out, id, full()),
+            Ok(()) => {
                 auth.subscriptions.insert(topic.clone(), id);
                 out.push(Effect::Subscribe { id, topic });
             }
-        }
+        },
         ClientMessage::Unsub { id, topic } => {
             if auth.subscriptions.remove(&topic).is_some() {
                 out.push(Effect::Unsubscribe { topic });
             }
             send(out, ServerMessage::Ok { id });
         }
-        ClientMessage::Pub { id, topic, data } => {
-            if let Err(why) = valid_resource(&topic) {
-                fail(out, id, RequestError::Invalid(format!("topic {why}")));
-            } else if !auth.access.allows(Action::Write, &topic) {
-                fail(out, id, RequestError::Forbidden(format!("not allowed to publish to {topic:?}")));
-            } else if encoded_len(&data) > max_value {
-                fail(out, id, RequestError::Invalid(format!("data is larger than {max_value} bytes")));
-            } else {
-                out.push(Effect::Publish { id, topic, data });
-            }
-        }
+        ClientMessage::Pub { id, topic, data } => match check_publish(&auth.access, &topic, &data, limits) {
+            Err(refusal) => fail(out, id, refusal),
+            Ok(()) => out.push(Effect::Publish { id, topic, data }),
+        },
         ClientMessage::OpBatch { id, ops } => {
-            if ops.len() > max_batch_ops {
-                return fail(out, id, RequestError::Invalid(format!("at most {max_batch_ops} ops per batch")));
+            if let Err(refusal) = check_batch(ops.len(), limits) {
+                return fail(out, id, refusal);
             }
             let mut results = Vec::with_capacity(ops.len());
             let mut allowed = Vec::with_capacity(ops.len());
             for (i, op) in ops.into_iter().enumerate() {
-                let rejection = |op_id: Value, refusal: RequestError| Some(refusal.rejection(op_id));
                 results.push(match op {
-                    OpInput::Invalid { op_id, reason } => rejection(op_id, RequestError::Invalid(reason)),
-                    OpInput::Op(op) if encoded_len(&op.value) > max_value => {
-                        rejection(op.op_id, RequestError::Invalid(format!("value is larger than {max_value} bytes")))
-                    }
-                    OpInput::Op(op) => match valid_resource(&op.collection) {
-                        Err(why) => rejection(op.op_id, RequestError::Invalid(format!("collection {why}"))),
-                        Ok(()) if !auth.access.allows(Action::Write, &op.collection) => rejection(
-                            op.op_id,
-                            RequestError::Forbidden(format!("not allowed to write to {:?}", op.collection)),
-                        ),
+                    OpInput::Invalid { op_id, reason } => Some(RequestError::Invalid(reason).rejection(op_id)),
+                    OpInput::Op(op) => match check_write(&auth.access, &op.collection, &op.value, limits) {
+                        Err(refusal) => Some(refusal.rejection(op.op_id)),
                         Ok(()) => {
                             allowed.push((i, op));
                             None
@@ -113,18 +89,16 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
             }
         }
         ClientMessage::Sync { id, collection, since } => {
-            let since = since.as_deref().map(str::parse::<Cursor>).transpose();
-            if let Err(why) = valid_resource(&collection) {
-                fail(out, id, RequestError::Invalid(format!("collection {why}")));
-            } else if since.is_err() {
-                fail(out, id, RequestError::Invalid("`since` is not a cursor this server issued".into()));
-            } else if !auth.access.allows(Action::Read, &collection) {
-                fail(out, id, RequestError::Forbidden(format!("not allowed to sync {collection:?}")));
-            } else if !auth.syncs.contains_key(&collection) && count >= max_subscriptions {
-                fail(out, id, full());
-            } else {
-                auth.syncs.insert(collection.clone(), id);
-                out.push(Effect::Sync { id, collection, since: since.ok().flatten() });
+            let checked = check_name("collection", &collection)
+                .and_then(|()| parse_since(since.as_deref()))
+                .and_then(|since| check_read(&auth.access, Reading::Records, &collection).map(|()| since));
+            match checked {
+                Err(refusal) => fail(out, id, refusal),
+                Ok(_) if !auth.syncs.contains_key(&collection) && count >= max_subscriptions => fail(out, id, full()),
+                Ok(since) => {
+                    auth.syncs.insert(collection.clone(), id);
+                    out.push(Effect::Sync { id, collection, since });
+                }
             }
         }
         ClientMessage::Unsync { id, collection } => {

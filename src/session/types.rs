@@ -42,6 +42,13 @@ pub struct SessionConfig {
     pub max_message_bytes: usize,
 }
 
+impl SessionConfig {
+    /// The bounds every request is checked against (the HTTP API's too).
+    pub(crate) fn request_limits(&self) -> crate::requests::RequestLimits {
+        crate::requests::RequestLimits { max_value_bytes: self.max_value_bytes, max_batch_ops: self.max_batch_ops }
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {

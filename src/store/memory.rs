@@ -111,6 +111,18 @@ impl Store for MemoryStore {
         ready(Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).seq))
     }
 
+    fn collection_position<'a>(&'a self, collection: &'a str) -> StoreFuture<'a, u64> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ready(Ok(inner.collections.get(collection).map_or(0, |c| c.head)))
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return ready(Err(StoreError("injected commit failure".into())));
+        }
+        ready(Ok(()))
+    }
+
     fn clock(&self) -> StoreFuture<'_, (u64, u32)> {
         ready(Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()).clock))
     }

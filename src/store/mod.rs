@@ -6,6 +6,7 @@
 mod backup;
 pub mod conformance;
 mod memory;
+mod revocations;
 mod sqlite;
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use rmpv::Value;
 
 pub use backup::{BackupReport, backup as sqlite_backup, restore as sqlite_restore};
 pub use memory::MemoryStore;
+pub use revocations::{MemoryRevocationStore, RevocationStore, Revoked};
 pub use sqlite::{Durability, FORMAT_VERSION, SqliteStore, decode_value, encode_value};
 
 use crate::hlc::Hlc;
@@ -142,6 +144,13 @@ pub trait Store: Send + Sync + 'static {
     fn scan_since<'a>(&'a self, collection: &'a str, since: u64) -> StoreFuture<'a, Scan>;
     /// The highest position committed so far.
     fn last_seq(&self) -> StoreFuture<'_, u64>;
+    /// The position of `collection`'s latest stored write (0 if none), read
+    /// from the store now: readers compare it with what they were sent, to
+    /// notice a last change that never reached them.
+    fn collection_position<'a>(&'a self, collection: &'a str) -> StoreFuture<'a, u64>;
+    /// A cheap readiness probe (`/readyz`): whether the store can serve reads
+    /// and its commit path is alive. It writes nothing.
+    fn check(&self) -> StoreFuture<'_, ()>;
     /// The highest `(millis, counter)` of any stored write, so the server's clock never goes back.
     fn clock(&self) -> StoreFuture<'_, (u64, u32)>;
     /// Cursors below this may have missed collected tombstones.

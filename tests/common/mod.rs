@@ -21,6 +21,7 @@ use rmpv::Value;
 use serde_json::json;
 use syncgate::ServerConfig;
 use syncgate::auth::{JwtKey, JwtSettings, JwtVerifier};
+use syncgate::node::Node;
 use syncgate::protocol::{ClientMessage, ServerMessage, encode_client};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -33,19 +34,22 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<std::io::Result<()>>,
+    /// The node it serves: rules reloads, draining, metrics.
+    pub node: Arc<Node>,
 }
 
 impl TestServer {
     pub async fn start(config: ServerConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::on(listener, config)
+        Self::on(listener, config).await
     }
 
-    pub fn on(listener: TcpListener, config: ServerConfig) -> Self {
+    pub async fn on(listener: TcpListener, config: ServerConfig) -> Self {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(syncgate::run(listener, config, shutdown.clone()));
-        Self { addr, shutdown, handle }
+        let node = Node::open(config, shutdown.clone()).await.unwrap();
+        let handle = tokio::spawn(syncgate::server::serve(listener, None, node.clone()));
+        Self { addr, shutdown, handle, node }
     }
 
     pub fn url(&self) -> String {

@@ -49,6 +49,12 @@ impl Store for Hooked {
     fn last_seq(&self) -> StoreFuture<'_, u64> {
         self.inner.last_seq()
     }
+    fn collection_position<'a>(&'a self, collection: &'a str) -> StoreFuture<'a, u64> {
+        self.inner.collection_position(collection)
+    }
+    fn check(&self) -> StoreFuture<'_, ()> {
+        self.inner.check()
+    }
     fn clock(&self) -> StoreFuture<'_, (u64, u32)> {
         self.inner.clock()
     }

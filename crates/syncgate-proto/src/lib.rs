@@ -8,6 +8,7 @@
 //! | [`protocol`] | message types, wire codes ([`protocol::codes`]: what each close and error code means and whether to retry), MessagePack codec |
 //! | [`hlc`] | hybrid logical clocks and [`hlc::replaces`], the last-writer-wins rule every replica and store applies |
 //! | [`cursor`] | `<epoch>:<position>` sync cursors |
+//! | [`names`] | the naming rule for topics and collections |
 //! | [`assembler`] | WebSocket message reassembly with a total cap (sans-IO) |
 //! | [`time`] | Unix time in the protocol's units |
 #![warn(missing_docs, unreachable_pub)]
@@ -15,5 +16,6 @@
 pub mod assembler;
 pub mod cursor;
 pub mod hlc;
+pub mod names;
 pub mod protocol;
 pub mod time;

@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use self::writer::commit_loop;
 pub(super) use self::writer::set_epoch;
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, ready};
+use super::{RevocationStore, Revoked};
 use crate::hlc::Hlc;
 pub use crate::hlc::encode_value;
-use crate::revocation::{RevocationStore, Revoked};
 
 /// Schema version of the database file (and of backups, which are database files).
 pub const FORMAT_VERSION: i64 = 1;
@@ -267,6 +267,34 @@ impl Store for SqliteStore {
 
     fn last_seq(&self) -> StoreFuture<'_, u64> {
         ready(Ok(self.state.last_seq.load(Ordering::SeqCst)))
+    }
+
+    fn collection_position<'a>(&'a self, collection: &'a str) -> StoreFuture<'a, u64> {
+        let collection = collection.to_string();
+        self.read(move |reader| {
+            // A head whose tombstone was collected is kept in `heads`.
+            reader
+                .query_row(
+                    "SELECT MAX(seq) FROM (SELECT MAX(seq) AS seq FROM records WHERE collection = ?1
+                     UNION ALL SELECT seq FROM heads WHERE collection = ?1)",
+                    params![collection],
+                    |row| row.get::<_, Option<i64>>(0),
+                )
+                .map(|seq| seq.map_or(0, to_u64))
+                .map_err(|e| err("reading a collection's position", e))
+        })
+    }
+
+    fn check(&self) -> StoreFuture<'_, ()> {
+        if self.state.fail_commits.load(Ordering::SeqCst) {
+            return ready(Err(StoreError("injected commit failure".into())));
+        }
+        if self.jobs.is_closed() {
+            return ready(Err(StoreError("the commit thread has stopped".into())));
+        }
+        self.read(|reader| {
+            reader.query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(())).map_err(|e| err("probing the database", e))
+        })
     }
 
     fn clock(&self) -> StoreFuture<'_, (u64, u32)> {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::checkpoint::restart_wal;
 use super::{ApplyReply, Job, MAX_GROUP, State, err, to_i64, to_u64};
 use crate::hlc::{Hlc, encode_value, replaces};
-use crate::revocation::Revoked;
+use crate::store::Revoked;
 use crate::store::{Applied, StoreError, Write};
 
 /// The writer thread: groups waiting jobs into one transaction each round.

@@ -1,0 +1,134 @@
+//! Carrying out a parsed command line: each subcommand calls the library
+//! (or the tools crate) and turns its outcome into an exit code and, on
+//! failure, one line on stderr.
+
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use super::signals::Signals;
+use super::{BenchCommand, Cli, Command, LogFormat, Serve};
+
+/// Runs one subcommand to its end.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Token(args) => {
+            match syncgate_tools::devtoken::mint(args.secret.as_bytes(), &args.spec(), syncgate::clock::unix_secs()) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("cannot sign the token: {e}")),
+            }
+        }
+        Command::Backup(args) => match syncgate::store::sqlite_backup(&args.data_dir, &args.out) {
+            Ok(report) => {
+                let (out, records, cursor) = (args.out.display(), report.records, report.cursor);
+                println!("backup {out} written: {records} records, consistent at cursor {cursor}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.0),
+        },
+        Command::Restore(args) => match syncgate::store::sqlite_restore(&args.data_dir, &args.from) {
+            Ok(report) => {
+                let (records, dir, cursor) = (report.records, args.data_dir.display(), report.cursor);
+                println!("restored {records} records into {dir} (cursor {cursor})");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.0),
+        },
+        Command::Bench(bench) => match runtime() {
+            Err(code) => code,
+            Ok(runtime) => match runtime.block_on(run_bench(bench)) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            },
+        },
+        Command::Serve(args) => {
+            let serve = match args.resolve() {
+                Ok(serve) => serve,
+                Err(e) => return fail(&format!("{e:#}")),
+            };
+            init_logs(&serve);
+            match runtime() {
+                Err(code) => code,
+                Ok(runtime) => runtime.block_on(serve_until_signalled(serve)),
+            }
+        }
+    }
+}
+
+async fn run_bench(bench: BenchCommand) -> Result<String, String> {
+    use syncgate_tools::loadgen;
+    match bench {
+        BenchCommand::Ops(args) => loadgen::run_ops(args).await.map(|r| r.to_string()),
+        BenchCommand::Fanout(args) => loadgen::fanout::run_fanout(args).await.map(|r| r.to_string()),
+        BenchCommand::Handshake(args) => loadgen::handshake::run_handshake(args).await.map(|r| r.to_string()),
+        BenchCommand::Idle(args) => loadgen::handshake::run_idle(args).await.map(|r| r.to_string()),
+        BenchCommand::ApiPublish(args) => loadgen::api::run_api_publish(args).await.map(|r| r.to_string()),
+        BenchCommand::Feed(args) => loadgen::api::run_feed(args).await.map(|r| r.to_string()),
+        BenchCommand::Reference(args) => {
+            loadgen::reference::serve_reference(args).await.map(|()| String::new()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn init_logs(serve: &Serve) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| serve.log.clone());
+    let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+    match serve.log_format {
+        LogFormat::Text => {
+            logs.with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init()
+        }
+        // One JSON object per line; fields (never a token) stay fields.
+        LogFormat::Json => logs.json().init(),
+    }
+    for warning in &serve.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the runtime: {e}")))
+}
+
+async fn serve_until_signalled(serve: Serve) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(serve.listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", serve.listen)),
+    };
+    let admin = match serve.admin_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => return fail(&format!("cannot listen on --admin-listen {addr}: {e}")),
+        },
+    };
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    let shutdown = CancellationToken::new();
+    let node = match syncgate::node::Node::open(serve.config, shutdown.clone()).await {
+        Ok(node) => node,
+        Err(e) => return fail(&format!("cannot open the node: {e}")),
+    };
+    tokio::spawn(signals.drive(node.clone(), shutdown, serve.drain_grace));
+    match syncgate::server::serve(listener, admin, node).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("server failed: {e}")),
+    }
+}
+
+/// One line on stderr, whatever the underlying error printed; exit code 2.
+fn fail(message: &str) -> ExitCode {
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("syncgate: error: {message}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,108 @@
+//! A node's background work: the backplane pump (other nodes' publications,
+//! changes and control messages), tombstone collection, and the position
+//! check that notices a collection's last change never arrived.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::Node;
+use crate::backplane::{Inbound, Subject};
+use crate::hub::{ChangeNotice, GAP_GRACE};
+
+/// Starts the node's background tasks; they end with the shutdown token.
+pub(super) fn start(node: &Arc<Node>, inbound: Option<mpsc::Receiver<Inbound>>) {
+    match inbound {
+        Some(inbound) => {
+            node.tracker.spawn(pump(node.clone(), inbound));
+        }
+        None => {
+            warn!("the backplane's inbound stream was taken by another server: other nodes cannot reach this one")
+        }
+    }
+    node.tracker.spawn(collect_tombstones(node.clone()));
+    node.tracker.spawn(check_positions(node.clone()));
+}
+
+/// Feeds other nodes' messages to the hub and carries out their control messages, until shutdown.
+async fn pump(node: Arc<Node>, mut inbound: mpsc::Receiver<Inbound>) {
+    loop {
+        let message = tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            message = inbound.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        match message {
+            Inbound::Message { subject: Subject::Topic(topic), payload } => {
+                node.hub.deliver(&topic, payload);
+            }
+            Inbound::Message { subject: Subject::Changes(collection), payload } => {
+                match ChangeNotice::from_payload(payload) {
+                    Some(notice) => node.hub.receive_change(&collection, notice),
+                    None => warn!(collection, "a malformed change notice from the backplane was dropped"),
+                }
+            }
+            Inbound::Control(control) => {
+                let closed = node.apply_control(&control);
+                info!(?control, closed, "control message from another node");
+            }
+            Inbound::Lost => node.hub.lost(),
+        }
+    }
+}
+
+/// Collects expired tombstones hourly (and once at start), until shutdown.
+async fn collect_tombstones(node: Arc<Node>) {
+    let retention = u64::try_from(node.config.tombstone_retention.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let cutoff = crate::clock::unix_ms().saturating_sub(retention);
+        match node.collections.collect_tombstones(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!(collected = n, "expired tombstones collected"),
+            Err(e) => warn!(error = %e, "tombstone collection failed"),
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Every `position_check` interval, compares each followed collection's
+/// delivered position with the store's: a gap is otherwise noticed only when
+/// a *later* change arrives, so a lost last change (a dropped backplane
+/// message, a node killed between its commit and its publication) would
+/// never reach the watchers. A feed found behind gets the gap grace to
+/// receive what may still be on its way (a commit of this node finishing),
+/// then its watchers catch up from the store.
+async fn check_positions(node: Arc<Node>) {
+    let every = node.config.position_check;
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let mut behind = Vec::new();
+        for (collection, delivered) in node.hub.followed() {
+            match node.config.store.collection_position(&collection).await {
+                Ok(position) if position > delivered.unwrap_or(0) => behind.push((collection, position)),
+                Ok(_) => {}
+                Err(e) => warn!(collection, error = %e, "could not read a followed collection's position"),
+            }
+        }
+        if behind.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(GAP_GRACE) => {}
+        }
+        for (collection, position) in behind {
+            node.hub.check_position(&collection, position);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! One node: the state every surface of the server shares, and the meaning
+//! of what they ask of it, written once.
+//!
+//! The WebSocket connections, the HTTP API, the SSE change feed, the admin
+//! API and the process signals all hold an `Arc<Node>` and call its methods:
+//! authentication (failure slots, verification, the timeout that fails
+//! closed, revocations), requests (rights, sizes and refusal texts, through
+//! `crate::requests`), and control (disconnect, revoke, rules reload), so
+//! the same request means the same thing on every surface. It lives here so
+//! none of those surfaces depends on another.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | this one | the [`Node`], opening it, readiness, the live policy |
+//! | `authenticate` | a token in, an identity (or the refusal) out; admission under the revocation lock |
+//! | `requests` | publish, write, read a page: what the HTTP API asks, checked as the session checks |
+//! | `control` | disconnect, revoke, reload rules, drain: here and on every node |
+//! | `background` | the backplane pump, tombstone collection, the position check of followed collections |
+
+mod authenticate;
+mod background;
+mod control;
+mod requests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::auth::Identity;
+use crate::collections::Collections;
+use crate::config::ServerConfig;
+use crate::hlc::HlcClock;
+use crate::hub::Hub;
+use crate::limits::IpSlots;
+use crate::metrics::Metrics;
+use crate::outbox::ConnId;
+use crate::ratelimit::AuthFailures;
+use crate::registry::Registry;
+use crate::revocation::Revocations;
+use crate::rules::{Access, Policy, PolicyHandle};
+
+pub(crate) use authenticate::AuthRefusal;
+pub use control::ReloadError;
+pub(crate) use requests::ApiOp;
+
+/// One syncgate node: its configuration and everything live that its
+/// connections, APIs and background tasks share.
+pub struct Node {
+    /// The configuration the node was opened with (never changed afterwards).
+    pub(crate) config: ServerConfig,
+    /// Cancelled when the server shuts down; connections close with 1001.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the node starts draining: `/readyz` answers 503 while
+    /// connections are still served, so load balancers stop sending new ones
+    /// before the shutdown token closes them with 1001.
+    draining: CancellationToken,
+    /// Every spawned task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+    /// The last-writer-wins collections.
+    pub(crate) collections: Collections,
+    /// This node's fan-out.
+    pub(crate) hub: Arc<Hub>,
+    /// Authenticated connections, for the admin API and control messages.
+    pub(crate) registry: Registry,
+    /// Failed authentications per client IP.
+    pub(crate) auth_failures: AuthFailures,
+    /// Connections per client IP.
+    pub(crate) ip_slots: Arc<IpSlots>,
+    /// The authorization policy in force; connections watch it.
+    policy: PolicyHandle,
+    /// Revoked tokens, consulted at authentication and refresh.
+    revocations: Revocations,
+    /// The node's Prometheus metrics (`GET /metrics` on the admin surface).
+    pub(crate) metrics: Arc<Metrics>,
+    /// Held while a connection checks revocations and registers, and while a
+    /// revocation is applied and its connections closed: so a revocation can
+    /// never fall between a connection's check and its registration. A std
+    /// mutex: nothing awaits under it.
+    admission: std::sync::Mutex<()>,
+    next_connection: AtomicU64,
+    /// The last store probe of `/readyz` and when it ran (probes are at most one a second).
+    probe: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
+
+impl Node {
+    /// Opens the node: reads the store's clock and epoch, loads saved
+    /// revocations, and starts the backplane pump, tombstone collection and
+    /// the position check of followed collections. `shutdown` stops them all.
+    pub async fn open(config: ServerConfig, shutdown: CancellationToken) -> std::io::Result<Arc<Self>> {
+        let unavailable = |e: crate::store::StoreError| std::io::Error::other(e.to_string());
+        // The clock resumes after every timestamp the store ever accepted: it never goes back.
+        let clock = HlcClock::new(config.node_id.clone(), config.store.clock().await.map_err(unavailable)?);
+        let revocations = Revocations::new();
+        match config.revocation_store.load().await {
+            Ok(saved) => saved.iter().for_each(|r| revocations.apply(r)),
+            Err(e) => warn!(error = %e, "could not load saved revocations"),
+        }
+        let metrics = Arc::new(Metrics::new());
+        let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
+        let hub = Hub::new(config.backplane.clone());
+        let collections = Collections::open(config.store.clone(), hub.clone(), clock, drift, metrics.clone())
+            .await
+            .map_err(unavailable)?;
+        let inbound = config.backplane.inbound();
+        let node = Arc::new(Self {
+            auth_failures: AuthFailures::new(config.auth_failures_per_minute),
+            ip_slots: IpSlots::new(config.limits.per_ip),
+            policy: PolicyHandle::new(config.policy.clone()),
+            config,
+            shutdown,
+            draining: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            collections,
+            hub,
+            registry: Registry::new(),
+            revocations,
+            metrics,
+            admission: std::sync::Mutex::new(()),
+            next_connection: AtomicU64::new(1),
+            probe: std::sync::Mutex::new(None),
+        });
+        background::start(&node, inbound);
+        Ok(node)
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The authorization policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.current()
+    }
+
+    /// Puts `policy` in force on this node: every connection re-evaluates
+    /// its subscriptions and syncs. (To change the rules on every node, use
+    /// [`Node::reload_rules`].)
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.replace(policy);
+    }
+
+    /// A receiver that sees every change of policy (what connections watch).
+    pub(crate) fn watch_policy(&self) -> tokio::sync::watch::Receiver<Arc<Policy>> {
+        self.policy.subscribe()
+    }
+
+    /// What `identity` may do under the policy in force.
+    pub(crate) fn access_for(&self, identity: &Identity) -> Access {
+        self.policy.current().access_for(identity)
+    }
+
+    /// Starts draining: `/readyz` answers 503 from now on, while every
+    /// connection is still served until the shutdown token is cancelled.
+    pub fn drain(&self) {
+        self.draining.cancel();
+    }
+
+    /// Whether this node should be sent clients (`/readyz`): not while it
+    /// drains or shuts down, nor while its backplane is disconnected, nor while
+    /// its store fails its readiness check (probed at most once a second).
+    pub(crate) async fn readiness(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() || self.draining.is_cancelled() {
+            return Err("draining".into());
+        }
+        if !self.config.backplane.is_connected() {
+            return Err("the backplane is disconnected".into());
+        }
+        if let Some((at, result)) = &*self.probe.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return result.clone();
+        }
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(2), self.config.store.check()).await;
+        let result = match probe {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the store cannot commit: {e}")),
+            Err(_) => Err("the store did not answer within 2 s".into()),
+        };
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), result.clone()));
+        result
+    }
+
+    /// Waits until `collection`'s feed on this node follows the store (see
+    /// [`Hub::feed_ready`]); call after watching it, before reading it.
+    pub(crate) async fn feed_ready(&self, collection: &str) -> Result<(), crate::backplane::BackplaneError> {
+        self.hub.feed_ready(collection, || self.config.store.last_seq()).await
+    }
+
+    /// A fresh connection id.
+    pub(crate) fn connection_id(&self) -> ConnId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}
