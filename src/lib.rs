@@ -70,6 +70,7 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod sync_streams;
 pub mod tls;
 
 pub use config::ServerConfig;

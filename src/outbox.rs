@@ -29,6 +29,8 @@ pub enum Outbound {
     Resync {
         /// The collection.
         collection: Arc<str>,
+        /// The hub's count of resyncs: watchers of one round share their catch-up scans.
+        round: u64,
     },
 }
 

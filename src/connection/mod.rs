@@ -18,15 +18,18 @@
 //! | `frames` | the write side: frames batched into one write per burst |
 //! | `reader` | the reader task: frames → reassembled, decoded messages |
 //! | `work` | effects carried out, work started as tasks and their completions |
+//! | `syncing` | scans started, their pages sent, changes passed through the sync streams |
 
 mod frames;
 mod reader;
+mod syncing;
 mod work;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fastwebsockets::{Frame, Payload};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::sync::{mpsc, watch};
@@ -44,10 +47,11 @@ use crate::protocol::{ClientMessage, DecodeError, ServerMessage, encode_server};
 use crate::registry::{Control, ControlSlot};
 use crate::rules::Policy;
 use crate::session::{Effect, Session};
+use crate::sync_streams::SyncStreams;
 
 use frames::{BATCH_BYTES, FrameWriter};
 use reader::{AuthGate, Inbound, read_loop};
-use work::{Completion, PendingSync};
+use work::Completion;
 
 /// Writes one connection may have in flight before it stops reading (back-pressure).
 const MAX_WRITES_IN_FLIGHT: usize = 16;
@@ -88,9 +92,7 @@ where
         peer,
         gate,
         outbox,
-        sync_cursors: HashMap::new(),
-        syncing: HashMap::new(),
-        generations: 0,
+        streams: SyncStreams::new(node.config.limits.outbound_queue),
         tasks: JoinSet::new(),
         held: VecDeque::new(),
         writes_in_flight: 0,
@@ -126,12 +128,8 @@ struct Actor<S> {
     gate: Arc<AuthGate>,
     /// This connection's outbound queue, as handed to the hub's topics and feeds.
     outbox: Outbox,
-    /// Collection → cursor delivered so far; `CHANGE`s at or below it are already known.
-    sync_cursors: HashMap<Arc<str>, u64>,
-    /// Collections whose snapshot is being read: their `CHANGE`s wait here until it is sent.
-    syncing: HashMap<Arc<str>, PendingSync>,
-    /// Counts the `SYNC`s started, to tell an ended following's scans from the current one's.
-    generations: u64,
+    /// The collections it follows: what was delivered, what waits behind a scan.
+    streams: SyncStreams<Bytes>,
     /// Verifications, commits and scans in flight; their results come back through `join_next`.
     tasks: JoinSet<Completion>,
     /// Messages that arrived during a verification, processed after it in order.

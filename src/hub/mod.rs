@@ -13,6 +13,7 @@ mod order;
 mod presence;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ pub struct Hub {
     interest: mpsc::UnboundedSender<InterestChange>,
     gap_grace: Duration,
     presence: presence::Presence,
+    /// Resyncs sent so far: each gets the next number, its round.
+    resync_rounds: AtomicU64,
 }
 
 impl Hub {
@@ -82,6 +85,7 @@ impl Hub {
             interest,
             gap_grace: GAP_GRACE,
             presence: presence::Presence::default(),
+            resync_rounds: AtomicU64::new(0),
         })
     }
 
@@ -284,9 +288,10 @@ impl Hub {
                     }
                 }
                 Step::Resync => {
-                    tracing::info!(collection, "a change never arrived; watchers catch up from the store");
+                    let round = self.resync_rounds.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::info!(collection, round, "a change never arrived; watchers catch up from the store");
                     for watcher in &state.watchers {
-                        watcher.offer(Outbound::Resync { collection: name.clone() });
+                        watcher.offer(Outbound::Resync { collection: name.clone(), round });
                     }
                 }
                 Step::ArmGapTimer(timer) => {

@@ -15,10 +15,12 @@
 //! | `authenticate` | a token in, an identity (or the refusal) out; admission under the revocation lock |
 //! | `requests` | publish, write, read a page: what the HTTP API asks, checked as the session checks |
 //! | `control` | disconnect, revoke, reload rules, drain: here and on every node |
+//! | `catch_up` | catch-up scans after a lost change: one per feed, position and resync round, shared by its watchers |
 //! | `background` | the backplane pump, tombstone collection, the position check of followed collections |
 
 mod authenticate;
 mod background;
+mod catch_up;
 mod control;
 mod requests;
 
@@ -43,6 +45,7 @@ use crate::revocation::Revocations;
 use crate::rules::{Access, Policy, PolicyHandle};
 
 pub(crate) use authenticate::AuthRefusal;
+pub(crate) use catch_up::CatchUpPages;
 pub use control::ReloadError;
 pub(crate) use requests::ApiOp;
 
@@ -75,6 +78,8 @@ pub struct Node {
     revocations: Revocations,
     /// The node's Prometheus metrics (`GET /metrics` on the admin surface).
     pub(crate) metrics: Arc<Metrics>,
+    /// Catch-up scans in flight, shared by the watchers that need them.
+    catch_ups: catch_up::CatchUps,
     /// Held while a connection checks revocations and registers, and while a
     /// revocation is applied and its connections closed: so a revocation can
     /// never fall between a connection's check and its registration. A std
@@ -118,6 +123,7 @@ impl Node {
             registry: Registry::new(),
             revocations,
             metrics,
+            catch_ups: catch_up::CatchUps::default(),
             admission: std::sync::Mutex::new(()),
             next_connection: AtomicU64::new(1),
             probe: std::sync::Mutex::new(None),
