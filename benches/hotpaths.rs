@@ -4,7 +4,7 @@
 //!   nothing is asserted in `tests/allocations.rs`),
 //! - the last-writer-wins decision between two writes,
 //! - encoding one `MESSAGE`,
-//! - one fan-out step: a publication offered to 1,000 outboxes (and drained).
+//! - one fan-out step: a publication offered to 1,000 send queues (and drained).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use syncgate::auth::Identity;
 use syncgate::backplane::MemoryBackplane;
 use syncgate::hlc::{Hlc, encode_value, replaces};
 use syncgate::hub::Hub;
-use syncgate::outbox::Outbox;
 use syncgate::protocol::{ServerMessage, encode_server};
 use syncgate::rules::{Action, RuleSet};
+use syncgate::send_queue::SendQueue;
 
 /// 100 rules: 99 that do not match the checked resource, then the one that does.
 pub fn hundred_rules() -> String {
@@ -72,8 +72,8 @@ fn fanout(c: &mut Criterion) {
     let hub = Hub::new(Arc::new(MemoryBackplane::standalone()));
     let mut receivers = Vec::new();
     for id in 0..1000 {
-        let (outbox, rx, _) = Outbox::new(id, 16);
-        hub.subscribe("t", outbox);
+        let (queue, rx, _) = SendQueue::new(id, 16);
+        hub.subscribe("t", queue);
         receivers.push(rx);
     }
     let message = encode_server(&ServerMessage::Message {
@@ -81,7 +81,7 @@ fn fanout(c: &mut Criterion) {
         data: Value::Binary(vec![7; 64]),
         from: "alice".into(),
     });
-    c.bench_function("fan-out step to 1000 outboxes (offer + drain)", |b| {
+    c.bench_function("fan-out step to 1000 queues (offer + drain)", |b| {
         b.iter(|| {
             assert_eq!(hub.deliver("t", message.clone()), 1000);
             for rx in &mut receivers {

@@ -27,7 +27,7 @@ const READ_AHEAD: usize = 256;
 
 /// Walks client frame headers across arbitrary chunk boundaries.
 #[derive(Debug, Default)]
-pub struct FrameScanner {
+pub(crate) struct FrameScanner {
     /// Header bytes seen of the current frame (at most 14).
     header: Vec<u8>,
     /// Payload bytes still to skip.
@@ -39,7 +39,7 @@ pub struct FrameScanner {
 impl FrameScanner {
     /// Feeds the next bytes of the stream; returns the offset (within `bytes`)
     /// of the first byte that completes an unmasked header's second byte.
-    pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut i = 0;
         while i < bytes.len() {
             if self.payload_left > 0 {
@@ -69,7 +69,7 @@ impl FrameScanner {
 
     /// How many frames the bytes seen hold, if they end with a whole frame
     /// (`None` while a frame is cut).
-    pub fn whole_frames(&self) -> Option<u64> {
+    pub(crate) fn whole_frames(&self) -> Option<u64> {
         (self.header.is_empty() && self.payload_left == 0).then_some(self.complete)
     }
 
@@ -90,7 +90,7 @@ impl FrameScanner {
 
 /// What a [`ClientStream`] tells while fastwebsockets holds it.
 #[derive(Debug, Default)]
-pub struct StreamWatch {
+pub(crate) struct StreamWatch {
     /// Set once an unmasked frame was seen; the reader reads it to choose 1002.
     unmasked: AtomicBool,
     /// How many frames the bytes read so far hold when they end with a whole
@@ -100,13 +100,13 @@ pub struct StreamWatch {
 
 impl StreamWatch {
     /// Whether an unmasked frame was found.
-    pub fn unmasked(&self) -> bool {
+    pub(crate) fn unmasked(&self) -> bool {
         self.unmasked.load(Ordering::Relaxed)
     }
 
     /// Whether the bytes read so far are exactly the first `frames` frames:
     /// a reader that has parsed that many holds nothing more.
-    pub fn ends_after(&self, frames: u64) -> bool {
+    pub(crate) fn ends_after(&self, frames: u64) -> bool {
         self.whole_frames.load(Ordering::Relaxed) == frames
     }
 }
@@ -114,7 +114,7 @@ impl StreamWatch {
 /// An `AsyncRead` that stops at the first unmasked client frame and can wait
 /// for bytes with a small buffer of its own.
 #[derive(Debug)]
-pub struct ClientStream<R> {
+pub(crate) struct ClientStream<R> {
     inner: R,
     scanner: FrameScanner,
     watch: Arc<StreamWatch>,
@@ -126,13 +126,13 @@ pub struct ClientStream<R> {
 
 impl<R> ClientStream<R> {
     /// Wraps the client's read half.
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         let watch = Arc::default();
         Self { inner, scanner: FrameScanner::default(), watch, ahead: [0; READ_AHEAD], start: 0, end: 0 }
     }
 
     /// What the stream has seen, readable while fastwebsockets holds the stream.
-    pub fn watch(&self) -> Arc<StreamWatch> {
+    pub(crate) fn watch(&self) -> Arc<StreamWatch> {
         self.watch.clone()
     }
 }
@@ -140,7 +140,7 @@ impl<R> ClientStream<R> {
 impl<R: AsyncRead + Unpin> ClientStream<R> {
     /// Waits until the client sends something; `Ok(0)` at end of stream.
     /// Cancel-safe: bytes are kept here until read.
-    pub async fn wait_for_bytes(&mut self) -> io::Result<usize> {
+    pub(crate) async fn wait_for_bytes(&mut self) -> io::Result<usize> {
         if self.start < self.end {
             return Ok(self.end - self.start);
         }

@@ -254,7 +254,7 @@ fn to_wire(record: StoredRecord) -> Record {
 mod tests {
     use super::*;
     use crate::backplane::MemoryBackplane;
-    use crate::outbox::{Outbound, Outbox};
+    use crate::send_queue::{Outbound, SendQueue};
     use crate::store::MemoryStore;
 
     fn op(id: &str, key: &str, value: Value, hlc: &str) -> RawOp {
@@ -268,8 +268,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let clock = HlcClock::new("srv", (0, 0));
         let collections = Collections::open(store.clone(), hub.clone(), clock, 60_000, metrics).await.unwrap();
-        let (outbox, mut rx, _) = Outbox::new(1, 16);
-        hub.watch("c", outbox);
+        let (queue, mut rx, _) = SendQueue::new(1, 16);
+        hub.watch("c", queue);
         hub.feed_ready("c", || store.last_seq()).await.unwrap();
         let now = 1_000_000;
         let outcomes = collections

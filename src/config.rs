@@ -118,7 +118,7 @@ pub struct Limits {
     /// Largest HTTP request head before the upgrade.
     pub max_header_bytes: usize,
     /// Connections per client IP, and unauthenticated ones among them.
-    pub per_ip: crate::limits::PerIpLimits,
+    pub per_ip: crate::ip_slots::PerIpLimits,
 }
 
 impl Default for Limits {
@@ -131,7 +131,7 @@ impl Default for Limits {
             outbound_queue: 1024,
             max_header_bytes: 16 * 1024,
             sync_page_bytes: crate::collections::SYNC_PAGE_BYTES,
-            per_ip: crate::limits::PerIpLimits::default(),
+            per_ip: crate::ip_slots::PerIpLimits::default(),
         }
     }
 }

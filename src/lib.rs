@@ -11,21 +11,21 @@
 //! | module | responsibility |
 //! | --- | --- |
 //! | [`server`] | accept loop, connection caps, HTTP (`/ws` upgrade, `/healthz`, Origin, cookies), TLS, shutdown, the admin listener; [`run`] |
-//! | `connection` | the per-connection actor: reader task, writer, timers, outbox; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
+//! | `connection` | the per-connection actor: reader task, writer, timers, send queue; verifications, commits and scans as tasks whose completions come back as events; drives a [`session::Session`] |
 //! | [`session`] | sans-IO state machine: handshake rules, expiry, refresh, revalidation, rate limit; `session::route` checks and routes requests (RBAC, limits) |
-//! | [`client_stream`] | the client's bytes on their way to fastwebsockets: unmasked frames refused, its read buffer dropped between messages |
+//! | `client_stream` | the client's bytes on their way to fastwebsockets: unmasked frames refused, its read buffer dropped between messages |
 //! | `requests` | what a request may do (names, rights, sizes) and why it was refused: one set of checks and one mapping to wire codes for the session and the HTTP API |
 //! | [`protocol`], [`hlc`], [`cursor`], [`names`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; the naming rule; WebSocket reassembly |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection; [`auth::AuthSpec`] assembles one from settings (what `syncgate serve` flags describe) |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
-//! | [`hub`], [`outbox`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); bounded per-connection queues (4200) |
+//! | [`hub`], [`send_queue`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); each connection's bounded send queue (4200) |
 //! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
 //! | [`node`] | the [`node::Node`] every surface calls: authentication, requests, control (disconnect, revoke, rules reload, drain); its background work (backplane pump, tombstone collection, position checks) |
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit; WAL checkpoints on a thread of their own) stores, the `RevocationStore` trait, backup/restore (`store::backup`), conformance suite |
-//! | [`limits`], [`ratelimit`] | connections per IP; failed authentications per IP |
+//! | [`ip_slots`], [`auth_failures`] | connections per IP; failed authentications per IP |
 //! | `api` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed) |
-//! | [`registry`], [`revocation`], `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
+//! | `registry`, `revocation`, `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
 //! | [`metrics`] | Prometheus metrics (`GET /metrics` on the admin surface) |
@@ -50,23 +50,23 @@
 mod admin;
 mod api;
 pub mod auth;
+pub mod auth_failures;
 pub mod backplane;
-pub mod client_stream;
+mod client_stream;
 pub mod clock;
 pub mod collections;
 pub mod config;
 mod connection;
 pub mod http_client;
 pub mod hub;
-pub mod limits;
+pub mod ip_slots;
 pub mod metrics;
 pub mod node;
-pub mod outbox;
-pub mod ratelimit;
-pub mod registry;
+mod registry;
 mod requests;
-pub mod revocation;
+mod revocation;
 pub mod rules;
+pub mod send_queue;
 pub mod server;
 pub mod session;
 pub mod store;

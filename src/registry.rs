@@ -7,11 +7,11 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::auth::Identity;
-use crate::outbox::ConnId;
+use crate::send_queue::ConnId;
 
 /// An order for one connection from outside its task.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum CloseOrder {
     /// Close with this code and reason.
     Close {
         /// Close code.
@@ -25,20 +25,20 @@ pub enum Control {
 /// order is kept (a later one finds the connection closing already), so a
 /// connection holds one small slot rather than a channel and its buffer.
 #[derive(Debug, Default)]
-pub struct ControlSlot {
-    order: Mutex<Option<Control>>,
+pub(crate) struct CloseSlot {
+    order: Mutex<Option<CloseOrder>>,
     arrived: Notify,
 }
 
-impl ControlSlot {
+impl CloseSlot {
     /// Leaves an order for the connection (unless one is waiting already).
-    pub fn send(&self, control: Control) {
-        self.order.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(control);
+    pub(crate) fn send(&self, order: CloseOrder) {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(order);
         self.arrived.notify_one();
     }
 
     /// The order, once one arrives. Cancel-safe: an order stays until taken.
-    pub async fn recv(&self) -> Control {
+    pub(crate) async fn recv(&self) -> CloseOrder {
         loop {
             if let Some(order) = self.order.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 return order;
@@ -52,54 +52,54 @@ struct Entry {
     sub: String,
     jti: Option<String>,
     issued_at: Option<u64>,
-    control: Arc<ControlSlot>,
+    close_slot: Arc<CloseSlot>,
 }
 
 /// Authenticated connections of one server.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     connections: DashMap<ConnId, Entry>,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records (or updates, after a refresh) an authenticated connection.
-    pub fn register(&self, id: ConnId, identity: &Identity, control: Arc<ControlSlot>) {
+    pub(crate) fn register(&self, id: ConnId, identity: &Identity, close_slot: Arc<CloseSlot>) {
         let entry =
-            Entry { sub: identity.sub.clone(), jti: identity.jti.clone(), issued_at: identity.issued_at, control };
+            Entry { sub: identity.sub.clone(), jti: identity.jti.clone(), issued_at: identity.issued_at, close_slot };
         self.connections.insert(id, entry);
     }
 
     /// Forgets a connection that ended.
-    pub fn unregister(&self, id: ConnId) {
+    pub(crate) fn unregister(&self, id: ConnId) {
         self.connections.remove(&id);
     }
 
     /// Closes every connection whose identity matches; returns how many were told.
-    pub fn close_matching(
+    pub(crate) fn close_matching(
         &self,
         code: u16,
         reason: &str,
         matches: impl Fn(&str, Option<&str>, Option<u64>) -> bool,
     ) -> usize {
-        let targets: Vec<Arc<ControlSlot>> = self
+        let targets: Vec<Arc<CloseSlot>> = self
             .connections
             .iter()
             .filter(|e| matches(&e.sub, e.jti.as_deref(), e.issued_at))
-            .map(|e| e.control.clone())
+            .map(|e| e.close_slot.clone())
             .collect();
         for target in &targets {
-            target.send(Control::Close { code, reason: reason.to_string() });
+            target.send(CloseOrder::Close { code, reason: reason.to_string() });
         }
         targets.len()
     }
 
     /// `(total, connections per subject)`.
-    pub fn counts(&self) -> (usize, BTreeMap<String, usize>) {
+    pub(crate) fn counts(&self) -> (usize, BTreeMap<String, usize>) {
         let mut by_sub = BTreeMap::new();
         for entry in self.connections.iter() {
             *by_sub.entry(entry.sub.clone()).or_insert(0) += 1;

@@ -14,7 +14,7 @@ const FUTURE_IAT_SKEW_SECS: u64 = 60;
 
 /// The revocation list consulted at authentication and refresh.
 #[derive(Debug, Default)]
-pub struct Revocations {
+pub(crate) struct Revocations {
     /// Revoked `jti`s.
     jtis: DashMap<String, ()>,
     /// Subject → tokens issued before this Unix time are revoked.
@@ -23,23 +23,23 @@ pub struct Revocations {
 
 impl Revocations {
     /// An empty list.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Revokes one token id.
-    pub fn revoke_jti(&self, jti: &str) {
+    pub(crate) fn revoke_jti(&self, jti: &str) {
         self.jtis.insert(jti.to_string(), ());
     }
 
     /// Revokes every token of `sub` issued before `issued_before` (a later call can only move it later).
-    pub fn revoke_subject(&self, sub: &str, issued_before: u64) {
+    pub(crate) fn revoke_subject(&self, sub: &str, issued_before: u64) {
         let mut entry = self.subjects.entry(sub.to_string()).or_insert(issued_before);
         *entry = (*entry).max(issued_before);
     }
 
     /// Applies a revocation.
-    pub fn apply(&self, revoked: &Revoked) {
+    pub(crate) fn apply(&self, revoked: &Revoked) {
         match revoked {
             Revoked::Jti(jti) => self.revoke_jti(jti),
             Revoked::Subject { sub, issued_before } => self.revoke_subject(sub, *issued_before),
@@ -50,7 +50,7 @@ impl Revocations {
     /// seconds). Under a subject revocation, a token must prove it was issued
     /// after it: one without `iat`, or whose `iat` lies in the future (beyond a
     /// minute of clock skew), cannot, so it is revoked too.
-    pub fn matches(&self, sub: &str, jti: Option<&str>, issued_at: Option<u64>, now: u64) -> bool {
+    pub(crate) fn matches(&self, sub: &str, jti: Option<&str>, issued_at: Option<u64>, now: u64) -> bool {
         if jti.is_some_and(|j| self.jtis.contains_key(j)) {
             return true;
         }
@@ -60,7 +60,7 @@ impl Revocations {
     }
 
     /// Whether an identity is revoked as of `now` (Unix seconds).
-    pub fn is_revoked(&self, identity: &Identity, now: u64) -> bool {
+    pub(crate) fn is_revoked(&self, identity: &Identity, now: u64) -> bool {
         self.matches(&identity.sub, identity.jti.as_deref(), identity.issued_at, now)
     }
 }

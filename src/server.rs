@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::connection;
-use crate::limits::SlotGuard;
+use crate::ip_slots::SlotGuard;
 use crate::node::Node;
 
 /// What one accepted connection holds until it ends: a global and a per-IP slot.

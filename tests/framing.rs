@@ -87,3 +87,47 @@ async fn frames_cut_at_any_boundary_arrive_whole_and_in_order() {
     }
     server.stop().await;
 }
+
+/// What fastwebsockets must keep doing for the frame scanner to stay in
+/// step with it (the crate is pinned; this is the check to run on an
+/// upgrade): 200 frames in one write, then a message in three fragments
+/// with a WebSocket ping between the first two, then a last request. Every
+/// answer comes back, in order, and the connection stays open.
+#[tokio::test]
+async fn pipelined_frames_and_a_ping_between_fragments_stay_in_step() {
+    let server = TestServer::start(jwt_config()).await;
+    let (mut reader, mut write) = authed(server.addr, &token("u1", &["user"])).await;
+    let mut bytes = Vec::new();
+    for id in 0..200 {
+        bytes.extend(frame(&ClientMessage::Ping { id: Some(id) }));
+    }
+    let message = encode_client(&ClientMessage::Ping { id: Some(200) });
+    let third = message.len() / 3;
+    let parts = [&message[..third], &message[third..2 * third], &message[2 * third..]];
+    for (n, part) in parts.iter().enumerate() {
+        let mut fragment = masked_binary(part);
+        fragment[0] = match n {
+            0 => 0x02, // binary, not final
+            2 => 0x80, // continuation, final
+            _ => 0x00, // continuation, not final
+        };
+        bytes.extend(fragment);
+        if n == 0 {
+            let mut ping = masked_binary(b"between");
+            ping[0] = 0x89; // ping, final: control frames may come between fragments
+            bytes.extend(ping);
+        }
+    }
+    bytes.extend(frame(&ClientMessage::Ping { id: Some(201) }));
+    write.write_all(&bytes).await.unwrap();
+    let mut pongs = Vec::new();
+    while pongs.len() < 202 {
+        match reader.next(Duration::from_secs(10)).await {
+            Some(Event::Msg(ServerMessage::Pong { id: Some(id) })) => pongs.push(id),
+            Some(Event::Other) => {}
+            other => panic!("expected a PONG, got {other:?} after {} of them", pongs.len()),
+        }
+    }
+    assert_eq!(pongs, (0..202).collect::<Vec<u64>>(), "every request answered, in order");
+    server.stop().await;
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use rmpv::Value;
-use syncgate::limits::PerIpLimits;
+use syncgate::ip_slots::PerIpLimits;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

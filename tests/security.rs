@@ -15,9 +15,9 @@ use syncgate::auth::{
     Authenticator, IntrospectSettings, IntrospectShape, Introspector, IssuerSettings, JwksPolicy, JwksSource, JwtKey,
     JwtSettings, JwtVerifier,
 };
+use syncgate::auth_failures::AuthFailures;
 use syncgate::http_client::HttpClient;
 use syncgate::protocol::{ClientMessage, ServerMessage};
-use syncgate::ratelimit::AuthFailures;
 use syncgate::rules::{Policy, RuleSet};
 use syncgate::store::{Durability, SqliteStore, Store, Write};
 use tokio::io::AsyncWriteExt;

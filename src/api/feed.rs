@@ -29,7 +29,6 @@ use tokio::sync::mpsc;
 use super::Body;
 use crate::cursor::Cursor;
 use crate::node::Node;
-use crate::outbox::Outbox;
 
 /// How often an idle feed sends a comment, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -56,12 +55,11 @@ pub(super) fn changes(request: &Request<Incoming>, node: Arc<Node>, collection: 
 /// Scans from the cursor and sends what it finds, again on every wake-up,
 /// until the consumer goes away or the server shuts down.
 async fn follow(node: Arc<Node>, collection: String, since: Option<Cursor>, events: mpsc::Sender<Bytes>) {
-    // The hub's CHANGEs only wake the feed; what is sent is read from the store.
-    let (outbox, mut wake, _overflow) = Outbox::new(node.connection_id(), 1);
-    node.hub.watch(&collection, outbox.clone());
+    // The hub only wakes the feed; what is sent is read from the store. The
+    // listener lets the collection go when this task ends, however it ends.
+    let listener = node.hub.listen(&collection);
     if let Err(e) = node.feed_ready(&collection).await {
         let _ = events.send(event("error", None, &json!({"code": "unavailable", "message": e.to_string()}))).await;
-        node.hub.unwatch(&collection, outbox.id());
         return;
     }
     let page_bytes = node.config.limits.sync_page_bytes;
@@ -95,7 +93,7 @@ async fn follow(node: Arc<Node>, collection: String, since: Option<Cursor>, even
         }
         cursor = Some(Cursor::new(node.collections.epoch(), snapshot.cursor));
         tokio::select! {
-            _ = wake.recv() => {}
+            _ = listener.changed() => {}
             _ = tokio::time::sleep(KEEPALIVE) => {
                 if events.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
                     break;
@@ -105,7 +103,6 @@ async fn follow(node: Arc<Node>, collection: String, since: Option<Cursor>, even
             _ = node.shutdown.cancelled() => break,
         }
     }
-    node.hub.unwatch(&collection, outbox.id());
 }
 
 /// One SSE event. `data` is one line of JSON (JSON escapes newlines).

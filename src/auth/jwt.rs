@@ -82,7 +82,7 @@ pub struct JwtSettings {
 }
 
 impl JwtSettings {
-    /// Settings with the brief's defaults for a key.
+    /// Settings with the protocol's defaults for a key (`proto/PROTOCOL.md`).
     pub fn new(key: JwtKey) -> Self {
         Self {
             keys: vec![key],

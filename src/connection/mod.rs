@@ -39,18 +39,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
 use crate::client_stream::ClientStream;
-use crate::limits::SlotGuard;
+use crate::ip_slots::SlotGuard;
 use crate::node::Node;
-use crate::outbox::{Outbound, OutboundQueue, Outbox};
 use crate::protocol::codes::close;
 use crate::protocol::{ClientMessage, DecodeError, ServerMessage, encode_server};
-use crate::registry::{Control, ControlSlot};
+use crate::registry::{CloseOrder, CloseSlot};
 use crate::rules::Policy;
+use crate::send_queue::{Outbound, SendQueue, SendQueueReceiver};
 use crate::session::{Effect, Session};
 use crate::sync_streams::SyncStreams;
 
 use frames::{BATCH_BYTES, FrameWriter};
-use reader::{AuthGate, Inbound, read_loop};
+use reader::{AuthGate, ReaderEvent, read_loop};
 use work::Completion;
 
 /// Writes one connection may have in flight before it stops reading (back-pressure).
@@ -81,9 +81,9 @@ where
     session_config.max_message_bytes = node.config.limits.max_frame_bytes;
     let now = node.config.clock.now_ms();
     let (session, effects) = Session::open(session_config, now, current, anonymous, query_token);
-    let control = Arc::new(ControlSlot::default());
-    let queue = node.config.limits.outbound_queue;
-    let (outbox, outbound, overflow) = Outbox::new(node.connection_id(), queue);
+    let close_slot = Arc::new(CloseSlot::default());
+    let capacity = node.config.limits.outbound_queue;
+    let (queue, outbound, overflow) = SendQueue::new(node.connection_id(), capacity);
     let mut actor = Actor {
         node: node.clone(),
         session,
@@ -91,23 +91,23 @@ where
         batching: false,
         peer,
         gate,
-        outbox,
+        queue,
         streams: SyncStreams::new(node.config.limits.outbound_queue),
         tasks: JoinSet::new(),
         held: VecDeque::new(),
         writes_in_flight: 0,
-        control: control.clone(),
+        close_slot: close_slot.clone(),
         pending: Some(pending),
         counted_as: "unauthenticated",
     };
     node.metrics.connection("unauthenticated", 1);
-    let queues = Queues { inbound: rx, outbound, overflow, policy, control };
+    let queues = Queues { inbound: rx, outbound, overflow, policy, close_slot };
     // Every line this connection logs carries its id and, once known, its `sub` (never a token).
-    let span = tracing::info_span!("connection", conn = actor.outbox.id(), sub = tracing::field::Empty);
+    let span = tracing::info_span!("connection", conn = actor.queue.id(), sub = tracing::field::Empty);
     let sent_close = actor.run(effects, queues).instrument(span).await;
     actor.leave_everything().await;
     node.metrics.connection(actor.counted_as, -1);
-    node.registry.unregister(actor.outbox.id());
+    node.registry.unregister(actor.queue.id());
     if sent_close {
         // Let the peer read our close and answer before the socket drops,
         // so the kernel does not reset it with our close still unread.
@@ -127,7 +127,7 @@ struct Actor<S> {
     /// pre-auth size limit), after every verification.
     gate: Arc<AuthGate>,
     /// This connection's outbound queue, as handed to the hub's topics and feeds.
-    outbox: Outbox,
+    queue: SendQueue,
     /// The collections it follows: what was delivered, what waits behind a scan.
     streams: SyncStreams<Bytes>,
     /// Verifications, commits and scans in flight; their results come back through `join_next`.
@@ -137,7 +137,7 @@ struct Actor<S> {
     /// `OP_BATCH`es being committed.
     writes_in_flight: usize,
     /// Handed to the registry so the admin API can close this connection.
-    control: Arc<ControlSlot>,
+    close_slot: Arc<CloseSlot>,
     /// The per-IP unauthenticated slot, given back once authenticated.
     pending: Option<SlotGuard>,
     /// The state this connection is counted under in the `connections` gauge.
@@ -146,11 +146,11 @@ struct Actor<S> {
 
 /// Everything the actor waits on besides timers.
 struct Queues {
-    inbound: mpsc::Receiver<Inbound>,
-    outbound: OutboundQueue,
+    inbound: mpsc::Receiver<ReaderEvent>,
+    outbound: SendQueueReceiver,
     overflow: CancellationToken,
     policy: watch::Receiver<Arc<Policy>>,
-    control: Arc<ControlSlot>,
+    close_slot: Arc<CloseSlot>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
@@ -189,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
                     return self.close(close::SLOW_CONSUMER, "slow consumer").await;
                 }
-                Control::Close { code, reason } = queues.control.recv() => {
+                CloseOrder::Close { code, reason } = queues.close_slot.recv() => {
                     info!(peer = %self.peer, code, %reason, "closed by the server");
                     return self.close(code, &reason).await;
                 }
@@ -216,30 +216,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 },
                 event = queues.inbound.recv(), if reading => match event {
                     None => return false,
-                    Some(Inbound::Message(message)) if self.session.holds(&message) => {
+                    Some(ReaderEvent::Message(message)) if self.session.holds(&message) => {
                         self.held.push_back(*message);
                         continue;
                     }
-                    Some(Inbound::Message(message)) => {
+                    Some(ReaderEvent::Message(message)) => {
                         self.node.metrics.message_in(kind_of(&message));
                         self.session.on_message(*message, self.now())
                     }
-                    Some(Inbound::Ping(payload)) => {
+                    Some(ReaderEvent::Ping(payload)) => {
                         self.session.on_activity(self.now());
                         if self.write(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
                             return false;
                         }
                         continue;
                     }
-                    Some(Inbound::Activity) => {
+                    Some(ReaderEvent::Activity) => {
                         self.session.on_activity(self.now());
                         continue;
                     }
-                    Some(Inbound::PeerClosed(code)) => {
+                    Some(ReaderEvent::PeerClosed(code)) => {
                         debug!(peer = %self.peer, ?code, "peer closed");
                         return self.close(close::NORMAL, "").await;
                     }
-                    Some(Inbound::Fatal(e)) => return self.close(e.code, e.reason).await,
+                    Some(ReaderEvent::Fatal(e)) => return self.close(e.code, e.reason).await,
                 },
             };
             // Carrying out effects and completions takes futures several times the
@@ -263,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// Delivers `first` and whatever else is queued already (up to a batch),
     /// then writes them all at once.
-    async fn deliver_burst(&mut self, first: Outbound, outbound: &mut OutboundQueue) -> Flow {
+    async fn deliver_burst(&mut self, first: Outbound, outbound: &mut SendQueueReceiver) -> Flow {
         self.batching = true;
         let mut flow = self.deliver(first).await;
         let mut drained = 1u32;
@@ -287,7 +287,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// Leaves every topic and feed when the connection ends.
     async fn leave_everything(&mut self) {
-        let id = self.outbox.id();
+        let id = self.queue.id();
         let topics: Vec<String> = self.session.topics().map(str::to_string).collect();
         for topic in topics {
             self.node.hub.leave(&topic, id);

@@ -16,7 +16,7 @@ use crate::protocol::{ClientMessage, DecodeError, DecodeLimits, decode_client};
 /// What the reader task hands to the actor. Kept to 32 bytes (the message
 /// boxed): the channel's first block of 32 slots is allocated with it, for
 /// every connection, idle or not.
-pub(super) enum Inbound {
+pub(super) enum ReaderEvent {
     /// A decoded (or undecodable) protocol message.
     Message(Box<Result<ClientMessage, DecodeError>>),
     /// A WebSocket ping to answer.
@@ -74,7 +74,7 @@ struct Reader<R> {
     read: ClientStream<R>,
     /// `read`'s watch, kept apart: it is read while fastwebsockets borrows `read`.
     watch: Arc<StreamWatch>,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<ReaderEvent>,
     gate: Arc<AuthGate>,
     assembler: Assembler,
     max_frame_bytes: usize,
@@ -86,8 +86,12 @@ struct Reader<R> {
 }
 
 /// Reads frames, reassembles and decodes messages, and hands them to the actor.
-pub(super) async fn read_loop<R>(read: ClientStream<R>, tx: mpsc::Sender<Inbound>, limits: Limits, gate: Arc<AuthGate>)
-where
+pub(super) async fn read_loop<R>(
+    read: ClientStream<R>,
+    tx: mpsc::Sender<ReaderEvent>,
+    limits: Limits,
+    gate: Arc<AuthGate>,
+) where
     R: AsyncRead + Unpin,
 {
     let preauth_max = limits.max_preauth_frame_bytes.min(limits.max_frame_bytes);
@@ -120,7 +124,7 @@ where
         }
     };
     if let Some(e) = fatal {
-        let _ = reader.tx.send(Inbound::Fatal(e)).await;
+        let _ = reader.tx.send(ReaderEvent::Fatal(e)).await;
     }
     // Keep reading (and discarding) until the peer closes, so that our close
     // frame is read rather than lost to a reset; the actor bounds this in time.
@@ -149,17 +153,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let event = match self.assembler.push(frame.fin, frame.opcode, &frame.payload) {
                 Ok(None) => None,
                 Ok(Some(Assembled::Binary(payload))) => {
-                    Some(Inbound::Message(Box::new(decode_client(payload.as_ref(), self.decode_limits))))
+                    Some(ReaderEvent::Message(Box::new(decode_client(payload.as_ref(), self.decode_limits))))
                 }
-                Ok(Some(Assembled::Text)) => Some(Inbound::Message(Box::new(Err(DecodeError::Malformed(
+                Ok(Some(Assembled::Text)) => Some(ReaderEvent::Message(Box::new(Err(DecodeError::Malformed(
                     "text messages are not part of the protocol".into(),
                 ))))),
-                Ok(Some(Assembled::Ping(payload))) => Some(Inbound::Ping(payload.into())),
-                Ok(Some(Assembled::Pong)) => Some(Inbound::Activity),
+                Ok(Some(Assembled::Ping(payload))) => Some(ReaderEvent::Ping(payload.into())),
+                Ok(Some(Assembled::Pong)) => Some(ReaderEvent::Activity),
                 Ok(Some(Assembled::Close { code })) => {
                     // The peer's close ends the conversation: nothing after it is read, so the
                     // socket can drop at once without a reset.
-                    let _ = self.tx.send(Inbound::PeerClosed(code)).await;
+                    let _ = self.tx.send(ReaderEvent::PeerClosed(code)).await;
                     return Burst::PeerClosed;
                 }
                 Err(e) => return Burst::Over(Some(e)),
@@ -179,10 +183,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 /// close), frames are parsed and dropped until the peer's close arrives:
 /// dropping the socket with unread bytes would reset it and the peer could
 /// lose our close frame. The actor bounds this in time.
-async fn hand_over(tx: &mpsc::Sender<Inbound>, gate: &AuthGate, event: Inbound) {
+async fn hand_over(tx: &mpsc::Sender<ReaderEvent>, gate: &AuthGate, event: ReaderEvent) {
     // A client may send its first message as soon as AUTH_ACK arrives, so the next
     // frame must not be read under the pre-auth limit chosen before the verdict.
-    let is_auth = matches!(&event, Inbound::Message(message) if matches!(**message, Ok(ClientMessage::Auth { .. })));
+    let is_auth =
+        matches!(&event, ReaderEvent::Message(message) if matches!(**message, Ok(ClientMessage::Auth { .. })));
     let awaits_verdict = is_auth && !gate.authenticated();
     let seen = gate.verdicts.load(Ordering::Acquire);
     if !tx.is_closed() && tx.send(event).await.is_ok() && awaits_verdict {

@@ -16,10 +16,10 @@ use super::{Actor, Flow};
 use crate::collections::Snapshot;
 use crate::cursor::Cursor;
 use crate::node::CatchUpPages;
-use crate::outbox::Outbound;
 use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
 use crate::requests::RequestError;
+use crate::send_queue::Outbound;
 use crate::store::StoreError;
 use crate::sync_streams::{CatchUp, ChangeStep, ScanStep, Ticket};
 
@@ -53,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// and the stream), then, in a task, waits for the feed to follow the
     /// store and reads. `id` is the `SYNC`'s, `None` for a catch-up.
     pub(super) fn start_scan(&mut self, id: Option<u64>, collection: Arc<str>, ticket: Ticket, from: ScanFrom) -> Flow {
-        self.node.hub.watch(&collection, self.outbox.clone());
+        self.node.hub.watch(&collection, self.queue.clone());
         let node = self.node.clone();
         self.tasks.spawn(async move {
             let result = match node.feed_ready(&collection).await {
@@ -90,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             ScanStep::Drop => Flow::Continue,
             ScanStep::Failed { ended } => {
                 if ended {
-                    self.node.hub.unwatch(&collection, self.outbox.id());
+                    self.node.hub.unwatch(&collection, self.queue.id());
                     self.session.forget_sync(&collection);
                 }
                 let reason = result.err().map(|e| e.to_string()).unwrap_or_default();

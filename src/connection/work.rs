@@ -46,7 +46,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Effect::Verify(token) => self.start_verification(token).await,
                 Effect::Subscribe { id, topic } => {
                     // Local deliveries start now; other nodes' once the interest task answers.
-                    self.node.hub.subscribe(&topic, self.outbox.clone());
+                    self.node.hub.subscribe(&topic, self.queue.clone());
                     let node = self.node.clone();
                     self.tasks.spawn(async move {
                         let result = node.hub.topic_ready(&topic).await;
@@ -56,7 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
                 Effect::Join { topic, info } => {
                     let sub = self.session.identity().map(|i| i.sub.clone()).unwrap_or_default();
-                    self.node.hub.join(&topic, self.outbox.clone(), sub, info);
+                    self.node.hub.join(&topic, self.queue.clone(), sub, info);
                     Flow::Continue
                 }
                 Effect::Presence { id, topic } => {
@@ -64,13 +64,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     self.send(&ServerMessage::PresenceState { id, topic, members }).await
                 }
                 Effect::Unsubscribe { topic } => {
-                    self.node.hub.leave(&topic, self.outbox.id());
-                    self.node.hub.unsubscribe(&topic, self.outbox.id());
+                    self.node.hub.leave(&topic, self.queue.id());
+                    self.node.hub.unsubscribe(&topic, self.queue.id());
                     Flow::Continue
                 }
                 Effect::Publish { id, topic, data } => {
                     let from = self.session.identity().map(|i| i.sub.as_str()).unwrap_or_default();
-                    // Never waits: local outboxes and the backplane's buffer.
+                    // Never waits: local queues and the backplane's buffer.
                     self.node.deliver_publication(from, &topic, data);
                     self.send(&ServerMessage::Ok { id }).await
                 }
@@ -90,7 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     self.start_scan(Some(id), collection, ticket, ScanFrom::Request(since))
                 }
                 Effect::Unsync { collection } => {
-                    self.node.hub.unwatch(&collection, self.outbox.id());
+                    self.node.hub.unwatch(&collection, self.queue.id());
                     self.streams.unsync(&collection);
                     Flow::Continue
                 }
@@ -175,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 Ok(()) => self.send(&ServerMessage::Ok { id }).await,
                 Err(e) => {
                     self.node.metrics.backplane_errors.inc();
-                    self.node.hub.unsubscribe(&topic, self.outbox.id());
+                    self.node.hub.unsubscribe(&topic, self.queue.id());
                     self.session.forget_subscription(&topic);
                     self.send(&RequestError::Unavailable(e.to_string()).reply(Some(id))).await
                 }
@@ -193,7 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         node.admit(result, |admitted| {
             let effects = self.session.on_verified(admitted, now);
             if let Some(identity) = self.session.identity() {
-                node.registry.register(self.outbox.id(), identity, self.control.clone());
+                node.registry.register(self.queue.id(), identity, self.close_slot.clone());
                 tracing::Span::current().record("sub", tracing::field::debug(&identity.sub));
             }
             effects

@@ -3,7 +3,7 @@
 //! messages here over the [`Backplane`].
 //!
 //! Delivery never waits: a message is encoded once and its shared bytes are
-//! offered to each subscriber's [`Outbox`] (a full one closes its connection
+//! offered to each subscriber's [`SendQueue`] (a full one closes its connection
 //! with 4200). A collection's `CHANGE`s pass through its [`FeedOrder`], so
 //! watchers get them in commit order, once, whatever order commits finish or
 //! messages arrive in; a gap the backplane never fills sends the watchers to
@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 pub use self::order::{ChangeNotice, FeedOrder, MAX_HELD, Step};
 use crate::backplane::{Backplane, BackplaneError, Subject};
-use crate::outbox::{ConnId, Outbound, Outbox, SharedChange};
+use crate::send_queue::{ConnId, Outbound, SendQueue, SharedChange};
 
 /// How long a gap in a collection's chain may stay open before its watchers
 /// catch up from the store: long enough for commits finishing out of order,
@@ -33,9 +33,9 @@ pub const GAP_GRACE: Duration = Duration::from_millis(500);
 /// Subscribers of one topic, and whether this node's interest in it is established.
 #[derive(Default)]
 struct Topic {
-    /// A std mutex: held while offering to outboxes, which never waits; that
+    /// A std mutex: held while offering to send queues, which never waits; that
     /// lock is what orders a topic's messages.
-    subscribers: Mutex<Vec<Outbox>>,
+    subscribers: Mutex<Vec<SendQueue>>,
     interest: OnceCell<()>,
 }
 
@@ -49,8 +49,45 @@ struct Feed {
 
 #[derive(Default)]
 struct FeedState {
-    watchers: Vec<Outbox>,
+    watchers: Vec<SendQueue>,
+    /// Change feeds that only want to be woken (they read from the store).
+    listeners: Vec<(u64, Arc<Notify>)>,
     order: FeedOrder,
+}
+
+impl FeedState {
+    fn is_empty(&self) -> bool {
+        self.watchers.is_empty() && self.listeners.is_empty()
+    }
+
+    fn wake_listeners(&self) {
+        for (_, notify) in &self.listeners {
+            notify.notify_one();
+        }
+    }
+}
+
+/// Wakes its holder (an SSE change feed) whenever its collection changes or
+/// may have lost a change; the collection stays followed by this node while
+/// it lives, and is let go when it is dropped, however its holder ends.
+pub struct ChangeListener {
+    hub: Arc<Hub>,
+    collection: String,
+    id: u64,
+    notify: Arc<Notify>,
+}
+
+impl ChangeListener {
+    /// Returns once the collection changed since the last call (at once if it already had).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for ChangeListener {
+    fn drop(&mut self) {
+        self.hub.forget(&self.collection, |state| state.listeners.retain(|(id, _)| *id != self.id));
+    }
 }
 
 /// A change of node-level interest, carried out one at a time so a subject's
@@ -70,6 +107,8 @@ pub struct Hub {
     presence: presence::Presence,
     /// Resyncs sent so far: each gets the next number, its round.
     resync_rounds: AtomicU64,
+    /// Numbers the change listeners.
+    listener_ids: AtomicU64,
 }
 
 impl Hub {
@@ -86,6 +125,7 @@ impl Hub {
             gap_grace: GAP_GRACE,
             presence: presence::Presence::default(),
             resync_rounds: AtomicU64::new(0),
+            listener_ids: AtomicU64::new(0),
         })
     }
 
@@ -96,7 +136,7 @@ impl Hub {
 
     /// Adds `subscriber` to `topic` (subscribing twice is one subscription).
     /// Deliveries may start at once; [`Hub::topic_ready`] waits for other nodes' messages.
-    pub fn subscribe(&self, topic: &str, subscriber: Outbox) {
+    pub fn subscribe(&self, topic: &str, subscriber: SendQueue) {
         // The entry guard is held while pushing so an emptied topic cannot be
         // removed in between (lock order: shard, then topic; as in unsubscribe).
         let entry = self.topics.entry(topic.to_string()).or_default();
@@ -126,9 +166,9 @@ impl Hub {
         }
     }
 
-    /// Makes `outbox`'s connection (subject `sub`) present on `topic`; every member hears `PRESENCE_JOIN`.
-    pub fn join(&self, topic: &str, outbox: Outbox, sub: String, info: Option<rmpv::Value>) {
-        self.presence.join(topic, outbox, sub, info);
+    /// Makes `queue`'s connection (subject `sub`) present on `topic`; every member hears `PRESENCE_JOIN`.
+    pub fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<rmpv::Value>) {
+        self.presence.join(topic, queue, sub, info);
     }
 
     /// Connection `id` is no longer present on `topic` (a no-op if it was not); the others hear `PRESENCE_LEAVE`.
@@ -158,14 +198,14 @@ impl Hub {
         delivered
     }
 
-    /// Starts sending `CHANGE`s of `collection` to `outbox`. Call before
+    /// Starts sending `CHANGE`s of `collection` to `queue`. Call before
     /// reading a snapshot, then await [`Hub::feed_ready`] before the read, so
     /// nothing falls between the snapshot and the stream.
-    pub fn watch(&self, collection: &str, outbox: Outbox) {
+    pub fn watch(&self, collection: &str, queue: SendQueue) {
         let entry = self.feeds.entry(collection.to_string()).or_default();
         let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
-        if !state.watchers.iter().any(|w| w.id() == outbox.id()) {
-            state.watchers.push(outbox);
+        if !state.watchers.iter().any(|w| w.id() == queue.id()) {
+            state.watchers.push(queue);
         }
     }
 
@@ -201,10 +241,25 @@ impl Hub {
 
     /// Stops sending `CHANGE`s of `collection` to connection `id`.
     pub fn unwatch(&self, collection: &str, id: ConnId) {
+        self.forget(collection, |state| state.watchers.retain(|w| w.id() != id));
+    }
+
+    /// A listener woken whenever `collection` changes (see [`ChangeListener`]);
+    /// await [`Hub::feed_ready`] before reading the store the first time.
+    pub fn listen(self: &Arc<Self>, collection: &str) -> ChangeListener {
+        let (id, notify) = (self.listener_ids.fetch_add(1, Ordering::Relaxed), Arc::new(Notify::new()));
+        let entry = self.feeds.entry(collection.to_string()).or_default();
+        entry.state.lock().unwrap_or_else(|e| e.into_inner()).listeners.push((id, notify.clone()));
+        ChangeListener { hub: self.clone(), collection: collection.to_string(), id, notify }
+    }
+
+    /// Removes a watcher or listener of `collection` (`remove`); the feed
+    /// goes, with this node's interest, once nobody is left.
+    fn forget(&self, collection: &str, remove: impl FnOnce(&mut FeedState)) {
         let removed = self.feeds.remove_if(collection, |_, feed| {
             let mut state = feed.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.watchers.retain(|w| w.id() != id);
-            state.watchers.is_empty()
+            remove(&mut state);
+            state.is_empty()
         });
         if let Some((name, feed)) = removed
             && feed.interest.initialized()
@@ -286,6 +341,7 @@ impl Hub {
                     for watcher in &state.watchers {
                         watcher.offer(Outbound::Change(change.clone()));
                     }
+                    state.wake_listeners();
                 }
                 Step::Resync => {
                     let round = self.resync_rounds.fetch_add(1, Ordering::Relaxed) + 1;
@@ -293,6 +349,7 @@ impl Hub {
                     for watcher in &state.watchers {
                         watcher.offer(Outbound::Resync { collection: name.clone(), round });
                     }
+                    state.wake_listeners();
                 }
                 Step::ArmGapTimer(timer) => {
                     let (hub, feed, collection) = (self.clone(), feed.clone(), collection.to_string());
@@ -329,5 +386,24 @@ async fn keep_interest(backplane: Arc<dyn Backplane>, mut changes: mpsc::Unbound
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::MemoryBackplane;
+
+    #[tokio::test]
+    async fn a_listener_is_woken_by_changes_and_lets_the_collection_go_when_dropped() {
+        let hub = Hub::new(Arc::new(MemoryBackplane::standalone()));
+        assert!(!hub.wants_changes("c"));
+        let listener = hub.listen("c");
+        hub.feed_ready("c", || async { Ok(0) }).await.unwrap();
+        assert!(hub.wants_changes("c"), "a listened collection is followed");
+        hub.committed("c", ChangeNotice { prev: 0, last: 1, change: Bytes::from_static(b"x") });
+        tokio::time::timeout(Duration::from_secs(1), listener.changed()).await.expect("woken by the change");
+        drop(listener);
+        assert!(!hub.wants_changes("c"), "dropping the listener lets the collection go");
     }
 }

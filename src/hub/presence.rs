@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use rmpv::Value;
 
-use crate::outbox::{ConnId, Outbound, Outbox};
 use crate::protocol::{Member, ServerMessage, encode_server};
+use crate::send_queue::{ConnId, Outbound, SendQueue};
 
 /// One present connection.
 struct Present {
     sub: String,
     info: Option<Value>,
-    outbox: Outbox,
+    queue: SendQueue,
 }
 
 /// Members per topic. A std mutex per topic: held to change and announce, never across an await.
@@ -31,19 +31,19 @@ pub(super) struct Presence {
 
 impl Presence {
     /// Adds a member and announces it to the others (and to itself, so it sees its own `connId`).
-    pub(super) fn join(&self, topic: &str, outbox: Outbox, sub: String, info: Option<Value>) {
+    pub(super) fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<Value>) {
         let members = self.topics.entry(topic.to_string()).or_default().clone();
         let mut members = members.lock().unwrap_or_else(|e| e.into_inner());
-        let conn_id = outbox.id();
+        let conn_id = queue.id();
         let event = encode_server(&ServerMessage::PresenceJoin {
             topic: topic.to_string(),
             sub: sub.clone(),
             conn_id,
             info: info.clone(),
         });
-        members.insert(conn_id, Present { sub, info, outbox });
+        members.insert(conn_id, Present { sub, info, queue });
         for member in members.values() {
-            member.outbox.offer(Outbound::Message(event.clone()));
+            member.queue.offer(Outbound::Message(event.clone()));
         }
     }
 
@@ -55,7 +55,7 @@ impl Presence {
         let event =
             encode_server(&ServerMessage::PresenceLeave { topic: topic.to_string(), sub: gone.sub, conn_id: id });
         for member in members.values() {
-            member.outbox.offer(Outbound::Message(event.clone()));
+            member.queue.offer(Outbound::Message(event.clone()));
         }
         let empty = members.is_empty();
         drop(members);

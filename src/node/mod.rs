@@ -32,17 +32,17 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::auth::Identity;
+use crate::auth_failures::AuthFailures;
 use crate::collections::Collections;
 use crate::config::ServerConfig;
 use crate::hlc::HlcClock;
 use crate::hub::Hub;
-use crate::limits::IpSlots;
+use crate::ip_slots::IpSlots;
 use crate::metrics::Metrics;
-use crate::outbox::ConnId;
-use crate::ratelimit::AuthFailures;
 use crate::registry::Registry;
 use crate::revocation::Revocations;
 use crate::rules::{Access, Policy, PolicyHandle};
+use crate::send_queue::ConnId;
 
 pub(crate) use authenticate::AuthRefusal;
 pub(crate) use catch_up::CatchUpPages;

@@ -3,7 +3,7 @@
 //! `Unauthenticated → Authenticated → Closed`. The session never touches a
 //! socket or reads a clock: the connection driver feeds it decoded messages,
 //! verification results and the current time (`now`, Unix milliseconds), and
-//! carries out the [`Effect`]s it returns. That keeps the rules of the brief
+//! carries out the [`Effect`]s it returns. That keeps the protocol's rules
 //! (nothing but `AUTH`/`PING` before `AUTH_ACK`, the auth timeout, expiry,
 //! refresh) deterministic, unit-testable and fuzzable.
 

@@ -47,6 +47,31 @@ pub async fn run<S: Store + CommitFaults>(fresh: impl Fn() -> S) {
     equal_clocks_break_ties_by_value(&fresh(), &fresh()).await;
     positions_grow_and_chain_per_collection(&fresh()).await;
     a_failed_commit_leaves_no_trace(&fresh()).await;
+    collection_positions_and_readiness(&fresh()).await;
+}
+
+/// `collection_position` is the collection's latest stored write, read now;
+/// `check` answers while the store can commit and fails while it cannot.
+async fn collection_positions_and_readiness<S: Store + CommitFaults>(store: &S) {
+    assert_eq!(store.collection_position("c").await.unwrap(), 0, "an unknown collection is at 0");
+    store.check().await.expect("a fresh store is ready");
+    let applied = store
+        .apply(&[
+            write("c", "a", 1, hlc(10, 0, "n")),
+            write("d", "a", 1, hlc(10, 0, "n")),
+            write("c", "b", 2, hlc(11, 0, "n")),
+        ])
+        .await
+        .unwrap();
+    let (c_last, d_last) = (stored(&applied[2]).0, stored(&applied[1]).0);
+    assert_eq!(store.collection_position("c").await.unwrap(), c_last);
+    assert_eq!(store.collection_position("d").await.unwrap(), d_last);
+    store.apply(&[write("d", "a", 0, hlc(9, 0, "n"))]).await.unwrap();
+    assert_eq!(store.collection_position("d").await.unwrap(), d_last, "a superseded write moves nothing");
+    store.inject_commit_failure(true);
+    assert!(store.check().await.is_err(), "not ready while commits fail");
+    store.inject_commit_failure(false);
+    store.check().await.expect("ready again");
 }
 
 fn stored(applied: &Applied) -> (u64, u64) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use crate::limits::client_key;
+use crate::ip_slots::client_key;
 
 /// Entries kept before old windows are swept.
 const SWEEP_AT: usize = 100_000;

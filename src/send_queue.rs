@@ -1,8 +1,9 @@
-//! A connection's bounded outbound queue, as seen by publishers.
+//! A connection's bounded send queue, as seen by publishers. (Not to be
+//! confused with a client's outbox, which holds its unacknowledged writes.)
 //!
 //! Fan-out never blocks and never copies a payload per subscriber: a
 //! publisher encodes a message once and offers the shared [`Bytes`] to each
-//! outbox. A full queue is not dropped silently: it trips the connection's
+//! queue. A full queue is not dropped silently: it trips the connection's
 //! overflow signal and the connection closes with 4200 (slow consumer).
 
 use std::collections::VecDeque;
@@ -48,7 +49,7 @@ pub struct SharedChange {
 
 /// The sending side of a connection's outbound queue.
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub struct SendQueue {
     id: ConnId,
     queue: Arc<Queue>,
     overflow: CancellationToken,
@@ -58,7 +59,7 @@ pub struct Outbox {
 /// at once (one lock per burst, not per message) and the two buffers trade
 /// places, so a steady flow allocates nothing.
 #[derive(Debug)]
-pub struct OutboundQueue {
+pub struct SendQueueReceiver {
     queue: Arc<Queue>,
     taken: VecDeque<Outbound>,
 }
@@ -88,9 +89,9 @@ struct Slots {
 /// back larger ones.
 const KEEP_SLOTS: usize = 16;
 
-impl Outbox {
+impl SendQueue {
     /// Creates a queue of `capacity` messages; the connection keeps the receiver and watches `overflow`.
-    pub fn new(id: ConnId, capacity: usize) -> (Self, OutboundQueue, CancellationToken) {
+    pub fn new(id: ConnId, capacity: usize) -> (Self, SendQueueReceiver, CancellationToken) {
         let queue = Arc::new(Queue {
             slots: Mutex::default(),
             pending: AtomicUsize::new(0),
@@ -100,12 +101,12 @@ impl Outbox {
         let overflow = CancellationToken::new();
         (
             Self { id, queue: queue.clone(), overflow: overflow.clone() },
-            OutboundQueue { queue, taken: VecDeque::new() },
+            SendQueueReceiver { queue, taken: VecDeque::new() },
             overflow,
         )
     }
 
-    /// The connection this outbox belongs to.
+    /// The connection this queue belongs to.
     pub fn id(&self) -> ConnId {
         self.id
     }
@@ -137,7 +138,7 @@ impl Queue {
     }
 }
 
-impl OutboundQueue {
+impl SendQueueReceiver {
     /// The next message, once there is one. Cancel-safe: nothing is taken
     /// from the queue unless it is returned.
     pub async fn recv(&mut self) -> Outbound {
@@ -170,7 +171,7 @@ impl OutboundQueue {
     }
 }
 
-impl Drop for OutboundQueue {
+impl Drop for SendQueueReceiver {
     fn drop(&mut self) {
         let mut slots = self.queue.lock();
         slots.closed = true;
@@ -195,16 +196,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_trips_the_overflow_and_keeps_what_it_holds_in_order() {
-        let (outbox, mut queue, overflow) = Outbox::new(1, 3);
+        let (sender, mut queue, overflow) = SendQueue::new(1, 3);
         for n in 0..3 {
-            assert!(outbox.offer(message(n)));
+            assert!(sender.offer(message(n)));
         }
         assert!(!overflow.is_cancelled());
-        assert!(!outbox.offer(message(3)), "the fourth does not fit");
+        assert!(!sender.offer(message(3)), "the fourth does not fit");
         assert!(overflow.is_cancelled());
         assert_eq!(byte(Some(queue.recv().await)), Some(0));
-        assert!(outbox.offer(message(3)), "taken messages free their places");
-        assert!(!outbox.offer(message(4)), "messages taken but not yet delivered still count");
+        assert!(sender.offer(message(3)), "taken messages free their places");
+        assert!(!sender.offer(message(4)), "messages taken but not yet delivered still count");
         assert_eq!(byte(queue.try_recv()), Some(1));
         assert_eq!(byte(queue.try_recv()), Some(2));
         assert_eq!(byte(queue.try_recv()), Some(3));
@@ -213,24 +214,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_connection_is_woken_and_a_gone_one_refuses() {
-        let (outbox, mut queue, _) = Outbox::new(1, 8);
-        let publisher = outbox.clone();
+        let (sender, mut queue, _) = SendQueue::new(1, 8);
+        let publisher = sender.clone();
         let waiting = tokio::spawn(async move { byte(Some(queue.recv().await)) });
         tokio::task::yield_now().await;
         assert!(publisher.offer(message(9)));
         assert_eq!(waiting.await.unwrap(), Some(9), "the queue is dropped with its task");
-        assert!(!outbox.offer(message(1)), "nobody reads any more");
+        assert!(!sender.offer(message(1)), "nobody reads any more");
     }
 
     #[test]
     fn a_drained_queue_gives_back_a_large_buffer() {
-        let (outbox, mut queue, _) = Outbox::new(1, 1024);
+        let (sender, mut queue, _) = SendQueue::new(1, 1024);
         for n in 0..100 {
-            assert!(outbox.offer(message(n)));
+            assert!(sender.offer(message(n)));
         }
         while queue.try_recv().is_some() {}
         assert_eq!(queue.queue.lock().items.capacity() + queue.taken.capacity(), 0);
-        assert!(outbox.offer(message(1)));
+        assert!(sender.offer(message(1)));
         assert_eq!(byte(queue.try_recv()), Some(1));
         assert!(queue.try_recv().is_none());
         let kept = queue.queue.lock().items.capacity() + queue.taken.capacity();
