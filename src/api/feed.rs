@@ -9,38 +9,67 @@
 //! nothing repeats. A cursor that cannot be resumed (another epoch, older than
 //! the tombstone horizon) gets a `reset` event, then the whole collection.
 //!
+//! A feed lives like a WebSocket session: it is registered with the node, so
+//! an administrator's disconnect or revocation ends it and
+//! `/admin/connections` counts it; it ends when its token expires (with the
+//! leeway), when a rules reload takes its read access away, and, in
+//! introspection mode, when revalidation finds the token no longer active.
+//! The response carries `Connection: close`, so the connection (and its
+//! slot) goes with the feed.
+//!
 //! Events: `change` (`data: {"collection", "records": [{key, value, hlc}], "cursor"}`),
 //! `reset` (`data: {}`: drop what you mirrored, the full state follows),
-//! `error` (`data: {code, message}`, then the stream ends), and a `: keepalive`
-//! comment every 15 s.
+//! `error` (`data: {code, message}`, then the stream ends: `token_expired`,
+//! `forbidden`, `unavailable`), and a `: keepalive` comment every 15 s.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Body;
+use crate::auth::Identity;
 use crate::cursor::Cursor;
-use crate::node::Node;
+use crate::node::{AuthRefusal, Node};
+use crate::protocol::AuthFailCode;
+use crate::registry::{CloseOrder, CloseSlot};
+use crate::requests::{Reading, check_read};
+use crate::send_queue::ConnId;
 
 /// How often an idle feed sends a comment, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
+/// Who follows a feed: what its lifecycle is checked against.
+pub(super) struct Follower {
+    /// The verified identity.
+    pub(super) identity: Identity,
+    /// The bearer token, for revalidation.
+    pub(super) token: String,
+    /// The client's address (failed revalidations count against it).
+    pub(super) peer: SocketAddr,
+}
+
 /// Starts a feed of `collection` (access already checked).
-pub(super) fn changes(request: &Request<Incoming>, node: Arc<Node>, collection: String) -> Response<Body> {
+pub(super) fn changes(
+    request: &Request<Incoming>,
+    node: Arc<Node>,
+    follower: Follower,
+    collection: String,
+) -> Response<Body> {
     let since = match super::since(request) {
         Ok(since) => since,
         Err(response) => return *response,
     };
     let (events, stream) = mpsc::channel::<Bytes>(8);
-    node.tracker.spawn(follow(node.clone(), collection, since, events));
+    node.tracker.spawn(follow(node.clone(), follower, collection, since, events));
     let body = futures_util::stream::unfold(stream, |mut stream| async move {
         stream.recv().await.map(|event| (Ok::<_, Infallible>(Frame::data(event)), stream))
     });
@@ -49,34 +78,74 @@ pub(super) fn changes(request: &Request<Incoming>, node: Arc<Node>, collection: 
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
+/// Why a feed ended on the server's side: its `error` event.
+struct Ended {
+    code: &'static str,
+    message: String,
+}
+
+impl Ended {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
 /// Scans from the cursor and sends what it finds, again on every wake-up,
-/// until the consumer goes away or the server shuts down.
-async fn follow(node: Arc<Node>, collection: String, since: Option<Cursor>, events: mpsc::Sender<Bytes>) {
+/// until the consumer goes away, the server shuts down, or the feed's
+/// identity may no longer read (see the module doc).
+async fn follow(
+    node: Arc<Node>,
+    follower: Follower,
+    collection: String,
+    since: Option<Cursor>,
+    events: mpsc::Sender<Bytes>,
+) {
+    let lease = Lease::take(&node, &follower.identity);
+    let ended = match lease {
+        Err(ended) => Some(ended),
+        Ok(lease) => run(&node, &follower, &lease, &collection, since, &events).await,
+    };
+    if let Some(Ended { code, message }) = ended {
+        tracing::debug!(code, %message, "change feed ended");
+        let _ = events.send(event("error", None, &json!({ "code": code, "message": message }))).await;
+    }
+}
+
+/// The feed's loop; `Some` when the server ended it.
+async fn run(
+    node: &Arc<Node>,
+    follower: &Follower,
+    lease: &Lease,
+    collection: &str,
+    since: Option<Cursor>,
+    events: &mpsc::Sender<Bytes>,
+) -> Option<Ended> {
     // The hub only wakes the feed; what is sent is read from the store. The
     // listener lets the collection go when this task ends, however it ends.
-    let listener = node.hub.listen(&collection);
-    if let Err(e) = node.feed_ready(&collection).await {
-        let _ = events.send(event("error", None, &json!({"code": "unavailable", "message": e.to_string()}))).await;
-        return;
+    let listener = node.hub.listen(collection);
+    if let Err(e) = node.feed_ready(collection).await {
+        return Some(Ended::new("unavailable", e.to_string()));
     }
+    let mut policy = node.watch_policy();
+    let expires = expiry(node, &follower.identity);
+    tokio::pin!(expires);
+    let every = node.config.authenticator.revalidate_every();
+    let mut revalidation = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
+    revalidation.reset();
     let page_bytes = node.config.limits.sync_page_bytes;
     let mut cursor = since;
     loop {
-        let snapshot = match node.collections.snapshot(&collection, cursor, page_bytes).await {
+        let snapshot = match node.collections.snapshot(collection, cursor, page_bytes).await {
             Ok(snapshot) => snapshot,
-            Err(e) => {
-                let _ =
-                    events.send(event("error", None, &json!({"code": "unavailable", "message": e.to_string()}))).await;
-                break;
-            }
+            Err(e) => return Some(Ended::new("unavailable", e.to_string())),
         };
         if snapshot.reset && events.send(event("reset", None, &json!({}))).await.is_err() {
-            break;
+            return None;
         }
-        let mut gone = false;
         for (records, position) in snapshot.pages {
             if records.is_empty() {
                 continue;
@@ -84,24 +153,96 @@ async fn follow(node: Arc<Node>, collection: String, since: Option<Cursor>, even
             let id = node.collections.cursor(position);
             let data = json!({ "collection": collection, "records": records, "cursor": id });
             if events.send(event("change", Some(&id), &data)).await.is_err() {
-                gone = true;
-                break;
+                return None;
             }
-        }
-        if gone {
-            break;
         }
         cursor = Some(Cursor::new(node.collections.epoch(), snapshot.cursor));
-        tokio::select! {
-            _ = listener.changed() => {}
-            _ = tokio::time::sleep(KEEPALIVE) => {
-                if events.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
-                    break;
+        loop {
+            tokio::select! {
+                _ = listener.changed() => break,
+                order = lease.close_slot.recv() => {
+                    let CloseOrder::Close { reason, .. } = order;
+                    return Some(Ended::new("forbidden", reason));
                 }
+                _ = &mut expires => return Some(Ended::new("token_expired", "the token has expired")),
+                Ok(()) = policy.changed() => {
+                    let access = policy.borrow_and_update().access_for(&follower.identity);
+                    if let Err(refusal) = check_read(&access, Reading::Records, collection) {
+                        return Some(Ended::new("forbidden", refusal.to_string()));
+                    }
+                }
+                _ = revalidation.tick(), if every.is_some() => {
+                    if let Some(ended) = revalidate(node, follower).await {
+                        return Some(ended);
+                    }
+                }
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    if events.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                        return None;
+                    }
+                }
+                _ = events.closed() => return None,
+                _ = node.shutdown.cancelled() => return None,
             }
-            _ = events.closed() => break,
-            _ = node.shutdown.cancelled() => break,
         }
+    }
+}
+
+/// When the feed's token stops being valid: its `exp` plus the leeway (never, without `exp`).
+async fn expiry(node: &Node, identity: &Identity) {
+    match identity.expires_at {
+        None => std::future::pending().await,
+        Some(exp) => {
+            let ends_at_ms = exp.saturating_mul(1000).saturating_add(node.config.session.leeway.as_millis() as u64);
+            let left = ends_at_ms.saturating_sub(node.config.clock.now_ms());
+            tokio::time::sleep(Duration::from_millis(left)).await;
+        }
+    }
+}
+
+/// Verifies the feed's token again (introspection mode): an identity
+/// provider that no longer admits it, or a revocation, ends the feed; an
+/// unreachable provider does not (as for a WebSocket session).
+async fn revalidate(node: &Arc<Node>, follower: &Follower) -> Option<Ended> {
+    let result = match node.authenticate(follower.token.clone(), follower.peer.ip()).await {
+        Ok(identity) => Ok(identity),
+        Err(AuthRefusal::Blocked) => return None,
+        Err(AuthRefusal::Failed(e)) if e.code == AuthFailCode::IntrospectionUnavailable => return None,
+        Err(AuthRefusal::Failed(e)) => Err(e),
+    };
+    match node.admit(result, |admitted| admitted) {
+        Ok(identity) if identity.sub == follower.identity.sub => None,
+        Ok(_) => Some(Ended::new("forbidden", "the token is now for another subject")),
+        Err(e) if e.code == AuthFailCode::TokenExpired => Some(Ended::new("token_expired", e.message)),
+        Err(_) => Some(Ended::new("forbidden", "the token is no longer active")),
+    }
+}
+
+/// A feed's place in the node's registry, given back when the feed ends.
+struct Lease {
+    node: Arc<Node>,
+    id: ConnId,
+    close_slot: Arc<CloseSlot>,
+}
+
+impl Lease {
+    /// Registers the feed, then checks revocations: a revocation applied
+    /// before the check is seen by it, one applied after finds the feed
+    /// registered and closes it.
+    fn take(node: &Arc<Node>, identity: &Identity) -> Result<Self, Ended> {
+        let (id, close_slot) = (node.connection_id(), Arc::new(CloseSlot::default()));
+        node.registry.register(id, identity, close_slot.clone());
+        let lease = Self { node: node.clone(), id, close_slot };
+        match node.admit(Ok(identity.clone()), |admitted| admitted) {
+            Ok(_) => Ok(lease),
+            Err(e) => Err(Ended::new("forbidden", e.message)),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.node.registry.unregister(self.id);
     }
 }
 

@@ -58,7 +58,11 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
             let name = name.join("/");
             match check_read(&access, Reading::Records, &name) {
                 Err(refusal) => refused(refusal),
-                Ok(()) => feed::changes(&request, node, name),
+                Ok(()) => {
+                    let token = bearer_token(request.headers()).unwrap_or_default().to_string();
+                    let follower = feed::Follower { identity, token, peer };
+                    feed::changes(&request, node, follower, name)
+                }
             }
         }
         (Method::GET, ["collections", name @ ..]) if !name.is_empty() => {

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use super::claims::identity_from_claims;
 use super::jwks::JwksSource;
-use super::keys::{HMAC_ALGORITHMS, public_key};
+use super::keys::{HMAC_ALGORITHMS, KeyError, public_key};
 use super::peek::{peek_header, peek_issuer, refusal};
 use super::{AuthError, Authenticator, Identity, VerifyFuture};
 use crate::protocol::AuthFailCode;
@@ -124,11 +124,6 @@ impl IssuerSettings {
         Self { issuer: issuer.into(), keys, audience: Vec::new(), roles_claim: None, role_claim: None, name: None }
     }
 }
-
-/// A configuration error found while building a verifier.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct KeyError(pub(crate) String);
 
 /// A static key of a binding.
 struct StaticKey {

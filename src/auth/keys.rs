@@ -8,7 +8,11 @@ use rustls_pki_types::SubjectPublicKeyInfoDer;
 use rustls_pki_types::pem::PemObject;
 use spki::ObjectIdentifier;
 
-use super::jwt::KeyError;
+/// A configuration error found while building a verifier (a key that does
+/// not parse, a missing or repeated issuer).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(pub(crate) String);
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");

@@ -22,7 +22,8 @@ use std::sync::Arc;
 pub use assemble::{AuthMode, AuthSpec, IssuerTable, OneOrMany};
 pub use introspect::{IntrospectSettings, IntrospectShape, Introspector};
 pub use jwks::{JwksPolicy, JwksSource};
-pub use jwt::{IssuerSettings, JwtKey, JwtSettings, JwtVerifier, KeyError, MAX_TOKEN_BYTES};
+pub use jwt::{IssuerSettings, JwtKey, JwtSettings, JwtVerifier, MAX_TOKEN_BYTES};
+pub use keys::KeyError;
 pub use static_token::StaticTokenVerifier;
 
 use crate::protocol::AuthFailCode;

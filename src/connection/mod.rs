@@ -18,8 +18,10 @@
 //! | `frames` | the write side: frames batched into one write per burst |
 //! | `reader` | the reader task: frames → reassembled, decoded messages |
 //! | `work` | effects carried out, work started as tasks and their completions |
+//! | `completion` | what comes back from that work, and what a scan starts from and reads |
 //! | `syncing` | scans started, their pages sent, changes passed through the sync streams |
 
+mod completion;
 mod frames;
 mod reader;
 mod syncing;
@@ -49,9 +51,9 @@ use crate::send_queue::{Outbound, SendQueue, SendQueueReceiver};
 use crate::session::{Effect, Session};
 use crate::sync_streams::SyncStreams;
 
+use completion::Completion;
 use frames::{BATCH_BYTES, FrameWriter};
 use reader::{AuthGate, ReaderEvent, read_loop};
-use work::Completion;
 
 /// Writes one connection may have in flight before it stops reading (back-pressure).
 const MAX_WRITES_IN_FLIGHT: usize = 16;

@@ -11,42 +11,15 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
-use super::work::Completion;
+use super::completion::{Completion, ScanFrom, Scanned};
 use super::{Actor, Flow};
 use crate::collections::Snapshot;
-use crate::cursor::Cursor;
-use crate::node::CatchUpPages;
 use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
 use crate::requests::RequestError;
 use crate::send_queue::Outbound;
 use crate::store::StoreError;
-use crate::sync_streams::{CatchUp, ChangeStep, ScanStep, Ticket};
-
-/// Where a scan starts.
-pub(super) enum ScanFrom {
-    /// A `SYNC`: from its `since` (everything when absent).
-    Request(Option<Cursor>),
-    /// A catch-up, shared with the collection's other watchers of the same round.
-    CatchUp(CatchUp),
-}
-
-/// What a scan read.
-pub(super) enum Scanned {
-    /// A `SYNC`'s snapshot, in pages.
-    Snapshot(Snapshot),
-    /// A catch-up's `CHANGE` pages, encoded once for every watcher.
-    CatchUp(Arc<CatchUpPages>),
-}
-
-impl Scanned {
-    fn cursor(&self) -> u64 {
-        match self {
-            Self::Snapshot(snapshot) => snapshot.cursor,
-            Self::CatchUp(pages) => pages.cursor,
-        }
-    }
-}
+use crate::sync_streams::{ChangeStep, ScanStep, Ticket};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Watches the collection at once (so nothing falls between the scan

@@ -11,31 +11,14 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
-use super::syncing::{ScanFrom, Scanned};
+use super::completion::{Completion, ScanFrom};
 use super::{Actor, Flow};
 use crate::auth::{AuthError, Identity};
-use crate::backplane::BackplaneError;
 use crate::node::AuthRefusal;
+use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
-use crate::protocol::{OpOutcome, ServerMessage};
 use crate::requests::RequestError;
 use crate::session::Effect;
-use crate::store::StoreError;
-use crate::sync_streams::Ticket;
-
-/// The result of work the actor started.
-pub(super) enum Completion {
-    /// A token verification.
-    Verified(Result<Identity, AuthError>),
-    /// The client IP had used up its failed authentications: nothing was verified.
-    Blocked,
-    /// A committed `OP_BATCH`: the outcomes fill the slots the session left open.
-    Written { id: u64, results: Vec<Option<OpOutcome>>, slots: Vec<usize>, outcomes: Vec<OpOutcome> },
-    /// A snapshot read for `SYNC {id}`, or a catch-up (no id).
-    Scanned { id: Option<u64>, collection: Arc<str>, ticket: Ticket, result: Result<Scanned, StoreError> },
-    /// Node-level interest in a `SUB`'s topic, established or not.
-    Subscribed { id: u64, topic: String, result: Result<(), BackplaneError> },
-}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Carries out effects in order; work that waits on I/O starts as a task.

@@ -4,6 +4,7 @@
 
 pub mod idp;
 pub mod raw;
+pub mod sse;
 pub mod stores;
 
 use std::net::SocketAddr;

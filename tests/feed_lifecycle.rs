@@ -1,0 +1,145 @@
+//! A change feed lives like a WebSocket session: it ends when its token
+//! expires, when its token or subject is revoked, when an administrator
+//! disconnects its subject, when a rules reload takes its read access away,
+//! and when revalidation finds an introspected token no longer active; the
+//! admin API counts it among the connections.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::idp::{Idp, http};
+use common::sse::Feed;
+use common::{TestServer, hs256, jwt_config, now, token};
+use serde_json::json;
+use syncgate::ServerConfig;
+use syncgate::auth::{IntrospectSettings, IntrospectShape, Introspector};
+use syncgate::http_client::HttpClient;
+use syncgate::rules::{Policy, RuleSet};
+
+const ADMIN: &str = "admin-secret";
+
+const RULES: &str = r#"
+[[rules]]
+roles = ["reader"]
+resource = "c"
+actions = ["read"]
+"#;
+
+const NARROWER: &str = r#"
+[[rules]]
+roles = ["reader"]
+resource = "other"
+actions = ["read"]
+"#;
+
+fn config() -> ServerConfig {
+    let mut config = jwt_config();
+    config.admin_token = Some(ADMIN.into());
+    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
+    config.session.leeway = Duration::ZERO;
+    config
+}
+
+/// Reads events until the server ends the feed; returns its `error` event's code.
+async fn ending(feed: &mut Feed) -> String {
+    let mut code = None;
+    while let Some((event, _, data)) = feed.next_or_end().await {
+        if event == "error" {
+            code = data["code"].as_str().map(str::to_string);
+        }
+    }
+    code.expect("an error event before the end")
+}
+
+/// Three feeds on a short-lived token fill a server that takes three
+/// connections; once the token expires they end, and their connections
+/// with them, so a new client gets in.
+#[tokio::test]
+async fn feeds_end_when_their_token_expires_and_give_their_connections_back() {
+    let mut config = config();
+    config.limits.max_connections = 3;
+    let server = TestServer::start(config).await;
+    let short = hs256(json!({"sub": "alice", "roles": ["reader"], "exp": now() + 2}));
+    let mut feeds = Vec::new();
+    for _ in 0..3 {
+        feeds.push(Feed::open(server.addr, "/api/collections/c/changes", &short, None).await);
+    }
+    for feed in &mut feeds {
+        assert_eq!(ending(feed).await, "token_expired");
+    }
+    let fresh = token("bob", &["reader"]);
+    common::eventually("a connection slot is free again", || async {
+        (status_of_get(server.addr, "/api/collections/c", &fresh).await == Some(200)).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
+/// The status of a GET, or `None` when the server closed the connection unanswered (no slot).
+async fn status_of_get(addr: std::net::SocketAddr, path: &str, bearer: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.ok()?;
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
+
+#[tokio::test]
+async fn revocations_and_disconnects_end_feeds_and_the_admin_api_counts_them() {
+    let server = TestServer::start(config()).await;
+    let admin = |path: &'static str, body: serde_json::Value| async move {
+        http(server.addr, "POST", path, Some(ADMIN), Some(&body.to_string())).await
+    };
+    let with_jti = hs256(json!({"sub": "alice", "roles": ["reader"], "exp": now() + 600, "jti": "t-1"}));
+    let mut by_jti = Feed::open(server.addr, "/api/collections/c/changes", &with_jti, None).await;
+    let mut by_sub = Feed::open(server.addr, "/api/collections/c/changes", &token("bob", &["reader"]), None).await;
+    let connections = http(server.addr, "GET", "/admin/connections", Some(ADMIN), None).await.1;
+    let connections: serde_json::Value = serde_json::from_str(&connections).unwrap();
+    assert_eq!(connections["connections"], json!(2), "feeds are connections: {connections}");
+    assert_eq!(admin("/admin/revoke", json!({"jti": "t-1"})).await.0, 200);
+    assert_eq!(ending(&mut by_jti).await, "forbidden");
+    let (status, body) = admin("/admin/disconnect", json!({"sub": "bob"})).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"disconnected":1}"#));
+    assert_eq!(ending(&mut by_sub).await, "forbidden");
+    let mut later = Feed::open(server.addr, "/api/collections/c/changes", &token("carol", &["reader"]), None).await;
+    let issued_before = now() + 1;
+    assert_eq!(admin("/admin/revoke", json!({"sub": "carol", "issuedBefore": issued_before})).await.0, 200);
+    assert_eq!(ending(&mut later).await, "forbidden", "a subject revocation ends it too");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rules_reload_that_takes_read_access_away_ends_the_feed() {
+    let server = TestServer::start(config()).await;
+    let mut feed = Feed::open(server.addr, "/api/collections/c/changes", &token("alice", &["reader"]), None).await;
+    server.node.set_policy(Policy::with_rules(RuleSet::parse(NARROWER).unwrap()));
+    assert_eq!(ending(&mut feed).await, "forbidden");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_introspected_token_that_turns_inactive_ends_the_feed() {
+    let idp = Idp::start().await;
+    idp.answer("opaque", json!({"active": true, "sub": "alice", "exp": now() + 600}));
+    let settings = IntrospectSettings {
+        url: idp.introspect_url(),
+        bearer: "internal-admin-token".into(),
+        cache_ttl: Duration::from_millis(300),
+        cache_max_entries: 100,
+        form: false,
+        shape: IntrospectShape::Rfc7662,
+        fail_open: false,
+        leeway_secs: 0,
+    };
+    let introspector = Arc::new(Introspector::new(settings, HttpClient::new(Duration::from_secs(2)).unwrap()));
+    let server = TestServer::start(ServerConfig { authenticator: introspector, ..ServerConfig::default() }).await;
+    let mut feed = Feed::open(server.addr, "/api/collections/c/changes", "opaque", None).await;
+    idp.answer("opaque", json!({"active": false}));
+    assert_eq!(ending(&mut feed).await, "forbidden");
+    server.stop().await;
+}
