@@ -75,4 +75,4 @@ pub mod tls;
 
 pub use config::ServerConfig;
 pub use server::run;
-pub use syncgate_proto::{assembler, cursor, hlc, names, protocol};
+pub use syncgate_proto::{assembler, cursor, hlc, names, protocol, values};

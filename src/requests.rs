@@ -11,8 +11,9 @@ use rmpv::Value;
 
 use crate::cursor::Cursor;
 use crate::protocol::codes::error;
-use crate::protocol::{OpOutcome, ServerMessage, encoded_len};
+use crate::protocol::{OpOutcome, ServerMessage};
 use crate::rules::{Access, Action};
+use crate::values::{self, MAX_VALUE_DEPTH, ValueLimits};
 use syncgate_proto::names::valid_name;
 
 /// The bounds a request is checked against: the same on every surface.
@@ -98,13 +99,42 @@ pub(crate) fn check_writable(access: &Access, collection: &str) -> Result<(), Re
     Ok(())
 }
 
-/// A value (`what`: "value", "data") within the bounds.
+/// A value (`what`: "value", "data") that keeps the value rule
+/// ([`crate::values`]: kinds, depth) and the size bound.
 pub(crate) fn check_value(what: &str, value: &Value, limits: RequestLimits) -> Result<(), RequestError> {
-    let max = limits.max_value_bytes;
-    if encoded_len(value) > max {
-        return Err(RequestError::Invalid(format!("{what} is larger than {max} bytes")));
+    let bounds = ValueLimits { max_bytes: limits.max_value_bytes, max_depth: MAX_VALUE_DEPTH };
+    values::check_value(value, bounds).map_err(|why| RequestError::Invalid(format!("{what} {why}")))
+}
+
+/// Largest presence `info`, encoded.
+pub(crate) const MAX_PRESENCE_INFO_BYTES: usize = 1024;
+
+/// Whether `access` may announce `info` to the members of `topic`: it is
+/// sent to all of them, so it needs the right to write there, and it keeps
+/// the value rule within [`MAX_PRESENCE_INFO_BYTES`].
+pub(crate) fn check_presence_info(access: &Access, topic: &str, info: &Value) -> Result<(), RequestError> {
+    check_name("topic", topic)?;
+    let bounds = ValueLimits { max_bytes: MAX_PRESENCE_INFO_BYTES, max_depth: MAX_VALUE_DEPTH };
+    values::check_value(info, bounds).map_err(|why| RequestError::Invalid(format!("presence info {why}")))?;
+    if !access.allows(Action::Write, topic) {
+        return Err(RequestError::Forbidden(format!("not allowed to announce presence info on {topic:?}")));
     }
     Ok(())
+}
+
+/// Longest string op id, in bytes.
+pub(crate) const MAX_OP_ID_BYTES: usize = 256;
+
+/// An op id is absent, an integer, or a string of at most [`MAX_OP_ID_BYTES`]
+/// (it is echoed in the op's outcome, and clients key their outboxes by it).
+pub(crate) fn check_op_id(op_id: &Value) -> Result<(), RequestError> {
+    match op_id {
+        Value::Nil | Value::Integer(_) => Ok(()),
+        Value::String(s) if s.as_str().is_some_and(|s| s.len() <= MAX_OP_ID_BYTES) => Ok(()),
+        _ => Err(RequestError::Invalid(format!(
+            "`opId` must be a string of at most {MAX_OP_ID_BYTES} bytes or an integer"
+        ))),
+    }
 }
 
 /// A `since` cursor as a client sent it (absent or empty: from the start).

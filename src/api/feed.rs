@@ -151,7 +151,8 @@ async fn run(
                 continue;
             }
             let id = node.collections.cursor(position);
-            let data = json!({ "collection": collection, "records": records, "cursor": id });
+            let mut data = json!({ "collection": collection, "cursor": id });
+            super::render_records(&records, &mut data);
             if events.send(event("change", Some(&id), &data)).await.is_err() {
                 return None;
             }

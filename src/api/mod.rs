@@ -34,7 +34,7 @@ use serde_json::json;
 use crate::auth::{AuthError, Identity, bearer_token};
 use crate::cursor::Cursor;
 use crate::node::{ApiOp, AuthRefusal, Node};
-use crate::protocol::AuthFailCode;
+use crate::protocol::{AuthFailCode, Record};
 use crate::requests::{Reading, RequestError, check_read, check_writable, parse_since};
 use crate::rules::Access;
 
@@ -72,10 +72,11 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
             };
             match node.read_page(&access, &name.join("/"), since).await {
                 Err(refusal) => refused(refusal),
-                Ok(page) => json_response(
-                    StatusCode::OK,
-                    &json!({ "records": page.records, "cursor": page.cursor, "more": page.more, "reset": page.reset }),
-                ),
+                Ok(page) => {
+                    let mut body = json!({ "cursor": page.cursor, "more": page.more, "reset": page.reset });
+                    render_records(&page.records, &mut body);
+                    json_response(StatusCode::OK, &body)
+                }
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such API route".into()),
@@ -223,6 +224,25 @@ async fn read_body<T: for<'de> Deserialize<'de>>(
         serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     };
     parsed.map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid", format!("bad body: {e}"))))
+}
+
+/// Puts `records` into `body` as JSON (`records`), fallibly: a record whose
+/// value JSON cannot show (one stored before values were checked: a map with
+/// a non-string key, say) is listed under `unreadable` with its key, `hlc`
+/// and why, and the others are served.
+pub(super) fn render_records(records: &[Record], body: &mut serde_json::Value) {
+    let (mut shown, mut unreadable) = (Vec::with_capacity(records.len()), Vec::new());
+    for record in records {
+        match serde_json::to_value(record) {
+            Ok(value) => shown.push(value),
+            Err(e) => unreadable.push(json!({ "key": record.key, "hlc": record.hlc, "error": e.to_string() })),
+        }
+    }
+    body["records"] = serde_json::Value::Array(shown);
+    if !unreadable.is_empty() {
+        tracing::warn!(records = unreadable.len(), "stored values that JSON cannot show were left out");
+        body["unreadable"] = serde_json::Value::Array(unreadable);
+    }
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {

@@ -397,6 +397,9 @@ impl Session {
                 max_message_bytes: self.config.max_message_bytes as u64,
                 max_value_bytes: self.config.max_value_bytes as u64,
                 max_batch_ops: self.config.max_batch_ops as u64,
+                max_value_depth: crate::values::MAX_VALUE_DEPTH as u64,
+                messages_per_second: u64::from(self.config.messages_per_second),
+                message_burst: u64::from(self.config.message_burst),
             }),
         }));
         let access = self.policy.access_for(&identity);

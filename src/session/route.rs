@@ -4,15 +4,14 @@
 use std::collections::BTreeMap;
 
 use super::{Authenticated, Effect, SessionConfig};
-use crate::protocol::encoded_len;
 use crate::protocol::{ClientMessage, OpInput, ServerMessage};
+use rmpv::Value;
+
 use crate::requests::{
-    Reading, RequestError, check_batch, check_name, check_publish, check_read, check_write, parse_since,
+    Reading, RequestError, check_batch, check_name, check_op_id, check_presence_info, check_publish, check_read,
+    check_write, parse_since,
 };
 use crate::rules::{Access, Action};
-
-/// Largest client-supplied presence `info`, encoded.
-pub(super) const MAX_PRESENCE_INFO_BYTES: usize = 1024;
 
 /// Checks and routes one authenticated request (the checks are
 /// [`crate::requests`]', shared with the HTTP API).
@@ -26,13 +25,10 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
     let full = || RequestError::TooManySubscriptions(max_subscriptions);
     match request {
         ClientMessage::SubPresent { id, topic, info, .. } => {
-            let too_big = info.as_ref().is_some_and(|info| encoded_len(info) > MAX_PRESENCE_INFO_BYTES);
-            if too_big {
-                fail(
-                    out,
-                    id,
-                    RequestError::Invalid(format!("presence info is larger than {MAX_PRESENCE_INFO_BYTES} bytes")),
-                );
+            // Announcing something to every member is a write: a read-only member joins silently.
+            let announced = info.as_ref().map(|info| check_presence_info(&auth.access, &topic, info));
+            if let Some(Err(refusal)) = announced {
+                fail(out, id, refusal);
             } else {
                 let before = out.len();
                 route(auth, ClientMessage::Sub { id, topic: topic.clone() }, config, out);
@@ -72,6 +68,9 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
             for (i, op) in ops.into_iter().enumerate() {
                 results.push(match op {
                     OpInput::Invalid { op_id, reason } => Some(RequestError::Invalid(reason).rejection(op_id)),
+                    OpInput::Op(op) if check_op_id(&op.op_id).is_err() => {
+                        check_op_id(&op.op_id).err().map(|refusal| refusal.rejection(Value::Nil))
+                    }
                     OpInput::Op(op) => match check_write(&auth.access, &op.collection, &op.value, limits) {
                         Err(refusal) => Some(refusal.rejection(op.op_id)),
                         Ok(()) => {

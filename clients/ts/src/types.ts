@@ -35,6 +35,12 @@ export interface SessionLimits {
   maxMessageBytes: number;
   maxValueBytes: number;
   maxBatchOps: number;
+  /** Deepest nesting of arrays and maps in a value (absent from older servers: 16). */
+  maxValueDepth?: number;
+  /** Sustained messages per second a connection may send (0: no limit). */
+  messagesPerSecond?: number;
+  /** Messages a connection may send at once above that rate. */
+  messageBurst?: number;
 }
 
 export type ClientMessage =

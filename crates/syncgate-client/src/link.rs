@@ -13,8 +13,14 @@ use syncgate_proto::assembler::{Assembled, Assembler};
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, SessionLimits, encode_client};
 
 /// The limits assumed of a server that announces none (those of syncgate's defaults).
-pub(crate) const DEFAULT_LIMITS: SessionLimits =
-    SessionLimits { max_message_bytes: 1024 * 1024, max_value_bytes: 256 * 1024, max_batch_ops: 1000 };
+pub(crate) const DEFAULT_LIMITS: SessionLimits = SessionLimits {
+    max_message_bytes: 1024 * 1024,
+    max_value_bytes: 256 * 1024,
+    max_batch_ops: 1000,
+    max_value_depth: syncgate_proto::values::MAX_VALUE_DEPTH as u64,
+    messages_per_second: 0,
+    message_burst: 0,
+};
 
 /// What the client's reader hands to the driver.
 pub(crate) enum Incoming {

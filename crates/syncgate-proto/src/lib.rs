@@ -11,6 +11,7 @@
 //! | [`names`] | the naming rule for topics and collections |
 //! | [`assembler`] | WebSocket message reassembly with a total cap (sans-IO) |
 //! | [`time`] | Unix time in the protocol's units |
+//! | [`values`] | what a value may be (kinds, depth, size), checked on every surface |
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod assembler;
@@ -19,3 +20,4 @@ pub mod hlc;
 pub mod names;
 pub mod protocol;
 pub mod time;
+pub mod values;

@@ -12,7 +12,11 @@ use super::messages::{ClientMessage, OpInput, RawOp, ServerMessage};
 /// Bounds applied while decoding one message.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
-    /// Deepest allowed nesting of arrays and maps (the top-level map is depth 1).
+    /// Deepest allowed nesting of arrays and maps outside values (the
+    /// top-level map is depth 1). A message may nest
+    /// [`MAX_VALUE_DEPTH`](crate::values::MAX_VALUE_DEPTH) levels more, so
+    /// that an op whose value is too deep is refused on its own (`invalid`,
+    /// by the value rule) instead of closing the connection with its batch.
     pub max_depth: usize,
 }
 
@@ -28,7 +32,7 @@ pub enum DecodeError {
     /// Not MessagePack, trailing bytes, not a map, or no string `type`: close 4000.
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// Nested deeper than [`DecodeLimits::max_depth`]: close 4000.
+    /// Nested deeper than [`DecodeLimits::max_depth`] plus a value's allowance: close 4000.
     #[error("message nested deeper than {0} levels")]
     TooDeep(usize),
     /// A well-formed message whose `type` is unknown: `ERROR unknown_type`.
@@ -56,11 +60,12 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
     let mut reader = bytes;
     // rmpv spends one unit of budget per value and one per container body or
     // string, so N container levels (plus their scalar leaves) need 2N + 2.
-    let budget = limits.max_depth.saturating_mul(2).saturating_add(2);
+    let levels = limits.max_depth.saturating_add(crate::values::MAX_VALUE_DEPTH);
+    let budget = levels.saturating_mul(2).saturating_add(2);
     let value = match rmpv::decode::read_value_with_max_depth(&mut reader, budget) {
         Ok(value) => value,
         Err(rmpv::decode::Error::DepthLimitExceeded) => {
-            return Err(DecodeError::TooDeep(limits.max_depth));
+            return Err(DecodeError::TooDeep(levels));
         }
         Err(e) => return Err(DecodeError::Malformed(format!("not MessagePack: {e}"))),
     };
@@ -326,6 +331,9 @@ mod tests {
                     max_message_bytes: 1,
                     max_value_bytes: 2,
                     max_batch_ops: 3,
+                    max_value_depth: 4,
+                    messages_per_second: 5,
+                    message_burst: 6,
                 }),
             },
             ServerMessage::AuthFail { code: "token_invalid".into(), message: "m".into() },
@@ -381,8 +389,9 @@ mod tests {
             }
             map(vec![("type", Value::from("PUB")), ("id", Value::from(1)), ("topic", Value::from("t")), ("data", v)])
         };
-        assert!(decode_client(&nested(3), limits).is_ok());
-        assert_eq!(decode_client(&nested(4), limits), Err(DecodeError::TooDeep(4)));
+        // 4 levels for the message, 16 more for a value: 19 arrays under the top-level map.
+        assert!(decode_client(&nested(19), limits).is_ok());
+        assert_eq!(decode_client(&nested(20), limits), Err(DecodeError::TooDeep(20)));
         let deep = [vec![0x91u8; 50_000], vec![0x01]].concat();
         assert!(matches!(decode_client(&deep, DecodeLimits::default()), Err(DecodeError::TooDeep(_))));
     }

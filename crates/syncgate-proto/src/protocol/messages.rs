@@ -323,4 +323,17 @@ pub struct SessionLimits {
     pub max_value_bytes: u64,
     /// Most ops in one `OP_BATCH`.
     pub max_batch_ops: u64,
+    /// Deepest nesting of arrays and maps in a value (servers before it: 16).
+    #[serde(default = "default_value_depth")]
+    pub max_value_depth: u64,
+    /// Sustained messages per second a connection may send (0: no limit; absent: unknown).
+    #[serde(default)]
+    pub messages_per_second: u64,
+    /// Messages a connection may send at once above that rate.
+    #[serde(default)]
+    pub message_burst: u64,
+}
+
+fn default_value_depth() -> u64 {
+    crate::values::MAX_VALUE_DEPTH as u64
 }
