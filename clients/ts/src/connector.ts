@@ -5,7 +5,7 @@
  * only speaks the protocol and reports through `Host`.
  */
 import { backoffDelay, type BackoffOptions } from "./backoff.js";
-import { decodeMessage, encodeMessage, encodeValue } from "./codec.js";
+import { decodeServerMessage, encodeMessage, encodeValue } from "./codec.js";
 import { closeAction, isTemporaryError } from "./codes.js";
 import type { Replica, Settled } from "./replica.js";
 import type {
@@ -229,13 +229,11 @@ export class Connector {
       let noToken = false;
       let why = reason;
       socket.onmessage = (event) => {
-        let message: ServerMessage;
-        try {
-          message = decodeMessage(new Uint8Array(event.data as ArrayBuffer));
-        } catch {
-          socket.close(4000, "undecodable server message");
-          return;
-        }
+        // A value that cannot be read is set aside and reported; the connection stays.
+        const decoded = decodeServerMessage(new Uint8Array(event.data as ArrayBuffer));
+        for (const unreadable of decoded.unreadable) this.host.emit("unreadable", unreadable);
+        const message = decoded.message;
+        if (message === null) return;
         link.queue = link.queue
           .then(() =>
             this.handle(link, message, why, () => {

@@ -16,7 +16,7 @@ export { closeAction, isFinalOpCode, type CloseAction } from "./codes.js";
 export { HlcClock, parseHlc, formatHlc, compareHlc, type Hlc } from "./hlc.js";
 export { Replica, type PendingOp, type Settled, type SettleReport } from "./replica.js";
 export { backoffDelay, type BackoffOptions } from "./backoff.js";
-export { encodeMessage, decodeMessage, encodeValue } from "./codec.js";
+export { encodeMessage, decodeMessage, decodeServerMessage, encodeValue } from "./codec.js";
 export type {
   ClientEvents,
   ClientMessage,
@@ -25,6 +25,7 @@ export type {
   ServerMessage,
   SessionLimits,
   TokenReason,
+  Unreadable,
   Value,
   WireOp,
   WireRecord,

@@ -30,6 +30,14 @@ export interface OpOutcome {
   message?: string;
 }
 
+/** What the client set aside: a record (`collection`, `key`), a publication (`topic`), or a whole message. */
+export interface Unreadable {
+  collection?: string;
+  key?: string;
+  topic?: string;
+  reason: string;
+}
+
 /** The limits a server announces in AUTH_ACK. */
 export interface SessionLimits {
   maxMessageBytes: number;
@@ -96,6 +104,8 @@ export interface ClientEvents {
   change: { collection: string; keys: string[] };
   /** Something went wrong that the client handles on its own (a provider error, a save that failed). */
   error: { message: string };
+  /** A record or a publication from the server could not be read (its value breaks the value rule): it was set aside. */
+  unreadable: Unreadable;
   /** Whether this tab holds the connection for its storage (one tab per storage name does). */
   leader: { leader: boolean };
 }
