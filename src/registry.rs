@@ -37,6 +37,11 @@ impl CloseSlot {
         self.arrived.notify_one();
     }
 
+    /// The order, if one is waiting (for a connection too busy writing to wait on [`CloseSlot::recv`]).
+    pub(crate) fn try_take(&self) -> Option<CloseOrder> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
     /// The order, once one arrives. Cancel-safe: an order stays until taken.
     pub(crate) async fn recv(&self) -> CloseOrder {
         loop {

@@ -340,6 +340,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
             return Flow::Stop;
         }
+        // A long run of writes never returns to the actor's loop: what must not
+        // wait for it (an administrator's close, a revalidation) is looked at here.
+        if let Some(CloseOrder::Close { code, reason }) = self.close_slot.try_take() {
+            info!(peer = %self.peer, code, %reason, "closed by the server");
+            self.close(code, &reason).await;
+            return Flow::Stop;
+        }
+        if let Some(token) = self.session.take_due_revalidation(self.now()) {
+            self.revalidate_aside(token);
+        }
         if self.batching {
             return if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop };
         }

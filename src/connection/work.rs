@@ -15,8 +15,9 @@ use super::completion::{Completion, ScanFrom};
 use super::{Actor, Flow};
 use crate::auth::{AuthError, Identity};
 use crate::node::AuthRefusal;
-use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
+use crate::protocol::{AuthFailCode, ServerMessage};
+use crate::registry::CloseOrder;
 use crate::requests::RequestError;
 use crate::session::Effect;
 
@@ -164,6 +165,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
             },
         }
+    }
+
+    /// Revalidates the session's token in a task of its own, for when the
+    /// actor is too busy writing to carry out the session's revalidation: a
+    /// token that is no longer active (or revoked) leaves a 4003 close order
+    /// that the next write finds. An unreachable identity provider closes
+    /// nothing, as in the session's own revalidation.
+    pub(super) fn revalidate_aside(&mut self, token: String) {
+        let (node, close_slot, ip) = (self.node.clone(), self.close_slot.clone(), self.peer.ip());
+        let sub = self.session.identity().map(|identity| identity.sub.clone()).unwrap_or_default();
+        tokio::spawn(async move {
+            let result = match node.authenticate(token, ip).await {
+                Err(AuthRefusal::Blocked) => return,
+                Err(AuthRefusal::Failed(e)) if e.code == AuthFailCode::IntrospectionUnavailable => return,
+                Err(AuthRefusal::Failed(e)) => Err(e),
+                Ok(identity) => Ok(identity),
+            };
+            let reason = match node.admit(result, |admitted| admitted) {
+                Ok(identity) if identity.sub == sub => return,
+                Ok(_) => "the refreshed token is for another subject",
+                Err(e) if e.code == AuthFailCode::TokenExpired => {
+                    close_slot.send(CloseOrder::Close { code: close::TOKEN_EXPIRED, reason: "token expired".into() });
+                    return;
+                }
+                Err(_) => "the token is no longer active",
+            };
+            close_slot.send(CloseOrder::Close { code: close::FORBIDDEN, reason: reason.into() });
+        });
     }
 
     /// Feeds a verification result to the session and registers the

@@ -439,6 +439,19 @@ impl Session {
         self.tokens >= 0.0
     }
 
+    /// The token to revalidate if its revalidation is due and none is in
+    /// flight, scheduling the next one: for a driver too busy writing to
+    /// return to its timers (a long run of `SYNC` pages), which checks the
+    /// token on the side and closes the connection itself when it fails.
+    pub fn take_due_revalidation(&mut self, now: u64) -> Option<String> {
+        if self.verifying.is_some() || self.revalidate_at.is_none_or(|at| now < at) {
+            return None;
+        }
+        let token = self.token.clone()?;
+        self.schedule_revalidation(now);
+        Some(token)
+    }
+
     fn schedule_revalidation(&mut self, now: u64) {
         self.revalidate_at = self
             .config

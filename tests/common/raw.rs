@@ -12,7 +12,19 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Completes a WebSocket upgrade of `path` by hand and returns the raw socket.
 pub async fn upgrade(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    upgrade_on(TcpStream::connect(addr).await.unwrap(), addr, path).await
+}
+
+/// Like [`upgrade`], with a receive buffer of `bytes` (a fixed size, which
+/// turns the kernel's autotuning off): a slow reader whose socket cannot
+/// hide megabytes of what the server sent.
+pub async fn upgrade_with_small_buffer(addr: SocketAddr, path: &str, bytes: u32) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    upgrade_on(socket.connect(addr).await.unwrap(), addr, path).await
+}
+
+async fn upgrade_on(mut tcp: TcpStream, addr: SocketAddr, path: &str) -> TcpStream {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
