@@ -177,6 +177,9 @@ pub(crate) enum RequestError {
     /// The connection sends faster than its message rate.
     #[error("more than {0} messages per second")]
     RateLimited(u32),
+    /// A rate of its own (presence announcements, API requests) was exceeded; the message says which.
+    #[error("{0}")]
+    RateLimitedAs(String),
     /// The op's `hlc` is older than the tombstone-collection horizon.
     #[error("the op's hlc is older than the tombstone-collection horizon")]
     Stale,
@@ -192,7 +195,7 @@ impl RequestError {
             Self::ClockSkew { .. } => error::CLOCK_SKEW,
             Self::Unavailable(_) => error::UNAVAILABLE,
             Self::TooManySubscriptions(_) => error::TOO_MANY_SUBSCRIPTIONS,
-            Self::RateLimited(_) => error::RATE_LIMITED,
+            Self::RateLimited(_) | Self::RateLimitedAs(_) => error::RATE_LIMITED,
             Self::Stale => error::STALE,
         }
     }

@@ -126,7 +126,7 @@ fn auth_error(e: &AuthError) -> Response<Body> {
 fn status_of(refusal: &RequestError) -> StatusCode {
     match refusal {
         RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
-        RequestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        RequestError::RateLimited(_) | RequestError::RateLimitedAs(_) => StatusCode::TOO_MANY_REQUESTS,
         RequestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -43,9 +43,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     self.node.hub.join(&topic, self.queue.clone(), sub, info);
                     Flow::Continue
                 }
-                Effect::Presence { id, topic } => {
-                    let members = self.node.hub.members(&topic);
-                    self.send(&ServerMessage::PresenceState { id, topic, members }).await
+                Effect::Presence { id, topic, after } => {
+                    let (members, more) = self.node.hub.members(&topic, after);
+                    self.send(&ServerMessage::PresenceState { id, topic, members, more }).await
                 }
                 Effect::Unsubscribe { topic } => {
                     self.node.hub.leave(&topic, self.queue.id());

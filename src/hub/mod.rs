@@ -166,9 +166,11 @@ impl Hub {
         }
     }
 
-    /// Makes `queue`'s connection (subject `sub`) present on `topic`; every member hears `PRESENCE_JOIN`.
-    pub fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<rmpv::Value>) {
-        self.presence.join(topic, queue, sub, info);
+    /// Makes `queue`'s connection (subject `sub`) present on `topic`; every
+    /// member hears `PRESENCE_JOIN` when that changes anything (a first join,
+    /// or new `info`). Returns whether it did.
+    pub fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<rmpv::Value>) -> bool {
+        self.presence.join(topic, queue, sub, info)
     }
 
     /// Connection `id` is no longer present on `topic` (a no-op if it was not); the others hear `PRESENCE_LEAVE`.
@@ -176,9 +178,10 @@ impl Hub {
         self.presence.leave(topic, id);
     }
 
-    /// The members present on `topic` (on this node).
-    pub fn members(&self, topic: &str) -> Vec<crate::protocol::Member> {
-        self.presence.members(topic)
+    /// A page of the members present on `topic` (on this node) after
+    /// connection `after`, in connection order, and whether more follow.
+    pub fn members(&self, topic: &str, after: Option<ConnId>) -> (Vec<crate::protocol::Member>, bool) {
+        self.presence.members(topic, after)
     }
 
     /// Delivers an encoded `MESSAGE` to this node's subscribers of `topic`; returns how many were offered it.

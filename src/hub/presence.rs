@@ -16,6 +16,9 @@ use rmpv::Value;
 use crate::protocol::{Member, ServerMessage, encode_server};
 use crate::send_queue::{ConnId, Outbound, SendQueue};
 
+/// Member bytes (subjects and info) in one `PRESENCE_STATE`.
+pub(super) const PRESENCE_PAGE_BYTES: usize = 16 * 1024;
+
 /// One present connection.
 struct Present {
     sub: String,
@@ -30,11 +33,16 @@ pub(super) struct Presence {
 }
 
 impl Presence {
-    /// Adds a member and announces it to the others (and to itself, so it sees its own `connId`).
-    pub(super) fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<Value>) {
+    /// Adds a member and announces it to the others (and to itself, so it
+    /// sees its own `connId`). Joining again with the same `info` announces
+    /// nothing (a re-join is no news); returns whether anything was announced.
+    pub(super) fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<Value>) -> bool {
         let members = self.topics.entry(topic.to_string()).or_default().clone();
         let mut members = members.lock().unwrap_or_else(|e| e.into_inner());
         let conn_id = queue.id();
+        if members.get(&conn_id).is_some_and(|present| present.info == info) {
+            return false;
+        }
         let event = encode_server(&ServerMessage::PresenceJoin {
             topic: topic.to_string(),
             sub: sub.clone(),
@@ -45,6 +53,7 @@ impl Presence {
         for member in members.values() {
             member.queue.offer(Outbound::Message(event.clone()));
         }
+        true
     }
 
     /// Removes connection `id` from `topic` and announces it (a no-op if it was not present).
@@ -64,13 +73,22 @@ impl Presence {
         }
     }
 
-    /// The members present on `topic`.
-    pub(super) fn members(&self, topic: &str) -> Vec<Member> {
-        let Some(members) = self.topics.get(topic).map(|m| m.value().clone()) else { return Vec::new() };
+    /// The members present on `topic` after connection `after`, up to
+    /// [`PRESENCE_PAGE_BYTES`] of them, and whether more follow: an answer
+    /// never grows with the size of the room.
+    pub(super) fn members(&self, topic: &str, after: Option<ConnId>) -> (Vec<Member>, bool) {
+        let Some(members) = self.topics.get(topic).map(|m| m.value().clone()) else { return (Vec::new(), false) };
         let members = members.lock().unwrap_or_else(|e| e.into_inner());
-        members
-            .iter()
-            .map(|(conn_id, m)| Member { sub: m.sub.clone(), conn_id: *conn_id, info: m.info.clone() })
-            .collect()
+        let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        for (conn_id, m) in members.range((from, std::ops::Bound::Unbounded)) {
+            let size = m.sub.len() + m.info.as_ref().map_or(0, crate::protocol::encoded_len) + 32;
+            if !page.is_empty() && bytes + size > PRESENCE_PAGE_BYTES {
+                return (page, true);
+            }
+            bytes += size;
+            page.push(Member { sub: m.sub.clone(), conn_id: *conn_id, info: m.info.clone() });
+        }
+        (page, false)
     }
 }

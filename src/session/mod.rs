@@ -196,7 +196,7 @@ impl Session {
         match &self.phase {
             Phase::Closed => {}
             Phase::Unauthenticated { .. } => self.unauthenticated(message, &mut out),
-            Phase::Authenticated(_) => self.authenticated(message, &mut out),
+            Phase::Authenticated(_) => self.authenticated(message, now, &mut out),
         }
         out
     }
@@ -344,7 +344,7 @@ impl Session {
         }
     }
 
-    fn authenticated(&mut self, message: Result<ClientMessage, DecodeError>, out: &mut Vec<Effect>) {
+    fn authenticated(&mut self, message: Result<ClientMessage, DecodeError>, now: u64, out: &mut Vec<Effect>) {
         match message {
             Err(DecodeError::Malformed(reason)) => self.close(close::MALFORMED, &reason, out),
             Err(e @ DecodeError::TooDeep(_)) => self.close(close::MALFORMED, &e.to_string(), out),
@@ -365,7 +365,7 @@ impl Session {
             Ok(request) => {
                 let config = self.config;
                 if let Phase::Authenticated(auth) = &mut self.phase {
-                    route(auth, request, &config, out);
+                    route(auth, request, &config, now, out);
                 }
             }
         }
@@ -421,6 +421,7 @@ impl Session {
                     syncs: BTreeMap::new(),
                     ends_at,
                     notice_sent: false,
+                    announced_at: None,
                 }));
             }
         }

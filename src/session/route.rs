@@ -13,9 +13,18 @@ use crate::requests::{
 };
 use crate::rules::{Access, Action};
 
+/// Shortest time between two presence `info` announcements of one connection.
+pub(super) const MIN_ANNOUNCE_INTERVAL_MS: u64 = 500;
+
 /// Checks and routes one authenticated request (the checks are
 /// [`crate::requests`]', shared with the HTTP API).
-pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &SessionConfig, out: &mut Vec<Effect>) {
+pub(super) fn route(
+    auth: &mut Authenticated,
+    request: ClientMessage,
+    config: &SessionConfig,
+    now: u64,
+    out: &mut Vec<Effect>,
+) {
     let max_subscriptions = config.max_subscriptions;
     let limits = config.request_limits();
     let send = |out: &mut Vec<Effect>, message| out.push(Effect::Send(message));
@@ -26,20 +35,31 @@ pub(super) fn route(auth: &mut Authenticated, request: ClientMessage, config: &S
     match request {
         ClientMessage::SubPresent { id, topic, info, .. } => {
             // Announcing something to every member is a write: a read-only member joins silently.
+            // Announcements are news to every member: at most one per MIN_ANNOUNCE_INTERVAL_MS.
             let announced = info.as_ref().map(|info| check_presence_info(&auth.access, &topic, info));
+            let too_soon =
+                info.is_some() && auth.announced_at.is_some_and(|at| now.saturating_sub(at) < MIN_ANNOUNCE_INTERVAL_MS);
             if let Some(Err(refusal)) = announced {
                 fail(out, id, refusal);
+            } else if too_soon {
+                let refusal = RequestError::RateLimitedAs(format!(
+                    "presence info may change at most once every {MIN_ANNOUNCE_INTERVAL_MS} ms"
+                ));
+                fail(out, id, refusal);
             } else {
+                if info.is_some() {
+                    auth.announced_at = Some(now);
+                }
                 let before = out.len();
-                route(auth, ClientMessage::Sub { id, topic: topic.clone() }, config, out);
+                route(auth, ClientMessage::Sub { id, topic: topic.clone() }, config, now, out);
                 if matches!(out.get(before), Some(Effect::Subscribe { .. })) {
                     out.push(Effect::Join { topic, info });
                 }
             }
         }
-        ClientMessage::Presence { id, topic } => match check_read(&auth.access, Reading::Presence, &topic) {
+        ClientMessage::Presence { id, topic, after } => match check_read(&auth.access, Reading::Presence, &topic) {
             Err(refusal) => fail(out, id, refusal),
-            Ok(()) => out.push(Effect::Presence { id, topic }),
+            Ok(()) => out.push(Effect::Presence { id, topic, after }),
         },
         ClientMessage::Sub { id, topic } => match check_read(&auth.access, Reading::Subscribe, &topic) {
             Err(refusal) => fail(out, id, refusal),

@@ -90,12 +90,14 @@ pub enum Effect {
         /// What the member says about itself.
         info: Option<Value>,
     },
-    /// Answer `PRESENCE {id}` with the topic's members (authorised).
+    /// Answer `PRESENCE {id}` with a page of the topic's members (authorised).
     Presence {
         /// The `PRESENCE`'s id.
         id: u64,
         /// Topic name.
         topic: String,
+        /// The page after this connection id.
+        after: Option<u64>,
     },
     /// Leave a topic (no answer: the session answers `UNSUB` itself).
     Unsubscribe {
@@ -174,4 +176,6 @@ pub struct Authenticated {
     pub ends_at: Option<u64>,
     /// Whether `TOKEN_EXPIRING` was sent for the current credential.
     pub notice_sent: bool,
+    /// Unix ms of the last presence `info` this connection announced (they are rate-limited).
+    pub announced_at: Option<u64>,
 }

@@ -418,12 +418,22 @@ impl Client {
         rx
     }
 
-    /// Who is present on a topic (needs `read` on it).
+    /// Who is present on a topic (needs `read` on it), every page of it.
     pub async fn presence(&self, topic: &str) -> Result<Vec<Member>, ClientError> {
-        match self.request(ClientMessage::Presence { id: 0, topic: topic.to_string() }).await? {
-            ServerMessage::PresenceState { members, .. } => Ok(members),
-            ServerMessage::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
-            other => Err(ClientError::Protocol(format!("unexpected answer to PRESENCE: {other:?}"))),
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            match self.request(ClientMessage::Presence { id: 0, topic: topic.to_string(), after }).await? {
+                ServerMessage::PresenceState { members, more, .. } => {
+                    after = members.last().map(|m| m.conn_id);
+                    all.extend(members);
+                    if !more || after.is_none() {
+                        return Ok(all);
+                    }
+                }
+                ServerMessage::Error { code, message, .. } => return Err(ClientError::Refused { code, message }),
+                other => return Err(ClientError::Protocol(format!("unexpected answer to PRESENCE: {other:?}"))),
+            }
         }
     }
 

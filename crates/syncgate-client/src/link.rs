@@ -97,7 +97,7 @@ pub(crate) fn with_id(message: ClientMessage, new: u64) -> ClientMessage {
         M::Ping { .. } => M::Ping { id: Some(new) },
         M::Sub { topic, .. } => M::Sub { id: new, topic },
         M::SubPresent { topic, presence, info, .. } => M::SubPresent { id: new, topic, presence, info },
-        M::Presence { topic, .. } => M::Presence { id: new, topic },
+        M::Presence { topic, after, .. } => M::Presence { id: new, topic, after },
         M::Unsub { topic, .. } => M::Unsub { id: new, topic },
         M::Pub { topic, data, .. } => M::Pub { id: new, topic, data },
         M::OpBatch { ops, .. } => M::OpBatch { id: new, ops },

@@ -106,9 +106,13 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
                 Some(_) => Err("`presence` must be a boolean".to_string()),
             }
         }),
-        "PRESENCE" => {
-            request_id(raw_id).and_then(|id| Ok(ClientMessage::Presence { id, topic: fields.string("topic")? }))
-        }
+        "PRESENCE" => request_id(raw_id).and_then(|id| {
+            let after = match fields.get("after") {
+                None | Some(Value::Nil) => None,
+                Some(value) => Some(value.as_u64().ok_or("`after` must be a connection id")?),
+            };
+            Ok(ClientMessage::Presence { id, topic: fields.string("topic")?, after })
+        }),
         "UNSUB" => request_id(raw_id).and_then(|id| Ok(ClientMessage::Unsub { id, topic: fields.string("topic")? })),
         "PUB" => request_id(raw_id).and_then(|id| {
             let topic = fields.string("topic")?;

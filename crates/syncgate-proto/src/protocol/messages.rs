@@ -44,12 +44,16 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         info: Option<Value>,
     },
-    /// Who is present on a topic (needs `read`); answered by `PRESENCE_STATE`.
+    /// Who is present on a topic (needs `read`); answered by `PRESENCE_STATE`,
+    /// a page at a time.
     Presence {
         /// Request id.
         id: u64,
         /// Topic name.
         topic: String,
+        /// The page after this `connId` (the last of the previous page); absent: the first page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Leave a topic.
     Unsub {
@@ -261,8 +265,11 @@ pub enum ServerMessage {
         id: u64,
         /// Topic name.
         topic: String,
-        /// Every member.
+        /// Members in `connId` order, after the request's `after`.
         members: Vec<Member>,
+        /// More members follow: ask again with `after` set to the last `connId`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// A publication on a subscribed topic.
     Message {
