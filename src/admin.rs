@@ -3,7 +3,8 @@
 //! Absent (404) unless `--admin-token` is set; every request must carry
 //! `Authorization: Bearer <admin token>` (the scheme in any case), compared in
 //! constant time. A wrong credential counts against the client IP's failed
-//! authentications, like a refused token: past the limit the API answers 429.
+//! admin authentications (a counter of its own: bad user tokens on the public
+//! API never lock the operator out): past the limit the API answers 429.
 //! Requests are logged by method and path only, never with credentials.
 
 use std::net::SocketAddr;
@@ -34,14 +35,14 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
     };
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    if node.auth_failures.is_blocked(peer.ip()) {
+    if node.admin_failures.is_blocked(peer.ip()) {
         tracing::debug!(%peer, %method, %path, "admin request refused: too many failed authentications");
         return reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "too many failed authentications; retry later"}));
     }
     let presented = bearer_token(request.headers()).unwrap_or("");
     let ok: bool = Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes())).into();
     if !ok {
-        node.auth_failures.record_failure(peer.ip());
+        node.admin_failures.record_failure(peer.ip());
         tracing::info!(%peer, %method, %path, "admin request refused: bad credentials");
         let mut response = reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
         response.headers_mut().insert(WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
@@ -57,6 +58,10 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
             );
             response
         }
+        (Method::GET, "/admin/readyz") => match node.readiness().await {
+            Ok(()) => reply(StatusCode::OK, json!({"ready": true})),
+            Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false, "reason": why.detail})),
+        },
         (Method::GET, "/admin/connections") => {
             let (total, by_sub) = node.registry.counts();
             reply(StatusCode::OK, json!({"connections": total, "bySub": by_sub}))
@@ -102,7 +107,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
                 }
             }
         }
-        (_, "/admin/connections" | "/admin/disconnect" | "/admin/revoke") => {
+        (_, "/admin/connections" | "/admin/disconnect" | "/admin/revoke" | "/admin/readyz") => {
             reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),

@@ -143,6 +143,8 @@ pub struct Timeouts {
     pub write: Duration,
     /// Time allowed to send the HTTP request head (slowloris).
     pub header_read: Duration,
+    /// Time allowed to send a whole HTTP API request body.
+    pub body_read: Duration,
     /// Time allowed for the TLS handshake.
     pub tls_handshake: Duration,
     /// Longest a token verification may take before it fails closed.
@@ -158,6 +160,7 @@ impl Default for Timeouts {
         Self {
             write: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(10),
             verify: Duration::from_secs(10),
             close_linger: Duration::from_secs(2),

@@ -24,7 +24,7 @@
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit; WAL checkpoints on a thread of their own) stores, the `RevocationStore` trait, backup/restore (`store::backup`), conformance suite |
 //! | [`ip_slots`], [`auth_failures`] | connections per IP; failed authentications per IP |
-//! | `api` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed) |
+//! | `api`, `request_budgets` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed); its request budgets per identity and per address |
 //! | `registry`, `revocation`, `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
@@ -63,6 +63,7 @@ pub mod ip_slots;
 pub mod metrics;
 pub mod node;
 mod registry;
+mod request_budgets;
 mod requests;
 mod revocation;
 pub mod rules;

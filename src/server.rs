@@ -115,8 +115,13 @@ enum Surface {
     Admin,
 }
 
-/// Accepts admin API connections until shutdown.
+/// Connections the admin listener holds at once; more are closed at accept.
+/// The admin API serves a few operators and scripts, never the public.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Accepts admin API connections until shutdown, at most [`ADMIN_MAX_CONNECTIONS`] at once.
 async fn serve_admin(listener: TcpListener, node: Arc<Node>, tls: Option<TlsAcceptor>) {
+    let permits = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -124,7 +129,16 @@ async fn serve_admin(listener: TcpListener, node: Arc<Node>, tls: Option<TlsAcce
         };
         match accepted {
             Ok((tcp, peer)) => {
-                node.tracker.spawn(accept_connection(tcp, peer, node.clone(), tls.clone(), Surface::Admin));
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    debug!(%peer, "admin connection limit reached; closing");
+                    node.metrics.refused("admin_connections");
+                    continue;
+                };
+                let connection = accept_connection(tcp, peer, node.clone(), tls.clone(), Surface::Admin);
+                node.tracker.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 warn!(error = %e, "admin accept failed");
@@ -212,7 +226,7 @@ async fn route(
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => match node.readiness().await {
             Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {}\n", why.public)),
         },
         (_, "/ws") => {
             if !upgrade::is_upgrade_request(&request) {

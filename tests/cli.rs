@@ -304,3 +304,27 @@ async fn flags_win_over_the_environment() {
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// During `--drain-grace` a second SIGTERM or SIGINT exits at once.
+#[cfg(unix)]
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    let (mut child, _addr) = spawn_server(&["--jwt-secret", SECRET, "--drain-grace", "30"], &[]);
+    let pid = child.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the first signal drains (30 s)");
+    signal("-INT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the second signal did not end the process");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -14,7 +14,8 @@ use syncgate::store::{Durability, SqliteStore};
 async fn readiness_follows_the_stores_ability_to_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path(), Durability::Full).unwrap());
-    let server = TestServer::start(ServerConfig { store: store.clone(), ..jwt_config() }).await;
+    let config = ServerConfig { store: store.clone(), admin_token: Some("admin-secret".into()), ..jwt_config() };
+    let server = TestServer::start(config).await;
     assert_eq!(http(server.addr, "GET", "/readyz", None, None).await, (200, "ready\n".into()));
     store.inject_commit_failure(true);
     let (status, body) = eventually("/readyz turns 503 while commits fail", || async {
@@ -23,7 +24,11 @@ async fn readiness_follows_the_stores_ability_to_commit() {
     })
     .await;
     assert_eq!(status, 503);
-    assert!(body.contains("cannot commit"), "{body}");
+    // The public answer says what is down, not the store's own error text; the admin surface has the detail.
+    assert_eq!(body, "not ready: the store is unavailable\n");
+    let (status, detail) = http(server.addr, "GET", "/admin/readyz", Some("admin-secret"), None).await;
+    assert_eq!(status, 503);
+    assert!(detail.contains("cannot commit") && detail.contains("injected"), "{detail}");
     assert_eq!(http(server.addr, "GET", "/healthz", None, None).await.0, 200, "liveness is not readiness");
     store.inject_commit_failure(false);
     eventually("/readyz recovers", || async {

@@ -6,12 +6,14 @@
 //! configured authenticator verifies (a service JWT, the static token, an
 //! introspected token), the failed-authentication limit applies, and the
 //! rules decide with its roles. Bodies are JSON or MessagePack (by
-//! `Content-Type`), bounded by `--max-frame-bytes`; answers are JSON, errors
-//! `{code, message}` with the protocol's codes.
+//! `Content-Type`), bounded by `--max-frame-bytes` and by the time allowed to
+//! send them; answers are JSON, errors `{code, message}` with the protocol's
+//! codes. Requests spend the socket's message rate, per address and per
+//! identity (429 `rate_limited` past it).
 //!
 //! | route | does |
 //! | --- | --- |
-//! | `POST /api/publish {topic, data}` | a `PUB` from the token's `sub` |
+//! | `POST /api/publish[?topic=T] {topic?, data}` | a `PUB` from the token's `sub` (with `?topic=` the rights are checked before the body is read) |
 //! | `POST /api/collections/{name}/ops {ops: [{key, value, hlc?, opId?}]}` | an `OP_BATCH`; an op without `hlc` is stamped by the server's clock |
 //! | `GET /api/collections/{name}?since=CURSOR` | one page of records after the cursor, the cursor after it, `more`, `reset` |
 //! | `GET /api/collections/{name}/changes?since=CURSOR` | the change feed ([`feed`]) |
@@ -35,18 +37,29 @@ use crate::auth::{AuthError, Identity, bearer_token};
 use crate::cursor::Cursor;
 use crate::node::{ApiOp, AuthRefusal, Node};
 use crate::protocol::{AuthFailCode, Record};
-use crate::requests::{Reading, RequestError, check_read, check_writable, parse_since};
-use crate::rules::Access;
+use crate::requests::{Reading, RequestError, check_publish, check_read, check_writable, parse_since};
+use crate::rules::{Access, Action};
 
 /// A response body: whole (JSON) or streamed (the change feed).
 pub(crate) type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 /// Answers one `/api/…` request.
 pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: Arc<Node>) -> Response<Body> {
+    // The socket's message rate, per address before the token is even looked at, then per identity.
+    let over_budget = |whose: &str| {
+        node.metrics.refused("api_rate");
+        refused(RequestError::RateLimitedAs(format!("more API requests from this {whose} than the rate allows")))
+    };
+    if !node.api_budgets.address(peer.ip()) {
+        return over_budget("address");
+    }
     let (identity, access) = match authenticate(&request, peer, &node).await {
         Ok(found) => found,
         Err(response) => return *response,
     };
+    if !node.api_budgets.identity(&identity.sub) {
+        return over_budget("identity");
+    }
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
     match (request.method().clone(), segments.as_slice()) {
@@ -143,20 +156,51 @@ fn nil() -> Value {
 
 #[derive(Deserialize)]
 struct PublishBody {
-    topic: String,
+    #[serde(default)]
+    topic: Option<String>,
     #[serde(default = "nil")]
     data: Value,
 }
 
+/// `POST /api/publish[?topic=T]`. The rights are checked before the body is
+/// read: for the query's topic when it is given, and otherwise at least that
+/// the identity may publish somewhere, so a body is never read for nothing.
 async fn publish(request: Request<Incoming>, node: &Node, identity: &Identity, access: &Access) -> Response<Body> {
+    let topic = query_param(&request, "topic");
+    let rights = match &topic {
+        Some(topic) => check_publish(access, topic, &Value::Nil, node.config.session.request_limits()),
+        None if access.allows_any(Action::Write) => Ok(()),
+        None => Err(RequestError::Forbidden("not allowed to publish anywhere".into())),
+    };
+    if let Err(refusal) = rights {
+        return refused(refusal);
+    }
     let body: PublishBody = match read_body(request, node).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    match node.publish(identity, access, &body.topic, body.data) {
+    let topic = match (topic, body.topic) {
+        (Some(query), Some(body)) if query != body => {
+            return refused(RequestError::Invalid("the query's topic and the body's differ".into()));
+        }
+        (Some(topic), _) | (None, Some(topic)) => topic,
+        (None, None) => {
+            return refused(RequestError::Invalid("give the topic (`?topic=` or the body's `topic`)".into()));
+        }
+    };
+    match node.publish(identity, access, &topic, body.data) {
         Err(refusal) => refused(refusal),
         Ok(delivered) => json_response(StatusCode::OK, &json!({ "ok": true, "deliveredHere": delivered })),
     }
+}
+
+/// A query parameter, if present and non-empty.
+fn query_param(request: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -211,13 +255,18 @@ async fn read_body<T: for<'de> Deserialize<'de>>(
     let msgpack =
         request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("msgpack"));
     let limit = node.config.limits.max_frame_bytes;
-    let bytes = Limited::new(request.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|_| {
-            Box::new(error(StatusCode::PAYLOAD_TOO_LARGE, "invalid", format!("the body is larger than {limit} bytes")))
-        })?
-        .to_bytes();
+    let within = node.config.timeouts.body_read;
+    let bytes = match tokio::time::timeout(within, Limited::new(request.into_body(), limit).collect()).await {
+        Err(_) => {
+            let message = format!("the body did not arrive within {} s", within.as_secs_f64());
+            return Err(Box::new(error(StatusCode::REQUEST_TIMEOUT, "invalid", message)));
+        }
+        Ok(Err(_)) => {
+            let message = format!("the body is larger than {limit} bytes");
+            return Err(Box::new(error(StatusCode::PAYLOAD_TOO_LARGE, "invalid", message)));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
     let parsed = if msgpack {
         rmp_serde::from_slice(&bytes).map_err(|e| e.to_string())
     } else {

@@ -259,6 +259,8 @@ impl AuthSpec {
                 roles_claim: table.roles_claim.clone(),
                 role_claim: table.role_claim.clone(),
                 name: table.name.clone(),
+                default: table.default,
+                roles: table.roles.clone(),
                 ..IssuerSettings::new(table.issuer.clone(), keys)
             });
         }
@@ -379,9 +381,17 @@ pub struct IssuerTable {
     /// Claim holding a single role.
     #[serde(default)]
     pub role_claim: Option<String>,
-    /// What `{iss}` stands for in rules (one path segment); the issuer when absent.
+    /// What `{iss}` stands for in rules (one path segment); the issuer when
+    /// absent. Also the prefix of this issuer's subjects (`<name>:<sub>`)
+    /// unless the table is the default.
     #[serde(default)]
     pub name: Option<String>,
+    /// This issuer's subjects keep their `sub` unprefixed (at most one table).
+    #[serde(default)]
+    pub default: bool,
+    /// The roles this issuer may grant (others in its tokens are dropped); absent: any.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for IssuerTable {

@@ -114,14 +114,32 @@ pub struct IssuerSettings {
     pub roles_claim: Option<String>,
     /// Claim holding a single role; the flat setting when absent.
     pub role_claim: Option<String>,
-    /// What `{iss}` stands for in rules (one path segment); the issuer itself when absent.
+    /// What `{iss}` stands for in rules (one path segment); the issuer itself
+    /// when absent. It also namespaces the issuer's subjects (see `default`).
     pub name: Option<String>,
+    /// This issuer's subjects keep their `sub` as it is. Every other issuer's
+    /// become `<name>:<sub>` everywhere a subject counts (rules, revocation,
+    /// disconnect, `MESSAGE.from`, presence), so two providers' `alice` are
+    /// two people. At most one issuer is the default.
+    pub default: bool,
+    /// The roles this issuer may grant; any other role in its tokens is
+    /// dropped. `None`: every role (a partner's token could then claim any).
+    pub roles: Option<Vec<String>>,
 }
 
 impl IssuerSettings {
-    /// An issuer with its keys and no audience.
+    /// An issuer with its keys, no audience, namespaced subjects and any role.
     pub fn new(issuer: impl Into<String>, keys: Vec<JwtKey>) -> Self {
-        Self { issuer: issuer.into(), keys, audience: Vec::new(), roles_claim: None, role_claim: None, name: None }
+        Self {
+            issuer: issuer.into(),
+            keys,
+            audience: Vec::new(),
+            roles_claim: None,
+            role_claim: None,
+            name: None,
+            default: false,
+            roles: None,
+        }
     }
 }
 
@@ -143,6 +161,10 @@ struct Binding {
     validations: Vec<(Algorithm, Validation)>,
     roles_claim: Vec<String>,
     role_claim: String,
+    /// Prefix of this binding's subjects (`<namespace>:<sub>`), if they are namespaced.
+    namespace: Option<String>,
+    /// The roles this binding may grant (`None`: any).
+    allowed_roles: Option<Vec<String>>,
 }
 
 /// How a token finds its binding.
@@ -184,6 +206,9 @@ impl JwtVerifier {
                         .into(),
                 ));
             }
+            if issuers.iter().filter(|table| table.default).count() > 1 {
+                return Err(KeyError("at most one [[issuers]] table may be the default".into()));
+            }
             let mut map = HashMap::new();
             for table in issuers {
                 if table.issuer.is_empty() {
@@ -196,8 +221,10 @@ impl JwtVerifier {
                 let role = table.role_claim.as_deref().unwrap_or(&role_claim);
                 let label = table.name.clone().unwrap_or_else(|| table.issuer.clone());
                 let issuer = std::slice::from_ref(&table.issuer);
-                let binding = Binding::new(&table.keys, &table.audience, issuer, roles, role, Some(label))
+                let mut binding = Binding::new(&table.keys, &table.audience, issuer, roles, role, Some(label.clone()))
                     .map_err(|KeyError(e)| KeyError(format!("[[issuers]] {:?}: {e}", table.issuer)))?;
+                binding.namespace = (!table.default).then_some(label);
+                binding.allowed_roles = table.roles.clone();
                 if map.insert(table.issuer.clone(), binding).is_some() {
                     return Err(KeyError(format!("[[issuers]] {:?} is given twice", table.issuer)));
                 }
@@ -247,13 +274,11 @@ impl JwtVerifier {
             Bindings::Flat(binding) => Ok(binding),
             Bindings::ByIssuer(map) => {
                 // Read unverified, only to pick the keys; the binding's validation then requires this `iss`.
+                // An unknown issuer is answered like a bad signature: the answer
+                // must not tell which issuers are configured.
                 let iss = peek_issuer(token)?;
-                map.get(&iss).ok_or_else(|| {
-                    AuthError::new(
-                        AuthFailCode::IssuerMismatch,
-                        "the token's issuer is not one of the configured issuers",
-                    )
-                })
+                map.get(&iss)
+                    .ok_or_else(|| AuthError::new(AuthFailCode::TokenInvalid, "the token's signature does not verify"))
             }
         }
     }
@@ -305,6 +330,8 @@ impl Binding {
             validations: validations(audience, issuer),
             roles_claim: roles_claim.split('.').map(str::to_string).collect(),
             role_claim: role_claim.to_string(),
+            namespace: None,
+            allowed_roles: None,
         })
     }
 
@@ -340,6 +367,12 @@ impl Binding {
                     let mut identity =
                         identity_from_claims(data.claims, now, leeway, &self.roles_claim, &self.role_claim)?;
                     identity.issuer = self.label.clone();
+                    if let Some(namespace) = &self.namespace {
+                        identity.sub = format!("{namespace}:{}", identity.sub);
+                    }
+                    if let Some(allowed) = &self.allowed_roles {
+                        identity.roles.retain(|role| allowed.contains(role));
+                    }
                     return Ok(identity);
                 }
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! The process signals `syncgate serve` reacts to: SIGINT or SIGTERM drain
-//! and then shut down; SIGHUP reloads the rules on every node.
+//! and then shut down, and a second one exits at once; SIGHUP reloads the
+//! rules on every node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,9 +56,31 @@ impl Signals {
             let _ = &mut self;
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::info!(drain_secs = grace.as_secs_f64(), "shutdown requested; draining");
+        tracing::info!(
+            drain_secs = grace.as_secs_f64(),
+            "shutdown requested; draining (a second signal exits at once)"
+        );
         node.drain();
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = self.terminate.recv() => self.exit_now(),
+            _ = self.interrupt.recv() => self.exit_now(),
+        }
+        #[cfg(not(unix))]
         tokio::time::sleep(grace).await;
         shutdown.cancel();
+        // Connections now close with 1001 within the shutdown grace; a signal meanwhile ends that wait.
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => self.exit_now(),
+            _ = self.interrupt.recv() => self.exit_now(),
+        }
+    }
+
+    /// A second SIGINT or SIGTERM: the operator wants out now, not after the drain.
+    fn exit_now(&self) -> ! {
+        tracing::warn!("second signal: exiting without waiting for connections");
+        std::process::exit(130)
     }
 }

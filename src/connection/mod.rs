@@ -227,11 +227,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         self.session.on_message(*message, self.now())
                     }
                     Some(ReaderEvent::Ping(payload)) => {
-                        self.session.on_activity(self.now());
-                        if self.write(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
+                        let (answer, effects) = self.session.on_ping(self.now());
+                        if answer && self.write(Frame::pong(Payload::Borrowed(&payload))).await.is_err() {
                             return false;
                         }
-                        continue;
+                        effects
                     }
                     Some(ReaderEvent::Activity) => {
                         self.session.on_activity(self.now());

@@ -40,6 +40,7 @@ use crate::hub::Hub;
 use crate::ip_slots::IpSlots;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::request_budgets::RequestBudgets;
 use crate::revocation::Revocations;
 use crate::rules::{Access, Policy, PolicyHandle};
 use crate::send_queue::ConnId;
@@ -70,8 +71,13 @@ pub struct Node {
     pub(crate) registry: Registry,
     /// Failed authentications per client IP.
     pub(crate) auth_failures: AuthFailures,
+    /// Failed admin-token attempts per client IP, apart from the public
+    /// counter: bad user tokens must not lock the operator out.
+    pub(crate) admin_failures: AuthFailures,
     /// Connections per client IP.
     pub(crate) ip_slots: Arc<IpSlots>,
+    /// HTTP API requests per identity and per client IP (the socket's message rate).
+    pub(crate) api_budgets: RequestBudgets,
     /// The authorization policy in force; connections watch it.
     policy: PolicyHandle,
     /// Revoked tokens, consulted at authentication and refresh.
@@ -87,7 +93,18 @@ pub struct Node {
     admission: std::sync::Mutex<()>,
     next_connection: AtomicU64,
     /// The last store probe of `/readyz` and when it ran (probes are at most one a second).
-    probe: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    probe: std::sync::Mutex<Option<(std::time::Instant, Result<(), NotReady>)>>,
+}
+
+/// Why a node is not ready: what anyone may be told (`/readyz`), and the
+/// detail for operators (`/admin/readyz`), which may name paths, hosts or
+/// errors an outsider should not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotReady {
+    /// The public reason.
+    pub(crate) public: &'static str,
+    /// The operator's reason.
+    pub(crate) detail: String,
 }
 
 impl Node {
@@ -112,7 +129,9 @@ impl Node {
         let inbound = config.backplane.inbound();
         let node = Arc::new(Self {
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
+            admin_failures: AuthFailures::new(config.auth_failures_per_minute),
             ip_slots: IpSlots::new(config.limits.per_ip),
+            api_budgets: RequestBudgets::new(config.session.messages_per_second, config.session.message_burst),
             policy: PolicyHandle::new(config.policy.clone()),
             config,
             shutdown,
@@ -168,12 +187,13 @@ impl Node {
     /// Whether this node should be sent clients (`/readyz`): not while it
     /// drains or shuts down, nor while its backplane is disconnected, nor while
     /// its store fails its readiness check (probed at most once a second).
-    pub(crate) async fn readiness(&self) -> Result<(), String> {
+    pub(crate) async fn readiness(&self) -> Result<(), NotReady> {
         if self.shutdown.is_cancelled() || self.draining.is_cancelled() {
-            return Err("draining".into());
+            return Err(NotReady { public: "draining", detail: "draining".into() });
         }
         if !self.config.backplane.is_connected() {
-            return Err("the backplane is disconnected".into());
+            let why = "the backplane is disconnected";
+            return Err(NotReady { public: why, detail: why.into() });
         }
         if let Some((at, result)) = &*self.probe.lock().unwrap_or_else(|e| e.into_inner())
             && at.elapsed() < std::time::Duration::from_secs(1)
@@ -181,10 +201,11 @@ impl Node {
             return result.clone();
         }
         let probe = tokio::time::timeout(std::time::Duration::from_secs(2), self.config.store.check()).await;
+        let store_down = |detail: String| NotReady { public: "the store is unavailable", detail };
         let result = match probe {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("the store cannot commit: {e}")),
-            Err(_) => Err("the store did not answer within 2 s".into()),
+            Ok(Err(e)) => Err(store_down(format!("the store cannot commit: {e}"))),
+            Err(_) => Err(store_down("the store did not answer within 2 s".into())),
         };
         *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), result.clone()));
         result

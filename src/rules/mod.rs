@@ -278,6 +278,15 @@ impl Access {
         Self { grants: None }
     }
 
+    /// Whether `action` is allowed on anything at all: an identity that may
+    /// write nowhere is refused before its request body is read.
+    pub fn allows_any(&self, action: Action) -> bool {
+        match &self.grants {
+            None => true,
+            Some(grants) => grants.all.iter().any(|g| !g.deny && g.actions & action.bit() != 0),
+        }
+    }
+
     /// Whether `action` on `resource` is allowed: a matching deny wins, else a matching allow, else no.
     pub fn allows(&self, action: Action, resource: &str) -> bool {
         let Some(grants) = &self.grants else {

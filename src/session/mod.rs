@@ -163,6 +163,25 @@ impl Session {
         self.last_seen = self.last_seen.max(now);
     }
 
+    /// A WebSocket ping at `now`: it counts against the message rate like
+    /// any message (pings are answered, so they cost the server as much).
+    /// Returns whether to answer it; past the rate it is not answered, and
+    /// far past it the session closes with 4029 (the effects say so).
+    pub fn on_ping(&mut self, now: u64) -> (bool, Vec<Effect>) {
+        self.on_activity(now);
+        let mut out = Vec::new();
+        if self.phase == Phase::Closed {
+            return (false, out);
+        }
+        if self.take_token(now) {
+            return (true, out);
+        }
+        if self.tokens < -f64::from(self.config.message_burst) {
+            self.close(close::RATE_LIMITED, "message rate limit exceeded", &mut out);
+        }
+        (false, out)
+    }
+
     /// Handles one decoded (or undecodable) client message.
     pub fn on_message(&mut self, message: Result<ClientMessage, DecodeError>, now: u64) -> Vec<Effect> {
         self.on_activity(now);
