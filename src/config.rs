@@ -119,6 +119,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Connections per client IP, and unauthenticated ones among them.
     pub per_ip: crate::ip_slots::PerIpLimits,
+    /// Change feeds (SSE) one identity may hold open (0: no bound).
+    pub feeds_per_identity: usize,
+    /// Change feeds one client address may hold open (0: no bound).
+    pub feeds_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -132,6 +136,8 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             sync_page_bytes: crate::collections::SYNC_PAGE_BYTES,
             per_ip: crate::ip_slots::PerIpLimits::default(),
+            feeds_per_identity: 16,
+            feeds_per_ip: 64,
         }
     }
 }

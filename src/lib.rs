@@ -24,7 +24,7 @@
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory and SQLite (group commit; WAL checkpoints on a thread of their own) stores, the `RevocationStore` trait, backup/restore (`store::backup`), conformance suite |
 //! | [`ip_slots`], [`auth_failures`] | connections per IP; failed authentications per IP |
-//! | `api`, `request_budgets` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed); its request budgets per identity and per address |
+//! | `api`, `request_budgets`, `feed_slots` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed); its request budgets per identity and per address; open change feeds per identity and per address |
 //! | `registry`, `revocation`, `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
@@ -57,6 +57,7 @@ pub mod clock;
 pub mod collections;
 pub mod config;
 mod connection;
+mod feed_slots;
 pub mod http_client;
 pub mod hub;
 pub mod ip_slots;

@@ -143,3 +143,94 @@ async fn an_introspected_token_that_turns_inactive_ends_the_feed() {
     assert_eq!(ending(&mut feed).await, "forbidden");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn feeds_are_bounded_per_identity() {
+    let mut config = config();
+    config.limits.feeds_per_identity = 2;
+    let server = TestServer::start(config).await;
+    let bearer = token("alice", &["reader"]);
+    let _first = Feed::open(server.addr, "/api/collections/c/changes", &bearer, None).await;
+    let _second = Feed::open(server.addr, "/api/collections/c/changes", &bearer, None).await;
+    let (status, body) = http(server.addr, "GET", "/api/collections/c/changes", Some(&bearer), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("at most 2 change feeds per identity"), "{body}");
+    let other = Feed::open(server.addr, "/api/collections/c/changes", &token("bob", &["reader"]), None).await;
+    drop(other);
+    server.stop().await;
+}
+
+/// Fifty feeds of one collection, woken by one write: the store is read a
+/// handful of times for them, not fifty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_woken_by_one_change_share_the_read() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let scans = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let mut hooked = common::stores::Hooked::around(Arc::new(syncgate::store::MemoryStore::new()));
+    let (scanned, on) = (scans.clone(), counting.clone());
+    hooked.before_scan = Arc::new(move |_| {
+        if on.load(Ordering::SeqCst) {
+            scanned.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut config = config();
+    config.store = Arc::new(hooked);
+    config.limits.feeds_per_identity = 0;
+    config.limits.feeds_per_ip = 0;
+    let server = TestServer::start(config).await;
+    let bearer = token("alice", &["reader"]);
+    let mut feeds = Vec::new();
+    for _ in 0..50 {
+        feeds.push(Feed::open(server.addr, "/api/collections/c/changes", &bearer, None).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    counting.store(true, Ordering::SeqCst);
+    let writer = token("backend", &["reader"]);
+    // The writer needs the write right the feeds' rules do not give.
+    server.node.set_policy(Policy::allow_all());
+    let body = json!({"ops": [{"key": "k", "value": 1}]}).to_string();
+    assert_eq!(http(server.addr, "POST", "/api/collections/c/ops", Some(&writer), Some(&body)).await.0, 200);
+    for feed in &mut feeds {
+        let (event, _, data) = feed.next().await;
+        assert_eq!((event.as_str(), &data["records"][0]["key"]), ("change", &json!("k")));
+    }
+    let scans = scans.load(Ordering::SeqCst);
+    assert!((1..=5).contains(&scans), "{scans} store reads for 50 feeds woken by one change");
+    server.stop().await;
+}
+
+/// A consumer that takes nothing loses its feed after the write timeout:
+/// the server does not hold what would pile up for it.
+#[tokio::test]
+async fn a_feed_whose_consumer_does_not_read_ends() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config();
+    config.policy = Policy::allow_all();
+    config.timeouts.write = Duration::from_secs(1);
+    config.limits.sync_page_bytes = 65536;
+    let server = TestServer::start(config).await;
+    let writer = token("backend", &[]);
+    // 8 MB: more than the kernel's socket buffers hold for a consumer that does not read.
+    for batch in 0..20 {
+        let ops: Vec<_> = (0..50).map(|n| json!({"key": format!("k{batch}-{n}"), "value": "x".repeat(8000)})).collect();
+        let body = json!({ "ops": ops }).to_string();
+        assert_eq!(http(server.addr, "POST", "/api/collections/c/ops", Some(&writer), Some(&body)).await.0, 200);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /api/collections/c/changes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token("stalled", &[])
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let feeds = || async {
+        let (_, body) = http(server.addr, "GET", "/admin/connections", Some(ADMIN), None).await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["bySub"]["stalled"].as_u64().unwrap_or(0)
+    };
+    common::eventually("the feed is open", || async { (feeds().await == 1).then_some(()) }).await;
+    common::eventually("the stalled feed ended", || async { (feeds().await == 0).then_some(()) }).await;
+    drop(stalled);
+    server.stop().await;
+}

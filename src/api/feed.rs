@@ -15,7 +15,10 @@
 //! leeway), when a rules reload takes its read access away, and, in
 //! introspection mode, when revalidation finds the token no longer active.
 //! The response carries `Connection: close`, so the connection (and its
-//! slot) goes with the feed.
+//! slot) goes with the feed. An identity and an address hold a bounded number
+//! of feeds (429 past it), and a consumer that takes nothing for the write
+//! timeout loses its feed. Feeds woken by one change at one position share
+//! the store read and the rendering of its events.
 //!
 //! Events: `change` (`data: {"collection", "records": [{key, value, hlc}], "cursor"}`),
 //! `reset` (`data: {}`: drop what you mirrored, the full state follows),
@@ -38,10 +41,13 @@ use tokio::sync::mpsc;
 use super::Body;
 use crate::auth::Identity;
 use crate::cursor::Cursor;
+use crate::feed_slots::TooManyFeeds;
+use crate::node::Trigger;
 use crate::node::{AuthRefusal, Node};
 use crate::protocol::AuthFailCode;
+use crate::protocol::Record;
 use crate::registry::{CloseOrder, CloseSlot};
-use crate::requests::{Reading, check_read};
+use crate::requests::{Reading, RequestError, check_read};
 use crate::send_queue::ConnId;
 
 /// How often an idle feed sends a comment, so proxies keep it open.
@@ -68,8 +74,23 @@ pub(super) fn changes(
         Ok(since) => since,
         Err(response) => return *response,
     };
+    let slot = match node.feed_slots.take(&follower.identity.sub, follower.peer.ip()) {
+        Ok(slot) => slot,
+        Err(too_many) => {
+            node.metrics.refused("feeds");
+            let message = match too_many {
+                TooManyFeeds::Identity(n) => format!("at most {n} change feeds per identity"),
+                TooManyFeeds::Address(n) => format!("at most {n} change feeds per address"),
+            };
+            return super::refused(RequestError::RateLimitedAs(message));
+        }
+    };
     let (events, stream) = mpsc::channel::<Bytes>(8);
-    node.tracker.spawn(follow(node.clone(), follower, collection, since, events));
+    let following = node.clone();
+    node.tracker.spawn(async move {
+        follow(following, follower, collection, since, events).await;
+        drop(slot);
+    });
     let body = futures_util::stream::unfold(stream, |mut stream| async move {
         stream.recv().await.map(|event| (Ok::<_, Infallible>(Frame::data(event)), stream))
     });
@@ -136,31 +157,44 @@ async fn run(
     let every = node.config.authenticator.revalidate_every();
     let mut revalidation = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
     revalidation.reset();
-    let page_bytes = node.config.limits.sync_page_bytes;
-    let mut cursor = since;
+    let within = node.config.timeouts.write;
+    // The first read is the feed's own (from the consumer's cursor); every
+    // later one is shared with the feeds woken by the same change at the
+    // same position, and so is the rendering of its events.
+    let mut read = Read::Own(since);
     loop {
-        let snapshot = match node.collections.snapshot(collection, cursor, page_bytes).await {
-            Ok(snapshot) => snapshot,
+        let found = match read {
+            Read::Own(since) => {
+                node.collections.snapshot(collection, since, node.config.limits.sync_page_bytes).await.map(|s| {
+                    let pages: Vec<_> = s.pages.into_iter().filter(|(records, _)| !records.is_empty()).collect();
+                    (s.reset, render_events(node, collection, &pages), s.cursor)
+                })
+            }
+            Read::Shared(since, wake) => {
+                node.catch_up(Arc::from(collection), since, Trigger::Wake(wake)).await.map(|shared| {
+                    let events = shared.events(|pages| render_events(node, collection, pages)).to_vec();
+                    (shared.reset, events, shared.cursor)
+                })
+            }
+        };
+        let (reset, pages, position) = match found {
+            Ok(found) => found,
             Err(e) => return Some(Ended::new("unavailable", e.to_string())),
         };
-        if snapshot.reset && events.send(event("reset", None, &json!({}))).await.is_err() {
+        if reset && !send_within(events, event("reset", None, &json!({})), within).await {
             return None;
         }
-        for (records, position) in snapshot.pages {
-            if records.is_empty() {
-                continue;
-            }
-            let id = node.collections.cursor(position);
-            let mut data = json!({ "collection": collection, "cursor": id });
-            super::render_records(&records, &mut data);
-            if events.send(event("change", Some(&id), &data)).await.is_err() {
+        for page in pages {
+            if !send_within(events, page, within).await {
                 return None;
             }
         }
-        cursor = Some(Cursor::new(node.collections.epoch(), snapshot.cursor));
         loop {
             tokio::select! {
-                _ = listener.changed() => break,
+                wake = listener.changed() => {
+                    read = Read::Shared(position, wake);
+                    break;
+                }
                 order = lease.close_slot.recv() => {
                     let CloseOrder::Close { reason, .. } = order;
                     return Some(Ended::new("forbidden", reason));
@@ -178,7 +212,7 @@ async fn run(
                     }
                 }
                 _ = tokio::time::sleep(KEEPALIVE) => {
-                    if events.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                    if !send_within(events, Bytes::from_static(b": keepalive\n\n"), within).await {
                         return None;
                     }
                 }
@@ -187,6 +221,35 @@ async fn run(
             }
         }
     }
+}
+
+/// Which read a feed does next.
+#[derive(Clone, Copy)]
+enum Read {
+    /// From the consumer's cursor, alone.
+    Own(Option<Cursor>),
+    /// From a position, shared with the feeds woken by the same wake-up.
+    Shared(u64, u64),
+}
+
+/// The SSE `change` events of `pages`.
+fn render_events(node: &Node, collection: &str, pages: &[(Vec<Record>, u64)]) -> Vec<Bytes> {
+    pages
+        .iter()
+        .map(|(records, position)| {
+            let id = node.collections.cursor(*position);
+            let mut data = json!({ "collection": collection, "cursor": id });
+            super::render_records(records, &mut data);
+            event("change", Some(&id), &data)
+        })
+        .collect()
+}
+
+/// Hands an event to the response within `within`; false when the consumer
+/// is gone or has not taken anything for that long (it does not read: the
+/// feed ends rather than hold what it would pile up).
+async fn send_within(events: &mpsc::Sender<Bytes>, event: Bytes, within: Duration) -> bool {
+    matches!(tokio::time::timeout(within, events.send(event)).await, Ok(Ok(())))
 }
 
 /// When the feed's token stops being valid: its `exp` plus the leeway (never, without `exp`).

@@ -14,6 +14,7 @@ use tracing::info;
 use super::completion::{Completion, ScanFrom, Scanned};
 use super::{Actor, Flow};
 use crate::collections::Snapshot;
+use crate::node::Trigger;
 use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
 use crate::requests::RequestError;
@@ -37,8 +38,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         node.collections.snapshot(&collection, since, page_bytes).await.map(Scanned::Snapshot)
                     }
                     ScanFrom::CatchUp(catch_up) => {
-                        let (since, round) = (catch_up.since, catch_up.round);
-                        node.catch_up(collection.clone(), since, round).await.map(Scanned::CatchUp)
+                        let (since, trigger) = (catch_up.since, Trigger::Resync(catch_up.round));
+                        node.catch_up(collection.clone(), since, trigger).await.map(Scanned::CatchUp)
                     }
                 },
             };
@@ -80,7 +81,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             ScanStep::Send { deliver, then } => {
                 let sent = match result {
                     Ok(Scanned::Snapshot(snapshot)) => self.send_snapshot(id, &collection, snapshot).await,
-                    Ok(Scanned::CatchUp(pages)) => self.send_pages(&pages.changes).await,
+                    Ok(Scanned::CatchUp(pages)) => {
+                        let node = self.node.clone();
+                        let changes = pages.changes(|pages| node.encode_changes(&collection, pages));
+                        self.send_pages(changes).await
+                    }
                     Err(_) => Flow::Continue,
                 };
                 if let Flow::Stop = sent {

@@ -52,6 +52,9 @@ struct FeedState {
     watchers: Vec<SendQueue>,
     /// Change feeds that only want to be woken (they read from the store).
     listeners: Vec<(u64, Arc<Notify>)>,
+    /// Counts the wake-ups: listeners woken by one change see one number, and
+    /// can share the store read that follows it.
+    wakes: Arc<AtomicU64>,
     order: FeedOrder,
 }
 
@@ -61,6 +64,10 @@ impl FeedState {
     }
 
     fn wake_listeners(&self) {
+        if self.listeners.is_empty() {
+            return;
+        }
+        self.wakes.fetch_add(1, Ordering::Release);
         for (_, notify) in &self.listeners {
             notify.notify_one();
         }
@@ -75,12 +82,16 @@ pub struct ChangeListener {
     collection: String,
     id: u64,
     notify: Arc<Notify>,
+    wakes: Arc<AtomicU64>,
 }
 
 impl ChangeListener {
-    /// Returns once the collection changed since the last call (at once if it already had).
-    pub async fn changed(&self) {
+    /// Returns once the collection changed since the last call (at once if
+    /// it already had), with the number of the latest wake-up: listeners
+    /// woken by one change get one number.
+    pub async fn changed(&self) -> u64 {
         self.notify.notified().await;
+        self.wakes.load(Ordering::Acquire)
     }
 }
 
@@ -252,8 +263,11 @@ impl Hub {
     pub fn listen(self: &Arc<Self>, collection: &str) -> ChangeListener {
         let (id, notify) = (self.listener_ids.fetch_add(1, Ordering::Relaxed), Arc::new(Notify::new()));
         let entry = self.feeds.entry(collection.to_string()).or_default();
-        entry.state.lock().unwrap_or_else(|e| e.into_inner()).listeners.push((id, notify.clone()));
-        ChangeListener { hub: self.clone(), collection: collection.to_string(), id, notify }
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.listeners.push((id, notify.clone()));
+        let wakes = state.wakes.clone();
+        drop(state);
+        ChangeListener { hub: self.clone(), collection: collection.to_string(), id, notify, wakes }
     }
 
     /// Removes a watcher or listener of `collection` (`remove`); the feed

@@ -9,31 +9,60 @@
 //!
 //! The round is part of the key because a scan only covers a loss if it
 //! started after the loss was noticed: a watcher handling round `r` never
-//! joins a scan started for an earlier round.
+//! joins a scan started for an earlier round. Change feeds share their
+//! rescans the same way, keyed by the hub's wake-up that started them
+//! ([`Trigger::Wake`]), and render their SSE events once per read.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use super::Node;
 use crate::cursor::Cursor;
-use crate::protocol::{ServerMessage, encode_server};
+use crate::protocol::{Record, ServerMessage, encode_server};
 use crate::store::StoreError;
 
-/// What a catch-up read: the encoded `CHANGE` pages (empty ones left out)
-/// and the cursor after them.
-#[derive(Debug)]
-pub(crate) struct CatchUpPages {
-    /// Encoded `CHANGE`s, in order; every watcher sends the same bytes.
-    pub(crate) changes: Vec<Bytes>,
-    /// The cursor after the last page.
-    pub(crate) cursor: u64,
+/// What started a shared read: a hub resync round (WebSocket watchers) or
+/// a hub wake-up (change feeds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Trigger {
+    /// Resync round `n`.
+    Resync(u64),
+    /// Wake-up `n` of the collection's listeners.
+    Wake(u64),
 }
 
-type Key = (Arc<str>, u64, u64);
+/// What a shared read found: the non-empty pages after the starting
+/// position, the cursor after them, and their encodings, made once for
+/// every reader that shares the read.
+#[derive(Debug)]
+pub(crate) struct CatchUpPages {
+    /// Pages of records, in order, each with the cursor after it (empty pages left out).
+    pub(crate) pages: Vec<(Vec<Record>, u64)>,
+    /// The cursor after the last page.
+    pub(crate) cursor: u64,
+    /// The starting position could not be resumed from: the pages are the full state.
+    pub(crate) reset: bool,
+    changes: OnceLock<Vec<Bytes>>,
+    events: OnceLock<Vec<Bytes>>,
+}
+
+impl CatchUpPages {
+    /// The pages as encoded `CHANGE`s (made by the first caller).
+    pub(crate) fn changes(&self, encode: impl FnOnce(&[(Vec<Record>, u64)]) -> Vec<Bytes>) -> &[Bytes] {
+        self.changes.get_or_init(|| encode(&self.pages))
+    }
+
+    /// The pages as SSE events (made by the first caller).
+    pub(crate) fn events(&self, render: impl FnOnce(&[(Vec<Record>, u64)]) -> Vec<Bytes>) -> &[Bytes] {
+        self.events.get_or_init(|| render(&self.pages))
+    }
+}
+
+type Key = (Arc<str>, u64, Trigger);
 type Flight = Arc<OnceCell<Result<Arc<CatchUpPages>, StoreError>>>;
 
 /// Catch-up scans in flight.
@@ -63,36 +92,45 @@ impl CatchUps {
 }
 
 impl Node {
-    /// Every change of `collection` after `since`, as `CHANGE` pages, read
-    /// once for every watcher asking in resync `round`.
+    /// Every change of `collection` after `since`, read once for every
+    /// reader asking for the same position after the same `trigger`.
     pub(crate) async fn catch_up(
         &self,
         collection: Arc<str>,
         since: u64,
-        round: u64,
+        trigger: Trigger,
     ) -> Result<Arc<CatchUpPages>, StoreError> {
-        let key = (collection.clone(), since, round);
+        let key = (collection.clone(), since, trigger);
         self.catch_ups
             .share(key, || async {
                 let since = Cursor::new(self.collections.epoch(), since);
                 let page_bytes = self.config.limits.sync_page_bytes;
                 let snapshot = self.collections.snapshot(&collection, Some(since), page_bytes).await?;
-                let changes = snapshot
-                    .pages
-                    .into_iter()
-                    .filter(|(records, _)| !records.is_empty())
-                    .map(|(records, position)| {
-                        encode_server(&ServerMessage::Change {
-                            collection: collection.to_string(),
-                            records,
-                            cursor: self.collections.cursor(position),
-                            more: false,
-                        })
-                    })
-                    .collect();
-                Ok(Arc::new(CatchUpPages { changes, cursor: snapshot.cursor }))
+                let pages = snapshot.pages.into_iter().filter(|(records, _)| !records.is_empty()).collect();
+                Ok(Arc::new(CatchUpPages {
+                    pages,
+                    cursor: snapshot.cursor,
+                    reset: snapshot.reset,
+                    changes: OnceLock::new(),
+                    events: OnceLock::new(),
+                }))
             })
             .await
+    }
+
+    /// `pages` as encoded `CHANGE`s of `collection`.
+    pub(crate) fn encode_changes(&self, collection: &str, pages: &[(Vec<Record>, u64)]) -> Vec<Bytes> {
+        pages
+            .iter()
+            .map(|(records, position)| {
+                encode_server(&ServerMessage::Change {
+                    collection: collection.to_string(),
+                    records: records.clone(),
+                    cursor: self.collections.cursor(*position),
+                    more: false,
+                })
+            })
+            .collect()
     }
 }
 
@@ -110,12 +148,18 @@ mod tests {
         let ask = |since: u64, round: u64| {
             let (catch_ups, scans, mut released) = (catch_ups.clone(), scans.clone(), released.clone());
             tokio::spawn(async move {
-                let key = (Arc::from("c"), since, round);
+                let key = (Arc::from("c"), since, Trigger::Resync(round));
                 catch_ups
                     .share(key, || async move {
                         scans.fetch_add(1, Ordering::SeqCst);
                         let _ = released.wait_for(|r| *r).await;
-                        Ok(Arc::new(CatchUpPages { changes: Vec::new(), cursor: since + 10 }))
+                        Ok(Arc::new(CatchUpPages {
+                            pages: Vec::new(),
+                            cursor: since + 10,
+                            reset: false,
+                            changes: OnceLock::new(),
+                            events: OnceLock::new(),
+                        }))
                     })
                     .await
             })

@@ -35,6 +35,7 @@ use crate::auth::Identity;
 use crate::auth_failures::AuthFailures;
 use crate::collections::Collections;
 use crate::config::ServerConfig;
+use crate::feed_slots::FeedSlots;
 use crate::hlc::HlcClock;
 use crate::hub::Hub;
 use crate::ip_slots::IpSlots;
@@ -46,7 +47,7 @@ use crate::rules::{Access, Policy, PolicyHandle};
 use crate::send_queue::ConnId;
 
 pub(crate) use authenticate::AuthRefusal;
-pub(crate) use catch_up::CatchUpPages;
+pub(crate) use catch_up::{CatchUpPages, Trigger};
 pub use control::ReloadError;
 pub(crate) use requests::ApiOp;
 
@@ -76,6 +77,8 @@ pub struct Node {
     pub(crate) admin_failures: AuthFailures,
     /// Connections per client IP.
     pub(crate) ip_slots: Arc<IpSlots>,
+    /// Open change feeds per identity and per client IP.
+    pub(crate) feed_slots: Arc<FeedSlots>,
     /// HTTP API requests per identity and per client IP (the socket's message rate).
     pub(crate) api_budgets: RequestBudgets,
     /// The authorization policy in force; connections watch it.
@@ -131,6 +134,7 @@ impl Node {
             auth_failures: AuthFailures::new(config.auth_failures_per_minute),
             admin_failures: AuthFailures::new(config.auth_failures_per_minute),
             ip_slots: IpSlots::new(config.limits.per_ip),
+            feed_slots: FeedSlots::new(config.limits.feeds_per_identity, config.limits.feeds_per_ip),
             api_budgets: RequestBudgets::new(config.session.messages_per_second, config.session.message_burst),
             policy: PolicyHandle::new(config.policy.clone()),
             config,
