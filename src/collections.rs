@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmpv::Value;
 
@@ -39,6 +40,9 @@ pub struct Snapshot {
     /// `since` could not be resumed from (older than the tombstone horizon, of
     /// another epoch, or a position never issued): this is the full state.
     pub reset: bool,
+    /// The tombstone-collection horizon the snapshot was read under: its
+    /// pages' cursors carry it ([`Collections::cursor_under`]).
+    pub horizon: u64,
 }
 
 /// Cuts `records` (in acceptance order) into pages of about `max_bytes`;
@@ -74,6 +78,9 @@ struct Inner {
     clock: HlcClock,
     max_drift_ms: u64,
     metrics: Arc<Metrics>,
+    /// The highest tombstone-collection horizon seen (scans and collections
+    /// report it; it never goes down): what live `CHANGE` cursors carry.
+    horizon: AtomicU64,
 }
 
 impl Collections {
@@ -89,7 +96,8 @@ impl Collections {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let epoch = store.epoch().await?;
-        Ok(Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms, metrics }) })
+        let horizon = AtomicU64::new(store.horizon().await?);
+        Ok(Self { inner: Arc::new(Inner { store, hub, epoch, clock, max_drift_ms, metrics, horizon }) })
     }
 
     /// The epoch of the store behind these collections.
@@ -97,9 +105,15 @@ impl Collections {
         self.inner.epoch
     }
 
-    /// The cursor string for `position` in this server's store.
+    /// The cursor string for `position` in this server's store, under the
+    /// latest horizon seen (for changes delivered live).
     pub fn cursor(&self, position: u64) -> String {
-        Cursor::new(self.inner.epoch, position).to_string()
+        self.cursor_under(position, self.inner.horizon.load(Ordering::Acquire))
+    }
+
+    /// The cursor string for `position` read under `horizon` (a snapshot's pages).
+    pub fn cursor_under(&self, position: u64, horizon: u64) -> String {
+        Cursor::with_horizon(self.inner.epoch, position, horizon).to_string()
     }
 
     /// The server's hybrid logical clock.
@@ -137,7 +151,7 @@ impl Collections {
                 match &result {
                     Ok(applied) => {
                         inner.metrics.committed(writes.len(), started.elapsed());
-                        inner.publish(&writes, applied, now_ms);
+                        inner.publish(&writes, applied);
                     }
                     Err(_) => {
                         inner.metrics.store_errors.inc();
@@ -174,6 +188,9 @@ impl Collections {
         if hlc.millis > now_ms.saturating_add(max_drift_ms) {
             return Err(RequestError::ClockSkew { ahead_ms: hlc.millis - now_ms, limit_ms: max_drift_ms });
         }
+        // Absorbed now, not after the commit: a server-stamped write that
+        // follows can never sort before a write already accepted.
+        self.inner.clock.observe(&hlc, now_ms);
         Ok(hlc)
     }
 
@@ -192,38 +209,49 @@ impl Collections {
         let inner = &self.inner;
         let from = since.filter(|c| c.resumable(inner.epoch, u64::MAX)).map_or(0, |c| c.position);
         let mut scan = self.scan(collection, from).await?;
-        let reset = since
-            .is_some_and(|c| !c.resumable(inner.epoch, scan.cursor) || (c.position > 0 && c.position < scan.horizon));
+        // Reset only if a delete the reader did not see may have been collected
+        // since its cursor was issued (see `Cursor::missed_collected_deletes`).
+        let reset =
+            since.is_some_and(|c| !c.resumable(inner.epoch, scan.cursor) || c.missed_collected_deletes(scan.horizon));
         if reset && from > 0 {
             scan = self.scan(collection, 0).await?;
         }
-        let Scan { records, cursor, .. } = scan;
-        Ok(Snapshot { pages: paginate(records, cursor, page_bytes), cursor, reset })
+        let Scan { records, cursor, horizon } = scan;
+        Ok(Snapshot { pages: paginate(records, cursor, page_bytes), cursor, reset, horizon })
     }
 
     async fn scan(&self, collection: &str, from: u64) -> Result<Scan, StoreError> {
         let scan = self.inner.store.scan_since(collection, from).await;
-        if scan.is_err() {
-            self.inner.metrics.store_errors.inc();
+        match &scan {
+            Ok(scan) => {
+                self.inner.horizon.fetch_max(scan.horizon, Ordering::AcqRel);
+            }
+            Err(_) => {
+                self.inner.metrics.store_errors.inc();
+            }
         }
         scan
     }
 
     /// Collects tombstones written before `before_millis` (retention).
     pub async fn collect_tombstones(&self, before_millis: u64) -> Result<usize, StoreError> {
-        self.inner.store.collect_tombstones(before_millis).await
+        let collected = self.inner.store.collect_tombstones(before_millis).await?;
+        if collected > 0 {
+            let horizon = self.inner.store.horizon().await?;
+            self.inner.horizon.fetch_max(horizon, Ordering::AcqRel);
+        }
+        Ok(collected)
     }
 }
 
 impl Inner {
     /// Hands the hub one notice per collection the commit changed, chained to
     /// the collection's previous position.
-    fn publish(&self, writes: &[Write], applied: &[Applied], now_ms: u64) {
+    fn publish(&self, writes: &[Write], applied: &[Applied]) {
         // collection → (prev, last, records); records only for collections someone follows.
         let mut changed: BTreeMap<&str, (u64, u64, Option<Vec<Record>>)> = BTreeMap::new();
         for (write, outcome) in writes.iter().zip(applied) {
             let Applied::Stored { seq, prev } = *outcome else { continue };
-            self.clock.observe(&write.hlc, now_ms);
             let collection = write.collection.as_str();
             let entry = changed
                 .entry(collection)
@@ -238,7 +266,7 @@ impl Inner {
             let change = encode_server(&ServerMessage::Change {
                 collection: collection.to_string(),
                 records,
-                cursor: Cursor::new(self.epoch, last).to_string(),
+                cursor: Cursor::with_horizon(self.epoch, last, self.horizon.load(Ordering::Acquire)).to_string(),
                 more: false,
             });
             self.hub.committed(collection, ChangeNotice { prev, last, change });

@@ -167,13 +167,15 @@ async fn run(
             Read::Own(since) => {
                 node.collections.snapshot(collection, since, node.config.limits.sync_page_bytes).await.map(|s| {
                     let pages: Vec<_> = s.pages.into_iter().filter(|(records, _)| !records.is_empty()).collect();
-                    (s.reset, render_events(node, collection, &pages), s.cursor)
+                    let after = Cursor::with_horizon(node.collections.epoch(), s.cursor, s.horizon);
+                    (s.reset, render_events(node, collection, &pages, s.horizon), after)
                 })
             }
             Read::Shared(since, wake) => {
                 node.catch_up(Arc::from(collection), since, Trigger::Wake(wake)).await.map(|shared| {
-                    let events = shared.events(|pages| render_events(node, collection, pages)).to_vec();
-                    (shared.reset, events, shared.cursor)
+                    let horizon = shared.horizon;
+                    let events = shared.events(|pages| render_events(node, collection, pages, horizon)).to_vec();
+                    (shared.reset, events, Cursor::with_horizon(node.collections.epoch(), shared.cursor, horizon))
                 })
             }
         };
@@ -228,16 +230,16 @@ async fn run(
 enum Read {
     /// From the consumer's cursor, alone.
     Own(Option<Cursor>),
-    /// From a position, shared with the feeds woken by the same wake-up.
-    Shared(u64, u64),
+    /// From a cursor, shared with the feeds woken by the same wake-up.
+    Shared(Cursor, u64),
 }
 
 /// The SSE `change` events of `pages`.
-fn render_events(node: &Node, collection: &str, pages: &[(Vec<Record>, u64)]) -> Vec<Bytes> {
+fn render_events(node: &Node, collection: &str, pages: &[(Vec<Record>, u64)], horizon: u64) -> Vec<Bytes> {
     pages
         .iter()
         .map(|(records, position)| {
-            let id = node.collections.cursor(*position);
+            let id = node.collections.cursor_under(*position, horizon);
             let mut data = json!({ "collection": collection, "cursor": id });
             super::render_records(records, &mut data);
             event("change", Some(&id), &data)

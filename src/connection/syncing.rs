@@ -14,6 +14,7 @@ use tracing::info;
 use super::completion::{Completion, ScanFrom, Scanned};
 use super::{Actor, Flow};
 use crate::collections::Snapshot;
+use crate::cursor::Cursor;
 use crate::node::Trigger;
 use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
@@ -38,7 +39,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         node.collections.snapshot(&collection, since, page_bytes).await.map(Scanned::Snapshot)
                     }
                     ScanFrom::CatchUp(catch_up) => {
-                        let (since, trigger) = (catch_up.since, Trigger::Resync(catch_up.round));
+                        let since = Cursor::new(node.collections.epoch(), catch_up.since);
+                        let trigger = Trigger::Resync(catch_up.round);
                         node.catch_up(collection.clone(), since, trigger).await.map(Scanned::CatchUp)
                     }
                 },
@@ -81,9 +83,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             ScanStep::Send { deliver, then } => {
                 let sent = match result {
                     Ok(Scanned::Snapshot(snapshot)) => self.send_snapshot(id, &collection, snapshot).await,
+                    Ok(Scanned::CatchUp(pages)) if pages.reset => {
+                        // The connection's position fell behind a tombstone collection: a delta
+                        // could keep records whose deletes are gone. The client reconnects and
+                        // its SYNC {since} gets the full state with `reset: true`.
+                        info!(peer = %self.peer, %collection, "catch-up needs a full resync; closing so the client resyncs");
+                        self.close(close::GOING_AWAY, "changes must be synced again").await;
+                        return Flow::Stop;
+                    }
                     Ok(Scanned::CatchUp(pages)) => {
                         let node = self.node.clone();
-                        let changes = pages.changes(|pages| node.encode_changes(&collection, pages));
+                        let changes = pages.changes(|list| node.encode_changes(&collection, list, pages.horizon));
                         self.send_pages(changes).await
                     }
                     Err(_) => Flow::Continue,
@@ -110,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let page_count = snapshot.pages.len();
         let mut messages = Vec::with_capacity(page_count);
         for (n, (records, cursor)) in snapshot.pages.into_iter().enumerate() {
-            let (cursor, more) = (collections.cursor(cursor), n + 1 < page_count);
+            let (cursor, more) = (collections.cursor_under(cursor, snapshot.horizon), n + 1 < page_count);
             messages.push(match id {
                 Some(id) if n == 0 => ServerMessage::SyncData {
                     id,

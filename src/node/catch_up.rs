@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
@@ -46,6 +47,8 @@ pub(crate) struct CatchUpPages {
     pub(crate) cursor: u64,
     /// The starting position could not be resumed from: the pages are the full state.
     pub(crate) reset: bool,
+    /// The tombstone-collection horizon the pages were read under (their cursors carry it).
+    pub(crate) horizon: u64,
     changes: OnceLock<Vec<Bytes>>,
     events: OnceLock<Vec<Bytes>>,
 }
@@ -62,32 +65,35 @@ impl CatchUpPages {
     }
 }
 
-type Key = (Arc<str>, u64, Trigger);
+type Key = (Arc<str>, Cursor, Trigger);
 type Flight = Arc<OnceCell<Result<Arc<CatchUpPages>, StoreError>>>;
 
-/// Catch-up scans in flight.
+/// How long a finished read stays to be shared. It stays valid for its key
+/// (it started after its trigger), so readers woken a little later by the
+/// same trigger still share it; it is kept only briefly to bound memory.
+const KEEP_FINISHED: Duration = Duration::from_secs(1);
+
+/// Catch-up scans in flight, and those finished in the last moment.
 #[derive(Default)]
 pub(crate) struct CatchUps {
     /// A std mutex: held to look up or insert, never across an await.
-    flights: Mutex<HashMap<Key, Flight>>,
+    flights: Mutex<HashMap<Key, (Instant, Flight)>>,
 }
 
 impl CatchUps {
-    /// The result of the scan for `key`, run by `scan` unless one is in flight.
+    /// The result of the scan for `key`, run by `scan` unless one is in
+    /// flight or has just finished.
     async fn share<F, Fut>(&self, key: Key, scan: F) -> Result<Arc<CatchUpPages>, StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Arc<CatchUpPages>, StoreError>>,
     {
-        let flight = self.flights.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default().clone();
-        let result = flight.get_or_init(scan).await.clone();
-        // The first to finish takes the entry away (if it is still this flight):
-        // a later round, or a watcher arriving now, starts a fresh scan.
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            flights.remove(&key);
-        }
-        result
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            flights.retain(|_, (started, flight)| !flight.initialized() || started.elapsed() < KEEP_FINISHED);
+            flights.entry(key).or_insert_with(|| (Instant::now(), Flight::default())).1.clone()
+        };
+        flight.get_or_init(scan).await.clone()
     }
 }
 
@@ -97,13 +103,12 @@ impl Node {
     pub(crate) async fn catch_up(
         &self,
         collection: Arc<str>,
-        since: u64,
+        since: Cursor,
         trigger: Trigger,
     ) -> Result<Arc<CatchUpPages>, StoreError> {
         let key = (collection.clone(), since, trigger);
         self.catch_ups
             .share(key, || async {
-                let since = Cursor::new(self.collections.epoch(), since);
                 let page_bytes = self.config.limits.sync_page_bytes;
                 let snapshot = self.collections.snapshot(&collection, Some(since), page_bytes).await?;
                 let pages = snapshot.pages.into_iter().filter(|(records, _)| !records.is_empty()).collect();
@@ -111,6 +116,7 @@ impl Node {
                     pages,
                     cursor: snapshot.cursor,
                     reset: snapshot.reset,
+                    horizon: snapshot.horizon,
                     changes: OnceLock::new(),
                     events: OnceLock::new(),
                 }))
@@ -118,15 +124,15 @@ impl Node {
             .await
     }
 
-    /// `pages` as encoded `CHANGE`s of `collection`.
-    pub(crate) fn encode_changes(&self, collection: &str, pages: &[(Vec<Record>, u64)]) -> Vec<Bytes> {
+    /// `pages` (read under `horizon`) as encoded `CHANGE`s of `collection`.
+    pub(crate) fn encode_changes(&self, collection: &str, pages: &[(Vec<Record>, u64)], horizon: u64) -> Vec<Bytes> {
         pages
             .iter()
             .map(|(records, position)| {
                 encode_server(&ServerMessage::Change {
                     collection: collection.to_string(),
                     records: records.clone(),
-                    cursor: self.collections.cursor(*position),
+                    cursor: self.collections.cursor_under(*position, horizon),
                     more: false,
                 })
             })
@@ -148,7 +154,7 @@ mod tests {
         let ask = |since: u64, round: u64| {
             let (catch_ups, scans, mut released) = (catch_ups.clone(), scans.clone(), released.clone());
             tokio::spawn(async move {
-                let key = (Arc::from("c"), since, Trigger::Resync(round));
+                let key = (Arc::from("c"), Cursor::new(1, since), Trigger::Resync(round));
                 catch_ups
                     .share(key, || async move {
                         scans.fetch_add(1, Ordering::SeqCst);
@@ -157,6 +163,7 @@ mod tests {
                             pages: Vec::new(),
                             cursor: since + 10,
                             reset: false,
+                            horizon: 0,
                             changes: OnceLock::new(),
                             events: OnceLock::new(),
                         }))
@@ -174,6 +181,8 @@ mod tests {
         }
         assert_eq!(scans.load(Ordering::SeqCst), 3, "one per position and round");
         assert!(ask(5, 1).await.unwrap().is_ok());
-        assert_eq!(scans.load(Ordering::SeqCst), 4, "a finished flight is not joined");
+        assert_eq!(scans.load(Ordering::SeqCst), 3, "a read that just finished is still shared");
+        assert!(ask(5, 3).await.unwrap().is_ok());
+        assert_eq!(scans.load(Ordering::SeqCst), 4, "a later round reads again");
     }
 }

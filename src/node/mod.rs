@@ -117,14 +117,17 @@ impl Node {
     pub async fn open(config: ServerConfig, shutdown: CancellationToken) -> std::io::Result<Arc<Self>> {
         let unavailable = |e: crate::store::StoreError| std::io::Error::other(e.to_string());
         // The clock resumes after every timestamp the store ever accepted: it never goes back.
-        let clock = HlcClock::new(config.node_id.clone(), config.store.clock().await.map_err(unavailable)?);
+        // It absorbs remote stamps as far ahead as writes may be (`max_clock_drift`): a
+        // server-stamped write then never sorts before a write it accepted.
+        let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
+        let start = config.store.clock().await.map_err(unavailable)?;
+        let clock = HlcClock::with_max_ahead(config.node_id.clone(), start, drift);
         let revocations = Revocations::new();
         match config.revocation_store.load().await {
             Ok(saved) => saved.iter().for_each(|r| revocations.apply(r)),
             Err(e) => warn!(error = %e, "could not load saved revocations"),
         }
         let metrics = Arc::new(Metrics::new());
-        let drift = u64::try_from(config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
         let hub = Hub::new(config.backplane.clone());
         let collections = Collections::open(config.store.clone(), hub.clone(), clock, drift, metrics.clone())
             .await

@@ -128,6 +128,11 @@ impl Node {
             .map_err(|e| RequestError::Unavailable(e.to_string()))?;
         let more = snapshot.pages.len() > 1;
         let (records, position) = snapshot.pages.into_iter().next().unwrap_or_default();
-        Ok(Page { records, cursor: self.collections.cursor(position), more, reset: snapshot.reset })
+        Ok(Page {
+            records,
+            cursor: self.collections.cursor_under(position, snapshot.horizon),
+            more,
+            reset: snapshot.reset,
+        })
     }
 }

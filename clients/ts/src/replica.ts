@@ -37,11 +37,11 @@ interface CollectionState {
   cursor: string | null;
 }
 
-/** A cursor's epoch and position (`<hex epoch>:<position>`, or a bare position). */
+/** A cursor's epoch and position (`<hex epoch>:<position>[:<horizon>]`, or a bare position). */
 function parseCursor(cursor: string): { epoch: string; position: number } | null {
-  const colon = cursor.indexOf(":");
-  const [epoch, position] = colon < 0 ? ["", cursor] : [cursor.slice(0, colon), cursor.slice(colon + 1)];
-  return /^\d+$/.test(position) ? { epoch, position: Number(position) } : null;
+  const parts = cursor.split(":");
+  const [epoch, position] = parts.length === 1 ? ["", parts[0]!] : [parts[0]!, parts[1]!];
+  return parts.length <= 3 && /^\d+$/.test(position) ? { epoch, position: Number(position) } : null;
 }
 
 /** The winner of two (value, stamp) pairs under last-writer-wins. */
