@@ -137,3 +137,24 @@ async fn a_stored_value_json_cannot_show_is_listed_not_fatal() {
     assert_eq!((event.as_str(), &data["records"][0]["key"]), ("change", &json!("later")), "the feed goes on: {data}");
     server.stop().await;
 }
+
+/// The Rust client refuses a value outside the rule when it is written, so
+/// it is never queued (and never held up a batch).
+#[tokio::test]
+async fn the_rust_client_refuses_a_bad_value_at_write_time() {
+    use syncgate_client::{Client, ClientConfig, ClientError};
+    let server = TestServer::start(jwt_config()).await;
+    let bearer = token("alice", &[]);
+    let config = ClientConfig::new(server.url()).with_token_provider(move |_| {
+        let token = bearer.clone();
+        async move { Ok(Some(token)) }
+    });
+    let (client, _events) = Client::connect(config).unwrap();
+    let refused = client.write("c", "deep", nested(20)).await;
+    assert!(matches!(refused, Err(ClientError::Refused { ref code, .. }) if code == "invalid"), "{refused:?}");
+    assert!(matches!(client.write("c", "ext", Value::Ext(3, vec![1])).await, Err(ClientError::Refused { .. })));
+    assert!(client.write("c", "fine", nested(16)).await.is_ok());
+    assert_eq!(client.get("c", "deep"), None, "nothing of it was kept");
+    client.close().await;
+    server.stop().await;
+}

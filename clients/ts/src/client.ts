@@ -3,6 +3,7 @@
  * saved to storage), coordinates the tabs sharing a storage name, and runs
  * the connection (`Connector`) in the one tab that leads.
  */
+import { valueProblem } from "./codec.js";
 import { DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 import { Connector, type Host, type WebSocketLike } from "./connector.js";
 import { Emitter } from "./emitter.js";
@@ -193,6 +194,9 @@ export class SyncgateClient {
 
   /** @internal Writes locally, saves, and wakes the sender. */
   async write(collection: string, key: string, value: Value): Promise<string> {
+    // Refused here, before it is queued: the server would refuse it as `invalid`.
+    const problem = valueProblem(value);
+    if (problem !== null) throw new Error(`invalid value: the value ${problem}`);
     if (!this.loaded) await this.ready;
     // Visible at once (listeners re-render now); durable before this resolves.
     const op = this.replica.write(collection, key, value, Date.now());

@@ -87,6 +87,27 @@ export function unreadableReason(value: unknown): string | null {
   return null;
 }
 
+/** Deepest nesting of arrays and maps in a value (the protocol's value rule). */
+export const MAX_VALUE_DEPTH = 16;
+
+/**
+ * Why a value the app wants to write breaks the protocol's value rule, or
+ * null: nested deeper than {@link MAX_VALUE_DEPTH}, or holding what
+ * MessagePack cannot carry as a plain value (an extension type, a Date, a
+ * Map or Set, which the encoder would turn into something else).
+ */
+export function valueProblem(value: unknown, depth = 0): string | null {
+  if (value instanceof ExtData || value instanceof Date) return "holds a MessagePack extension type";
+  if (value instanceof Map || value instanceof Set) return "holds a Map or a Set (use a plain object or an array)";
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return null;
+  if (depth + 1 > MAX_VALUE_DEPTH) return `nests arrays and maps deeper than ${MAX_VALUE_DEPTH}`;
+  for (const item of Array.isArray(value) ? value : Object.values(value)) {
+    const problem = valueProblem(item, depth + 1);
+    if (problem !== null) return problem;
+  }
+  return null;
+}
+
 /** The MessagePack encoding of a value: what last-writer-wins ties break on. */
 export function encodeValue(value: Value): Uint8Array {
   return encoder.encode(value);

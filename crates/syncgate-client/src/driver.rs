@@ -14,6 +14,7 @@ use super::{ClientConfig, ClientError, ClientEvent, Command, Local, Reply, Settl
 use syncgate_proto::protocol::codes::{CloseAction, close};
 use syncgate_proto::protocol::{ClientMessage, OpInput, ServerMessage, encoded_len};
 use syncgate_proto::time::unix_secs;
+use syncgate_proto::values::{ValueLimits, check_value};
 
 /// Room left in a replay batch for the `OP_BATCH` map around its ops.
 const BATCH_OVERHEAD: usize = 64;
@@ -345,6 +346,10 @@ impl Driver {
         let (ops, refused) = {
             let mut local = self.local();
             let (mut ops, mut bytes, mut too_big) = (Vec::new(), 0, Vec::new());
+            let value_limits = ValueLimits {
+                max_bytes: max_value,
+                max_depth: usize::try_from(limits.max_value_depth).unwrap_or(usize::MAX),
+            };
             for op in local.replica.outbox() {
                 if ops.len() >= max_ops {
                     break;
@@ -352,7 +357,15 @@ impl Driver {
                 let wire = op.to_wire();
                 let size = op_size(&wire);
                 if size > budget || encoded_len(&op.value) > max_value {
-                    too_big.push((op.op_id.clone(), size));
+                    too_big.push((op.op_id.clone(), format!(
+                        "the op ({size} bytes) is larger than the server accepts (messages {} bytes, values {} bytes)",
+                        limits.max_message_bytes, limits.max_value_bytes
+                    )));
+                    continue;
+                }
+                // A value the server's value rule refuses would be refused anyway: settle it here.
+                if let Err(why) = check_value(&op.value, value_limits) {
+                    too_big.push((op.op_id.clone(), format!("the value {why}")));
                     continue;
                 }
                 if bytes + size > budget {
@@ -363,11 +376,7 @@ impl Driver {
             }
             let refused: Vec<Settled> = too_big
                 .into_iter()
-                .filter_map(|(op_id, size)| {
-                    let why = format!(
-                        "the op ({size} bytes) is larger than the server accepts (messages {} bytes, values {} bytes)",
-                        limits.max_message_bytes, limits.max_value_bytes
-                    );
+                .filter_map(|(op_id, why)| {
                     local.replica.refuse_locally(&op_id, syncgate_proto::protocol::codes::error::INVALID, why)
                 })
                 .collect();

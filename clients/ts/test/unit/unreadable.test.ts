@@ -136,3 +136,15 @@ test("a poisoned record and a poisoned message are set aside; the connection sta
   assert.ok(unreadable.some((u) => u.reason.startsWith("undecodable")), "undecodable bytes are reported");
   await client.close();
 });
+
+test("a value outside the value rule is refused when it is written", async () => {
+  const client = new SyncgateClient({ url: "ws://fake/ws", storage: "memory", name: `rule-${Math.random()}`, WebSocket: FakeSocket as unknown as WebSocketLike });
+  const c = client.collection("c");
+  let deep: unknown = 1;
+  for (let i = 0; i < 20; i++) deep = [deep];
+  await assert.rejects(c.set("deep", deep as never), /deeper than 16/);
+  await assert.rejects(c.set("date", new Date() as never), /extension type/);
+  await c.set("fine", { a: [1, 2, 3] });
+  assert.equal(c.get("deep"), undefined);
+  await client.close();
+});
