@@ -5,48 +5,16 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use common::lossy::Lossy;
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use common::{RawWs, TestServer, jwt_config, token};
 use rmpv::Value;
 use syncgate::ServerConfig;
-use syncgate::backplane::{Backplane, BackplaneFuture, Control, Inbound, MemoryBus, Subject};
+use syncgate::backplane::{Backplane, MemoryBus};
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use syncgate::store::{MemoryStore, Store};
-use tokio::sync::mpsc;
-
-/// A backplane node that drops chosen `CHANGE` publications on their way to the other nodes.
-struct Lossy {
-    inner: Box<dyn Backplane>,
-    changes: AtomicUsize,
-    drop: Vec<usize>,
-}
-
-impl Backplane for Lossy {
-    fn interest<'a>(&'a self, subject: &'a Subject) -> BackplaneFuture<'a, ()> {
-        self.inner.interest(subject)
-    }
-    fn drop_interest<'a>(&'a self, subject: &'a Subject) -> BackplaneFuture<'a, ()> {
-        self.inner.drop_interest(subject)
-    }
-    fn publish(&self, subject: &Subject, payload: Bytes) {
-        if let Subject::Changes(_) = subject {
-            let n = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.drop.contains(&n) {
-                return;
-            }
-        }
-        self.inner.publish(subject, payload)
-    }
-    fn control(&self, control: Control) -> BackplaneFuture<'_, ()> {
-        self.inner.control(control)
-    }
-    fn inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
-        self.inner.inbound()
-    }
-}
 
 /// Two servers on one store; node A's backplane is `a`, node B's is `b`.
 async fn two_nodes(a: Arc<dyn Backplane>, b: Arc<dyn Backplane>) -> (TestServer, TestServer) {
@@ -110,7 +78,7 @@ async fn publications_and_changes_cross_nodes() {
 #[tokio::test]
 async fn a_lost_change_is_recovered_from_the_store_once_and_in_order() {
     let bus = MemoryBus::new();
-    let lossy = Lossy { inner: Box::new(bus.node()), changes: AtomicUsize::new(0), drop: vec![2] };
+    let lossy = Lossy::new(bus.node(), vec![2]);
     let (a, b) = two_nodes(Arc::new(lossy), Arc::new(bus.node())).await;
     let mut reader = synced_reader(&b).await;
     let mut writer = RawWs::authed(a.addr, &token("w", &[])).await;

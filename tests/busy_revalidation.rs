@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::idp::Idp;
@@ -15,8 +14,6 @@ use common::{RawWs, TestServer, now};
 use rmpv::Value;
 use serde_json::json;
 use syncgate::ServerConfig;
-use syncgate::auth::{IntrospectSettings, IntrospectShape, Introspector};
-use syncgate::http_client::HttpClient;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use tokio::io::AsyncWriteExt;
 
@@ -26,17 +23,7 @@ async fn a_revoked_token_closes_a_busy_session_within_the_cache_ttl() {
     idp.answer("writer", json!({"active": true, "sub": "writer", "exp": now() + 600}));
     idp.answer("reader", json!({"active": true, "sub": "reader", "exp": now() + 600}));
     let ttl = Duration::from_secs(1);
-    let settings = IntrospectSettings {
-        url: idp.introspect_url(),
-        bearer: "internal-admin-token".into(),
-        cache_ttl: ttl,
-        cache_max_entries: 100,
-        form: false,
-        shape: IntrospectShape::Rfc7662,
-        fail_open: false,
-        leeway_secs: 0,
-    };
-    let introspector = Arc::new(Introspector::new(settings, HttpClient::new(Duration::from_secs(2)).unwrap()));
+    let introspector = common::idp::introspector(&idp, ttl);
     let mut config = ServerConfig { authenticator: introspector, ..ServerConfig::default() };
     config.limits.sync_page_bytes = 4096;
     config.session.messages_per_second = 0;

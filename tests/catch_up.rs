@@ -4,50 +4,19 @@
 
 mod common;
 
+use common::lossy::Lossy;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::stores::Hooked;
 use common::{RawWs, Recv, TestServer, jwt_config, token};
 use rmpv::Value;
 use syncgate::ServerConfig;
-use syncgate::backplane::{Backplane, BackplaneFuture, Control, Inbound, MemoryBus, Subject};
+use syncgate::backplane::MemoryBus;
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use syncgate::store::{MemoryStore, Store};
-use tokio::sync::mpsc;
-
-/// A backplane node that drops chosen `CHANGE` publications (1-based) on their way to the other nodes.
-struct Lossy {
-    inner: Box<dyn Backplane>,
-    changes: AtomicUsize,
-    drop: Vec<usize>,
-}
-
-impl Backplane for Lossy {
-    fn interest<'a>(&'a self, subject: &'a Subject) -> BackplaneFuture<'a, ()> {
-        self.inner.interest(subject)
-    }
-    fn drop_interest<'a>(&'a self, subject: &'a Subject) -> BackplaneFuture<'a, ()> {
-        self.inner.drop_interest(subject)
-    }
-    fn publish(&self, subject: &Subject, payload: Bytes) {
-        if let Subject::Changes(_) = subject {
-            let n = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.drop.contains(&n) {
-                return;
-            }
-        }
-        self.inner.publish(subject, payload)
-    }
-    fn control(&self, control: Control) -> BackplaneFuture<'_, ()> {
-        self.inner.control(control)
-    }
-    fn inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
-        self.inner.inbound()
-    }
-}
 
 fn put(n: u32) -> ClientMessage {
     let op = RawOp {
@@ -97,7 +66,7 @@ async fn a_thousand_watchers_catch_up_with_a_handful_of_scans() {
         }
     });
     let store: Arc<dyn Store> = Arc::new(hooked);
-    let lossy = Lossy { inner: Box::new(bus.node()), changes: AtomicUsize::new(0), drop: vec![2] };
+    let lossy = Lossy::new(bus.node(), vec![2]);
     let a = TestServer::start(ServerConfig { store: store.clone(), backplane: Arc::new(lossy), ..jwt_config() }).await;
     let mut b_config = ServerConfig { store: store.clone(), backplane: Arc::new(bus.node()), ..jwt_config() };
     b_config.limits.max_connections = READERS + 16;
@@ -129,7 +98,7 @@ async fn a_thousand_watchers_catch_up_with_a_handful_of_scans() {
 async fn a_lost_last_change_arrives_by_the_position_check() {
     let bus = MemoryBus::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let lossy = Lossy { inner: Box::new(bus.node()), changes: AtomicUsize::new(0), drop: vec![3] };
+    let lossy = Lossy::new(bus.node(), vec![3]);
     let a = TestServer::start(ServerConfig { store: store.clone(), backplane: Arc::new(lossy), ..jwt_config() }).await;
     let mut b_config = ServerConfig { store: store.clone(), backplane: Arc::new(bus.node()), ..jwt_config() };
     b_config.position_check = Duration::from_millis(300);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use common::idp::http;
@@ -99,9 +98,9 @@ async fn a_cursor_at_zero_resets_after_a_collection() {
 async fn a_catch_up_below_the_horizon_makes_the_client_resync() {
     let bus = MemoryBus::new();
     let store = Arc::new(MemoryStore::new());
-    let drop_all = common_lossy(&bus, vec![1, 2]);
+    let drop_both = common::lossy::Lossy::new(bus.node(), vec![1, 2]);
     let a =
-        TestServer::start(ServerConfig { store: store.clone(), backplane: Arc::new(drop_all), ..jwt_config() }).await;
+        TestServer::start(ServerConfig { store: store.clone(), backplane: Arc::new(drop_both), ..jwt_config() }).await;
     let mut b_config = ServerConfig { store: store.clone(), backplane: Arc::new(bus.node()), ..jwt_config() };
     b_config.position_check = Duration::from_millis(300);
     let b = TestServer::start(b_config).await;
@@ -152,42 +151,4 @@ async fn a_server_stamped_write_never_sorts_before_an_accepted_one() {
     let page: serde_json::Value = serde_json::from_str(&page).unwrap();
     assert_eq!(page["records"][0]["value"], json!("server"), "{page}");
     server.stop().await;
-}
-
-/// A backplane node that drops the chosen `CHANGE` publications (1-based).
-fn common_lossy(bus: &Arc<MemoryBus>, drop: Vec<usize>) -> Lossy {
-    Lossy { inner: Box::new(bus.node()), changes: AtomicUsize::new(0), drop }
-}
-
-struct Lossy {
-    inner: Box<dyn syncgate::backplane::Backplane>,
-    changes: AtomicUsize,
-    drop: Vec<usize>,
-}
-
-impl syncgate::backplane::Backplane for Lossy {
-    fn interest<'a>(&'a self, s: &'a syncgate::backplane::Subject) -> syncgate::backplane::BackplaneFuture<'a, ()> {
-        self.inner.interest(s)
-    }
-    fn drop_interest<'a>(
-        &'a self,
-        s: &'a syncgate::backplane::Subject,
-    ) -> syncgate::backplane::BackplaneFuture<'a, ()> {
-        self.inner.drop_interest(s)
-    }
-    fn publish(&self, subject: &syncgate::backplane::Subject, payload: bytes::Bytes) {
-        if let syncgate::backplane::Subject::Changes(_) = subject {
-            let n = self.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            if self.drop.contains(&n) {
-                return;
-            }
-        }
-        self.inner.publish(subject, payload)
-    }
-    fn control(&self, c: syncgate::backplane::Control) -> syncgate::backplane::BackplaneFuture<'_, ()> {
-        self.inner.control(c)
-    }
-    fn inbound(&self) -> Option<tokio::sync::mpsc::Receiver<syncgate::backplane::Inbound>> {
-        self.inner.inbound()
-    }
 }

@@ -14,8 +14,6 @@ use common::sse::Feed;
 use common::{TestServer, hs256, jwt_config, now, token};
 use serde_json::json;
 use syncgate::ServerConfig;
-use syncgate::auth::{IntrospectSettings, IntrospectShape, Introspector};
-use syncgate::http_client::HttpClient;
 use syncgate::rules::{Policy, RuleSet};
 
 const ADMIN: &str = "admin-secret";
@@ -126,17 +124,7 @@ async fn a_rules_reload_that_takes_read_access_away_ends_the_feed() {
 async fn an_introspected_token_that_turns_inactive_ends_the_feed() {
     let idp = Idp::start().await;
     idp.answer("opaque", json!({"active": true, "sub": "alice", "exp": now() + 600}));
-    let settings = IntrospectSettings {
-        url: idp.introspect_url(),
-        bearer: "internal-admin-token".into(),
-        cache_ttl: Duration::from_millis(300),
-        cache_max_entries: 100,
-        form: false,
-        shape: IntrospectShape::Rfc7662,
-        fail_open: false,
-        leeway_secs: 0,
-    };
-    let introspector = Arc::new(Introspector::new(settings, HttpClient::new(Duration::from_secs(2)).unwrap()));
+    let introspector = common::idp::introspector(&idp, Duration::from_millis(300));
     let server = TestServer::start(ServerConfig { authenticator: introspector, ..ServerConfig::default() }).await;
     let mut feed = Feed::open(server.addr, "/api/collections/c/changes", "opaque", None).await;
     idp.answer("opaque", json!({"active": false}));

@@ -168,3 +168,20 @@ pub async fn http(
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// An RFC 7662 introspector against `idp`, caching answers for `ttl` (and so
+/// revalidating sessions every `ttl`).
+pub fn introspector(idp: &Idp, ttl: std::time::Duration) -> std::sync::Arc<syncgate::auth::Introspector> {
+    let settings = syncgate::auth::IntrospectSettings {
+        url: idp.introspect_url(),
+        bearer: "internal-admin-token".into(),
+        cache_ttl: ttl,
+        cache_max_entries: 100,
+        form: false,
+        shape: syncgate::auth::IntrospectShape::Rfc7662,
+        fail_open: false,
+        leeway_secs: 0,
+    };
+    let client = syncgate::http_client::HttpClient::new(std::time::Duration::from_secs(2)).unwrap();
+    std::sync::Arc::new(syncgate::auth::Introspector::new(settings, client))
+}

@@ -357,10 +357,11 @@ impl Client {
     /// before this returns (saved off the async runtime); if it cannot be
     /// saved it is undone and the error returned.
     pub async fn write(&self, collection: &str, key: &str, value: Value) -> Result<String, ClientError> {
-        // A value the protocol's value rule refuses is refused here, before it is queued:
-        // queued, it would only be refused later (and its neighbours with it by older servers).
+        // A value the protocol's value rule refuses (kinds, depth) is refused here,
+        // before it is queued. Its size is judged at replay, against the limits the
+        // server announces (a server may take larger values than the default).
         let limits = syncgate_proto::values::ValueLimits {
-            max_bytes: usize::try_from(link::DEFAULT_LIMITS.max_value_bytes).unwrap_or(usize::MAX),
+            max_bytes: usize::MAX,
             max_depth: syncgate_proto::values::MAX_VALUE_DEPTH,
         };
         if let Err(why) = syncgate_proto::values::check_value(&value, limits) {
