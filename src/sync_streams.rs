@@ -27,7 +27,15 @@ use std::sync::Arc;
 /// Identifies a scan, to hand back to [`SyncStreams::scan_done`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
+    /// The following it feeds (0: none, it only answers its request).
     generation: u64,
+}
+
+impl Ticket {
+    /// The scan only answers a request: it must not make the collection followed.
+    pub fn answers_only(&self) -> bool {
+        self.generation == 0
+    }
 }
 
 /// A catch-up scan to start: every change of the collection after `since`.
@@ -65,6 +73,11 @@ pub enum ScanStep<P> {
         /// The following ended.
         ended: bool,
     },
+    /// The scan read an older state of the store than the client already
+    /// holds of the collection (a `SYNC` answer, a change or a catch-up sent
+    /// after the scan started): sending it would take the client back. Scan again for the same
+    /// request with this ticket (its answer is at least as new).
+    Rescan(Ticket),
     /// Send the scan's pages, then `deliver` in order, then start `then`.
     Send {
         /// Held changes that the snapshot did not cover.
@@ -102,17 +115,22 @@ pub struct SyncStreams<P> {
     streams: HashMap<Arc<str>, Stream<P>>,
     generations: u64,
     max_held: usize,
+    /// Per collection, the newest store position a `SYNC` answer was read
+    /// at, while `SYNC` scans of it are in flight (`in_flight` counts them).
+    answered: HashMap<Arc<str>, u64>,
+    in_flight: HashMap<Arc<str>, usize>,
 }
 
 impl<P> SyncStreams<P> {
     /// No streams yet; at most `max_held` changes wait behind one snapshot.
     pub fn new(max_held: usize) -> Self {
-        Self { streams: HashMap::new(), generations: 0, max_held }
+        Self { streams: HashMap::new(), generations: 0, max_held, answered: HashMap::new(), in_flight: HashMap::new() }
     }
 
     /// A `SYNC` of `collection`: start a scan (from the client's `since`) and
     /// hand its ticket back when it completes.
     pub fn sync(&mut self, collection: &Arc<str>) -> Ticket {
+        *self.in_flight.entry(collection.clone()).or_default() += 1;
         self.start_scan(collection)
     }
 
@@ -168,6 +186,34 @@ impl<P> SyncStreams<P> {
         answers_request: bool,
         cursor: Result<u64, ()>,
     ) -> ScanStep<P> {
+        // Two SYNCs of one collection can finish out of order: an answer older
+        // than one already sent is read again rather than sent.
+        if answers_request && let Ok(read_at) = cursor {
+            // What the client holds of the collection already: answers sent, and
+            // changes and catch-ups delivered to the following.
+            let delivered = self.streams.get(collection).and_then(|s| s.seen).unwrap_or(0);
+            let newest = self.answered.entry(collection.clone()).or_default();
+            if read_at < (*newest).max(delivered) {
+                let current = self
+                    .streams
+                    .get(collection)
+                    .and_then(|s| s.reading.as_ref())
+                    .is_some_and(|r| r.generation == ticket.generation);
+                // The request stays in flight; a scan of an ended following only answers.
+                return ScanStep::Rescan(Ticket { generation: if current { ticket.generation } else { 0 } });
+            }
+            *newest = read_at;
+        }
+        if answers_request {
+            let left = self.in_flight.get_mut(collection).map(|n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+            if left == Some(0) {
+                self.in_flight.remove(collection);
+                self.answered.remove(collection);
+            }
+        }
         let stream = self.streams.get_mut(collection);
         let current = stream.and_then(|s| s.reading.as_mut()).filter(|r| r.generation == ticket.generation);
         let last = current.map(|reading| {

@@ -74,7 +74,11 @@ fn an_ended_followings_scans_answer_their_requests_and_change_nothing() {
     let new = streams.sync(&c);
     assert_eq!(sent(streams.scan_done(&c, old, true, Ok(50))), (vec![], None), "the old SYNC is answered");
     assert_eq!(streams.change("c", 20, 20), ChangeStep::Held, "the new following still waits for its own scan");
-    assert_eq!(sent(streams.scan_done(&c, new, true, Ok(10))).0, [20]);
+    assert_eq!(streams.change("c", 60, 60), ChangeStep::Held);
+    let ScanStep::Rescan(again) = streams.scan_done(&c, new, true, Ok(10)) else {
+        panic!("read before the old answer: it would take the client back")
+    };
+    assert_eq!(sent(streams.scan_done(&c, again, true, Ok(55))).0, [60], "20 came with the new read, 60 after it");
     let catch_up = streams.resync(&c, 1).unwrap();
     streams.unsync("c");
     assert_eq!(streams.scan_done(&c, catch_up.ticket, false, Ok(30)), ScanStep::Drop, "nobody wants it");
@@ -89,6 +93,19 @@ fn a_failed_last_scan_ends_the_following_and_a_failed_other_one_does_not() {
     assert!(streams.follows("c"));
     assert_eq!(streams.scan_done(&c, second, true, Err(())), ScanStep::Failed { ended: true });
     assert!(!streams.follows("c"));
+}
+
+#[test]
+fn a_sync_answered_out_of_order_is_read_again() {
+    let mut streams: SyncStreams<u64> = SyncStreams::new(16);
+    let c = name();
+    let (first, second) = (streams.sync(&c), streams.sync(&c));
+    assert!(matches!(streams.scan_done(&c, second, true, Ok(9)), ScanStep::Send { .. }));
+    let ScanStep::Rescan(again) = streams.scan_done(&c, first, true, Ok(4)) else {
+        panic!("an answer read before one already sent must not be sent")
+    };
+    assert!(!again.answers_only(), "it still belongs to the following");
+    assert!(matches!(streams.scan_done(&c, again, true, Ok(12)), ScanStep::Send { .. }));
 }
 
 #[test]
@@ -163,7 +180,9 @@ struct Model {
 impl Model {
     fn send_pages(&mut self, scan: &Scan, upto: u64) {
         if scan.request {
+            // A SYNC_DATA without `since` is the whole state: the client keeps nothing else.
             self.high = 0;
+            self.known.clear();
         }
         self.known.extend(scan.since + 1..=upto);
         self.high = self.high.max(upto);
@@ -249,6 +268,7 @@ impl Model {
                     });
                 }
             }
+            ScanStep::Rescan(ticket) => self.scans.push(Scan { ticket, request: true, since: scan.since, read: None }),
             ScanStep::Drop => {}
             ScanStep::Failed { .. } => panic!("the model's scans never fail"),
         }

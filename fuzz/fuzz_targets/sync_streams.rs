@@ -80,6 +80,9 @@ impl Model {
                     self.scans.push(Scan { ticket: c.ticket, request: false, since: c.since, read: None, stale: false });
                 }
             }
+            ScanStep::Rescan(ticket) => {
+                self.scans.push(Scan { ticket, request: true, since: scan.since, read: None, stale: scan.stale })
+            }
             ScanStep::Drop => {}
             ScanStep::Failed { .. } => unreachable!("no scan fails here"),
         }

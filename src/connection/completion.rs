@@ -22,7 +22,14 @@ pub(super) enum Completion {
     /// A committed `OP_BATCH`: the outcomes fill the slots the session left open.
     Written { id: u64, results: Vec<Option<OpOutcome>>, slots: Vec<usize>, outcomes: Vec<OpOutcome> },
     /// A snapshot read for `SYNC {id}`, or a catch-up (no id).
-    Scanned { id: Option<u64>, collection: Arc<str>, ticket: Ticket, result: Result<Scanned, StoreError> },
+    Scanned {
+        id: Option<u64>,
+        collection: Arc<str>,
+        ticket: Ticket,
+        /// The `SYNC`'s `since` (for a scan that must be done again).
+        since: Option<Cursor>,
+        result: Result<Scanned, StoreError>,
+    },
     /// Node-level interest in a `SUB`'s topic, established or not.
     Subscribed { id: u64, topic: String, result: Result<(), BackplaneError> },
 }

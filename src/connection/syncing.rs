@@ -28,7 +28,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// and the stream), then, in a task, waits for the feed to follow the
     /// store and reads. `id` is the `SYNC`'s, `None` for a catch-up.
     pub(super) fn start_scan(&mut self, id: Option<u64>, collection: Arc<str>, ticket: Ticket, from: ScanFrom) -> Flow {
-        self.node.hub.watch(&collection, self.queue.clone());
+        if !ticket.answers_only() {
+            self.node.hub.watch(&collection, self.queue.clone());
+        }
+        let since = match &from {
+            ScanFrom::Request(since) => *since,
+            ScanFrom::CatchUp(_) => None,
+        };
         let node = self.node.clone();
         self.tasks.spawn(async move {
             let result = match node.feed_ready(&collection).await {
@@ -45,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     }
                 },
             };
-            Completion::Scanned { id, collection, ticket, result }
+            Completion::Scanned { id, collection, ticket, since, result }
         });
         Flow::Continue
     }
@@ -59,11 +65,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         id: Option<u64>,
         collection: Arc<str>,
         ticket: Ticket,
+        since: Option<Cursor>,
         result: Result<Scanned, StoreError>,
     ) -> Flow {
         let cursor = result.as_ref().map(Scanned::cursor).map_err(|_| ());
         match self.streams.scan_done(&collection, ticket, id.is_some(), cursor) {
             ScanStep::Drop => Flow::Continue,
+            ScanStep::Rescan(again) => self.start_scan(id, collection, again, ScanFrom::Request(since)),
             ScanStep::Failed { ended } => {
                 if ended {
                     self.node.hub.unwatch(&collection, self.queue.id());

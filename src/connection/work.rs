@@ -152,8 +152,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
                 self.send(&ServerMessage::OpResult { id, results: results.into_iter().flatten().collect() }).await
             }
-            Completion::Scanned { id, collection, ticket, result } => {
-                self.finish_scan(id, collection, ticket, result).await
+            Completion::Scanned { id, collection, ticket, since, result } => {
+                self.finish_scan(id, collection, ticket, since, result).await
             }
             Completion::Subscribed { id, topic, result } => match result {
                 Ok(()) => self.send(&ServerMessage::Ok { id }).await,
