@@ -18,6 +18,7 @@
 //! | [`protocol`], [`hlc`], [`cursor`], [`names`], [`assembler`] | re-exported from `syncgate-proto` (`crates/syncgate-proto`), shared with the clients: messages, codes, codec; hybrid logical clocks and the last-writer-wins rule; `<epoch>:<position>` cursors; the naming rule; WebSocket reassembly |
 //! | [`auth`] | the [`auth::Authenticator`] trait: none, static token, JWT key ring (PEM, JWKS), introspection; [`auth::AuthSpec`] assembles one from settings (what `syncgate serve` flags describe) |
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
+//! | [`sync_streams`] | sans-IO sync streams of one connection: what each followed collection was sent, what waits behind a scan, catch-ups and stale answers (the actor only carries it out) |
 //! | [`hub`], [`send_queue`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); each connection's bounded send queue (4200) |
 //! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
 //! | [`node`] | the [`node::Node`] every surface calls: authentication, requests, control (disconnect, revoke, rules reload, drain); its background work (backplane pump, tombstone collection, position checks) |

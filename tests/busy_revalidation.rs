@@ -1,6 +1,6 @@
 //! A token revoked at the identity provider ends a session within the
 //! introspection cache's lifetime and a small bound, however busy the socket:
-//! here the client has twenty `SYNC`s of a 1.2 MB collection queued in 4 KiB
+//! here the client has thirty `SYNC`s of a 1.2 MB collection queued in 4 KiB
 //! pages and reads about 4 MB/s through a small receive buffer, so the
 //! server spends the whole test writing.
 
@@ -53,7 +53,7 @@ async fn a_revoked_token_closes_a_busy_session_within_the_cache_ttl() {
     reader.next(Duration::from_secs(5)).await;
     write.write_all(&frame(&ClientMessage::Auth { token: Some("reader".into()) })).await.unwrap();
     let mut syncs = Vec::new();
-    for id in 1..=20 {
+    for id in 1..=30 {
         syncs.extend(frame(&ClientMessage::Sync { id, collection: "big".into(), since: None }));
     }
     write.write_all(&syncs).await.unwrap();
@@ -71,6 +71,7 @@ async fn a_revoked_token_closes_a_busy_session_within_the_cache_ttl() {
     };
     let took = revoked.elapsed();
     assert_eq!(code, 4003);
-    assert!(took < ttl * 2 + Duration::from_secs(2), "closed {took:?} after the revocation");
+    // Two cache lifetimes (the revocation may land just after a revalidation) and room for a busy machine.
+    assert!(took < ttl * 2 + Duration::from_secs(3), "closed {took:?} after the revocation");
     server.stop().await;
 }
