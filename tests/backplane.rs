@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::lossy::Lossy;
+use common::nodes::{Lossy, changed_keys, put};
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use common::{RawWs, TestServer, jwt_config, token};
 use rmpv::Value;
 use syncgate::ServerConfig;
 use syncgate::backplane::{Backplane, MemoryBus};
-use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
+use syncgate::protocol::{ClientMessage, ServerMessage};
 use syncgate::store::{MemoryStore, Store};
 
 /// Two servers on one store; node A's backplane is `a`, node B's is `b`.
@@ -21,29 +21,6 @@ async fn two_nodes(a: Arc<dyn Backplane>, b: Arc<dyn Backplane>) -> (TestServer,
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let node = |backplane| ServerConfig { store: store.clone(), backplane, ..jwt_config() };
     (TestServer::start(node(a)).await, TestServer::start(node(b)).await)
-}
-
-fn put(n: u32) -> ClientMessage {
-    let op = RawOp {
-        op_id: Value::from(n),
-        collection: "c".into(),
-        key: format!("k{n}"),
-        value: Value::from(n),
-        hlc: format!("{}:0:writer", common::now() * 1000 + u64::from(n)),
-    };
-    ClientMessage::OpBatch { id: u64::from(n), ops: vec![OpInput::Op(op)] }
-}
-
-/// Reads `CHANGE`s of `c` until `count` keys arrived; returns them in arrival order.
-async fn changed_keys(ws: &mut RawWs, count: usize) -> Vec<String> {
-    let mut keys = Vec::new();
-    while keys.len() < count {
-        if let ServerMessage::Change { records, .. } = ws.msg_where(|m| matches!(m, ServerMessage::Change { .. })).await
-        {
-            keys.extend(records.into_iter().map(|r| r.key));
-        }
-    }
-    keys
 }
 
 async fn synced_reader(server: &TestServer) -> RawWs {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::lossy::Lossy;
+use common::nodes::{Lossy, changed_keys, put};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,34 +12,10 @@ use std::time::Duration;
 
 use common::stores::Hooked;
 use common::{RawWs, Recv, TestServer, jwt_config, token};
-use rmpv::Value;
 use syncgate::ServerConfig;
 use syncgate::backplane::MemoryBus;
-use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
+use syncgate::protocol::{ClientMessage, ServerMessage};
 use syncgate::store::{MemoryStore, Store};
-
-fn put(n: u32) -> ClientMessage {
-    let op = RawOp {
-        op_id: Value::from(n),
-        collection: "c".into(),
-        key: format!("k{n}"),
-        value: Value::from(n),
-        hlc: format!("{}:0:writer", common::now() * 1000 + u64::from(n)),
-    };
-    ClientMessage::OpBatch { id: u64::from(n), ops: vec![OpInput::Op(op)] }
-}
-
-/// Reads `CHANGE`s of `c` until `count` keys arrived; returns them in arrival order.
-async fn changed_keys(ws: &mut RawWs, count: usize) -> Vec<String> {
-    let mut keys = Vec::new();
-    while keys.len() < count {
-        if let ServerMessage::Change { records, .. } = ws.msg_where(|m| matches!(m, ServerMessage::Change { .. })).await
-        {
-            keys.extend(records.into_iter().map(|r| r.key));
-        }
-    }
-    keys
-}
 
 async fn synced_reader(server: &TestServer, n: usize) -> RawWs {
     let mut reader = RawWs::authed(server.addr, &token(&format!("reader-{n}"), &[])).await;

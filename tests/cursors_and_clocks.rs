@@ -98,7 +98,7 @@ async fn a_cursor_at_zero_resets_after_a_collection() {
 async fn a_catch_up_below_the_horizon_makes_the_client_resync() {
     let bus = MemoryBus::new();
     let store = Arc::new(MemoryStore::new());
-    let drop_both = common::lossy::Lossy::new(bus.node(), vec![1, 2]);
+    let drop_both = common::nodes::Lossy::new(bus.node(), vec![1, 2]);
     let a =
         TestServer::start(ServerConfig { store: store.clone(), backplane: Arc::new(drop_both), ..jwt_config() }).await;
     let mut b_config = ServerConfig { store: store.clone(), backplane: Arc::new(bus.node()), ..jwt_config() };

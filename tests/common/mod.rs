@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
-pub mod lossy;
+pub mod nodes;
 pub mod raw;
 pub mod sse;
 pub mod stores;

@@ -1,12 +1,41 @@
-//! A backplane node that loses chosen `CHANGE` publications on their way to
-//! the other nodes, for the tests of gap recovery and catch-up.
+//! Helpers of the tests with several nodes: a backplane node that loses
+//! chosen `CHANGE` publications on their way to the other nodes (gap
+//! recovery, catch-up), a write of collection `c`, and a reader of its changes.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use rmpv::Value;
 use syncgate::backplane::{Backplane, BackplaneFuture, Control, Inbound, Subject};
+use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use tokio::sync::mpsc;
+
+use super::RawWs;
+
+/// An `OP_BATCH` (id `n`) writing `k<n>` = `n` into collection `c`.
+pub fn put(n: u32) -> ClientMessage {
+    let op = RawOp {
+        op_id: Value::from(n),
+        collection: "c".into(),
+        key: format!("k{n}"),
+        value: Value::from(n),
+        hlc: format!("{}:0:writer", super::now() * 1000 + u64::from(n)),
+    };
+    ClientMessage::OpBatch { id: u64::from(n), ops: vec![OpInput::Op(op)] }
+}
+
+/// Reads `CHANGE`s of `c` until `count` keys arrived; returns them in arrival order.
+pub async fn changed_keys(ws: &mut RawWs, count: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    while keys.len() < count {
+        if let ServerMessage::Change { records, .. } = ws.msg_where(|m| matches!(m, ServerMessage::Change { .. })).await
+        {
+            keys.extend(records.into_iter().map(|r| r.key));
+        }
+    }
+    keys
+}
 
 /// Drops the `CHANGE` publications whose 1-based numbers are in `drop`.
 pub struct Lossy {
