@@ -209,3 +209,33 @@ async fn pub_sub_through_the_client_survives_reconnects() {
     assert_eq!(got.data, Value::from("again"), "the subscription was renewed after the reconnect");
     second.stop().await;
 }
+
+/// A write whose local save fails is reported as what it is: queued and not
+/// saved. It stays queued, reaches the server, and the app hears it settle;
+/// nothing is rolled back behind the app's back.
+#[tokio::test]
+async fn a_write_whose_local_save_fails_is_still_queued_and_reported_as_unsaved() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let server = TestServer::start(config(store.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").join("replica.msgpack");
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let config =
+        ClientConfig { state_path: Some(state), ..client_config(server.url(), Arc::new(AtomicBool::new(false))) };
+    let (client, mut events) = Client::connect(config).unwrap();
+    // The state directory goes away: every save fails from now on.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let unsaved = client.write("users/alice/notes", "n1", Value::from("kept")).await;
+    let Err(syncgate_client::ClientError::NotSaved { op_id, .. }) = unsaved else {
+        panic!("expected NotSaved, got {unsaved:?}")
+    };
+    assert_eq!(client.get("users/alice/notes", "n1"), Some(Value::from("kept")), "still visible");
+    common::until(
+        &mut events,
+        |e| matches!(e, ClientEvent::OpSettled { op_id: id, rejected: None, .. } if *id == op_id),
+    )
+    .await;
+    assert_eq!(store.get("users/alice/notes", "n1").await.unwrap().map(|r| r.value), Some(Value::from("kept")));
+    client.close().await;
+    server.stop().await;
+}

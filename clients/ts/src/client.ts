@@ -71,6 +71,21 @@ export class Collection {
   }
 }
 
+/**
+ * A write is queued, visible and sent when connected, but its local save
+ * failed: it lives only in this page until the server acknowledges it
+ * (`opSettled` for `opId`). Not a refusal: do not write it again.
+ */
+export class NotSavedError extends Error {
+  constructor(
+    readonly opId: string,
+    reason: string,
+  ) {
+    super(`the write ${opId} is queued but could not be saved locally: ${reason}`);
+    this.name = "NotSavedError";
+  }
+}
+
 export class SyncgateClient {
   /** Resolves once the stored replica is loaded (reads before it see an empty replica). */
   readonly ready: Promise<void>;
@@ -201,15 +216,17 @@ export class SyncgateClient {
     // Visible at once (listeners re-render now); durable before this resolves.
     const op = this.replica.write(collection, key, value, Date.now());
     this.events.emit("change", { collection, keys: [key] });
+    let saved: unknown = null;
     try {
       await this.storage.apply({ addOps: [op], clock: this.replica.clock.state() });
     } catch (e) {
-      this.replica.discard(op.opId);
-      this.events.emit("change", { collection, keys: [key] });
-      throw new Error(`the write could not be saved: ${String(e)}`);
+      // The op stays queued: it may be on its way already, and discarding it
+      // would tell the app "failed" about a write the server may accept.
+      saved = e;
     }
     if (this.connector) this.connector.wake();
     else this.tabs.post({ t: "outbox" });
+    if (saved !== null) throw new NotSavedError(op.opId, String(saved));
     return op.opId;
   }
 

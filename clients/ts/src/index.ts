@@ -8,7 +8,7 @@
  * await todos.set("t1", { title: "buy milk", done: false });
  * ```
  */
-export { SyncgateClient, Collection, type SyncgateClientOptions } from "./client.js";
+export { SyncgateClient, Collection, NotSavedError, type SyncgateClientOptions } from "./client.js";
 export type { WebSocketLike } from "./connector.js";
 export { MemoryStorage, type Storage, type StorageChange, type SavedState, type SavedCollection } from "./storage.js";
 export { IndexedDBStorage } from "./idb.js";

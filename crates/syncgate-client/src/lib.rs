@@ -290,6 +290,17 @@ pub enum ClientError {
     /// The server answered something this request cannot be answered with.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The write is queued, visible and sent when connected, but its local
+    /// save failed: it lives only in this process until the server
+    /// acknowledges it (`ClientEvent::OpSettled` for `op_id`). Not a refusal:
+    /// do not write it again.
+    #[error("the write {op_id} is queued but could not be saved locally: {reason}")]
+    NotSaved {
+        /// The queued op.
+        op_id: String,
+        /// Why the save failed.
+        reason: String,
+    },
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<ServerMessage, ClientError>>;
@@ -373,16 +384,18 @@ impl Client {
             local.generation += 1;
             (op, local.generation)
         };
-        if let Some(file) = &self.file
-            && let Err(e) = file.save_through(&self.local, generation).await
-        {
-            let mut local = self.local();
-            local.replica.discard(&op.op_id);
-            local.generation += 1;
-            return Err(ClientError::Io(format!("cannot save the write: {e}")));
-        }
+        // The op is kept whatever the save does: it may already be on its way
+        // (a replay can pick it up at once), so discarding it here could leave
+        // the app told "failed" about a write the server accepts.
+        let saved = match &self.file {
+            Some(file) => file.save_through(&self.local, generation).await,
+            None => Ok(()),
+        };
         self.wake.notify_one();
-        Ok(op.op_id)
+        match saved {
+            Ok(()) => Ok(op.op_id),
+            Err(e) => Err(ClientError::NotSaved { op_id: op.op_id, reason: e.to_string() }),
+        }
     }
 
     /// The visible value of a record: the local write if still pending and newest, else the server's.

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Decoder, Encoder, ExtData } from "@msgpack/msgpack";
-import { SyncgateClient } from "../../src/index.js";
+import { MemoryStorage, NotSavedError, SyncgateClient } from "../../src/index.js";
 import type { WebSocketLike } from "../../src/connector.js";
 import type { ClientEvents, Unreadable } from "../../src/types.js";
 
@@ -78,6 +78,9 @@ class FakeSocket {
       });
     } else if (message.type === "SUB") {
       this.push({ type: "OK", id: message.id });
+    } else if (message.type === "OP_BATCH") {
+      const ops = (message as unknown as { ops: { opId: string }[] }).ops;
+      this.push({ type: "OP_RESULT", id: message.id, results: ops.map((op) => ({ opId: op.opId, ok: true })) });
     }
   }
 
@@ -146,5 +149,32 @@ test("a value outside the value rule is refused when it is written", async () =>
   await assert.rejects(c.set("date", new Date() as never), /extension type/);
   await c.set("fine", { a: [1, 2, 3] });
   assert.equal(c.get("deep"), undefined);
+  await client.close();
+});
+
+test("a write whose local save fails is still queued, reported as unsaved, and settles", async () => {
+  class FailingStorage extends MemoryStorage {
+    failing = false;
+    override async apply(change: Parameters<MemoryStorage["apply"]>[0]): Promise<void> {
+      if (this.failing && change.addOps) throw new Error("disk full");
+      return super.apply(change);
+    }
+  }
+  const storage = new FailingStorage(`failing-${Math.random()}`);
+  const client = new SyncgateClient({ url: "ws://fake/ws", storage, WebSocket: FakeSocket as unknown as WebSocketLike });
+  const c = client.collection("c");
+  const connected = next(client, "connected");
+  client.connect();
+  await connected;
+  storage.failing = true;
+  const settled = next(client, "opSettled");
+  const error = await c.set("k", "kept").then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof NotSavedError, `expected NotSavedError, got ${String(error)}`);
+  assert.equal(c.get("k"), "kept", "still visible");
+  const outcome = await settled;
+  assert.deepEqual([outcome.opId, outcome.ok], [error.opId, true], "it reached the server all the same");
   await client.close();
 });
