@@ -1,6 +1,7 @@
 //! Who is connected: authenticated connections by subject, for the admin API.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
@@ -27,6 +28,9 @@ pub(crate) enum CloseOrder {
 #[derive(Debug, Default)]
 pub(crate) struct CloseSlot {
     order: Mutex<Option<CloseOrder>>,
+    /// Set with `order`: lets [`CloseSlot::try_take`], called before every
+    /// frame a busy connection writes, skip the lock while nothing waits.
+    waiting: AtomicBool,
     arrived: Notify,
 }
 
@@ -34,11 +38,15 @@ impl CloseSlot {
     /// Leaves an order for the connection (unless one is waiting already).
     pub(crate) fn send(&self, order: CloseOrder) {
         self.order.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(order);
+        self.waiting.store(true, Ordering::Release);
         self.arrived.notify_one();
     }
 
     /// The order, if one is waiting (for a connection too busy writing to wait on [`CloseSlot::recv`]).
     pub(crate) fn try_take(&self) -> Option<CloseOrder> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return None;
+        }
         self.order.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 

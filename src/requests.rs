@@ -78,16 +78,21 @@ pub(crate) fn check_batch(ops: usize, limits: RequestLimits) -> Result<(), Reque
     Ok(())
 }
 
-/// Whether `access` may write `value` into `collection` (one op; its key and
-/// `hlc` are judged when it is committed).
-pub(crate) fn check_write(
+/// Whether `access` may apply one op (its id, its `value` into
+/// `collection`; its key and `hlc` are judged when it is committed). The
+/// refusal is the op's `OP_RESULT` entry, echoing its id unless the id
+/// itself is what is wrong.
+pub(crate) fn check_op(
     access: &Access,
+    op_id: &Value,
     collection: &str,
     value: &Value,
     limits: RequestLimits,
-) -> Result<(), RequestError> {
-    check_value("value", value, limits)?;
-    check_writable(access, collection)
+) -> Result<(), OpOutcome> {
+    check_op_id(op_id).map_err(|refusal| refusal.rejection(Value::Nil))?;
+    check_value("value", value, limits)
+        .and_then(|()| check_writable(access, collection))
+        .map_err(|refusal| refusal.rejection(op_id.clone()))
 }
 
 /// Whether `access` may write into `collection` at all (its name checked first).
@@ -127,7 +132,7 @@ pub(crate) const MAX_OP_ID_BYTES: usize = 256;
 
 /// An op id is absent, an integer, or a string of at most [`MAX_OP_ID_BYTES`]
 /// (it is echoed in the op's outcome, and clients key their outboxes by it).
-pub(crate) fn check_op_id(op_id: &Value) -> Result<(), RequestError> {
+fn check_op_id(op_id: &Value) -> Result<(), RequestError> {
     match op_id {
         Value::Nil | Value::Integer(_) => Ok(()),
         Value::String(s) if s.as_str().is_some_and(|s| s.len() <= MAX_OP_ID_BYTES) => Ok(()),

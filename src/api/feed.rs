@@ -43,8 +43,7 @@ use crate::auth::Identity;
 use crate::cursor::Cursor;
 use crate::feed_slots::TooManyFeeds;
 use crate::node::Trigger;
-use crate::node::{AuthRefusal, Node};
-use crate::protocol::AuthFailCode;
+use crate::node::{Lapsed, Node};
 use crate::protocol::Record;
 use crate::registry::{CloseOrder, CloseSlot};
 use crate::requests::{Reading, RequestError, check_read};
@@ -270,17 +269,11 @@ async fn expiry(node: &Node, identity: &Identity) {
 /// provider that no longer admits it, or a revocation, ends the feed; an
 /// unreachable provider does not (as for a WebSocket session).
 async fn revalidate(node: &Arc<Node>, follower: &Follower) -> Option<Ended> {
-    let result = match node.authenticate(follower.token.clone(), follower.peer.ip()).await {
-        Ok(identity) => Ok(identity),
-        Err(AuthRefusal::Blocked) => return None,
-        Err(AuthRefusal::Failed(e)) if e.code == AuthFailCode::IntrospectionUnavailable => return None,
-        Err(AuthRefusal::Failed(e)) => Err(e),
-    };
-    match node.admit(result, |admitted| admitted) {
-        Ok(identity) if identity.sub == follower.identity.sub => None,
-        Ok(_) => Some(Ended::new("forbidden", "the token is now for another subject")),
-        Err(e) if e.code == AuthFailCode::TokenExpired => Some(Ended::new("token_expired", e.message)),
-        Err(_) => Some(Ended::new("forbidden", "the token is no longer active")),
+    let checked = node.revalidate(follower.token.clone(), follower.peer.ip(), &follower.identity.sub).await;
+    match checked {
+        Ok(()) => None,
+        Err(Lapsed::Expired) => Some(Ended::new("token_expired", "the token has expired")),
+        Err(Lapsed::Inactive(why)) => Some(Ended::new("forbidden", why)),
     }
 }
 

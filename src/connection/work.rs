@@ -14,9 +14,9 @@ use tracing::{debug, info};
 use super::completion::{Completion, ScanFrom};
 use super::{Actor, Flow};
 use crate::auth::{AuthError, Identity};
-use crate::node::AuthRefusal;
+use crate::node::{AuthRefusal, Lapsed};
+use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
-use crate::protocol::{AuthFailCode, ServerMessage};
 use crate::registry::CloseOrder;
 use crate::requests::RequestError;
 use crate::session::Effect;
@@ -176,22 +176,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         let (node, close_slot, ip) = (self.node.clone(), self.close_slot.clone(), self.peer.ip());
         let sub = self.session.identity().map(|identity| identity.sub.clone()).unwrap_or_default();
         tokio::spawn(async move {
-            let result = match node.authenticate(token, ip).await {
-                Err(AuthRefusal::Blocked) => return,
-                Err(AuthRefusal::Failed(e)) if e.code == AuthFailCode::IntrospectionUnavailable => return,
-                Err(AuthRefusal::Failed(e)) => Err(e),
-                Ok(identity) => Ok(identity),
-            };
-            let reason = match node.admit(result, |admitted| admitted) {
-                Ok(identity) if identity.sub == sub => return,
-                Ok(_) => "the refreshed token is for another subject",
-                Err(e) if e.code == AuthFailCode::TokenExpired => {
-                    close_slot.send(CloseOrder::Close { code: close::TOKEN_EXPIRED, reason: "token expired".into() });
-                    return;
+            let order = match node.revalidate(token, ip, &sub).await {
+                Ok(()) => return,
+                Err(Lapsed::Expired) => {
+                    CloseOrder::Close { code: close::TOKEN_EXPIRED, reason: "token expired".into() }
                 }
-                Err(_) => "the token is no longer active",
+                Err(Lapsed::Inactive(why)) => CloseOrder::Close { code: close::FORBIDDEN, reason: why.into() },
             };
-            close_slot.send(CloseOrder::Close { code: close::FORBIDDEN, reason: reason.into() });
+            close_slot.send(order);
         });
     }
 

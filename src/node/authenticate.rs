@@ -28,6 +28,15 @@ pub(crate) enum AuthRefusal {
     Failed(AuthError),
 }
 
+/// Why a live session's or feed's token no longer holds ([`Node::revalidate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lapsed {
+    /// Past its `exp`.
+    Expired,
+    /// Refused, revoked, or now for another subject; the reason says which.
+    Inactive(&'static str),
+}
+
 impl Node {
     /// Verifies `token` for a client at `ip` (see the module doc). The future
     /// owns what it needs, so a caller may poll it once inline and spawn it
@@ -78,5 +87,24 @@ impl Node {
                 Ok(identity)
             }
         }))
+    }
+
+    /// Checks a live token again (introspection mode), for a session or a
+    /// feed of subject `sub`: `Ok` while it holds. An unreachable identity
+    /// provider, or an address out of failure slots, ends nothing: a live
+    /// session is not dropped on a provider's blip.
+    pub(crate) async fn revalidate(self: &Arc<Self>, token: String, ip: IpAddr, sub: &str) -> Result<(), Lapsed> {
+        let result = match self.authenticate(token, ip).await {
+            Err(AuthRefusal::Blocked) => return Ok(()),
+            Err(AuthRefusal::Failed(e)) if e.code == AuthFailCode::IntrospectionUnavailable => return Ok(()),
+            Err(AuthRefusal::Failed(e)) => Err(e),
+            Ok(identity) => Ok(identity),
+        };
+        match self.admit(result, |admitted| admitted) {
+            Ok(identity) if identity.sub == sub => Ok(()),
+            Ok(_) => Err(Lapsed::Inactive("the token is now for another subject")),
+            Err(e) if e.code == AuthFailCode::TokenExpired => Err(Lapsed::Expired),
+            Err(_) => Err(Lapsed::Inactive("the token is no longer active")),
+        }
     }
 }

@@ -46,7 +46,7 @@ use crate::revocation::Revocations;
 use crate::rules::{Access, Policy, PolicyHandle};
 use crate::send_queue::ConnId;
 
-pub(crate) use authenticate::AuthRefusal;
+pub(crate) use authenticate::{AuthRefusal, Lapsed};
 pub(crate) use catch_up::{CatchUpPages, Trigger};
 pub use control::ReloadError;
 pub(crate) use requests::ApiOp;

@@ -11,7 +11,7 @@ use super::Node;
 use crate::auth::Identity;
 use crate::cursor::Cursor;
 use crate::protocol::{OpOutcome, RawOp, Record, ServerMessage, encode_server};
-use crate::requests::{Reading, RequestError, check_batch, check_op_id, check_publish, check_read, check_write};
+use crate::requests::{Reading, RequestError, check_batch, check_op, check_publish, check_read};
 use crate::rules::Access;
 
 /// One op as the HTTP API takes it: the collection is in the path, and an
@@ -78,12 +78,8 @@ impl Node {
         let mut outcomes: Vec<Option<OpOutcome>> = Vec::with_capacity(ops.len());
         let mut allowed = Vec::with_capacity(ops.len());
         for op in ops {
-            if let Err(refusal) = check_op_id(&op.op_id) {
-                outcomes.push(Some(refusal.rejection(Value::Nil)));
-                continue;
-            }
-            if let Err(refusal) = check_write(access, collection, &op.value, limits) {
-                outcomes.push(Some(refusal.rejection(op.op_id)));
+            if let Err(rejection) = check_op(access, &op.op_id, collection, &op.value, limits) {
+                outcomes.push(Some(rejection));
                 continue;
             }
             let hlc = op.hlc.unwrap_or_else(|| clock.tick(now).to_string());

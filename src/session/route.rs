@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 
 use super::{Authenticated, Effect, SessionConfig};
 use crate::protocol::{ClientMessage, OpInput, ServerMessage};
-use rmpv::Value;
-
 use crate::requests::{
-    Reading, RequestError, check_batch, check_name, check_op_id, check_presence_info, check_publish, check_read,
-    check_write, parse_since,
+    Reading, RequestError, check_batch, check_name, check_op, check_presence_info, check_publish, check_read,
+    parse_since,
 };
 use crate::rules::{Access, Action};
 
@@ -88,11 +86,8 @@ pub(super) fn route(
             for (i, op) in ops.into_iter().enumerate() {
                 results.push(match op {
                     OpInput::Invalid { op_id, reason } => Some(RequestError::Invalid(reason).rejection(op_id)),
-                    OpInput::Op(op) if check_op_id(&op.op_id).is_err() => {
-                        check_op_id(&op.op_id).err().map(|refusal| refusal.rejection(Value::Nil))
-                    }
-                    OpInput::Op(op) => match check_write(&auth.access, &op.collection, &op.value, limits) {
-                        Err(refusal) => Some(refusal.rejection(op.op_id)),
+                    OpInput::Op(op) => match check_op(&auth.access, &op.op_id, &op.collection, &op.value, limits) {
+                        Err(rejection) => Some(rejection),
                         Ok(()) => {
                             allowed.push((i, op));
                             None
