@@ -12,7 +12,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | this one | the [`Node`], opening it, readiness, the live policy |
-//! | `authenticate` | a token in, an identity (or the refusal) out; admission under the revocation lock |
+//! | `authenticate` | a token in, an identity (or the refusal) out; admission under the revocation lock; revalidation of a live token |
 //! | `requests` | publish, write, read a page: what the HTTP API asks, checked as the session checks |
 //! | `control` | disconnect, revoke, reload rules, drain: here and on every node |
 //! | `catch_up` | catch-up scans after a lost change: one per feed, position and resync round, shared by its watchers |
