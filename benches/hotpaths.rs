@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rmpv::Value;
 use syncgate::auth::Identity;
 use syncgate::backplane::MemoryBackplane;
-use syncgate::hlc::{Hlc, encode_value, replaces};
+use syncgate::hlc::{Hlc, encode_value, merge};
 use syncgate::hub::Hub;
 use syncgate::protocol::{ServerMessage, encode_server};
 use syncgate::rules::{Action, RuleSet};
@@ -49,7 +49,7 @@ fn lww(c: &mut Criterion) {
     );
     let (va, vb) = (encode_value(&Value::from("left")), encode_value(&Value::from("right")));
     c.bench_function("lww decision (tie on time, node decides)", |bench| {
-        bench.iter(|| replaces(black_box(&a), black_box(&va), black_box(&b), black_box(&vb)))
+        bench.iter(|| merge(black_box(&a), black_box(&va), black_box(&b), black_box(&vb)))
     });
 }
 

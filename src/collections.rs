@@ -165,6 +165,7 @@ impl Collections {
             for (n, (i, op_id)) in slots.into_iter().enumerate() {
                 outcomes[i] = Some(match committed.as_ref().map(|applied| applied.get(n)) {
                     Ok(Some(Applied::Stale)) => RequestError::Stale.rejection(op_id),
+                    Ok(Some(Applied::Conflict)) => RequestError::ReusedStamp.rejection(op_id),
                     Ok(_) => OpOutcome { op_id, ok: true, code: None, message: None },
                     Err(_) => RequestError::Unavailable(unavailable.into()).rejection(op_id),
                 });

@@ -188,6 +188,9 @@ pub(crate) enum RequestError {
     /// The op's `hlc` is older than the tombstone-collection horizon.
     #[error("the op's hlc is older than the tombstone-collection horizon")]
     Stale,
+    /// The record already holds another value under the op's `hlc`.
+    #[error("the record holds another value written with this op's hlc: a writer must not reuse a stamp")]
+    ReusedStamp,
 }
 
 impl RequestError {
@@ -195,7 +198,7 @@ impl RequestError {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::UnknownType(_) => error::UNKNOWN_TYPE,
-            Self::Invalid(_) => error::INVALID,
+            Self::Invalid(_) | Self::ReusedStamp => error::INVALID,
             Self::Forbidden(_) => error::FORBIDDEN,
             Self::ClockSkew { .. } => error::CLOCK_SKEW,
             Self::Unavailable(_) => error::UNAVAILABLE,

@@ -158,3 +158,42 @@ async fn the_rust_client_refuses_a_bad_value_at_write_time() {
     client.close().await;
     server.stop().await;
 }
+
+/// Two backend writes under one `hlc`, values `5` then `2.0` (before: the
+/// server kept the greater MessagePack encoding, `2.0`, while a browser that
+/// decodes both to numbers kept `5` when syncing and `2` when fresh). A
+/// second value under a stamp is now refused, so every replica decides by
+/// stamps alone: the syncing reader, a fresh reader and the store agree.
+#[tokio::test]
+async fn a_reused_stamp_is_refused_and_every_reader_agrees() {
+    let server = TestServer::start(jwt_config()).await;
+    let mut syncing = RawWs::authed(server.addr, &token("reader", &[])).await;
+    syncing.send(&ClientMessage::Sync { id: 1, collection: "c".into(), since: None }).await;
+    syncing.msg_where(|m| matches!(m, ServerMessage::SyncData { .. })).await;
+    let bearer = token("backend", &[]);
+    let stamp = format!("{}:0:backend", now() * 1000);
+    let write = |value: &str| format!(r#"{{"ops": [{{"key": "k", "value": {value}, "hlc": "{stamp}"}}]}}"#);
+    let (status, first) = http(server.addr, "POST", "/api/collections/c/ops", Some(&bearer), Some(&write("5"))).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) =
+        http(server.addr, "POST", "/api/collections/c/ops", Some(&bearer), Some(&write("2.0"))).await;
+    assert_eq!(status, 200, "{second}");
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(second["results"][0]["ok"], json!(false), "{second}");
+    assert_eq!(second["results"][0]["code"], json!("invalid"), "{second}");
+    let same_again = http(server.addr, "POST", "/api/collections/c/ops", Some(&bearer), Some(&write("5"))).await;
+    assert!(same_again.1.contains(r#""ok":true"#), "the same write again is harmless: {}", same_again.1);
+
+    let change = syncing.msg_where(|m| matches!(m, ServerMessage::Change { .. })).await;
+    let ServerMessage::Change { records, .. } = change else { unreachable!() };
+    assert_eq!(records.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), [Value::from(5)]);
+    let mut fresh = RawWs::authed(server.addr, &token("fresh", &[])).await;
+    fresh.send(&ClientMessage::Sync { id: 1, collection: "c".into(), since: None }).await;
+    let ServerMessage::SyncData { records, .. } =
+        fresh.msg_where(|m| matches!(m, ServerMessage::SyncData { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(records[0].value, Value::from(5), "the first value stays");
+    server.stop().await;
+}

@@ -67,3 +67,55 @@ fn every_vector_round_trips_through_the_rust_codec() {
         std::fs::write(PATH, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
     }
 }
+
+/// The `lww` cases: what a store answers, and what the Rust client's replica
+/// keeps, when a record meets a write (the TypeScript client checks the same).
+#[tokio::test]
+async fn last_writer_wins_cases_hold_on_the_store_and_the_rust_replica() {
+    use syncgate::hlc::Hlc;
+    use syncgate::protocol::Record;
+    use syncgate::store::{Applied, MemoryStore, Store, Write};
+    use syncgate_client::Replica;
+
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let cases = doc["lww"]["cases"].as_array().unwrap();
+    assert!(cases.len() >= 12);
+    let side = |case: &Json, which: &str| {
+        let bytes: Vec<u8> =
+            case[which]["value"].as_str().unwrap().split(' ').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+        let value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(syncgate::hlc::encode_value(&value), bytes, "values are given in their canonical encoding");
+        (case[which]["hlc"].as_str().unwrap().to_string(), value)
+    };
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let ((current_hlc, current), (incoming_hlc, incoming)) = (side(case, "current"), side(case, "incoming"));
+        let write = |hlc: &str, value: &Value| Write {
+            collection: "c".into(),
+            key: "k".into(),
+            value: value.clone(),
+            hlc: hlc.parse::<Hlc>().unwrap(),
+        };
+        let store = MemoryStore::new();
+        store.apply(&[write(&current_hlc, &current)]).await.unwrap();
+        let outcome = store.apply(&[write(&incoming_hlc, &incoming)]).await.unwrap()[0];
+        let server = match outcome {
+            Applied::Stored { .. } => "stored",
+            Applied::Superseded => "superseded",
+            Applied::Conflict => "refused",
+            Applied::Stale => "stale",
+        };
+        assert_eq!(server, case["server"].as_str().unwrap(), "{name}: the store");
+        let held = store.get("c", "k").await.unwrap().unwrap().value;
+        let expected = if server == "stored" { &incoming } else { &current };
+        assert_eq!(&held, expected, "{name}: the store holds the winner");
+
+        let mut replica = Replica::new("reader");
+        let record = |hlc: &str, value: &Value| Record { key: "k".into(), value: value.clone(), hlc: hlc.into() };
+        replica.merge("c", &[record(&current_hlc, &current)], 0);
+        replica.merge("c", &[record(&incoming_hlc, &incoming)], 0);
+        let replica_kept = replica.records("c").get("k").cloned().unwrap_or(Value::Nil);
+        let expected = if case["replica"] == "replaces" { &incoming } else { &current };
+        assert_eq!(&replica_kept, expected, "{name}: the Rust replica");
+    }
+}

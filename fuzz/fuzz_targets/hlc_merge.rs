@@ -34,7 +34,17 @@ fuzz_target!(|input: (String, Vec<W>, u64)| {
     if let Ok(h) = text.parse::<Hlc>() {
         assert_eq!(h.to_string().parse::<Hlc>().unwrap(), h, "parse/format round trip");
     }
-    let writes: Vec<W> = writes.into_iter().take(16).collect();
+    // A server never sends two values under one stamp (it refuses the second),
+    // so every write with a stamp seen before carries that stamp's first value.
+    let mut first = std::collections::HashMap::new();
+    let writes: Vec<W> = writes
+        .into_iter()
+        .take(16)
+        .map(|mut w| {
+            w.value = *first.entry((w.key % 4, w.millis, w.counter, w.node % 3)).or_insert(w.value);
+            w
+        })
+        .collect();
     let forward = merged(&writes);
     let mut reversed = writes.clone();
     reversed.reverse();

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Applied, Scan, Store, StoreError, StoreFuture, StoredRecord, Write, ready};
-use crate::hlc::replaces_value;
+use crate::hlc::{Merge, merge_value};
 
 /// Collections in memory; nothing survives the process.
 #[derive(Debug)]
@@ -68,13 +68,20 @@ impl Store for MemoryStore {
                 continue;
             }
             let collection = inner.collections.entry(write.collection.clone()).or_default();
-            let newer = collection
+            let merge = collection
                 .records
                 .get(&write.key)
-                .is_none_or(|current| replaces_value(&write.hlc, &write.value, &current.hlc, &current.value));
-            if !newer {
-                outcomes.push(Applied::Superseded);
-                continue;
+                .map_or(Merge::Replaces, |current| merge_value(&write.hlc, &write.value, &current.hlc, &current.value));
+            match merge {
+                Merge::Replaces => {}
+                Merge::Keeps => {
+                    outcomes.push(Applied::Superseded);
+                    continue;
+                }
+                Merge::Conflicts => {
+                    outcomes.push(Applied::Conflict);
+                    continue;
+                }
             }
             inner.seq += 1;
             let seq = inner.seq;

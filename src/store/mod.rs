@@ -59,8 +59,12 @@ pub enum Applied {
         /// Readers chain on it to notice a change they never received.
         prev: u64,
     },
-    /// The stored record's timestamp is the same or newer: nothing changed.
+    /// The stored record's timestamp is newer, or this is the same write
+    /// again: nothing changed.
     Superseded,
+    /// The stored record has the same timestamp and another value: a writer
+    /// reused a stamp. Nothing changed; the write is refused (`invalid`).
+    Conflict,
     /// The write's timestamp is not newer than the newest collected tombstone
     /// ([`Store::collect_tombstones`]): it could resurrect a collected delete,
     /// so it changes nothing and is refused (`stale`).
@@ -95,10 +99,12 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// a cache a remote store could not keep true.
 ///
 /// Contract:
-/// - `apply` processes writes in order. A write is stored iff its `hlc` is
-///   greater than the stored record's (`(millis, counter, node)` order); an
-///   equal or older one is [`Applied::Superseded`] and changes nothing, so
-///   replaying a write is harmless.
+/// - `apply` processes writes in order, by [`crate::hlc::merge`]: a write is
+///   stored iff its `hlc` is greater than the stored record's
+///   (`(millis, counter, node)`, the node id compared byte-wise); an older one,
+///   or the same write again, is [`Applied::Superseded`] and changes nothing,
+///   so replaying a write is harmless; one with the stored record's `hlc` and
+///   another value is [`Applied::Conflict`] and changes nothing.
 /// - **Positions.** Each stored write gets a position (`seq`), shared by all
 ///   collections, and the position of its collection's previous stored write
 ///   (`prev`). Positions grow in commit order: once `apply` returns, every

@@ -5,9 +5,8 @@
  * last-writer-wins winner of both, exactly as the server decides it, so a
  * refused op rolls back simply by leaving the outbox.
  */
-import { encodeValue } from "./codec.js";
 import { isFinalOpCode } from "./codes.js";
-import { compareBytes, compareHlc, formatHlc, type Hlc, HlcClock, parseHlc } from "./hlc.js";
+import { compareHlc, formatHlc, type Hlc, HlcClock, parseHlc } from "./hlc.js";
 import type { OpOutcome, Value, WireOp, WireRecord } from "./types.js";
 
 /** A local write not yet settled by the server. */
@@ -44,11 +43,14 @@ function parseCursor(cursor: string): { epoch: string; position: number } | null
   return parts.length <= 3 && /^\d+$/.test(position) ? { epoch, position: Number(position) } : null;
 }
 
-/** The winner of two (value, stamp) pairs under last-writer-wins. */
-function newer(a: { value: Value; hlc: Hlc }, b: { value: Value; hlc: Hlc }): boolean {
-  const byStamp = compareHlc(a.hlc, b.hlc);
-  if (byStamp !== 0) return byStamp > 0;
-  return compareBytes(encodeValue(a.value), encodeValue(b.value)) > 0;
+/**
+ * Whether `a` replaces `b` under last-writer-wins: the greater stamp wins. On
+ * an equal stamp what is held stays: the server refuses a second value under
+ * one stamp, so an equal stamp is only ever the same write again, and values
+ * are never compared (a decoded `2.0` could not give back its bytes).
+ */
+function newer(a: { hlc: Hlc }, b: { hlc: Hlc }): boolean {
+  return compareHlc(a.hlc, b.hlc) > 0;
 }
 
 export class Replica {
@@ -141,7 +143,7 @@ export class Replica {
     let best: { value: Value; hlc: Hlc } | undefined = this.collections.get(collection)?.confirmed.get(key);
     for (const op of this.byKey.get(collection)?.get(key) ?? []) {
       const hlc = parseHlc(op.hlc);
-      if (hlc && (!best || newer({ value: op.value, hlc }, best))) best = { value: op.value, hlc };
+      if (hlc && (!best || newer({ hlc }, best))) best = { value: op.value, hlc };
     }
     return best === undefined || best.value === null ? undefined : best.value;
   }
@@ -174,7 +176,7 @@ export class Replica {
       if (!hlc) continue;
       this.clock.observe(hlc, nowMs);
       const current = state.confirmed.get(record.key);
-      if (!current || newer({ value: record.value, hlc }, current)) {
+      if (!current || newer({ hlc }, current)) {
         state.confirmed.set(record.key, { value: record.value, hlc, text: record.hlc });
         changed.push(record);
       }

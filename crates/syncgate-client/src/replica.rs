@@ -22,8 +22,7 @@ use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
 use syncgate_proto::cursor::Cursor;
-use syncgate_proto::hlc::encode_value;
-use syncgate_proto::hlc::{Hlc, HlcClock, replaces_value};
+use syncgate_proto::hlc::{Hlc, HlcClock, Merge, merge_value};
 use syncgate_proto::protocol::codes::error::is_final_op_code;
 use syncgate_proto::protocol::{OpInput, OpOutcome, RawOp, Record};
 
@@ -156,11 +155,10 @@ impl Replica {
             .iter()
             .filter(|op| op.collection == collection && op.key == key)
             .filter_map(|op| op.hlc.parse::<Hlc>().ok().map(|h| (&op.value, h)));
-        // The same rule as the server's: timestamp first, then the value's encoding.
-        let winner = confirmed
-            .into_iter()
-            .chain(pending)
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| encode_value(a.0).cmp(&encode_value(b.0))));
+        // The same rule as the server's: the greater stamp wins; on an equal
+        // one (our own op's echo) what the server confirmed stays, as the
+        // server keeps the first value written under a stamp.
+        let winner = pending.chain(confirmed).max_by(|a, b| a.1.cmp(&b.1));
         winner.map(|(v, _)| v).filter(|v| !v.is_nil())
     }
 
@@ -195,7 +193,7 @@ impl Replica {
             let newer = state
                 .confirmed
                 .get(&record.key)
-                .is_none_or(|(value, current)| replaces_value(&hlc, &record.value, current, value));
+                .is_none_or(|(value, current)| merge_value(&hlc, &record.value, current, value) == Merge::Replaces);
             if newer {
                 state.confirmed.insert(record.key.clone(), (record.value.clone(), hlc));
             }
@@ -379,14 +377,13 @@ mod tests {
     }
 
     #[test]
-    fn equal_clocks_merge_the_same_in_any_order() {
-        // Regression for the hlc_merge fuzz crash ac4a3118: same hlc, values 121 and 255.
+    fn an_equal_stamp_keeps_what_is_held() {
+        // The server refuses a second value under one stamp, so an equal stamp
+        // is the same write again; values are never compared to pick a winner.
         let records = |v: u8| record("k3", v, "7:0:n1");
         let mut a = Replica::new("a");
         a.merge("c", &[records(121), records(255)], 7);
-        let mut b = Replica::new("b");
-        b.merge("c", &[records(255), records(121)], 7);
-        assert_eq!(a.records("c"), b.records("c"));
+        assert_eq!(a.records("c").get("k3"), Some(&Value::from(121)));
     }
 
     #[test]

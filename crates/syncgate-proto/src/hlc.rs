@@ -76,8 +76,8 @@ impl FromStr for Hlc {
     }
 }
 
-/// A value's MessagePack encoding: what [`replaces`] compares on a tie, and
-/// how a store keeps values.
+/// A value's MessagePack encoding: how a store keeps values, and what
+/// [`merge`] compares to tell a replay from a reused stamp.
 pub fn encode_value(value: &rmpv::Value) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail.
@@ -85,24 +85,42 @@ pub fn encode_value(value: &rmpv::Value) -> Vec<u8> {
     out
 }
 
-/// The last-writer-wins rule: whether a write `(hlc, value)` replaces the
-/// current one. Timestamps decide; equal timestamps (a writer that reused
-/// one) fall back to the MessagePack encoding of the values, so every replica
-/// picks the same winner whatever order the writes arrive in.
-pub fn replaces(new_hlc: &Hlc, new_value: &[u8], current_hlc: &Hlc, current_value: &[u8]) -> bool {
+/// What last-writer-wins makes of a write `(hlc, value)` that meets the
+/// current record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Its stamp is greater: it becomes the record.
+    Replaces,
+    /// Its stamp is smaller, or it is the same write again: nothing changes.
+    Keeps,
+    /// Same stamp, different value: a writer reused a stamp. A store refuses
+    /// such a write (`invalid`), so no two values ever circulate under one
+    /// stamp and every replica can decide by stamps alone; a replica that
+    /// meets one anyway keeps what it has, as the store did.
+    Conflicts,
+}
+
+/// The last-writer-wins rule every store and replica applies: stamps decide,
+/// `(millis, counter, node)` with the node id compared byte-wise. Values are
+/// compared, as MessagePack bytes, only to tell a replay (equal) from a reused
+/// stamp (different) — never to pick a winner, because a client that decodes
+/// values (a browser cannot tell `2` from `2.0`) could not re-create the bytes.
+pub fn merge(new_hlc: &Hlc, new_value: &[u8], current_hlc: &Hlc, current_value: &[u8]) -> Merge {
     match new_hlc.cmp(current_hlc) {
-        Ordering::Greater => true,
-        Ordering::Less => false,
-        Ordering::Equal => new_value > current_value,
+        Ordering::Greater => Merge::Replaces,
+        Ordering::Less => Merge::Keeps,
+        Ordering::Equal if new_value == current_value => Merge::Keeps,
+        Ordering::Equal => Merge::Conflicts,
     }
 }
 
-/// [`replaces`] for values not yet encoded: they are encoded only on a tie of
-/// timestamps, the one case that needs them.
-pub fn replaces_value(new_hlc: &Hlc, new_value: &rmpv::Value, current_hlc: &Hlc, current_value: &rmpv::Value) -> bool {
+/// [`merge`] for values not yet encoded: they are encoded only on a tie of
+/// timestamps, the one case that looks at them.
+pub fn merge_value(new_hlc: &Hlc, new_value: &rmpv::Value, current_hlc: &Hlc, current_value: &rmpv::Value) -> Merge {
     match new_hlc.cmp(current_hlc) {
-        Ordering::Equal => encode_value(new_value) > encode_value(current_value),
-        order => order == Ordering::Greater,
+        Ordering::Equal => merge(new_hlc, &encode_value(new_value), current_hlc, &encode_value(current_value)),
+        Ordering::Greater => Merge::Replaces,
+        Ordering::Less => Merge::Keeps,
     }
 }
 

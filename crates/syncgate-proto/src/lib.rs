@@ -6,7 +6,7 @@
 //! | module | responsibility |
 //! | --- | --- |
 //! | [`protocol`] | message types, wire codes ([`protocol::codes`]: what each close and error code means and whether to retry), MessagePack codec |
-//! | [`hlc`] | hybrid logical clocks and [`hlc::replaces`], the last-writer-wins rule every replica and store applies |
+//! | [`hlc`] | hybrid logical clocks and [`hlc::merge`], the last-writer-wins rule every replica and store applies |
 //! | [`cursor`] | `<epoch>:<position>` sync cursors |
 //! | [`names`] | the naming rule for topics and collections |
 //! | [`assembler`] | WebSocket message reassembly with a total cap (sans-IO) |

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::restart_wal;
 use super::{ApplyReply, Job, MAX_GROUP, State, err, to_i64, to_u64};
-use crate::hlc::{Hlc, encode_value, replaces};
+use crate::hlc::{Hlc, Merge, encode_value, merge};
 use crate::store::Revoked;
 use crate::store::{Applied, StoreError, Write};
 
@@ -108,9 +108,16 @@ fn commit(
                     .optional()
                     .map_err(|e| err("reading a record", e))?;
                 let encoded = encode_value(&write.value);
-                if stored.is_some_and(|(hlc, value)| !replaces(&write.hlc, &encoded, &hlc, &value)) {
-                    outcomes.push(Applied::Superseded);
-                    continue;
+                match stored.map_or(Merge::Replaces, |(hlc, value)| merge(&write.hlc, &encoded, &hlc, &value)) {
+                    Merge::Replaces => {}
+                    Merge::Keeps => {
+                        outcomes.push(Applied::Superseded);
+                        continue;
+                    }
+                    Merge::Conflicts => {
+                        outcomes.push(Applied::Conflict);
+                        continue;
+                    }
                 }
                 seq += 1;
                 put.execute(params![
