@@ -153,3 +153,56 @@ async fn a_signed_out_provider_stops_the_client() {
     assert!(matches!(seen.last(), Some(ClientEvent::Stopped { reason, .. }) if reason.contains("no token")));
     server.stop().await;
 }
+
+/// With 2 messages a second and a burst of 3, a client with three synced
+/// collections and queued writes reconnects after a restart: it paces its
+/// `SYNC`s and replay within the limits `AUTH_ACK` announced and is never
+/// closed with 4029 (before: refused, retried, closed, again, without end).
+#[tokio::test]
+async fn resubscribing_under_a_tight_message_rate_is_paced() {
+    let limited = || {
+        let mut config = jwt_config();
+        config.session.messages_per_second = 2;
+        config.session.message_burst = 3;
+        config
+    };
+    let first = TestServer::start(limited()).await;
+    let addr = first.addr;
+    let (config, _) = recording(|_, _| Ok(Some(token("alice", &[]))));
+    let (client, mut events) = Client::connect((config.0)(first.url())).unwrap();
+    for name in ["a", "b", "c"] {
+        client.sync(name);
+    }
+    until(&mut events, |e| matches!(e, ClientEvent::Synced { collection, .. } if collection == "c")).await;
+    first.stop().await;
+    until(&mut events, |e| matches!(e, ClientEvent::Disconnected { code: Some(1001), .. })).await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(client.write(name, "k", name.into()).await.unwrap());
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let second = TestServer::on(listener, limited()).await;
+    let mut seen = Vec::new();
+    let mut synced = std::collections::HashSet::new();
+    let mut settled = std::collections::HashSet::new();
+    while synced.len() < 3 || settled.len() < 3 {
+        let more =
+            until(&mut events, |e| matches!(e, ClientEvent::Synced { .. } | ClientEvent::OpSettled { .. })).await;
+        match more.last() {
+            Some(ClientEvent::Synced { collection, .. }) => synced.insert(collection.clone()),
+            Some(ClientEvent::OpSettled { op_id, rejected: None, .. }) => settled.insert(op_id.clone()),
+            other => panic!("{other:?}"),
+        };
+        seen.extend(more);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    let trouble: Vec<_> = seen
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Disconnected { .. } | ClientEvent::OpRetrying { .. }))
+        .collect();
+    assert!(trouble.is_empty(), "paced within the limits, nothing refused: {trouble:?}");
+    second.stop().await;
+}

@@ -7,6 +7,7 @@
 import { backoffDelay, type BackoffOptions } from "./backoff.js";
 import { decodeServerMessage, encodeMessage, encodeValue } from "./codec.js";
 import { closeAction, isTemporaryError } from "./codes.js";
+import { Pacer } from "./pacer.js";
 import type { Replica, Settled } from "./replica.js";
 import type {
   ClientEvents,
@@ -85,7 +86,17 @@ class Link {
   authFail = "";
   /** Messages are handled one after another, in order, even when handling awaits storage. */
   queue: Promise<unknown> = Promise.resolve();
-  constructor(readonly socket: InstanceType<WebSocketLike>) {}
+  /** Every frame leaves through it, within the rate the server announced. */
+  readonly pacer: Pacer;
+  constructor(readonly socket: InstanceType<WebSocketLike>) {
+    this.pacer = new Pacer((frame) => {
+      try {
+        socket.send(frame);
+      } catch {
+        socket.close();
+      }
+    });
+  }
 }
 
 export class Connector {
@@ -95,6 +106,8 @@ export class Connector {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private retryFailures = 0;
+  /** Closes with 4029 in a row: each one backs off longer. */
+  private rateLimitedCloses = 0;
   private readonly queued: { message: { type: "PUB"; id: number; topic: string; data: Value }; pending: Pending }[] =
     [];
   private readonly onOnline = () => this.wakeSleep?.();
@@ -159,6 +172,7 @@ export class Connector {
       this.host.setState("disconnected");
       this.host.emit("disconnected", { code: end.code, reason: end.reason });
       if (end.connected) attempt = 0;
+      if (end.code !== 4029) this.rateLimitedCloses = 0;
       switch (closeAction(end.code)) {
         case "stop":
           this.halt(end.code, end.reason);
@@ -170,7 +184,7 @@ export class Connector {
           reason = "refresh";
           break;
         case "backOff":
-          attempt = Math.max(attempt, 4);
+          attempt = Math.max(attempt, 4 + this.rateLimitedCloses++);
           reason = "connect";
           break;
         default:
@@ -246,6 +260,7 @@ export class Connector {
           .catch((e: unknown) => this.host.emit("error", { message: `handling ${message.type}: ${String(e)}` }));
       };
       socket.onclose = (event) => {
+        link.pacer.clear();
         if (this.link === link) this.link = null;
         for (const pending of link.requests.values()) pending.reject(new Error("disconnected before the answer"));
         const code = event.code === 1005 || event.code === 1006 ? null : event.code;
@@ -257,11 +272,7 @@ export class Connector {
   }
 
   private send(link: Link, message: ClientMessage): void {
-    try {
-      link.socket.send(encodeMessage(message));
-    } catch {
-      link.socket.close();
-    }
+    link.pacer.send(encodeMessage(message));
   }
 
   private request(link: Link, message: { type: "PUB"; id: number; topic: string; data: Value }, pending: Pending): void {
@@ -291,7 +302,10 @@ export class Connector {
         return;
       }
       case "AUTH_ACK": {
-        if (message.limits) link.limits = message.limits;
+        if (message.limits) {
+          link.limits = message.limits;
+          link.pacer.setLimits(message.limits.messagesPerSecond, message.limits.messageBurst);
+        }
         this.scheduleRefresh(link, message.expiresAt);
         if (link.connected) return;
         link.connected = true;

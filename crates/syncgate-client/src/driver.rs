@@ -81,6 +81,8 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let mut attempt = 0u32;
+        // Closes with 4029 in a row.
+        let mut rate_limited = 0u32;
         let mut why = TokenRequest::Connect;
         loop {
             self.emit(ClientEvent::Connecting { attempt });
@@ -97,13 +99,18 @@ impl Driver {
                     if connected {
                         attempt = 0;
                     }
+                    if code != Some(close::RATE_LIMITED) {
+                        rate_limited = 0;
+                    }
                     why = match CloseAction::for_code(code) {
                         CloseAction::Stop => return self.stop(code, &reason),
                         CloseAction::NewToken => TokenRequest::Rejected,
                         CloseAction::RefreshToken => TokenRequest::Refresh,
                         CloseAction::BackOff => {
-                            // Rate-limited: start well up the backoff curve.
-                            attempt = attempt.max(4);
+                            // Rate-limited: start well up the backoff curve, and
+                            // higher after each 4029 in a row.
+                            attempt = attempt.max(4 + rate_limited);
+                            rate_limited = rate_limited.saturating_add(1);
                             TokenRequest::Connect
                         }
                         CloseAction::Resync | CloseAction::Reconnect => TokenRequest::Connect,
@@ -224,7 +231,7 @@ impl Driver {
                         ServerMessage::AuthAck { sub, roles, expires_at, limits } => {
                             refresh_at = expires_at.map(|exp| self.refresh_instant(exp));
                             if let Some(limits) = limits {
-                                link.limits = limits;
+                                link.set_limits(limits);
                             }
                             if connected {
                                 self.emit(ClientEvent::Refreshed { expires_at });

@@ -17,6 +17,7 @@ mod answers;
 mod backoff;
 mod driver;
 mod link;
+mod pacer;
 mod persist;
 pub mod replica;
 pub mod transport;

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::Reply;
+use crate::pacer::Pacer;
 use syncgate_proto::assembler::{Assembled, Assembler};
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, SessionLimits, encode_client};
 
@@ -61,6 +62,8 @@ pub(crate) struct Link<S> {
     pub(crate) replaying: bool,
     /// What the server announced in `AUTH_ACK`.
     pub(crate) limits: SessionLimits,
+    /// Keeps messages within the announced rate.
+    pacer: Pacer,
 }
 
 impl<S: AsyncWrite + Unpin> Link<S> {
@@ -74,10 +77,23 @@ impl<S: AsyncWrite + Unpin> Link<S> {
             paging: HashMap::new(),
             replaying: false,
             limits: DEFAULT_LIMITS,
+            pacer: Pacer::default(),
         }
     }
 
+    /// Takes the limits an `AUTH_ACK` announced: sizes for batches, the
+    /// message rate for pacing.
+    pub(crate) fn set_limits(&mut self, limits: SessionLimits) {
+        self.pacer.set_limits(limits.messages_per_second, limits.message_burst);
+        self.limits = limits;
+    }
+
+    /// Sends a message when the pacer gives it its turn.
     pub(crate) async fn send(&mut self, message: &ClientMessage) -> Result<(), ()> {
+        let wait = self.pacer.take(std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let bytes = encode_client(message);
         self.write(Frame::binary(Payload::Borrowed(&bytes))).await
     }
