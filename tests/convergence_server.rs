@@ -1,9 +1,11 @@
 //! Property, end to end: devices running the real Rust client against a real
 //! server (memory and SQLite stores), going offline and online through TCP
 //! proxies the test cuts, while rules change so some writes are refused and
-//! rolled back, a raw writer reuses equal stamps, the store fails commits for a
-//! while (retryable), tombstones are collected and (SQLite) the store is
-//! restored from a backup. In the end every device's replica, a reader that
+//! rolled back, a raw writer reuses equal stamps (refused after the first),
+//! values sit at the depth and size bounds (so snapshots run to many pages and
+//! going offline cuts them mid-snapshot, after tombstone collections too), the
+//! store fails commits for a while (retryable), tombstones are collected and
+//! (SQLite) the store is restored from a backup. In the end every device's replica, a reader that
 //! only follows `CHANGE`s, and a fresh snapshot show the same state, and every
 //! write a device made was reported settled.
 //!
@@ -37,13 +39,53 @@ const OPEN_RULES: &str = "[[rules]]\nroles=[\"*\"]\nresource=\"c/**\"\nactions=[
 const GUARDED_RULES: &str = "[[rules]]\nroles=[\"*\"]\nresource=\"c/**\"\nactions=[\"read\"]\n\
                              [[rules]]\nroles=[\"*\"]\nresource=\"c/open\"\nactions=[\"write\"]\n";
 
+/// The value of a device's write: small, a delete, or at the value bounds.
+#[derive(Debug, Clone, Copy)]
+enum Written {
+    Small(u8),
+    Delete,
+    /// Arrays nested exactly `MAX_VALUE_DEPTH` deep around the number.
+    Deepest(u8),
+    /// A string whose encoding is exactly `VALUE_BYTES` (snapshots of such
+    /// records run to many pages, so going offline cuts them mid-snapshot).
+    Largest(u8),
+}
+
+/// The server's value bound in these schedules, small so that pages are many.
+const VALUE_BYTES: usize = 2048;
+/// The snapshot page bound: two of the largest values a page.
+const PAGE_BYTES: usize = 2 * VALUE_BYTES;
+
+impl Written {
+    fn value(self) -> Value {
+        match self {
+            Self::Small(n) => Value::from(n),
+            Self::Delete => Value::Nil,
+            Self::Deepest(n) => (0..syncgate::values::MAX_VALUE_DEPTH).fold(Value::from(n), |v, _| Value::Array(vec![v])),
+            Self::Largest(n) => {
+                // str 16 header: 3 bytes.
+                Value::from(char::from(b'a' + n % 26).to_string().repeat(VALUE_BYTES - 3))
+            }
+        }
+    }
+}
+
+fn written() -> impl Strategy<Value = Written> {
+    prop_oneof![
+        6 => (0u8..20).prop_map(Written::Small),
+        2 => Just(Written::Delete),
+        1 => (0u8..20).prop_map(Written::Deepest),
+        2 => (0u8..20).prop_map(Written::Largest),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Write {
         device: usize,
         collection: usize,
         key: u8,
-        value: Option<u8>,
+        value: Written,
     },
     Offline {
         device: usize,
@@ -79,7 +121,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => (0..DEVICES, 0..2usize, 0u8..4, proptest::option::of(0u8..20))
+        8 => (0..DEVICES, 0..2usize, 0u8..4, written())
             .prop_map(|(device, collection, key, value)| Step::Write { device, collection, key, value }),
         2 => (0..DEVICES).prop_map(|device| Step::Offline { device }),
         2 => (0..DEVICES).prop_map(|device| Step::Online { device }),
@@ -236,6 +278,8 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
     let mut store = open_store(&backing);
     let config = |store: Arc<dyn Store>| {
         let mut config = ServerConfig { store, ..jwt_config() };
+        config.session.max_value_bytes = VALUE_BYTES;
+        config.limits.sync_page_bytes = PAGE_BYTES;
         config.timeouts.close_linger = Duration::from_millis(50);
         config.timeouts.shutdown_grace = Duration::from_millis(500);
         config
@@ -273,8 +317,7 @@ async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
         match step {
             Step::Write { device, collection, key, value } => {
                 let d = &mut devices[device];
-                let value = value.map_or(Value::Nil, Value::from);
-                let id = d.client.write(COLLECTIONS[collection], &format!("k{key}"), value).await.unwrap();
+                let id = d.client.write(COLLECTIONS[collection], &format!("k{key}"), value.value()).await.unwrap();
                 d.written.insert(id);
             }
             Step::Offline { device } => devices[device].proxy.offline(),
