@@ -136,7 +136,15 @@ async fn bad_cursors_and_names_are_invalid() {
 
 #[tokio::test]
 async fn the_memory_store_passes_the_public_conformance_suite() {
-    syncgate::store::conformance::run(syncgate::store::MemoryStore::new).await;
+    use std::sync::Arc;
+    use syncgate::store::{MemoryStore, Store};
+    syncgate::store::conformance::run(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> }).await;
+    // One process: the shared-database check runs on one handle three times.
+    syncgate::store::conformance::run_shared(|| async {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        [store.clone(), store.clone(), store]
+    })
+    .await;
 }
 
 #[tokio::test]

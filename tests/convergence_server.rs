@@ -61,7 +61,9 @@ impl Written {
         match self {
             Self::Small(n) => Value::from(n),
             Self::Delete => Value::Nil,
-            Self::Deepest(n) => (0..syncgate::values::MAX_VALUE_DEPTH).fold(Value::from(n), |v, _| Value::Array(vec![v])),
+            Self::Deepest(n) => {
+                (0..syncgate::values::MAX_VALUE_DEPTH).fold(Value::from(n), |v, _| Value::Array(vec![v]))
+            }
             Self::Largest(n) => {
                 // str 16 header: 3 bytes.
                 Value::from(char::from(b'a' + n % 26).to_string().repeat(VALUE_BYTES - 3))

@@ -38,9 +38,14 @@ async fn the_sqlite_store_passes_the_public_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
         dirs.lock().unwrap().push(dir);
-        store
+        async move { std::sync::Arc::new(store) as std::sync::Arc<dyn syncgate::store::Store> }
     })
     .await;
+    // The shared-database check does not apply: a data directory admits one
+    // process (its lock file refuses a second handle), so SQLite is never shared.
+    let dir = tempfile::tempdir().unwrap();
+    let _open = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    assert!(SqliteStore::open(dir.path(), Durability::Full).is_err(), "a second handle is refused");
 }
 
 #[tokio::test]

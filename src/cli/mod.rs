@@ -55,14 +55,32 @@ pub enum Command {
     Backup(BackupArgs),
     /// Load a backup into an empty data directory.
     Restore(RestoreArgs),
+    /// Draw a new epoch for a Postgres store after `pg_restore`: every cursor
+    /// issued before resets, and running nodes stop serving until restarted.
+    NewEpoch(NewEpochArgs),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
 
+/// Flags of `syncgate new-epoch`.
+#[derive(Debug, Args)]
+pub struct NewEpochArgs {
+    /// The Postgres store (`postgres://…`) a dump was just restored into.
+    #[arg(long, env = "SYNCGATE_STORE", hide_env_values = true)]
+    pub store: StoreKind,
+    /// The schema holding syncgate's tables.
+    #[arg(long, env = "SYNCGATE_POSTGRES_SCHEMA", default_value = "syncgate")]
+    pub postgres_schema: String,
+}
+
 /// Flags of `syncgate backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// The store to back up: only `disk` has a built-in backup (a Postgres
+    /// store is dumped with `pg_dump`).
+    #[arg(long, env = "SYNCGATE_STORE", hide_env_values = true)]
+    pub store: Option<StoreKind>,
     /// The server's data directory (the server may be running).
     #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
     pub data_dir: PathBuf,
@@ -74,6 +92,9 @@ pub struct BackupArgs {
 /// Flags of `syncgate restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// The store to restore into: only `disk` has a built-in restore.
+    #[arg(long, env = "SYNCGATE_STORE", hide_env_values = true)]
+    pub store: Option<StoreKind>,
     /// An empty (or missing) data directory to restore into.
     #[arg(long, env = "SYNCGATE_DATA_DIR", default_value = "./syncgate-data")]
     pub data_dir: PathBuf,
@@ -102,14 +123,48 @@ pub enum BenchCommand {
     Reference(syncgate_tools::loadgen::reference::ReferenceArgs),
 }
 
-/// Which store keeps collections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which store keeps collections: `disk`, `memory` or a Postgres URL.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum StoreKind {
     /// SQLite in --data-dir: durable (the default).
     Disk,
     /// In memory: everything is lost at exit.
     Memory,
+    /// A Postgres database that several nodes may share (`postgres://…`).
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disk" => Ok(Self::Disk),
+            "memory" => Ok(Self::Memory),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Self::Postgres(url.into())),
+            _ => Err("expected disk, memory or a postgres:// URL".into()),
+        }
+    }
+}
+
+impl TryFrom<String> for StoreKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// Never prints a Postgres URL: it may hold a password.
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Disk => "Disk",
+            Self::Memory => "Memory",
+            Self::Postgres(_) => "Postgres(…)",
+        })
+    }
 }
 
 /// When an accepted write counts as committed.

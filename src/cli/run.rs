@@ -7,7 +7,35 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::signals::Signals;
-use super::{BenchCommand, Cli, Command, LogFormat, Serve};
+use super::{BackupArgs, BenchCommand, Cli, Command, LogFormat, NewEpochArgs, RestoreArgs, Serve, StoreKind};
+
+/// What `backup` and `restore` say of a Postgres store.
+const POSTGRES_BACKUP: &str = "a Postgres store is backed up with pg_dump and restored with pg_restore; after a restore, run `syncgate new-epoch --store postgres://…` and restart the nodes";
+
+/// `syncgate new-epoch`: after `pg_restore`, every cursor issued before must reset.
+fn new_epoch(args: NewEpochArgs) -> ExitCode {
+    let StoreKind::Postgres(url) = args.store else {
+        return fail(
+            "new-epoch is for a Postgres store (--store postgres://…); `syncgate restore` draws the epoch of a disk store",
+        );
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let options = syncgate::store::PostgresOptions {
+        url,
+        schema: args.postgres_schema,
+        durability: syncgate::store::Durability::Full,
+    };
+    match runtime.block_on(syncgate::store::postgres_new_epoch(options)) {
+        Ok(epoch) => {
+            println!("new epoch {epoch:x}: restart every node on this store; clients resync from scratch");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("--store: {}", e.0)),
+    }
+}
 
 /// Runs one subcommand to its end.
 pub fn run(cli: Cli) -> ExitCode {
@@ -21,6 +49,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(&format!("cannot sign the token: {e}")),
             }
         }
+        Command::Backup(BackupArgs { store: Some(StoreKind::Postgres(_)), .. }) => fail(POSTGRES_BACKUP),
+        Command::Restore(RestoreArgs { store: Some(StoreKind::Postgres(_)), .. }) => fail(POSTGRES_BACKUP),
+        Command::NewEpoch(args) => new_epoch(args),
         Command::Backup(args) => match syncgate::store::sqlite_backup(&args.data_dir, &args.out) {
             Ok(report) => {
                 let (out, records, cursor) = (args.out.display(), report.records, report.cursor);
@@ -114,8 +145,20 @@ async fn serve_until_signalled(serve: Serve) -> ExitCode {
         Ok(signals) => signals,
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
+    let mut config = serve.config;
+    if let Some(options) = serve.postgres {
+        match syncgate::store::PostgresStore::open(options).await {
+            Ok(store) => {
+                // The same database keeps the collections and the revocations.
+                let store = std::sync::Arc::new(store);
+                config.revocation_store = store.clone();
+                config.store = store;
+            }
+            Err(e) => return fail(&format!("--store: {}", e.0)),
+        }
+    }
     let shutdown = CancellationToken::new();
-    let node = match syncgate::node::Node::open(serve.config, shutdown.clone()).await {
+    let node = match syncgate::node::Node::open(config, shutdown.clone()).await {
         Ok(node) => node,
         Err(e) => return fail(&format!("cannot open the node: {e}")),
     };

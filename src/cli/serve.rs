@@ -15,7 +15,7 @@ use syncgate::auth::{AuthMode, IntrospectShape};
 use super::{DurabilityArg, IssuerTable, Seconds, StoreKind};
 use syncgate::config::ServerConfig;
 use syncgate::rules::{Policy, RuleSet};
-use syncgate::store::{Durability, MemoryStore, SqliteStore};
+use syncgate::store::{Durability, MemoryStore, PostgresOptions, SqliteStore};
 
 /// Flags of `syncgate serve`; the same struct reads the `--config` file.
 #[derive(Debug, Default, Args, Deserialize)]
@@ -167,9 +167,13 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SYNCGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Where collections are kept: disk (SQLite in --data-dir) or memory [default: disk].
-    #[arg(long, env = "SYNCGATE_STORE", value_enum)]
+    /// Where collections are kept: disk (SQLite in --data-dir), memory, or a
+    /// postgres:// URL that several nodes may share [default: disk].
+    #[arg(long, env = "SYNCGATE_STORE", hide_env_values = true)]
     pub store: Option<StoreKind>,
+    /// The Postgres schema holding syncgate's tables (created and migrated) [default: syncgate].
+    #[arg(long, env = "SYNCGATE_POSTGRES_SCHEMA")]
+    pub postgres_schema: Option<String>,
     /// Data directory of the disk store [default: ./syncgate-data].
     #[arg(long, env = "SYNCGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -229,6 +233,9 @@ pub struct Serve {
     pub drain_grace: std::time::Duration,
     /// Warnings to log once logging is up.
     pub warnings: Vec<String>,
+    /// A Postgres store to open (asynchronously) before the node starts;
+    /// `config.store` holds it from then on.
+    pub postgres: Option<PostgresOptions>,
 }
 
 macro_rules! fill_from {
@@ -275,7 +282,7 @@ impl ServeArgs {
             max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
-            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, data_dir,
+            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
             message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace);
         Ok(())
@@ -389,7 +396,25 @@ impl ServeArgs {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
         };
         // Opened last: every other flag is checked before the data directory is locked.
-        match self.store.unwrap_or(StoreKind::Disk) {
+        let store = self.store.clone().unwrap_or(StoreKind::Disk);
+        if self.postgres_schema.is_some() && !matches!(store, StoreKind::Postgres(_)) {
+            bail!("--postgres-schema needs --store postgres://…");
+        }
+        let mut postgres = None;
+        match store {
+            StoreKind::Postgres(url) => {
+                let durability = match self.durability.unwrap_or(DurabilityArg::Full) {
+                    DurabilityArg::Full => Durability::Full,
+                    DurabilityArg::None => {
+                        warnings.push(
+                            "--durability none: synchronous_commit is off, acknowledged writes can be lost in a Postgres crash".into(),
+                        );
+                        Durability::None
+                    }
+                };
+                let schema = self.postgres_schema.clone().unwrap_or_else(|| "syncgate".into());
+                postgres = Some(PostgresOptions { url, schema, durability });
+            }
             StoreKind::Memory => {
                 warnings.push("--store memory: collections are lost when the server stops".into());
                 config.store = Arc::new(MemoryStore::new());
@@ -422,6 +447,7 @@ impl ServeArgs {
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             drain_grace: self.drain_grace.map_or(std::time::Duration::ZERO, |Seconds(d)| d),
             warnings,
+            postgres,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! A node's background work: the backplane pump (other nodes' publications,
-//! changes and control messages), tombstone collection, and the position
-//! check that notices a collection's last change never arrived.
+//! changes and control messages), tombstone collection, the position check
+//! that notices a collection's last change never arrived, and the periodic
+//! read-back of revocations other nodes saved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,25 @@ pub(super) fn start(node: &Arc<Node>, inbound: Option<mpsc::Receiver<Inbound>>) 
     }
     node.tracker.spawn(collect_tombstones(node.clone()));
     node.tracker.spawn(check_positions(node.clone()));
+    node.tracker.spawn(reload_revocations(node.clone()));
+}
+
+/// How often revocations saved by other nodes are read back.
+const REVOCATION_RELOAD: Duration = Duration::from_secs(5);
+
+/// Reads back revocations other nodes saved in a shared store, every few
+/// seconds: a revocation holds on every node even when the backplane message
+/// that announced it was lost.
+async fn reload_revocations(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REVOCATION_RELOAD) => {}
+        }
+        if let Err(e) = node.reload_revocations().await {
+            warn!(error = %e, "saved revocations could not be read back");
+        }
+    }
 }
 
 /// Feeds other nodes' messages to the hub and carries out their control messages, until shutdown.
@@ -50,7 +70,16 @@ async fn pump(node: Arc<Node>, mut inbound: mpsc::Receiver<Inbound>) {
                 let closed = node.apply_control(&control);
                 info!(?control, closed, "control message from another node");
             }
-            Inbound::Lost => node.hub.lost(),
+            Inbound::Lost => {
+                node.hub.lost();
+                // Revocations announced while messages were lost are in the store.
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.reload_revocations().await {
+                        warn!(error = %e, "saved revocations could not be read back after a backplane loss");
+                    }
+                });
+            }
         }
     }
 }

@@ -49,6 +49,25 @@ impl Node {
         Ok(Acted { closed, propagated: self.tell_others(control).await })
     }
 
+    /// Loads the revocations saved so far (by any node sharing the store) and
+    /// enforces the ones this node has not applied yet: at start, every few
+    /// seconds, and when the backplane lost messages. Saved revocations only
+    /// grow, in order, so the ones past `revocations_loaded` are the new ones.
+    pub(crate) async fn reload_revocations(&self) -> Result<usize, StoreError> {
+        let saved = self.config.revocation_store.load().await?;
+        let _reloading = self.revocation_reload.lock().await;
+        let applied = self.revocations_loaded.load(std::sync::atomic::Ordering::Acquire);
+        let mut closed = 0;
+        for revoked in saved.iter().skip(applied) {
+            closed += self.apply_control(&Control::revoke(revoked));
+        }
+        self.revocations_loaded.store(saved.len().max(applied), std::sync::atomic::Ordering::Release);
+        if saved.len() > applied {
+            info!(new = saved.len() - applied, closed, "revocations saved by other nodes are enforced");
+        }
+        Ok(closed)
+    }
+
     /// Reads the rules file again and puts it in force here, then tells the
     /// other nodes to read theirs (`SIGHUP`). A file that does not parse
     /// changes nothing. Returns the number of rules now in force.

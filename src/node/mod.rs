@@ -85,6 +85,10 @@ pub struct Node {
     policy: PolicyHandle,
     /// Revoked tokens, consulted at authentication and refresh.
     revocations: Revocations,
+    /// How many saved revocations (in the store's order) this node enforces.
+    revocations_loaded: std::sync::atomic::AtomicUsize,
+    /// One reload of saved revocations at a time.
+    revocation_reload: tokio::sync::Mutex<()>,
     /// The node's Prometheus metrics (`GET /metrics` on the admin surface).
     pub(crate) metrics: Arc<Metrics>,
     /// Catch-up scans in flight, shared by the watchers that need them.
@@ -123,10 +127,16 @@ impl Node {
         let start = config.store.clock().await.map_err(unavailable)?;
         let clock = HlcClock::with_max_ahead(config.node_id.clone(), start, drift);
         let revocations = Revocations::new();
-        match config.revocation_store.load().await {
-            Ok(saved) => saved.iter().for_each(|r| revocations.apply(r)),
-            Err(e) => warn!(error = %e, "could not load saved revocations"),
-        }
+        let revocations_loaded = match config.revocation_store.load().await {
+            Ok(saved) => {
+                saved.iter().for_each(|r| revocations.apply(r));
+                saved.len()
+            }
+            Err(e) => {
+                warn!(error = %e, "could not load saved revocations");
+                0
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(config.backplane.clone());
         let collections = Collections::open(config.store.clone(), hub.clone(), clock, drift, metrics.clone())
@@ -148,6 +158,8 @@ impl Node {
             hub,
             registry: Registry::new(),
             revocations,
+            revocations_loaded: std::sync::atomic::AtomicUsize::new(revocations_loaded),
+            revocation_reload: tokio::sync::Mutex::new(()),
             metrics,
             catch_ups: catch_up::CatchUps::default(),
             admission: std::sync::Mutex::new(()),

@@ -6,6 +6,7 @@
 mod backup;
 pub mod conformance;
 mod memory;
+mod postgres;
 mod revocations;
 mod sqlite;
 
@@ -16,6 +17,7 @@ use rmpv::Value;
 
 pub use backup::{BackupReport, backup as sqlite_backup, restore as sqlite_restore};
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore, new_epoch as postgres_new_epoch};
 pub use revocations::{MemoryRevocationStore, RevocationStore, Revoked};
 pub use sqlite::{Durability, FORMAT_VERSION, SqliteStore, decode_value, encode_value};
 

@@ -4,6 +4,7 @@
 
 pub mod idp;
 pub mod nodes;
+pub mod postgres;
 pub mod raw;
 pub mod sse;
 pub mod stores;
