@@ -328,3 +328,28 @@ fn a_second_signal_during_the_drain_exits_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A Postgres URL that does not answer stops `serve` with one line naming the
+/// host; `backup`/`restore` of a Postgres store point at pg_dump, pg_restore
+/// and `new-epoch`.
+#[test]
+fn postgres_stores_refuse_in_one_line() {
+    let one_line = |args: &[&str]| {
+        let out = syncgate().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one clear line, got {stderr:?}");
+        stderr
+    };
+    let url = "postgres://postgres:hunter2@127.0.0.1:1/test";
+    let down = one_line(&["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--store", url]);
+    assert!(down.contains("127.0.0.1:1") && down.contains("does not answer"), "{down}");
+    assert!(!down.contains("hunter2"), "the password is never printed: {down}");
+    for command in ["backup", "restore"] {
+        let extra: &[&str] = if command == "backup" { &["--out", "x.sgdb"] } else { &["--from", "x.sgdb"] };
+        let said = one_line(&[&[command, "--store", url][..], extra].concat());
+        assert!(said.contains("pg_dump") && said.contains("new-epoch"), "{said}");
+    }
+    let bad = syncgate().args(["serve", "--store", "mysql://x"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("postgres://"));
+}

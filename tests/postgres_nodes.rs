@@ -173,3 +173,63 @@ async fn a_node_killed_mid_run_lost_nothing_it_acknowledged() {
     assert!(lost.is_empty(), "{} acknowledged ops are not in Postgres: {:?}", lost.len(), &lost[..lost.len().min(5)]);
     sql(&url, &format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
 }
+
+/// Postgres restarted during a write run: the client's ops are refused as
+/// `unavailable` (kept and replayed), `/readyz` answers 503 meanwhile, the
+/// pool reconnects by itself, and every op ends up in Postgres.
+#[tokio::test]
+async fn a_postgres_restart_mid_run_loses_nothing_and_readyz_says_so() {
+    use syncgate_client::{Backoff, Client, ClientConfig, ClientEvent};
+    let test = "a_postgres_restart_mid_run_loses_nothing_and_readyz_says_so";
+    if url(test).is_none() {
+        return;
+    }
+    let Some(pg) = common::postgres::PrivatePostgres::start(test) else { return };
+    let node = NodeProcess::start(&pg.url(), "syncgate", &[]);
+    let config = ClientConfig {
+        backoff: Backoff { initial: std::time::Duration::from_millis(50), max: std::time::Duration::from_millis(300) },
+        ..ClientConfig::new(format!("ws://{}/ws", node.addr))
+            .with_token_provider(|_| async { Ok(Some(token("writer", &[]))) })
+    };
+    let (client, mut events) = Client::connect(config).unwrap();
+    let readyz = |addr: SocketAddr| async move { common::idp::http(addr, "GET", "/readyz", None, None).await.0 };
+    assert_eq!(readyz(node.addr).await, 200);
+    let mut written = 0;
+    for i in 0..40 {
+        client.write("race", &format!("k{i}"), Value::from(i)).await.unwrap();
+        written += 1;
+        if i == 15 {
+            pg.stop();
+            common::eventually("readyz answers 503 while Postgres is down", || async {
+                (readyz(node.addr).await == 503).then_some(())
+            })
+            .await;
+        }
+        if i == 30 {
+            pg.start_again();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    common::eventually("every write settles after the restart", || async { (client.pending() == 0).then_some(()) })
+        .await;
+    common::eventually("readyz answers 200 again once Postgres is back (the probe is kept 1 s)", || async {
+        (readyz(node.addr).await == 200).then_some(())
+    })
+    .await;
+    let mut retried = false;
+    while let Ok(event) = events.try_recv() {
+        retried |= matches!(event, ClientEvent::OpRetrying { ref code, .. } if code == "unavailable");
+        assert!(
+            !matches!(event, ClientEvent::OpSettled { rejected: Some(_), .. }),
+            "nothing refused for good: {event:?}"
+        );
+    }
+    assert!(retried, "the outage was seen as unavailable and retried");
+    let rows = sql(&pg.url(), "SELECT count(*) FROM syncgate.records WHERE collection = 'race'").await;
+    let count = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(count.as_deref(), Some(written.to_string().as_str()), "every write is in Postgres");
+    client.close().await;
+}

@@ -82,3 +82,78 @@ impl Drop for NodeProcess {
         self.kill();
     }
 }
+
+/// A private Postgres instance a test can stop and start (run as the
+/// `postgres` user: Postgres refuses root), in a temporary directory.
+pub struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    pub port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    /// `initdb` and start; `None` (after printing why) when the binaries are missing.
+    pub fn start(test: &str) -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists());
+        let Some(bin) = bin else {
+            println!("skipped {test}: no Postgres binaries under /usr/lib/postgresql");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let dir = std::env::temp_dir().join(format!("syncgate-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let handed = std::process::Command::new("chown").args(["postgres", dir.to_str()?]).status();
+        if !handed.is_ok_and(|s| s.success()) {
+            println!("skipped {test}: cannot hand a data directory to the postgres user (run as root)");
+            return None;
+        }
+        let pg = Self { dir, port, bin };
+        pg.run("initdb", &["-D", pg.data(), "-A", "trust", "-U", "postgres", "--no-sync"]);
+        pg.start_again();
+        Some(pg)
+    }
+
+    fn data(&self) -> &str {
+        self.dir.to_str().expect("a UTF-8 path")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .expect("runuser");
+        assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start_again(&self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.data());
+        let log = format!("{}/log", self.data());
+        self.run("pg_ctl", &["-D", self.data(), "-o", &options, "-l", &log, "-w", "start"]);
+    }
+
+    /// Stops at once, as a crash would (`-m immediate`).
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", self.data(), "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", self.data(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
