@@ -1,5 +1,5 @@
 //! Property, end to end: devices running the real Rust client against a real
-//! server (memory and SQLite stores), going offline and online through TCP
+//! server (memory, SQLite and, with `SYNCGATE_TEST_POSTGRES`, Postgres stores), going offline and online through TCP
 //! proxies the test cuts, while rules change so some writes are refused and
 //! rolled back, a raw writer reuses equal stamps (refused after the first),
 //! values sit at the depth and size bounds (so snapshots run to many pages and
@@ -218,7 +218,14 @@ fn client(url: String, sub: &'static str) -> ClientConfig {
 /// Where the schedule's store lives.
 enum Backing {
     Memory,
-    Sqlite { dir: tempfile::TempDir, live: PathBuf, backup: Option<PathBuf>, generation: u32 },
+    Sqlite {
+        dir: tempfile::TempDir,
+        live: PathBuf,
+        backup: Option<PathBuf>,
+        generation: u32,
+    },
+    /// A fresh schema in the test Postgres (no backup/restore steps: that is pg_dump's).
+    Postgres(Arc<dyn Store>),
 }
 
 fn policy(writable: bool) -> Policy {
@@ -245,28 +252,41 @@ async fn snapshot(addr: SocketAddr, collection: &str) -> BTreeMap<String, Value>
     state.into_iter().filter(|(_, v)| !v.is_nil()).collect()
 }
 
-async fn run_schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
+/// Which store a schedule runs on.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Memory,
+    Sqlite,
+    /// A fresh schema of `SYNCGATE_TEST_POSTGRES` (memory when it is not set).
+    Postgres,
+}
+
+async fn run_schedule(steps: Vec<Step>, kind: Kind) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let result = schedule(steps, sqlite).await;
+    let result = schedule(steps, kind).await;
     if std::env::var_os("SYNCGATE_CONVERGENCE_TIMING").is_some() {
         eprintln!("schedule took {:?}", started.elapsed());
     }
     result
 }
 
-async fn schedule(steps: Vec<Step>, sqlite: bool) -> Result<(), String> {
+async fn schedule(steps: Vec<Step>, kind: Kind) -> Result<(), String> {
     let fail = Arc::new(AtomicBool::new(false));
-    let mut backing = if sqlite {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live-0");
-        Backing::Sqlite { dir, live, backup: None, generation: 0 }
-    } else {
-        Backing::Memory
+    let postgres = std::env::var("SYNCGATE_TEST_POSTGRES").ok().filter(|url| !url.is_empty());
+    let mut backing = match (kind, postgres) {
+        (Kind::Sqlite, _) => {
+            let dir = tempfile::tempdir().unwrap();
+            let live = dir.path().join("live-0");
+            Backing::Sqlite { dir, live, backup: None, generation: 0 }
+        }
+        (Kind::Postgres, Some(url)) => Backing::Postgres(common::postgres::fresh_store(&url, "conv").await),
+        (Kind::Memory | Kind::Postgres, _) => Backing::Memory,
     };
     let open_store = |backing: &Backing| -> Arc<dyn Store> {
         let inner: Arc<dyn Store> = match backing {
             Backing::Memory => Arc::new(MemoryStore::new()),
             Backing::Sqlite { live, .. } => Arc::new(SqliteStore::open(live, Durability::None).unwrap()),
+            Backing::Postgres(store) => store.clone(),
         };
         // Commits fail while `fail` is set (a full disk, an I/O error).
         let mut faulty = Hooked::around(inner);
@@ -449,9 +469,9 @@ proptest! {
     #[test]
     fn devices_a_reader_and_a_fresh_snapshot_converge(
         steps in proptest::collection::vec(step(), 1..40),
-        sqlite in any::<bool>(),
+        kind in prop_oneof![Just(Kind::Memory), Just(Kind::Sqlite), Just(Kind::Postgres)],
     ) {
-        let outcome = runtime().block_on(run_schedule(steps, sqlite));
+        let outcome = runtime().block_on(run_schedule(steps, kind));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

@@ -122,9 +122,10 @@ async fn an_outbox_larger_than_one_message_replays_completely() {
 }
 
 #[tokio::test]
-async fn a_replay_batch_refused_as_rate_limited_is_sent_again() {
+async fn a_replay_batch_right_after_the_syncs_is_paced_not_refused() {
     let mut config = jwt_config();
-    // AUTH and two SYNCs use the burst; the replay batch right after them is rate-limited.
+    // AUTH and two SYNCs use the burst; the replay batch right after them waits
+    // for its turn (before pacing it was refused as rate_limited and sent again).
     config.session.messages_per_second = 20;
     config.session.message_burst = 3;
     let server = TestServer::start(config).await;
@@ -140,8 +141,8 @@ async fn a_replay_batch_refused_as_rate_limited_is_sent_again() {
     let server = TestServer::on(tokio::net::TcpListener::bind(addr).await.unwrap(), config).await;
     let seen = until(&mut events, |e| matches!(e, ClientEvent::OpSettled { .. })).await;
     assert!(
-        seen.iter().any(|e| matches!(e, ClientEvent::Error(m) if m.contains("rate_limited"))),
-        "the first batch was refused: {seen:?}"
+        !seen.iter().any(|e| matches!(e, ClientEvent::Error(m) if m.contains("rate_limited"))),
+        "paced within the announced rate, nothing was refused: {seen:?}"
     );
     assert!(matches!(seen.last(), Some(ClientEvent::OpSettled { rejected: None, .. })));
     assert_eq!(client.pending(), 0);
