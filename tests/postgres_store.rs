@@ -62,6 +62,8 @@ async fn a_new_epoch_makes_running_nodes_refuse_until_restarted() {
     let refused = running.check().await.expect_err("a node with the old epoch is not ready");
     assert!(refused.0.contains("restart this node"), "{refused}");
     assert!(running.scan_since("c", 0).await.is_err(), "and serves no reads");
+    let typo = postgres_new_epoch(options(&url, &fresh_schema("missing"))).await.expect_err("nothing to renew");
+    assert!(typo.0.contains("holds no syncgate store"), "{typo}");
     let restarted = PostgresStore::open(options(&url, &schema)).await.unwrap();
     assert_eq!(restarted.epoch().await.unwrap(), drawn);
     restarted.check().await.unwrap();

@@ -486,3 +486,20 @@ async fn raw_http(addr: std::net::SocketAddr, request_line: &str, authorization:
     tcp.read_to_string(&mut response).await.unwrap();
     response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// A revocation another node saved in the shared store (no backplane message
+/// reached this node) is read back within seconds and closes the matching
+/// session with 4003; a new connection with the same token is refused.
+#[tokio::test]
+async fn a_revocation_saved_by_another_node_is_read_back_and_enforced() {
+    use syncgate::store::{MemoryRevocationStore, RevocationStore, Revoked};
+    let shared = Arc::new(MemoryRevocationStore::default());
+    let server = TestServer::start(ServerConfig { revocation_store: shared.clone(), ..jwt_config() }).await;
+    let mallory = token("mallory", &[]);
+    let mut session = RawWs::authed(server.addr, &mallory).await;
+    shared.save(&Revoked::Subject { sub: "mallory".into(), issued_before: now() + 60 }).await.unwrap();
+    assert_eq!(session.close_code().await, 4003, "closed once the node read the revocation back");
+    let (code, close) = RawWs::refused(server.addr, &mallory).await;
+    assert_eq!((code.as_str(), close), ("forbidden", 4003));
+    server.stop().await;
+}

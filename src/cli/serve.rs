@@ -400,18 +400,21 @@ impl ServeArgs {
         if self.postgres_schema.is_some() && !matches!(store, StoreKind::Postgres(_)) {
             bail!("--postgres-schema needs --store postgres://…");
         }
+        // Full: fsync (SQLite) or synchronous_commit (Postgres) before OP_RESULT.
+        let durability = match self.durability.unwrap_or(DurabilityArg::Full) {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::None => {
+                if store != StoreKind::Memory {
+                    warnings.push(
+                        "--durability none: acknowledged writes can be lost in a crash (ephemeral use only)".into(),
+                    );
+                }
+                Durability::None
+            }
+        };
         let mut postgres = None;
         match store {
             StoreKind::Postgres(url) => {
-                let durability = match self.durability.unwrap_or(DurabilityArg::Full) {
-                    DurabilityArg::Full => Durability::Full,
-                    DurabilityArg::None => {
-                        warnings.push(
-                            "--durability none: synchronous_commit is off, acknowledged writes can be lost in a Postgres crash".into(),
-                        );
-                        Durability::None
-                    }
-                };
                 let schema = self.postgres_schema.clone().unwrap_or_else(|| "syncgate".into());
                 postgres = Some(PostgresOptions { url, schema, durability });
             }
@@ -421,15 +424,6 @@ impl ServeArgs {
             }
             StoreKind::Disk => {
                 let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./syncgate-data"));
-                let durability = match self.durability.unwrap_or(DurabilityArg::Full) {
-                    DurabilityArg::Full => Durability::Full,
-                    DurabilityArg::None => {
-                        warnings.push(
-                            "--durability none: acknowledged writes can be lost in a crash (ephemeral use only)".into(),
-                        );
-                        Durability::None
-                    }
-                };
                 let store = Arc::new(
                     SqliteStore::open(&dir, durability)
                         .map_err(|e| anyhow::anyhow!("--data-dir {}: {}", dir.display(), e.0))?,

@@ -73,9 +73,9 @@ async fn pump(node: Arc<Node>, mut inbound: mpsc::Receiver<Inbound>) {
             Inbound::Lost => {
                 node.hub.lost();
                 // Revocations announced while messages were lost are in the store.
-                let node = node.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = node.reload_revocations().await {
+                let reloading = node.clone();
+                node.tracker.spawn(async move {
+                    if let Err(e) = reloading.reload_revocations().await {
                         warn!(error = %e, "saved revocations could not be read back after a backplane loss");
                     }
                 });

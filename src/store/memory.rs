@@ -72,16 +72,9 @@ impl Store for MemoryStore {
                 .records
                 .get(&write.key)
                 .map_or(Merge::Replaces, |current| merge_value(&write.hlc, &write.value, &current.hlc, &current.value));
-            match merge {
-                Merge::Replaces => {}
-                Merge::Keeps => {
-                    outcomes.push(Applied::Superseded);
-                    continue;
-                }
-                Merge::Conflicts => {
-                    outcomes.push(Applied::Conflict);
-                    continue;
-                }
+            if let Some(outcome) = Applied::unless_stored(merge) {
+                outcomes.push(outcome);
+                continue;
             }
             inner.seq += 1;
             let seq = inner.seq;

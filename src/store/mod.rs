@@ -1,7 +1,8 @@
 //! Where collections live: the [`Store`] trait and its implementations.
 //!
 //! Every implementation must pass [`conformance::run`], which checks the
-//! contract below against a fresh, empty store.
+//! contract below against a fresh, empty store; a store several processes
+//! share (Postgres) must also pass [`conformance::run_shared`].
 
 mod backup;
 pub mod conformance;
@@ -73,6 +74,18 @@ pub enum Applied {
     Stale,
 }
 
+impl Applied {
+    /// What a write that `merge` judged comes to when it stores nothing
+    /// (`None`: it replaces the record). One mapping for every store.
+    pub(crate) fn unless_stored(merge: crate::hlc::Merge) -> Option<Self> {
+        match merge {
+            crate::hlc::Merge::Replaces => None,
+            crate::hlc::Merge::Keeps => Some(Self::Superseded),
+            crate::hlc::Merge::Conflicts => Some(Self::Conflict),
+        }
+    }
+}
+
 /// Records changed after a cursor, and the cursor that follows them, all
 /// read in one consistent view of the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,9 +125,13 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 ///   (`prev`). Positions grow in commit order: once `apply` returns, every
 ///   position it assigned is greater than every position any earlier finished
 ///   `apply` assigned, and a reader never sees a position appear below one it
-///   has already seen. *Gaps are allowed*: a failed commit may use up positions
-///   that never appear (a Postgres sequence is not rolled back), so readers
-///   must never wait for a position to be filled. They chain on `prev` instead:
+///   has already seen — across every process sharing the store. A shared store
+///   must therefore not take positions from a plain sequence (taken at
+///   `nextval`, not at commit); the Postgres store locks one position row first
+///   in every commit, which serialises commits across nodes for the length of
+///   one commit (its cost, see `BENCHMARKS.md`). *Gaps are allowed*: a store
+///   may use up positions that never appear, so readers must never wait for a
+///   position to be filled. They chain on `prev` instead:
 ///   for each collection, `prev` is exactly the previous stored write's
 ///   position, so a reader that has every write up to `p` and receives a
 ///   change with `prev <= p` has missed nothing, and one with `prev > p` knows

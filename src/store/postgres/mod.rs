@@ -268,7 +268,7 @@ impl Store for PostgresStore {
     fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
-            self.send(writer::Job::Apply { writes: writes.to_vec(), reply }).await?;
+            self.send(writer::Job { writes: writes.to_vec(), reply }).await?;
             answer.await.unwrap_or_else(|_| Err(StoreError("postgres: the commit task stopped".into())))
         })
     }
@@ -371,11 +371,26 @@ impl RevocationStore for PostgresStore {
 
 /// Draws a new epoch for the store in `options.schema`: run after restoring a
 /// dump (`pg_restore`), so every cursor issued before the restore resets.
-/// Running nodes refuse to serve from then on, until restarted.
+/// Running nodes refuse to serve from then on, until restarted. It creates
+/// nothing: a schema that holds no syncgate store (a typo) is an error.
 pub async fn new_epoch(options: PostgresOptions) -> Result<u64, StoreError> {
-    let store = PostgresStore::open(options.clone()).await?;
-    let epoch = fastrand::u64(1..i64::MAX as u64);
-    let sql = format!("UPDATE {}.store SET epoch = $1 WHERE id = 1", quote(&options.schema));
-    store.query("drawing a new epoch", &sql, &[&to_i64(epoch)]).await?;
-    Ok(epoch)
+    if !valid_schema_name(&options.schema) {
+        return Err(StoreError(format!("--postgres-schema {:?} is not a schema name", options.schema)));
+    }
+    let config =
+        tokio_postgres::Config::from_str(&options.url).map_err(|e| StoreError(format!("not a Postgres URL: {e}")))?;
+    let hosts = describe_hosts(&config);
+    timed("drawing a new epoch", async {
+        let (client, connection) =
+            config.connect(NoTls).await.map_err(|e| StoreError(format!("Postgres at {hosts} does not answer: {e}")))?;
+        tokio::spawn(connection);
+        let epoch = fastrand::u64(1..i64::MAX as u64);
+        let sql = format!("UPDATE {}.store SET epoch = $1 WHERE id = 1", quote(&options.schema));
+        match client.execute(&sql, &[&to_i64(epoch)]).await {
+            Ok(1) => Ok(epoch),
+            Ok(_) => Err(StoreError(format!("schema {} has no store row", options.schema))),
+            Err(e) => Err(err(&format!("schema {} holds no syncgate store", options.schema), e)),
+        }
+    })
+    .await
 }

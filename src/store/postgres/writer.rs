@@ -21,9 +21,10 @@ pub(super) const QUEUE: usize = 4096;
 /// Writes in one group transaction at most.
 const MAX_GROUP_WRITES: usize = 8192;
 
-/// Work for the commit task.
-pub(super) enum Job {
-    Apply { writes: Vec<Write>, reply: oneshot::Sender<Result<Vec<Applied>, StoreError>> },
+/// A batch for the commit task, and where its outcome goes.
+pub(super) struct Job {
+    pub(super) writes: Vec<Write>,
+    pub(super) reply: oneshot::Sender<Result<Vec<Applied>, StoreError>>,
 }
 
 /// Fails when the database's epoch is not the one this node opened with:
@@ -41,18 +42,18 @@ pub(super) fn check_epoch(found: u64, opened: u64) -> Result<(), StoreError> {
 /// The commit task: one group transaction at a time.
 pub(super) async fn commit_loop(pool: Pool, statements: Arc<Statements>, mut jobs: mpsc::Receiver<Job>, epoch: u64) {
     while let Some(first) = jobs.recv().await {
+        let mut writes = first.writes.len();
         let mut group = vec![first];
-        let mut writes = group_writes(&group);
         while writes < MAX_GROUP_WRITES {
             match jobs.try_recv() {
                 Ok(job) => {
+                    writes += job.writes.len();
                     group.push(job);
-                    writes = group_writes(&group);
                 }
                 Err(_) => break,
             }
         }
-        let batches: Vec<&[Write]> = group.iter().map(|Job::Apply { writes, .. }| writes.as_slice()).collect();
+        let batches: Vec<&[Write]> = group.iter().map(|job| job.writes.as_slice()).collect();
         let outcome = timed("committing", async {
             let mut client = pool.get().await.map_err(|e| err("getting a connection", e))?;
             commit(&mut client, &statements, &batches, epoch).await
@@ -60,41 +61,26 @@ pub(super) async fn commit_loop(pool: Pool, statements: Arc<Statements>, mut job
         .await;
         match outcome {
             Ok(outcomes) => {
-                for (Job::Apply { reply, .. }, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; the writes are refused as unavailable");
-                for Job::Apply { reply, .. } in group {
-                    let _ = reply.send(Err(e.clone()));
+                for job in group {
+                    let _ = job.reply.send(Err(e.clone()));
                 }
             }
         }
     }
 }
 
-fn group_writes(group: &[Job]) -> usize {
-    group.iter().map(|Job::Apply { writes, .. }| writes.len()).sum()
-}
-
 /// The latest state of a key within the transaction.
 struct Current {
     hlc: Hlc,
     value: Vec<u8>,
-}
-
-/// Rows to upsert, as the columns `unnest` takes.
-#[derive(Default)]
-struct Upserts {
-    collections: Vec<String>,
-    keys: Vec<String>,
-    values: Vec<Vec<u8>>,
-    deleted: Vec<bool>,
-    millis: Vec<i64>,
-    counters: Vec<i32>,
-    nodes: Vec<String>,
-    seqs: Vec<i64>,
+    /// The position this transaction gave it (`None`: read, not written).
+    written_at: Option<u64>,
 }
 
 /// Applies a group of batches in one transaction; nothing is visible unless all commit.
@@ -136,13 +122,9 @@ async fn commit(
             counter: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
             node: row.get(4),
         };
-        current.insert((row.get(0), row.get(1)), Current { hlc, value: row.get(5) });
+        current.insert((row.get(0), row.get(1)), Current { hlc, value: row.get(5), written_at: None });
     }
     let mut heads: HashMap<String, u64> = head_rows.iter().map(|row| (row.get(0), to_u64(row.get(1)))).collect();
-    let mut moved: HashMap<String, u64> = HashMap::new();
-    // Index into `upserts` of each key's row: a key written twice is upserted once, with its last state.
-    let mut row_of: HashMap<(String, String), usize> = HashMap::new();
-    let mut upserts = Upserts::default();
     let mut all = Vec::with_capacity(batches.len());
     for batch in batches {
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -154,68 +136,49 @@ async fn commit(
             let id = (write.collection.clone(), write.key.clone());
             let encoded = encode_value(&write.value);
             let verdict = current.get(&id).map_or(Merge::Replaces, |c| merge(&write.hlc, &encoded, &c.hlc, &c.value));
-            match verdict {
-                Merge::Replaces => {}
-                Merge::Keeps => {
-                    outcomes.push(Applied::Superseded);
-                    continue;
-                }
-                Merge::Conflicts => {
-                    outcomes.push(Applied::Conflict);
-                    continue;
-                }
+            if let Some(outcome) = Applied::unless_stored(verdict) {
+                outcomes.push(outcome);
+                continue;
             }
             seq += 1;
             clock = clock.max((write.hlc.millis, write.hlc.counter));
             let prev = heads.insert(write.collection.clone(), seq).unwrap_or(0);
-            moved.insert(write.collection.clone(), seq);
-            let row = (
-                encoded.clone(),
-                write.value.is_nil(),
-                to_i64(write.hlc.millis),
-                i32::try_from(write.hlc.counter).unwrap_or(i32::MAX),
-                write.hlc.node.clone(),
-                to_i64(seq),
-            );
-            match row_of.get(&id) {
-                Some(&i) => {
-                    (upserts.values[i], upserts.deleted[i], upserts.millis[i]) = (row.0, row.1, row.2);
-                    (upserts.counters[i], upserts.nodes[i], upserts.seqs[i]) = (row.3, row.4, row.5);
-                }
-                None => {
-                    row_of.insert(id.clone(), upserts.keys.len());
-                    upserts.collections.push(id.0.clone());
-                    upserts.keys.push(id.1.clone());
-                    upserts.values.push(row.0);
-                    upserts.deleted.push(row.1);
-                    upserts.millis.push(row.2);
-                    upserts.counters.push(row.3);
-                    upserts.nodes.push(row.4);
-                    upserts.seqs.push(row.5);
-                }
-            }
-            current.insert(id, Current { hlc: write.hlc.clone(), value: encoded });
+            current.insert(id, Current { hlc: write.hlc.clone(), value: encoded, written_at: Some(seq) });
             outcomes.push(Applied::Stored { seq, prev });
         }
         all.push(outcomes);
     }
-    if upserts.keys.is_empty() {
+    // What to write back follows from `current`: each key written here once,
+    // in its last state, and each moved collection's head, its highest position.
+    let written: Vec<(&(String, String), &Current, u64)> =
+        current.iter().filter_map(|(id, c)| c.written_at.map(|at| (id, c, at))).collect();
+    if written.is_empty() {
         // Nothing changed: no position was taken.
         tx.rollback().await.map_err(|e| err("ending a commit", e))?;
         return Ok(all);
     }
-    let (head_names, head_seqs): (Vec<String>, Vec<i64>) = moved.into_iter().map(|(n, s)| (n, to_i64(s))).unzip();
-    let u = &upserts;
+    let collections: Vec<&str> = written.iter().map(|w| w.0.0.as_str()).collect();
+    let keys: Vec<&str> = written.iter().map(|w| w.0.1.as_str()).collect();
+    let nodes: Vec<&str> = written.iter().map(|w| w.1.hlc.node.as_str()).collect();
+    let values: Vec<&[u8]> = written.iter().map(|w| w.1.value.as_slice()).collect();
+    // A tombstone is the encoding of nil.
+    let deleted: Vec<bool> = written.iter().map(|w| w.1.value == [0xc0]).collect();
+    let millis: Vec<i64> = written.iter().map(|w| to_i64(w.1.hlc.millis)).collect();
+    let counters: Vec<i32> = written.iter().map(|w| i32::try_from(w.1.hlc.counter).unwrap_or(i32::MAX)).collect();
+    let seqs: Vec<i64> = written.iter().map(|w| to_i64(w.2)).collect();
+    let mut moved: HashMap<&str, i64> = HashMap::new();
+    for w in &written {
+        let head = moved.entry(w.0.0.as_str()).or_insert(0);
+        *head = (*head).max(to_i64(w.2));
+    }
+    let (head_names, head_seqs): (Vec<&str>, Vec<i64>) = moved.into_iter().unzip();
     let records = tx.prepare_cached(&statements.upsert_records).await.map_err(|e| err("preparing", e))?;
     let heads_upsert = tx.prepare_cached(&statements.upsert_heads).await.map_err(|e| err("preparing", e))?;
     let store_update = tx.prepare_cached(&statements.update_store).await.map_err(|e| err("preparing", e))?;
     let (clock_millis, clock_counter) = (to_i64(clock.0), i32::try_from(clock.1).unwrap_or(i32::MAX));
     let seq_now = to_i64(seq);
     futures_util::future::try_join3(
-        tx.execute(
-            &records,
-            &[&u.collections, &u.keys, &u.values, &u.deleted, &u.millis, &u.counters, &u.nodes, &u.seqs],
-        ),
+        tx.execute(&records, &[&collections, &keys, &values, &deleted, &millis, &counters, &nodes, &seqs]),
         tx.execute(&heads_upsert, &[&head_names, &head_seqs]),
         tx.execute(&store_update, &[&seq_now, &clock_millis, &clock_counter]),
     )

@@ -108,16 +108,10 @@ fn commit(
                     .optional()
                     .map_err(|e| err("reading a record", e))?;
                 let encoded = encode_value(&write.value);
-                match stored.map_or(Merge::Replaces, |(hlc, value)| merge(&write.hlc, &encoded, &hlc, &value)) {
-                    Merge::Replaces => {}
-                    Merge::Keeps => {
-                        outcomes.push(Applied::Superseded);
-                        continue;
-                    }
-                    Merge::Conflicts => {
-                        outcomes.push(Applied::Conflict);
-                        continue;
-                    }
+                let verdict = stored.map_or(Merge::Replaces, |(hlc, value)| merge(&write.hlc, &encoded, &hlc, &value));
+                if let Some(outcome) = Applied::unless_stored(verdict) {
+                    outcomes.push(outcome);
+                    continue;
                 }
                 seq += 1;
                 put.execute(params![
