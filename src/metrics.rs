@@ -89,6 +89,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, and the backplane's counters, registered under the `syncgate` prefix.
+    pub fn with_backplane(backplane: crate::backplane::BackplaneStats) -> Self {
+        let mut metrics = Self::new();
+        let r = &mut metrics.registry;
+        r.register("backplane_connected", "1 while the backplane is reachable", backplane.connected);
+        r.register(
+            "backplane_rejected",
+            "Backplane messages dropped because their envelope failed its check (forged, another --cluster-secret)",
+            backplane.rejected,
+        );
+        r.register("backplane_dropped", "Publications the backplane could not take (an outage)", backplane.dropped);
+        metrics
+    }
+
     /// Every metric, registered under the `syncgate` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("syncgate");

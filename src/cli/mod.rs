@@ -15,6 +15,7 @@
 
 pub mod allocator;
 mod auth_flags;
+mod cluster;
 mod run;
 mod serve;
 mod signals;

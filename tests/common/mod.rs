@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod nats;
 pub mod nodes;
 pub mod postgres;
 pub mod raw;
