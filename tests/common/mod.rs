@@ -2,6 +2,7 @@
 //! a raw WebSocket client that can send anything, and token minting.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod idp;
 pub mod nats;
 pub mod nodes;
