@@ -21,13 +21,16 @@ const CONTROL_QUEUE: usize = 1024;
 /// Node id within a bus.
 type NodeId = u64;
 
+/// One node of a bus: its id, data queue and control queue.
+type NodeEntry = (NodeId, Arc<Inlet>, mpsc::Sender<ControlDelivery>);
+
 /// The shared medium of the nodes of one process.
 #[derive(Debug, Default)]
 pub struct MemoryBus {
     /// Nodes with interest, per subject.
     interest: DashMap<Subject, Vec<NodeId>>,
     /// Every node's inbound side. A std mutex: held only to clone senders.
-    nodes: Mutex<Vec<(NodeId, Arc<Inlet>, mpsc::Sender<ControlDelivery>)>>,
+    nodes: Mutex<Vec<NodeEntry>>,
     next: std::sync::atomic::AtomicU64,
 }
 

@@ -107,7 +107,14 @@ struct Shared {
     /// When a refused envelope was last logged: refusals are logged once a minute.
     last_refusal_log: Mutex<Option<std::time::Instant>>,
     /// Control messages already carried out, by origin and sequence.
-    seen_control: Mutex<(HashSet<(String, u64)>, VecDeque<(String, u64)>)>,
+    seen_control: Mutex<SeenControl>,
+}
+
+/// Control messages carried out lately, by origin and sequence, oldest first.
+#[derive(Default)]
+struct SeenControl {
+    set: HashSet<(String, u64)>,
+    order: VecDeque<(String, u64)>,
 }
 
 /// A node's handle on NATS.
@@ -249,7 +256,7 @@ impl Shared {
     /// Whether a control message from `origin` numbered `seq` is new (and remembers it).
     fn first_time(&self, origin: &str, seq: u64) -> bool {
         let mut seen = self.seen_control.lock().unwrap_or_else(|e| e.into_inner());
-        let (set, order) = &mut *seen;
+        let SeenControl { set, order } = &mut *seen;
         if !set.insert((origin.to_string(), seq)) {
             return false;
         }

@@ -23,6 +23,7 @@ pub const GONE_AFTER: Duration = Duration::from_secs(6);
 
 /// One live node, as `/admin/nodes` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeView {
     /// Its `--node-id`.
     pub id: String,

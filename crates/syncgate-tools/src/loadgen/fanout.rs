@@ -24,9 +24,15 @@ use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 /// Flags of `syncgate bench fanout`.
 #[derive(Debug, clap::Args)]
 pub struct FanoutArgs {
-    /// Server URL.
+    /// Server URL; several (comma-separated, the nodes of a cluster) spread the subscribers over them in turn.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+    /// Where the publishers connect [default: the first --url].
+    #[arg(long)]
+    pub publisher_url: Option<String>,
+    /// Publications per second per publisher (0: as fast as the window allows).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// How each connection authenticates.
     #[command(flatten)]
     pub credentials: Credentials,
@@ -140,7 +146,8 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(args.subscribers);
     for n in 0..args.subscribers {
         let token = args.credentials.token(&format!("fanout-sub-{n}"))?;
-        let (url, finals, ready_tx, publishers) = (args.url.clone(), finals.clone(), ready_tx.clone(), args.publishers);
+        let url = super::nth_url(&args.url, n);
+        let (finals, ready_tx, publishers) = (finals.clone(), ready_tx.clone(), args.publishers);
         subscribers.push(tokio::spawn(async move {
             subscribe_and_count(url, token, publishers, epoch, ready_tx, finals).await
         }));
@@ -161,9 +168,10 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     let mut publishers = Vec::with_capacity(args.publishers);
     for n in 0..args.publishers {
         let token = args.credentials.token(&format!("fanout-pub-{n}"))?;
-        let (url, window, bytes) = (args.url.clone(), args.window, args.payload_bytes.max(20));
+        let url = args.publisher_url.clone().unwrap_or_else(|| super::nth_url(&args.url, 0));
+        let (window, bytes, rate) = (args.window, args.payload_bytes.max(20), args.rate);
         publishers.push(tokio::spawn(async move {
-            publish_until(url, token, n, window, bytes, epoch, (deadline, limit)).await
+            publish_until(url, token, n, (window, rate), bytes, epoch, (deadline, limit)).await
         }));
     }
     let mut sent = Vec::with_capacity(args.publishers);
@@ -293,20 +301,31 @@ async fn subscribe_and_count(
     Ok(result)
 }
 
-/// Publishes with up to `window` `PUB`s unanswered until `deadline`; returns how many were acknowledged.
+/// Publishes with up to `window` `PUB`s unanswered (and at most `rate` a
+/// second, when not 0) until `deadline`; returns how many were acknowledged.
 async fn publish_until(
     url: String,
     token: Option<String>,
     publisher: usize,
-    window: usize,
+    (window, rate): (usize, u64),
     payload_bytes: usize,
     epoch: Instant,
     (deadline, limit): (Instant, u64),
 ) -> Result<u64, String> {
     let mut ws = open_authenticated(&url, token).await?;
     let (mut sent, mut answered) = (0u64, 0u64);
+    let started = Instant::now();
     loop {
         while sent - answered < window as u64 && sent < limit && Instant::now() < deadline {
+            if let Some(offset) = (sent * 1_000_000).checked_div(rate) {
+                let due = started + Duration::from_micros(offset);
+                if due > Instant::now() {
+                    if sent > answered {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
             sent += 1;
             let mut data = vec![0u8; payload_bytes];
             data[..4].copy_from_slice(&(publisher as u32).to_be_bytes());
@@ -315,8 +334,11 @@ async fn publish_until(
             let message = ClientMessage::Pub { id: sent, topic: TOPIC.into(), data: Value::Binary(data) };
             send(&mut ws, &message).await?;
         }
-        if answered == sent {
+        if answered == sent && (sent >= limit || Instant::now() >= deadline) {
             break;
+        }
+        if answered == sent {
+            continue;
         }
         let frame = ws.read_frame().await.map_err(|e| e.to_string())?;
         match frame.opcode {

@@ -30,10 +30,17 @@ use crate::devtoken::{TokenSpec, mint};
 use syncgate_proto::hlc::HlcClock;
 use syncgate_proto::protocol::{ClientMessage, OpInput, RawOp, ServerMessage, encode_client};
 
+/// The `n`th of a comma-separated list of URLs, in turn (the nodes of a
+/// cluster share the connections).
+pub(crate) fn nth_url(urls: &str, n: usize) -> String {
+    let urls: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    urls.get(n % urls.len().max(1)).copied().unwrap_or(urls.first().copied().unwrap_or_default()).to_string()
+}
+
 /// Flags of `syncgate bench ops`.
 #[derive(Debug, clap::Args)]
 pub struct OpsArgs {
-    /// Server URL.
+    /// Server URL; several (comma-separated, the nodes of a cluster) spread the writers over them in turn.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// How each connection authenticates.
@@ -161,7 +168,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
         return Err("--writers and --batch must be at least 1".into());
     }
     let flood = if args.flood.is_active() {
-        Some(Flood::start(&args.url, args.flood.clone(), FLOOD_RAMP_LIMIT).await?)
+        Some(Flood::start(&nth_url(&args.url, 0), args.flood.clone(), FLOOD_RAMP_LIMIT).await?)
     } else {
         None
     };
@@ -170,7 +177,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     let mut tasks = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
         let token = args.credentials.token(&format!("bench-{writer}"))?;
-        let url = args.url.clone();
+        let url = nth_url(&args.url, writer);
         let (batch, value_bytes) = (args.batch, args.value_bytes);
         tasks.push(tokio::spawn(async move { write_until(url, token, writer, batch, value_bytes, deadline).await }));
     }
