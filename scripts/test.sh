@@ -23,6 +23,7 @@ npm run typecheck
 npm run test:unit
 npm run test:server
 npm run test:browser
+npm run test:pack
 
 # The Python client (its own virtual environment, packages from PyPI).
 cd ../python

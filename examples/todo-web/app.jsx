@@ -8,7 +8,8 @@ import { SyncgateProvider, useCollection, useConnection, useSyncgate } from "@sy
 const user = new URLSearchParams(location.search).get("user") ?? "alice";
 const client = new SyncgateClient({
   url: window.SYNCGATE_URL,
-  name: `todos-${user}`,
+  // The replica is stored per user: one browser profile, several users, no mix-up.
+  user,
   // The dev server mints short-lived tokens; a real app asks its own API.
   getToken: async () => {
     const response = await fetch(`/token?user=${encodeURIComponent(user)}`);
@@ -29,13 +30,25 @@ function Status() {
   );
 }
 
+/** A collection handle held while the component is mounted (for writes; `useCollection` reads). */
+function useHandle(name) {
+  const client = useSyncgate();
+  const [handle, setHandle] = useState(null);
+  useEffect(() => {
+    const h = client.collection(name);
+    setHandle(h);
+    return () => h.close();
+  }, [client, name]);
+  return handle;
+}
+
 function Todos() {
   const todos = useCollection(`todos/${user}`);
   const [title, setTitle] = useState("");
-  const list = useSyncgate().collection(`todos/${user}`);
+  const list = useHandle(`todos/${user}`);
   const add = (event) => {
     event.preventDefault();
-    if (title.trim()) void list.set(`t${Date.now()}`, { title: title.trim(), done: false });
+    if (title.trim() && list) void list.set(`t${Date.now()}`, { title: title.trim(), done: false });
     setTitle("");
   };
   return (
@@ -47,9 +60,9 @@ function Todos() {
       <ul>
         {todos.map(([key, todo]) => (
           <li key={key} className={todo.done ? "done" : ""}>
-            <input type="checkbox" checked={todo.done} onChange={() => void list.set(key, { ...todo, done: !todo.done })} />
+            <input type="checkbox" checked={todo.done} onChange={() => void list?.set(key, { ...todo, done: !todo.done })} />
             <span>{todo.title}</span>
-            <button onClick={() => void list.delete(key)}>✕</button>
+            <button onClick={() => void list?.delete(key)}>✕</button>
           </li>
         ))}
       </ul>
@@ -59,6 +72,7 @@ function Todos() {
 
 function Board() {
   const board = useCollection("board/team");
+  const boardHandle = useHandle("board/team");
   const [refused, setRefused] = useState(null);
   const client = useSyncgate();
   useEffect(
@@ -77,7 +91,7 @@ function Board() {
           <li key={key}><span>{String(value)}</span></li>
         ))}
       </ul>
-      <button onClick={() => void client.collection("board/team").set("motto", `${user} was here`)}>Try to write the board</button>
+      <button onClick={() => void boardHandle?.set("motto", `${user} was here`)}>Try to write the board</button>
     </>
   );
 }

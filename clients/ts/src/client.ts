@@ -1,16 +1,24 @@
 /**
  * `SyncgateClient`: the public API. It owns the replica (loaded from and
  * saved to storage), coordinates the tabs sharing a storage name, and runs
- * the connection (`Connector`) in the one tab that leads.
+ * the connection (`Connector`) in the one tab that leads. What each tab
+ * holds (collection handles, topic handlers, presence) is counted here; the
+ * leader's connector keeps the server's subscriptions equal to the union.
  */
-import { valueProblem } from "./codec.js";
 import { DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
-import { Connector, type Host, type WebSocketLike } from "./connector.js";
+import { valueProblem } from "./codec.js";
+import { Collection, type CollectionHost, StatusBook, type Subscription, subscription } from "./collection.js";
+import { Connector, type Host, type PingOptions, type WantedTopic } from "./connector.js";
 import { Emitter } from "./emitter.js";
+import { SyncgateError } from "./errors.js";
 import { IndexedDBStorage } from "./idb.js";
+import type { WebSocketLike } from "./link.js";
+import { type Presence, PresenceBook, type PresenceChange } from "./presence.js";
 import { Replica, type Settled } from "./replica.js";
+import { randomId } from "./random.js";
 import { MemoryStorage, type Storage, type StorageChange } from "./storage.js";
-import { type TabMessage, Tabs } from "./tabs.js";
+import { TabRelay } from "./relay.js";
+import { Tabs } from "./tabs.js";
 import type { ClientEvents, ConnectionState, TokenReason, Value, WireRecord } from "./types.js";
 
 export interface SyncgateClientOptions {
@@ -19,12 +27,21 @@ export interface SyncgateClientOptions {
   /**
    * Called on every AUTH_REQUIRED ("connect"), before expiry ("refresh") and
    * after a 4001 ("rejected": do not return the same token). `null` stops the
-   * client cleanly (signed out).
+   * client cleanly (signed out). After three refused tokens in a row the client stops.
    */
   getToken?: (reason: TokenReason) => Promise<string | null> | string | null;
-  /** Where the replica lives: IndexedDB (the default in browsers), memory, or your own. */
+  /**
+   * Where the replica lives. Default: IndexedDB where the global `indexedDB`
+   * exists (browsers, or Node with a polyfill installed), else memory.
+   */
   storage?: "indexeddb" | "memory" | Storage;
-  /** The storage name: tabs of one app share it (default "default"). */
+  /**
+   * The identity this client signs in as, when the app knows it: the default
+   * storage name becomes per user, so one browser profile never shows one
+   * user's replica to another.
+   */
+  user?: string;
+  /** The storage name: tabs of one app share it (default `user:<user>`, or "default"). */
   name?: string;
   /** "message" (default): the token travels in the AUTH frame. "query": in the URL (`?token=`). */
   tokenIn?: "message" | "query";
@@ -35,122 +52,123 @@ export interface SyncgateClientOptions {
   backoff?: Partial<BackoffOptions>;
   /** Ops per replayed batch at most (batches are also cut to the server's message size). */
   replayBatch?: number;
+  /** Liveness checks (default: PING after 25 s of silence, reconnect 10 s later without an answer); `false` turns them off. */
+  ping?: Partial<PingOptions> | false;
 }
 
-/** A collection of the local replica. */
-export class Collection {
-  constructor(
-    private readonly client: SyncgateClient,
-    readonly name: string,
-  ) {}
-
-  /** The visible value of a record (`undefined` if absent or deleted). */
-  get(key: string): Value | undefined {
-    return this.client.replicaFor(this.name).get(this.name, key);
-  }
-
-  /** Every visible record, sorted by key. */
-  entries(): [string, Value][] {
-    return this.client.replicaFor(this.name).entries(this.name);
-  }
-
-  /** Writes (visible at once, durable in storage when this resolves); resolves to the op id. */
-  set(key: string, value: Value): Promise<string> {
-    return this.client.write(this.name, key, value);
-  }
-
-  delete(key: string): Promise<string> {
-    return this.client.write(this.name, key, null);
-  }
-
-  /** Calls `listener` with the changed keys whenever records change; returns an unsubscribe function. */
-  subscribe(listener: (keys: string[]) => void): () => void {
-    return this.client.on("change", ({ collection, keys }) => {
-      if (collection === this.name) listener(keys);
-    });
-  }
-}
+export { Collection } from "./collection.js";
 
 /**
  * A write is queued, visible and sent when connected, but its local save
  * failed: it lives only in this page until the server acknowledges it
  * (`opSettled` for `opId`). Not a refusal: do not write it again.
  */
-export class NotSavedError extends Error {
+export class NotSavedError extends SyncgateError {
   constructor(
     readonly opId: string,
     reason: string,
   ) {
-    super(`the write ${opId} is queued but could not be saved locally: ${reason}`);
+    super("not_saved", `the write ${opId} is queued but could not be saved locally: ${reason}`);
     this.name = "NotSavedError";
   }
 }
 
 export class SyncgateClient {
-  /** Resolves once the stored replica is loaded (reads before it see an empty replica). */
+  /**
+   * Resolves once the stored replica is loaded. Reads before it see an empty
+   * replica; a `change` event (with no keys) follows the load for every stored
+   * collection, so `collection.subscribe(render)` renders stored data offline too.
+   */
   readonly ready: Promise<void>;
-  private readonly events = new Emitter<ClientEvents>();
-  private readonly storage: Storage;
-  private replica: Replica;
-  private readonly tabId = Math.random().toString(36).slice(2, 10);
-  private readonly tabs: Tabs;
-  private readonly collections = new Map<string, Collection>();
-  /** Collections synced by any tab (the leader's view) or by this one. */
-  private readonly syncs = new Set<string>();
-  /** Topic → tabs subscribed (the leader's view), and this tab's handlers. */
-  private readonly topicTabs = new Map<string, Set<string>>();
-  private readonly handlers = new Map<string, Set<(data: Value, from: string) => void>>();
-  private readonly publishes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  /** @internal */ readonly events = new Emitter<ClientEvents>();
+  /** @internal */ readonly storage: Storage;
+  /** @internal */ replica: Replica;
+  /** @internal */ readonly tabId = randomId(8);
+  /** @internal */ readonly tabs: Tabs;
+  /** @internal */ readonly relay: TabRelay;
+  /** Handles this tab holds per collection, and the tabs (the leader's view, this one included) syncing each. */
+  private readonly handles = new Map<string, number>();
+  /** @internal */ readonly syncTabs = new Map<string, Set<string>>();
+  /** @internal Topic → tab → what that tab wants (the leader's view). */
+  readonly topicTabs = new Map<string, Map<string, WantedTopic>>();
+  /** @internal */ readonly handlers = new Map<string, Set<(data: Value, from: string) => void>>();
+  /** @internal */ readonly presences = new PresenceBook();
+  /** @internal Per collection and topic of this tab, and what the server said of each. */ readonly statuses = new StatusBook();
+  /** @internal */ readonly publishes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private nextPublish = 1;
-  private connector: Connector | null = null;
-  /** Set once this tab starts leading (before the connector exists). */
+  /** @internal */ connector: Connector | null = null;
   private leading = false;
   private started = false;
-  private closed = false;
-  private connectionState: ConnectionState = "idle";
-  /** Whether the stored replica has been loaded (`ready` resolved). */
+  /** @internal */ closed = false;
+  /** @internal */ connectionState: ConnectionState = "idle";
+  /** @internal */ identity: string | null = null;
+  /** The identity whose replica the storage holds (set at the first AUTH_ACK). */
+  private owner: string | null = null;
   private loaded = false;
 
   constructor(private readonly options: SyncgateClientOptions) {
-    const name = options.name ?? "default";
+    const name = options.name ?? (options.user !== undefined ? `user:${options.user}` : "default");
     const kind = options.storage ?? (typeof indexedDB === "undefined" ? "memory" : "indexeddb");
     this.storage = kind === "indexeddb" ? new IndexedDBStorage(name) : kind === "memory" ? new MemoryStorage() : kind;
     this.replica = new Replica(`tab-${this.tabId}`);
+    this.relay = new TabRelay(this);
+    this.tabs = new Tabs(name, (m) => this.relay.receive(m), () => void this.becomeLeader());
     this.ready = this.load();
-    this.tabs = new Tabs(name, (m) => void this.fromTab(m), () => void this.becomeLeader());
   }
 
   private async load(): Promise<void> {
     const saved = await this.storage.load();
+    this.owner = saved.owner ?? null;
     let deviceId = saved.deviceId;
     if (deviceId === null) {
-      deviceId = `d${Math.random().toString(36).slice(2, 12)}`;
+      deviceId = `d${randomId(10)}`;
       await this.storage.apply({ deviceId });
     }
     // One node id per tab: two tabs writing in the same millisecond never share a stamp.
-    this.replica = new Replica(`${deviceId}.${this.tabId}`, saved.clock);
-    for (const c of saved.collections) this.replica.loadCollection(c.name, c.records, c.cursor);
-    this.replica.addOps(saved.outbox);
+    const replica = new Replica(`${deviceId}.${this.tabId}`, saved.clock);
+    // Another identity's replica is kept for it, never shown or replayed here.
+    const mine = this.options.user === undefined || this.owner === null || this.owner === this.options.user;
+    if (mine) {
+      for (const c of saved.collections) replica.loadCollection(c.name, c.records, c.cursor, Date.now());
+      replica.addOps(saved.outbox);
+    }
+    // Writes made before the load finished (none: `write` waits) and ops other tabs added keep coming.
+    this.replica = replica;
     this.loaded = true;
+    if (mine) for (const c of saved.collections) this.events.emit("change", { collection: c.name, keys: [] });
+    this.tabs.post({ t: "hello" });
   }
 
-  /** Starts connecting (in the tab that leads; the others follow it). */
+  /** Starts connecting (in the tab that leads; the others follow it). Takes the tab lock now, not before. */
   connect(): void {
     if (this.started || this.closed) return;
     this.started = true;
-    if (this.tabs.leader) void this.becomeLeader();
+    this.tabs.lead();
   }
 
-  /** Stops the connection and releases the storage. */
+  /** Stops the connection and closes the storage (the local replica and outbox stay); resolves once both are closed. */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    this.connector?.stop();
+    await this.connector?.stop();
     this.tabs.close();
-    this.storage.close();
+    await this.ready.catch(() => undefined);
+    await this.storage.close();
+  }
+
+  /** Sign-out: closes, then deletes this identity's local replica and outbox (writes not yet sent are lost). */
+  async clear(): Promise<void> {
+    await this.close();
+    await this.storage.destroy?.();
   }
 
   get state(): ConnectionState {
     return this.connectionState;
+  }
+
+  /** The identity the connection authenticated as (in a follower tab: the leader's), or null. */
+  get sub(): string | null {
+    return this.identity;
   }
 
   /** Writes not yet settled by the server (all tabs of this storage). */
@@ -162,42 +180,86 @@ export class SyncgateClient {
     return this.events.on(event, listener);
   }
 
-  /** A collection, synced from now on (and after every reconnect, from its cursor). */
-  collection(name: string): Collection {
-    let collection = this.collections.get(name);
-    if (!collection) {
-      collection = new Collection(this, name);
-      this.collections.set(name, collection);
-      this.syncs.add(name);
-      this.tabs.post({ t: "sync", name });
-      this.connector?.wake();
+  /** A handle on a collection, synced while any handle is open; `close()` it when done. */
+  collection<T = Value>(name: string): Collection<T> {
+    const count = this.handles.get(name) ?? 0;
+    this.handles.set(name, count + 1);
+    if (count === 0) {
+      this.statuses.open("collection", name);
+      this.wantSync(this.tabId, name);
+      this.tabs.post({ t: "sync", tab: this.tabId, name });
     }
-    return collection;
+    return new Collection<T>(this.collectionHost, name);
   }
 
   /** @internal */
-  replicaFor(_collection: string): Replica {
-    return this.replica;
-  }
-
-  /** Subscribes to a topic (renewed after reconnects); returns an unsubscribe function. */
-  subscribe(topic: string, handler: (data: Value, from: string) => void): () => void {
-    let set = this.handlers.get(topic);
-    if (!set) this.handlers.set(topic, (set = new Set()));
-    set.add(handler);
-    this.wantTopic(this.tabId, topic);
-    this.tabs.post({ t: "sub", tab: this.tabId, topic });
-    return () => {
-      set.delete(handler);
-      if (set.size === 0) {
-        this.handlers.delete(topic);
-        this.tabs.post({ t: "unsub", tab: this.tabId, topic });
-        this.topicTabs.get(topic)?.delete(this.tabId);
+  readonly collectionHost: CollectionHost = {
+    read: (name, key) => this.replica.get(name, key),
+    readAll: (name) => this.replica.entries(name),
+    write: (name, key, value) => this.write(name, key, value),
+    listen: (name, listener) =>
+      this.events.on("change", ({ collection, keys }) => {
+        if (collection === name) listener(keys);
+      }),
+    status: (name) => this.statuses.get("collection", name),
+    release: (name) => {
+      const count = (this.handles.get(name) ?? 1) - 1;
+      if (count > 0) {
+        this.handles.set(name, count);
+        return;
       }
-    };
+      this.handles.delete(name);
+      this.statuses.close("collection", name);
+      this.unwantSync(this.tabId, name);
+      this.tabs.post({ t: "unsync", tab: this.tabId, name });
+    },
+  };
+
+  /** Subscribes to a topic (renewed after reconnects); call the result to unsubscribe (`UNSUB` goes when the last handler does). */
+  subscribe(topic: string, handler: (data: Value, from: string) => void): Subscription {
+    let set = this.handlers.get(topic);
+    if (!set) {
+      this.handlers.set(topic, (set = new Set()));
+      this.announce(topic);
+    }
+    set.add(handler);
+    let done = false;
+    return subscription(
+      () => {
+        if (done) return;
+        done = true;
+        set.delete(handler);
+        if (set.size > 0 || this.handlers.get(topic) !== set) return;
+        this.handlers.delete(topic);
+        this.announce(topic);
+      },
+      () => this.statuses.get("topic", topic),
+    );
   }
 
-  /** Publishes to a topic; resolves on the server's OK, rejects (with `code`) on a refusal. */
+  /** Presence on a topic: this client is present (with `info`, if given) until the handle closes. */
+  presence(topic: string, options: { info?: Value } = {}): Presence {
+    const presence = this.presences.open(topic, options.info, () => this.announce(topic));
+    this.announce(topic);
+    return presence;
+  }
+
+  /** Tells the leader (maybe this tab) what this tab wants of a topic now. */
+  private announce(topic: string): void {
+    const presence = this.presences.wanted(topic);
+    if (!this.handlers.has(topic) && !presence) {
+      this.statuses.close("topic", topic);
+      this.unwantTopic(this.tabId, topic);
+      this.tabs.post({ t: "unsub", tab: this.tabId, topic });
+      return;
+    }
+    const want: WantedTopic = { presence: presence !== undefined, info: presence?.info };
+    this.statuses.open("topic", topic);
+    this.wantTopic(this.tabId, topic, want);
+    this.tabs.post({ t: "sub", tab: this.tabId, topic, presence: want.presence, ...(want.info !== undefined ? { info: want.info } : {}) });
+  }
+
+  /** Publishes to a topic; resolves on the server's OK, rejects with a `SyncgateError` on a refusal. */
   publish(topic: string, data: Value): Promise<void> {
     if (this.connector) return this.connector.publish(topic, data);
     return new Promise((resolve, reject) => {
@@ -207,12 +269,18 @@ export class SyncgateClient {
     });
   }
 
-  /** @internal Writes locally, saves, and wakes the sender. */
+  /** @internal Writes locally, saves, tells the other tabs and wakes the sender. */
   async write(collection: string, key: string, value: Value): Promise<string> {
     // Refused here, before it is queued: the server would refuse it as `invalid`.
     const problem = valueProblem(value);
-    if (problem !== null) throw new Error(`invalid value: the value ${problem}`);
+    if (problem !== null) throw new SyncgateError("invalid", `invalid value: the value ${problem}`, { collection });
     if (!this.loaded) await this.ready;
+    if (this.closed) throw new SyncgateError("closed", "the client is closed", { collection });
+    // A follower tab stamps after what the leader last saw (a record from a fast clock).
+    if (!this.leading && this.storage.loadClock) {
+      const stored = await this.storage.loadClock().catch(() => null);
+      if (stored) this.replica.clock.observe({ ...stored, node: "" }, Number.MAX_SAFE_INTEGER);
+    }
     // Visible at once (listeners re-render now); durable before this resolves.
     const op = this.replica.write(collection, key, value, Date.now());
     this.events.emit("change", { collection, keys: [key] });
@@ -224,16 +292,49 @@ export class SyncgateClient {
       // would tell the app "failed" about a write the server may accept.
       saved = e;
     }
-    if (this.connector) this.connector.wake();
-    else this.tabs.post({ t: "outbox" });
+    // Every other tab shows it too, whichever tab leads.
+    this.tabs.post({ t: "outbox" });
+    this.connector?.wake();
     if (saved !== null) throw new NotSavedError(op.opId, String(saved));
     return op.opId;
   }
 
-  private wantTopic(tab: string, topic: string): void {
-    let tabs = this.topicTabs.get(topic);
-    if (!tabs) this.topicTabs.set(topic, (tabs = new Set()));
+  /** @internal */
+  wantSync(tab: string, name: string): void {
+    let tabs = this.syncTabs.get(name);
+    if (!tabs) this.syncTabs.set(name, (tabs = new Set()));
     tabs.add(tab);
+    this.connector?.wake();
+  }
+
+  /** @internal */
+  unwantSync(tab: string, name: string): void {
+    const tabs = this.syncTabs.get(name);
+    tabs?.delete(tab);
+    if (tabs?.size === 0) {
+      this.syncTabs.delete(name);
+      this.statuses.forget("collection", name);
+    }
+    this.connector?.wake();
+  }
+
+  /** @internal */
+  wantTopic(tab: string, topic: string, want: WantedTopic): void {
+    let tabs = this.topicTabs.get(topic);
+    if (!tabs) this.topicTabs.set(topic, (tabs = new Map()));
+    tabs.set(tab, want);
+    this.connector?.wake();
+  }
+
+  /** @internal */
+  unwantTopic(tab: string, topic: string): void {
+    const tabs = this.topicTabs.get(topic);
+    tabs?.delete(tab);
+    if (tabs?.size === 0) {
+      this.topicTabs.delete(topic);
+      this.statuses.forget("topic", topic);
+      this.presences.forget(topic);
+    }
     this.connector?.wake();
   }
 
@@ -241,9 +342,11 @@ export class SyncgateClient {
     if (!this.started || this.closed || this.leading) return;
     this.leading = true;
     await this.ready;
+    if (this.closed) return;
     this.events.emit("leader", { leader: true });
     // What the previous leader (or another tab) left in the shared outbox.
     this.replica.addOps(await this.storage.loadOutbox());
+    const ping = this.options.ping === false ? null : { intervalMs: 25_000, timeoutMs: 10_000, ...this.options.ping };
     this.connector = new Connector(this.host(), {
       url: this.options.url,
       getToken: this.options.credentials === "cookie" && !this.options.getToken ? undefined : this.options.getToken,
@@ -251,9 +354,28 @@ export class SyncgateClient {
       WebSocket: this.options.WebSocket ?? (globalThis.WebSocket as unknown as WebSocketLike),
       backoff: { ...DEFAULT_BACKOFF, ...this.options.backoff },
       replayBatch: this.options.replayBatch ?? 100,
+      ping,
     });
     this.tabs.post({ t: "leader" });
     this.connector.start();
+  }
+
+  /** @internal Applies a connection event in this tab (leader or follower). */
+  applyEvent<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void {
+    if (event === "subscription") {
+      const e = payload as ClientEvents["subscription"];
+      this.statuses.update(e.kind, e.name, e.state, e.code);
+    } else if (event === "synced") {
+      this.statuses.update("collection", (payload as ClientEvents["synced"]).collection, "live", undefined, true);
+    } else if (event === "disconnected") {
+      this.statuses.disconnected();
+    }
+    this.events.emit(event, payload);
+  }
+
+  /** @internal */
+  applyPresence(topic: string, change: PresenceChange): void {
+    this.presences.apply(topic, change);
   }
 
   private host(): Host {
@@ -262,69 +384,91 @@ export class SyncgateClient {
       get replica() {
         return client.replica;
       },
-      syncs: () => this.syncs,
-      topics: () => [...this.topicTabs].filter(([, tabs]) => tabs.size > 0).map(([topic]) => topic),
-      setState: (state) => (this.connectionState = state),
+      syncs: () => this.syncTabs.keys(),
+      topics: () => {
+        const wanted = new Map<string, WantedTopic>();
+        for (const [topic, tabs] of this.topicTabs) {
+          const present = [...tabs.values()].find((w) => w.presence);
+          wanted.set(topic, present ?? { presence: false, info: undefined });
+        }
+        return wanted;
+      },
+      setState: (state) => {
+        this.connectionState = state;
+        if (state !== "connected" && state !== "disconnected" && state !== "connecting") this.identity = null;
+        this.tabs.post({ t: "state", state, sub: this.identity });
+        this.events.emit("state", { state, sub: this.identity });
+      },
       emit: (event, payload) => {
-        this.events.emit(event, payload);
-        this.tabs.post({ t: "event", name: event, payload });
+        if (event === "connected") {
+          this.identity = (payload as ClientEvents["connected"]).sub;
+          this.tabs.post({ t: "state", state: "connected", sub: this.identity });
+        }
+        this.applyEvent(event, payload);
+        this.relay.broadcast(event, payload);
       },
       deliver: (topic, data, from) => {
-        this.dispatch(topic, data, from);
+        this.relay.dispatch(topic, data, from);
         this.tabs.post({ t: "msg", topic, data, from });
       },
       merged: (collection, records, cursor, reset) => this.merged(collection, records, cursor, reset),
       settled: (settled, retrying) => this.settled(settled, retrying),
-      syncRefused: (collection, code, message) => {
-        this.syncs.delete(collection);
-        this.events.emit("error", { message: `sync of ${collection} refused: ${code}: ${message}` });
+      syncRefused: async (collection, code) => {
+        this.syncTabs.delete(collection);
+        // A replica the identity may no longer read must not stay on screen or on disk.
+        if (code === "forbidden") await this.merged(collection, [], "", true, false);
+      },
+      identify: async (sub) => {
+        const expected = this.owner ?? this.options.user ?? null;
+        if (expected !== null && expected !== sub) {
+          this.replica = new Replica(this.replica.clock.node);
+          for (const name of this.handles.keys()) this.events.emit("change", { collection: name, keys: [] });
+          return false;
+        }
+        if (this.owner === null) {
+          this.owner = sub;
+          await this.save({ owner: sub });
+        }
+        return true;
+      },
+      presence: (topic, change) => {
+        this.applyPresence(topic, change);
+        this.tabs.post({ t: "presence", topic, change });
       },
     };
   }
 
-  private dispatch(topic: string, data: Value, from: string): void {
-    for (const handler of this.handlers.get(topic) ?? []) {
-      try {
-        handler(data, from);
-      } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
-    }
-  }
-
   /** Leader: server records into the replica and storage, then tell every tab. */
-  private async merged(collection: string, records: WireRecord[], cursor: string, reset: boolean): Promise<void> {
+  private async merged(collection: string, records: WireRecord[], cursor: string, reset: boolean, keepCursor = true): Promise<void> {
     const change: StorageChange = {};
     if (reset) {
       this.replica.reset(collection);
       change.clear = [collection];
     }
     const changed = this.replica.merge(collection, records, Date.now());
-    const moved = this.replica.setCursor(collection, cursor);
+    const moved = keepCursor && this.replica.setCursor(collection, cursor);
     // After a reset the stored layer is rebuilt from the snapshot as a whole.
     const put = reset ? this.replica.confirmed(collection) : changed;
     change.put = put.map((record) => ({ collection, record }));
     if (moved || reset) change.cursors = [{ collection, cursor: this.replica.cursor(collection) }];
     change.clock = this.replica.clock.state();
     await this.save(change);
-    this.tabs.post({ t: "data", collections: [collection], settled: [] });
+    this.tabs.post({ t: "data", collections: [collection], settled: [], clock: this.replica.clock.state() });
     if (changed.length > 0 || reset) this.events.emit("change", { collection, keys: changed.map((r) => r.key) });
   }
 
   /** Leader: settled ops out of storage (accepted ones into the confirmed layer), reported everywhere. */
   private async settled(settled: Settled[], retrying: { opId: string; code: string }[]): Promise<void> {
-    const accepted = settled.filter((s) => s.ok);
-    await this.save({
-      removeOps: settled.map((s) => s.op.opId),
-      put: accepted.map((s) => ({
-        collection: s.op.collection,
-        record: { key: s.op.key, value: s.op.value, hlc: s.op.hlc },
-      })),
-    });
+    // What the replica confirmed for each accepted key, not the op: an op that lost to a
+    // newer record is accepted as a no-op, and its own value must never reach storage.
+    const put: { collection: string; record: WireRecord }[] = [];
+    for (const s of settled) {
+      const record = s.ok ? this.replica.confirmedRecord(s.op.collection, s.op.key) : undefined;
+      if (record) put.push({ collection: s.op.collection, record });
+    }
+    await this.save({ removeOps: settled.map((s) => s.op.opId), put, clock: this.replica.clock.state() });
     const touched = [...new Set(settled.map((s) => s.op.collection))];
-    this.tabs.post({ t: "data", collections: touched, settled: settled.map((s) => s.op.opId) });
+    this.tabs.post({ t: "data", collections: touched, settled: settled.map((s) => s.op.opId), clock: this.replica.clock.state() });
     const host = this.host();
     for (const { op, ok, code, message } of settled) {
       const event: ClientEvents["opSettled"] = { opId: op.opId, ok, collection: op.collection, key: op.key };
@@ -343,76 +487,8 @@ export class SyncgateClient {
     try {
       await this.storage.apply(change);
     } catch (e) {
-      this.events.emit("error", { message: `the replica could not be saved: ${String(e)}` });
-    }
-  }
-
-  /** Another tab said something. */
-  private async fromTab(message: TabMessage): Promise<void> {
-    const leading = this.connector !== null;
-    switch (message.t) {
-      case "outbox":
-        this.replica.addOps(await this.storage.loadOutbox());
-        for (const name of this.collections.keys()) this.events.emit("change", { collection: name, keys: [] });
-        this.connector?.wake();
-        return;
-      case "data":
-        if (leading) return;
-        for (const name of message.collections) {
-          const saved = await this.storage.loadCollection(name);
-          this.replica.loadCollection(name, saved.records, saved.cursor);
-        }
-        this.replica.removeOps(message.settled);
-        this.replica.addOps(await this.storage.loadOutbox());
-        this.replica.removeOps(message.settled);
-        for (const name of message.collections) this.events.emit("change", { collection: name, keys: [] });
-        return;
-      case "event":
-        if (leading) return;
-        if (message.name === "connecting" || message.name === "connected" || message.name === "disconnected" || message.name === "stopped") {
-          this.connectionState = message.name === "connecting" ? "connecting" : message.name === "connected" ? "connected" : message.name === "stopped" ? "stopped" : "disconnected";
-        }
-        this.events.emit(message.name as keyof ClientEvents, message.payload as never);
-        return;
-      case "sub":
-        this.wantTopic(message.tab, message.topic);
-        return;
-      case "unsub":
-        this.topicTabs.get(message.topic)?.delete(message.tab);
-        return;
-      case "sync":
-        if (!this.syncs.has(message.name)) {
-          this.syncs.add(message.name);
-          this.connector?.wake();
-        }
-        return;
-      case "msg":
-        this.dispatch(message.topic, message.data, message.from);
-        return;
-      case "pub":
-        if (!this.connector) return;
-        this.connector.publish(message.topic, message.data).then(
-          () => this.tabs.post({ t: "pubResult", tab: message.tab, req: message.req, ok: true }),
-          (e: Error & { code?: string }) => {
-            const answer: TabMessage = { t: "pubResult", tab: message.tab, req: message.req, ok: false, message: e.message };
-            if (e.code !== undefined) answer.code = e.code;
-            this.tabs.post(answer);
-          },
-        );
-        return;
-      case "pubResult": {
-        if (message.tab !== this.tabId) return;
-        const pending = this.publishes.get(message.req);
-        this.publishes.delete(message.req);
-        if (message.ok) pending?.resolve();
-        else pending?.reject(Object.assign(new Error(message.message ?? "refused"), { code: message.code }));
-        return;
-      }
-      case "leader":
-        // A new leader: tell it what this tab needs.
-        for (const name of this.collections.keys()) this.tabs.post({ t: "sync", name });
-        for (const topic of this.handlers.keys()) this.tabs.post({ t: "sub", tab: this.tabId, topic });
-        return;
+      const error = new SyncgateError("not_saved", `the replica could not be saved: ${String(e)}`);
+      this.events.emit("error", { message: error.message, error });
     }
   }
 }

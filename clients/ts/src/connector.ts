@@ -1,42 +1,36 @@
 /**
- * The leader tab's connection: open, authenticate, refresh in band, resume
- * subscriptions and syncs, replay the outbox, and reconnect by the close-code
- * table. The client (`client.ts`) owns the replica and storage; this class
- * only speaks the protocol and reports through `Host`.
+ * The leader tab's connection driver: opens sockets, fetches tokens for the
+ * URL, checks liveness with PING, gives a half-open connection up, and
+ * reconnects by the close-code table (stopping after repeated refusals).
+ * What the messages mean is the protocol core's (`protocol.ts`); the client
+ * (`client.ts`) owns the replica and storage and is reached through `Host`.
  */
 import { backoffDelay, type BackoffOptions } from "./backoff.js";
-import { decodeServerMessage, encodeMessage, encodeValue } from "./codec.js";
-import { closeAction, isTemporaryError } from "./codes.js";
-import { Pacer } from "./pacer.js";
+import { decodeServerMessage } from "./codec.js";
+import { closeAction } from "./codes.js";
+import { SyncgateError } from "./errors.js";
+import { type End, Link, type Pending, type WebSocketLike } from "./link.js";
+import { type Driver, Protocol } from "./protocol.js";
 import type { Replica, Settled } from "./replica.js";
 import type {
   ClientEvents,
-  ClientMessage,
   ConnectionState,
-  ServerMessage,
-  SessionLimits,
+  PresenceMember,
   TokenReason,
   Value,
-  WireOp,
   WireRecord,
 } from "./types.js";
 
-/** Limits assumed of a server that announces none. */
-const DEFAULT_LIMITS: SessionLimits = { maxMessageBytes: 1024 * 1024, maxValueBytes: 256 * 1024, maxBatchOps: 1000 };
-/** Room in a batch for the OP_BATCH map around its ops. */
-const BATCH_OVERHEAD = 64;
+export type { WebSocketLike } from "./link.js";
 
-/** A WebSocket constructor: the browser's, or `ws` in Node. */
-export type WebSocketLike = new (url: string) => {
-  binaryType: string;
-  readyState: number;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-  send(data: Uint8Array): void;
-  close(code?: number, reason?: string): void;
-};
+/** Refusals of freshly fetched tokens in a row after which the client stops (each counts against the server's per-address limit). */
+export const MAX_TOKEN_REFUSALS = 3;
+
+/** Liveness: PING after `intervalMs` without a message from the server; reconnect when nothing arrives `timeoutMs` later. */
+export interface PingOptions {
+  intervalMs: number;
+  timeoutMs: number;
+}
 
 export interface ConnectorOptions {
   url: string;
@@ -45,13 +39,20 @@ export interface ConnectorOptions {
   WebSocket: WebSocketLike;
   backoff: BackoffOptions;
   replayBatch: number;
+  ping: PingOptions | null;
+}
+
+/** A topic the app wants: plain, or present with optional `info`. */
+export interface WantedTopic {
+  presence: boolean;
+  info: Value | undefined;
 }
 
 /** What the connector needs from the client. */
 export interface Host {
   readonly replica: Replica;
   syncs(): Iterable<string>;
-  topics(): Iterable<string>;
+  topics(): ReadonlyMap<string, WantedTopic>;
   setState(state: ConnectionState): void;
   emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void;
   deliver(topic: string, data: Value, from: string): void;
@@ -59,63 +60,34 @@ export interface Host {
   merged(collection: string, records: WireRecord[], cursor: string, reset: boolean): Promise<void>;
   /** Persists settled ops (and reports them). */
   settled(settled: Settled[], retrying: { opId: string; code: string }[]): Promise<void>;
-  syncRefused(collection: string, code: string, message: string): void;
+  /** A sync was refused for good (`forbidden`, …). */
+  syncRefused(collection: string, code: string, message: string): Promise<void>;
+  /**
+   * The server authenticated `sub`: false when the stored replica belongs to
+   * another identity (its outbox must never be replayed under this token).
+   */
+  identify(sub: string): Promise<boolean>;
+  /** Presence on a topic: the whole list (`reset`), or one member joining or leaving. */
+  presence(topic: string, change: { reset: PresenceMember[] } | { join: PresenceMember } | { leave: PresenceMember }): void;
 }
 
-type End = { code: number | null; reason: string; connected: boolean; noToken?: boolean };
-
-/** `full`: a SYNC sent without a cursor, answered with the whole state. */
-type Internal = { kind: "sub"; topic: string } | { kind: "sync"; collection: string; full: boolean } | { kind: "replay" };
-
-interface Pending {
-  resolve: (message: ServerMessage) => void;
-  reject: (error: Error) => void;
-}
-
-/** The state of one socket. */
-class Link {
-  nextId = 1;
-  connected = false;
-  limits = DEFAULT_LIMITS;
-  readonly internal = new Map<number, Internal>();
-  readonly requests = new Map<number, Pending>();
-  readonly topics = new Set<string>();
-  readonly syncs = new Set<string>();
-  readonly paging = new Map<string, { records: number; reset: boolean }>();
-  replaying = false;
-  authFail = "";
-  /** Messages are handled one after another, in order, even when handling awaits storage. */
-  queue: Promise<unknown> = Promise.resolve();
-  /** Every frame leaves through it, within the rate the server announced. */
-  readonly pacer: Pacer;
-  constructor(readonly socket: InstanceType<WebSocketLike>) {
-    this.pacer = new Pacer((frame) => {
-      try {
-        socket.send(frame);
-      } catch {
-        socket.close();
-      }
-    });
-  }
-}
-
-export class Connector {
+/** The socket driver: opens, watches and replaces connections; the protocol core (`protocol.ts`) speaks on them. */
+export class Connector implements Driver {
   private link: Link | null = null;
   private stopped = false;
   private wakeSleep: (() => void) | null = null;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
-  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
-  private retryFailures = 0;
+  retryFailures = 0;
+  private readonly protocol: Protocol = new Protocol(this);
   /** Closes with 4029 in a row: each one backs off longer. */
   private rateLimitedCloses = 0;
   private readonly queued: { message: { type: "PUB"; id: number; topic: string; data: Value }; pending: Pending }[] =
     [];
   private readonly onOnline = () => this.wakeSleep?.();
-  private readonly onOffline = () => this.link?.socket.close(1000, "offline");
+  private readonly onOffline = () => this.drop(this.link, "offline");
 
   constructor(
-    private readonly host: Host,
-    private readonly options: ConnectorOptions,
+    readonly host: Host,
+    readonly options: ConnectorOptions,
   ) {}
 
   start(): void {
@@ -124,34 +96,49 @@ export class Connector {
     void this.run();
   }
 
-  stop(): void {
+  /** Stops reconnecting and closes the socket; resolves once the socket is gone. */
+  async stop(): Promise<void> {
     this.stopped = true;
     globalThis.removeEventListener?.("online", this.onOnline);
     globalThis.removeEventListener?.("offline", this.onOffline);
-    this.clearTimers();
-    this.link?.socket.close(1000, "closed by the app");
+    const link = this.link;
+    if (link) {
+      const closed = new Promise<void>((resolve) => {
+        const previous = link.socket.onclose;
+        link.socket.onclose = (event) => {
+          previous?.(event);
+          resolve();
+        };
+        // A socket that never answers the close frame is not waited for long.
+        setTimeout(resolve, 1000);
+      });
+      link.socket.close(1000, "closed by the app");
+      await closed;
+      link.end({ code: 1000, reason: "closed by the app", connected: link.connected });
+    }
     this.wakeSleep?.();
-    for (const { pending } of this.queued.splice(0)) pending.reject(new Error("the client is closed"));
+    for (const { pending } of this.queued.splice(0)) pending.reject(new SyncgateError("closed", "the client is closed"));
   }
 
-  /** New local writes, subscriptions or syncs: bring the connection in line. */
+  /** New or released writes, subscriptions or syncs: bring the connection in line. */
   wake(): void {
-    if (this.link?.connected) this.resume(this.link);
+    if (this.link?.connected) this.protocol.resume(this.link);
   }
 
-  /** Publishes (queued while disconnected); resolves on OK, rejects on ERROR. */
+  /** Publishes (queued while disconnected); resolves on OK, rejects with a `SyncgateError` on ERROR. */
   publish(topic: string, data: Value): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const pending: Pending = {
         resolve: (answer) => {
           if (answer.type === "OK") resolve();
-          else reject(Object.assign(new Error(answer.type === "ERROR" ? answer.message : "unexpected answer"), { code: answer.type === "ERROR" ? answer.code : "internal" }));
+          else if (answer.type === "ERROR") reject(new SyncgateError(answer.code, answer.message, { topic }));
+          else reject(new SyncgateError("internal", `unexpected answer ${answer.type}`, { topic }));
         },
         reject,
       };
       const message = { type: "PUB" as const, id: 0, topic, data };
-      if (this.link?.connected) this.request(this.link, message, pending);
-      else if (this.queued.length >= 1000) reject(new Error("too many publications queued while offline"));
+      if (this.link?.connected) this.protocol.request(this.link, message, pending);
+      else if (this.queued.length >= 1000) reject(new SyncgateError("offline_queue_full", "too many publications queued while offline", { topic }));
       else this.queued.push({ message, pending });
     });
   }
@@ -159,23 +146,32 @@ export class Connector {
   private async run(): Promise<void> {
     let attempt = 0;
     let reason: TokenReason = "connect";
+    let refusals = 0;
     while (!this.stopped) {
       this.host.setState("connecting");
       this.host.emit("connecting", { attempt });
       const end = await this.connectOnce(reason);
-      this.clearTimers();
       if (this.stopped) return;
       if (end.noToken) {
-        this.halt(null, end.reason);
+        this.halt({ code: null, reason: end.reason });
         return;
       }
       this.host.setState("disconnected");
       this.host.emit("disconnected", { code: end.code, reason: end.reason });
       if (end.connected) attempt = 0;
       if (end.code !== 4029) this.rateLimitedCloses = 0;
+      refusals = end.code === 4001 ? (end.connected ? 1 : refusals + 1) : 0;
+      if (refusals >= MAX_TOKEN_REFUSALS) {
+        // The token source keeps producing tokens the server refuses: every further
+        // attempt would count against the server's per-address limit, for every user behind it.
+        const stopped: ClientEvents["stopped"] = { code: end.code, reason: `${refusals} tokens in a row refused: ${end.reason}` };
+        if (end.authCode !== undefined) stopped.authCode = end.authCode;
+        this.halt(stopped);
+        return;
+      }
       switch (closeAction(end.code)) {
         case "stop":
-          this.halt(end.code, end.reason);
+          this.halt({ code: end.code, reason: end.reason });
           return;
         case "newToken":
           reason = "rejected";
@@ -194,11 +190,11 @@ export class Connector {
     }
   }
 
-  private halt(code: number | null, reason: string): void {
+  halt(stopped: ClientEvents["stopped"]): void {
     this.stopped = true;
     this.host.setState("stopped");
-    this.host.emit("stopped", { code, reason });
-    for (const { pending } of this.queued.splice(0)) pending.reject(new Error(`the client stopped: ${reason}`));
+    this.host.emit("stopped", stopped);
+    for (const { pending } of this.queued.splice(0)) pending.reject(new SyncgateError("stopped", `the client stopped: ${stopped.reason}`));
   }
 
   private sleep(ms: number): Promise<void> {
@@ -212,9 +208,28 @@ export class Connector {
     });
   }
 
-  private async token(reason: TokenReason): Promise<string | null> {
+  async token(reason: TokenReason): Promise<string | null> {
     if (!this.options.getToken) return null;
     return (await this.options.getToken(reason)) ?? null;
+  }
+
+  error(code: string, message: string, context: { topic?: string; collection?: string } = {}): void {
+    this.host.emit("error", { message: `${code}: ${message}`, error: new SyncgateError(code, message, context), ...context });
+  }
+
+  current(link: Link): boolean {
+    return this.link === link;
+  }
+
+  takeQueued(): { message: { type: "PUB"; id: number; topic: string; data: Value }; pending: Pending }[] {
+    return this.queued.splice(0);
+  }
+
+  /** Gives a connection up at once: a half-open socket may never deliver its close event. */
+  private drop(link: Link | null, reason: string): void {
+    if (!link) return;
+    link.socket.close(1000, reason);
+    link.end({ code: null, reason, connected: link.connected });
   }
 
   private async connectOnce(reason: TokenReason): Promise<End> {
@@ -227,6 +242,7 @@ export class Connector {
         return { code: null, reason: `getToken failed: ${String(e)}`, connected: false };
       }
       if (token === null) return { code: null, reason: "getToken returned no token", connected: false, noToken: true };
+      if (this.stopped) return { code: null, reason: "closed by the app", connected: false };
       url += `${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
     }
     return new Promise<End>((resolve) => {
@@ -238,11 +254,17 @@ export class Connector {
         return;
       }
       socket.binaryType = "arraybuffer";
-      const link = new Link(socket);
+      const link = new Link(socket, (end) => {
+        if (this.link === link) this.link = null;
+        resolve(end);
+      });
       this.link = link;
       let noToken = false;
       let why = reason;
+      socket.onopen = () => this.armLiveness(link);
       socket.onmessage = (event) => {
+        if (!link.alive) return;
+        this.armLiveness(link);
         // A value that cannot be read is set aside and reported; the connection stays.
         const decoded = decodeServerMessage(new Uint8Array(event.data as ArrayBuffer));
         for (const unreadable of decoded.unreadable) this.host.emit("unreadable", unreadable);
@@ -250,234 +272,46 @@ export class Connector {
         if (message === null) return;
         link.queue = link.queue
           .then(() =>
-            this.handle(link, message, why, () => {
+            this.protocol.handle(link, message, why, () => {
               noToken = true;
             }),
           )
           .then((next) => {
             if (next) why = next;
           })
-          .catch((e: unknown) => this.host.emit("error", { message: `handling ${message.type}: ${String(e)}` }));
+          .catch((e: unknown) => this.error("internal", `handling ${message.type}: ${String(e)}`));
       };
       socket.onclose = (event) => {
-        link.pacer.clear();
-        if (this.link === link) this.link = null;
-        for (const pending of link.requests.values()) pending.reject(new Error("disconnected before the answer"));
         const code = event.code === 1005 || event.code === 1006 ? null : event.code;
-        const reasonText = [event.reason, link.authFail].filter(Boolean).join(": ") || "connection closed";
-        resolve({ code, reason: reasonText, connected: link.connected, noToken });
+        const fail = link.authFail;
+        // The close reason is usually the AUTH_FAIL code again: say it once.
+        const reasonText =
+          fail === null
+            ? event.reason || "connection closed"
+            : event.reason && event.reason !== fail.code
+              ? `${event.reason}: ${fail.code}: ${fail.message}`
+              : `${fail.code}: ${fail.message}`;
+        const end: End = { code, reason: reasonText, connected: link.connected, noToken };
+        if (fail !== null) end.authCode = fail.code;
+        link.end(end);
       };
       socket.onerror = () => undefined;
     });
   }
 
-  private send(link: Link, message: ClientMessage): void {
-    link.pacer.send(encodeMessage(message));
-  }
-
-  private request(link: Link, message: { type: "PUB"; id: number; topic: string; data: Value }, pending: Pending): void {
-    const id = link.nextId++;
-    link.requests.set(id, pending);
-    this.send(link, { ...message, id });
-  }
-
-  /** Handles one message; returns the token reason for the next AUTH when it changes. */
-  private async handle(link: Link, message: ServerMessage, why: TokenReason, noToken: () => void): Promise<TokenReason | void> {
-    switch (message.type) {
-      case "AUTH_REQUIRED": {
-        let token: string | null;
-        try {
-          token = await this.token(why);
-        } catch (e) {
-          this.host.emit("error", { message: `getToken failed: ${String(e)}` });
-          link.socket.close(1000, "no token");
-          return;
-        }
-        if (token === null) {
-          noToken();
-          link.socket.close(1000, "signed out");
-          return;
-        }
-        this.send(link, { type: "AUTH", token });
-        return;
-      }
-      case "AUTH_ACK": {
-        if (message.limits) {
-          link.limits = message.limits;
-          link.pacer.setLimits(message.limits.messagesPerSecond, message.limits.messageBurst);
-        }
-        this.scheduleRefresh(link, message.expiresAt);
-        if (link.connected) return;
-        link.connected = true;
-        this.retryFailures = 0;
-        this.host.setState("connected");
-        this.host.emit("connected", { sub: message.sub, roles: message.roles, expiresAt: message.expiresAt });
-        for (const { message: queued, pending } of this.queued.splice(0)) this.request(link, queued, pending);
-        this.resume(link);
-        return "refresh";
-      }
-      case "AUTH_FAIL":
-        link.authFail = `${message.code}: ${message.message}`;
-        return;
-      case "TOKEN_EXPIRING":
-        await this.refresh(link);
-        return;
-      case "MESSAGE":
-        this.host.deliver(message.topic, message.data, message.from);
-        return;
-      case "CHANGE": {
-        const paging = link.paging.get(message.collection);
-        if (paging) paging.records += message.records.length;
-        await this.host.merged(message.collection, message.records, message.cursor, false);
-        if (paging && !message.more) {
-          link.paging.delete(message.collection);
-          this.host.emit("synced", { collection: message.collection, records: paging.records, reset: paging.reset });
-        }
-        return;
-      }
-      default:
-        return this.answer(link, message);
-    }
-  }
-
-  private async answer(link: Link, message: ServerMessage): Promise<void> {
-    const id = "id" in message ? message.id : undefined;
-    if (id === undefined) {
-      if (message.type === "ERROR") this.host.emit("error", { message: `${message.code}: ${message.message}` });
-      return;
-    }
-    const internal = link.internal.get(id);
-    if (!internal) {
-      const pending = link.requests.get(id);
-      link.requests.delete(id);
-      pending?.resolve(message);
-      return;
-    }
-    if (internal.kind === "replay") {
-      link.internal.delete(id);
-      link.replaying = false;
-      if (message.type === "OP_RESULT") {
-        const report = this.host.replica.settle(message.results, Date.now());
-        await this.host.settled(report.settled, report.retrying);
-        if (report.retrying.length > 0) this.retryLater(link);
-        else {
-          this.retryFailures = 0;
-          this.replay(link);
-        }
-      } else if (message.type === "ERROR") {
-        this.host.emit("error", { message: `replay refused (${message.code}): ${message.message}; retrying` });
-        this.retryLater(link);
-      }
-      return;
-    }
-    if (message.type === "SYNC_DATA" && internal.kind === "sync") {
-      // The answer to a SYNC without a cursor is the whole state too: what the replica
-      // confirmed earlier but the server no longer has (a restore) must go, as after a reset.
-      await this.host.merged(message.collection, message.records, message.cursor, message.reset === true || internal.full);
-      if (message.more) link.paging.set(message.collection, { records: message.records.length, reset: message.reset === true });
-      else this.host.emit("synced", { collection: message.collection, records: message.records.length, reset: message.reset === true });
-      return;
-    }
-    if (message.type === "ERROR") {
-      link.internal.delete(id);
-      const name = internal.kind === "sub" ? internal.topic : internal.kind === "sync" ? internal.collection : "";
-      if (internal.kind === "sub") link.topics.delete(name);
-      if (internal.kind === "sync") link.syncs.delete(name);
-      if (isTemporaryError(message.code)) {
-        this.retryLater(link);
-      } else if (internal.kind === "sync") {
-        this.host.syncRefused(name, message.code, message.message);
-      } else {
-        this.host.emit("error", { message: `subscription to ${name} ended: ${message.code}: ${message.message}` });
-      }
-    }
-  }
-
-  /** Subscribes, syncs and replays what this link does not have yet. */
-  private resume(link: Link): void {
-    for (const topic of this.host.topics()) {
-      if (link.topics.has(topic)) continue;
-      link.topics.add(topic);
+  /** Re-arms the quiet timer: any message from the server proves the connection alive. */
+  private armLiveness(link: Link): void {
+    const ping = this.options.ping;
+    if (ping === null || !link.alive) return;
+    if (link.quietTimer !== null) clearTimeout(link.quietTimer);
+    if (link.deadTimer !== null) clearTimeout(link.deadTimer);
+    link.deadTimer = null;
+    link.quietTimer = setTimeout(() => {
+      link.quietTimer = null;
       const id = link.nextId++;
-      link.internal.set(id, { kind: "sub", topic });
-      this.send(link, { type: "SUB", id, topic });
-    }
-    for (const collection of this.host.syncs()) {
-      if (link.syncs.has(collection)) continue;
-      link.syncs.add(collection);
-      const id = link.nextId++;
-      const since = this.host.replica.cursor(collection);
-      link.internal.set(id, { kind: "sync", collection, full: since === null });
-      this.send(link, since === null ? { type: "SYNC", id, collection } : { type: "SYNC", id, collection, since });
-    }
-    this.replay(link);
-  }
-
-  /** Sends the next batch, bounded by count and bytes; an op that can never fit is refused locally. */
-  private replay(link: Link): void {
-    if (link.replaying || this.retryTimer !== null || !link.connected) return;
-    const { maxMessageBytes, maxValueBytes, maxBatchOps } = link.limits;
-    const budget = maxMessageBytes - BATCH_OVERHEAD;
-    const maxOps = Math.max(1, Math.min(this.options.replayBatch, maxBatchOps));
-    const ops: WireOp[] = [];
-    const refused: Settled[] = [];
-    let bytes = 0;
-    for (const op of [...this.host.replica.outbox]) {
-      if (ops.length >= maxOps) break;
-      const size = encodeValue(op as unknown as Value).length;
-      if (size > budget || encodeValue(op.value).length > maxValueBytes) {
-        const why = `the op (${size} bytes) is larger than the server accepts (messages ${maxMessageBytes} bytes, values ${maxValueBytes} bytes)`;
-        const settled = this.host.replica.refuseLocally(op.opId, "invalid", why);
-        if (settled) refused.push(settled);
-        continue;
-      }
-      if (bytes + size > budget) break;
-      bytes += size;
-      ops.push(op);
-    }
-    if (refused.length > 0) void this.host.settled(refused, []);
-    if (ops.length === 0) return;
-    const id = link.nextId++;
-    link.replaying = true;
-    link.internal.set(id, { kind: "replay" });
-    this.send(link, { type: "OP_BATCH", id, ops });
-  }
-
-  /** Holds replay (and renewal of refused subscriptions) back for a backoff delay. */
-  private retryLater(link: Link): void {
-    if (this.retryTimer !== null) return;
-    const delay = backoffDelay(this.options.backoff, this.retryFailures++);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      if (this.link === link && link.connected) this.resume(link);
-    }, delay);
-  }
-
-  private scheduleRefresh(link: Link, expiresAt: number | null): void {
-    if (this.refreshTimer !== null) clearTimeout(this.refreshTimer);
-    this.refreshTimer = null;
-    if (expiresAt === null) return;
-    const left = expiresAt * 1000 - Date.now();
-    // 30 s ahead, or halfway through a shorter life (the server also sends TOKEN_EXPIRING).
-    const wait = left > 60_000 ? left - 30_000 : Math.max(0, left / 2);
-    this.refreshTimer = setTimeout(() => void this.refresh(link), wait);
-  }
-
-  private async refresh(link: Link): Promise<void> {
-    let token: string | null;
-    try {
-      token = await this.token("refresh");
-    } catch (e) {
-      this.host.emit("error", { message: `getToken failed: ${String(e)}` });
-      return;
-    }
-    if (token !== null && this.link === link) this.send(link, { type: "AUTH", token });
-  }
-
-  private clearTimers(): void {
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    if (this.refreshTimer !== null) clearTimeout(this.refreshTimer);
-    this.retryTimer = null;
-    this.refreshTimer = null;
+      link.internal.set(id, { kind: "ping" });
+      this.protocol.send(link, { type: "PING", id });
+      link.deadTimer = setTimeout(() => this.drop(link, `no answer to PING within ${ping.timeoutMs} ms`), ping.timeoutMs);
+    }, ping.intervalMs);
   }
 }

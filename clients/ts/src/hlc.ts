@@ -6,6 +6,12 @@
  */
 
 export const MAX_COUNTER = 0xffff;
+/**
+ * The largest millis a stamp may carry: 2^53-1, the largest integer a
+ * JavaScript number holds exactly (and a u64 too), so every parser reads the
+ * same stamp the same way (proto/vectors.json, `hlc`).
+ */
+export const MAX_MILLIS = Number.MAX_SAFE_INTEGER;
 export const DEFAULT_MAX_AHEAD_MS = 60_000;
 
 export interface Hlc {
@@ -25,11 +31,12 @@ export function parseHlc(text: string): Hlc | null {
   const counter = text.slice(first + 1, second);
   const node = text.slice(second + 1);
   if (!/^\d{1,16}$/.test(millis) || !/^\d{1,5}$/.test(counter)) return null;
+  const m = Number(millis);
   const c = Number(counter);
   const nodeBytes = utf8.encode(node).length;
   // eslint-disable-next-line no-control-regex
-  if (c > MAX_COUNTER || nodeBytes === 0 || nodeBytes > 64 || /[\u0000-\u001f\u007f-\u009f]/.test(node)) return null;
-  return { millis: Number(millis), counter: c, node };
+  if (m > MAX_MILLIS || c > MAX_COUNTER || nodeBytes === 0 || nodeBytes > 64 || /[\u0000-\u001f\u007f-\u009f]/.test(node)) return null;
+  return { millis: m, counter: c, node };
 }
 
 export function formatHlc(h: Hlc): string {

@@ -33,7 +33,10 @@ interface StoredRecord extends WireRecord {
 export class IndexedDBStorage implements Storage {
   private readonly db: Promise<IDBDatabase>;
 
-  constructor(name: string, factory: IDBFactory = globalThis.indexedDB) {
+  constructor(
+    private readonly name: string,
+    private readonly factory: IDBFactory = globalThis.indexedDB,
+  ) {
     if (!factory) throw new Error("IndexedDB is not available here; use storage: \"memory\"");
     const open = factory.open(`syncgate:${name}`, VERSION);
     open.onupgradeneeded = () => {
@@ -50,13 +53,14 @@ export class IndexedDBStorage implements Storage {
   async load(): Promise<SavedState> {
     const db = await this.db;
     const tx = db.transaction(["records", "cursors", "outbox", "meta"], "readonly");
-    const [records, cursorKeys, cursorValues, outbox, deviceId, clock] = await Promise.all([
+    const [records, cursorKeys, cursorValues, outbox, deviceId, clock, owner] = await Promise.all([
       request(tx.objectStore("records").getAll() as IDBRequest<StoredRecord[]>),
       request(tx.objectStore("cursors").getAllKeys()),
       request(tx.objectStore("cursors").getAll() as IDBRequest<(string | null)[]>),
       request(tx.objectStore("outbox").getAll() as IDBRequest<PendingOp[]>),
       request(tx.objectStore("meta").get("deviceId") as IDBRequest<string | undefined>),
       request(tx.objectStore("meta").get("clock") as IDBRequest<{ millis: number; counter: number } | undefined>),
+      request(tx.objectStore("meta").get("owner") as IDBRequest<string | undefined>),
     ]);
     const collections = new Map<string, SavedCollection>();
     const entry = (name: string): SavedCollection => {
@@ -68,6 +72,7 @@ export class IndexedDBStorage implements Storage {
     for (const { collection, key, value, hlc } of records) entry(collection).records.push({ key, value, hlc });
     return {
       deviceId: deviceId ?? null,
+      owner: owner ?? null,
       clock: clock ?? { millis: 0, counter: 0 },
       collections: [...collections.values()],
       outbox,
@@ -80,6 +85,7 @@ export class IndexedDBStorage implements Storage {
     const records = tx.objectStore("records");
     const meta = tx.objectStore("meta");
     if (change.deviceId !== undefined) meta.put(change.deviceId, "deviceId");
+    if (change.owner !== undefined) meta.put(change.owner, "owner");
     if (change.clock) {
       const next = change.clock;
       const read = meta.get("clock");
@@ -120,7 +126,24 @@ export class IndexedDBStorage implements Storage {
     return request(db.transaction("outbox", "readonly").objectStore("outbox").getAll() as IDBRequest<PendingOp[]>);
   }
 
-  close(): void {
-    void this.db.then((db) => db.close()).catch(() => undefined);
+  async loadClock(): Promise<{ millis: number; counter: number }> {
+    const db = await this.db;
+    const read = db.transaction("meta", "readonly").objectStore("meta").get("clock") as IDBRequest<{ millis: number; counter: number } | undefined>;
+    return (await request(read)) ?? { millis: 0, counter: 0 };
+  }
+
+  async close(): Promise<void> {
+    const db = await this.db.catch(() => null);
+    db?.close();
+  }
+
+  /** Deletes the database (after `close`): resolves once it is gone. */
+  async destroy(): Promise<void> {
+    await this.close();
+    await new Promise<void>((resolve, reject) => {
+      const req = this.factory.deleteDatabase(`syncgate:${this.name}`);
+      req.onsuccess = () => resolve();
+      req.onerror = () => reject(req.error ?? new Error("IndexedDB deleteDatabase failed"));
+    });
   }
 }

@@ -7,26 +7,26 @@
  * client.connect();
  * await todos.set("t1", { title: "buy milk", done: false });
  * ```
+ *
+ * The replica, clock and codec are internal; `@syncgate/client/internal`
+ * exposes them for tests and tools, without a stability promise.
  */
-export { SyncgateClient, Collection, NotSavedError, type SyncgateClientOptions } from "./client.js";
-export type { WebSocketLike } from "./connector.js";
+export { SyncgateClient, NotSavedError, type SyncgateClientOptions } from "./client.js";
+export { Collection, type Subscription, type SubscriptionState } from "./collection.js";
+export { SyncgateError } from "./errors.js";
+export { Presence, type PresenceEvents } from "./presence.js";
+export type { PingOptions } from "./connector.js";
+export type { WebSocketLike } from "./link.js";
 export { MemoryStorage, type Storage, type StorageChange, type SavedState, type SavedCollection } from "./storage.js";
 export { IndexedDBStorage } from "./idb.js";
 export { closeAction, isFinalOpCode, type CloseAction } from "./codes.js";
-export { HlcClock, parseHlc, formatHlc, compareHlc, type Hlc } from "./hlc.js";
-export { Replica, type PendingOp, type Settled, type SettleReport } from "./replica.js";
-export { backoffDelay, type BackoffOptions } from "./backoff.js";
-export { encodeMessage, decodeMessage, decodeServerMessage, encodeValue } from "./codec.js";
+export type { BackoffOptions } from "./backoff.js";
 export type {
   ClientEvents,
-  ClientMessage,
   ConnectionState,
-  OpOutcome,
-  ServerMessage,
-  SessionLimits,
+  PresenceMember,
   TokenReason,
   Unreadable,
   Value,
-  WireOp,
   WireRecord,
 } from "./types.js";

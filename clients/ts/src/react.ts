@@ -1,15 +1,22 @@
+"use client";
 /**
  * React binding: `SyncgateProvider`, `useCollection`, `useRecord`, `useTopic`,
- * `useConnection`. Each hook subscribes to exactly what it shows and returns
- * a snapshot that only changes when that data changes, so a component
- * re-renders only for its own collection, record, topic or connection state.
+ * `usePresence`, `useConnection`. Each hook holds a handle (a sync, a
+ * subscription, presence) from mount to unmount or until its arguments
+ * change, passes `useSyncExternalStore` a subscribe function that stays the
+ * same across renders, and returns a snapshot that only changes when its data
+ * does. On the server (`getServerSnapshot`) every hook returns the empty,
+ * not-yet-synced state.
  */
-import { createContext, createElement, type ReactNode, useContext, useEffect, useState, useSyncExternalStore } from "react";
+import { createContext, createElement, type ReactNode, useCallback, useContext, useEffect, useRef, useState, useSyncExternalStore } from "react";
 import type { SyncgateClient } from "./client.js";
 import { encodeValue } from "./codec.js";
-import type { ClientEvents, ConnectionState, Value } from "./types.js";
+import type { ConnectionState, PresenceMember, Value } from "./types.js";
 
 const Context = createContext<SyncgateClient | null>(null);
+const NONE: never[] = [];
+const noSnapshot = () => NONE;
+const noValue = () => undefined;
 
 export function SyncgateProvider(props: { client: SyncgateClient; children?: ReactNode }): ReactNode {
   return createElement(Context.Provider, { value: props.client }, props.children);
@@ -21,83 +28,122 @@ export function useSyncgate(): SyncgateClient {
   return client;
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** Every visible record of a collection as `[key, value]` pairs; re-renders when the collection changes. */
-export function useCollection(name: string): [string, Value][] {
+/** Holds a collection handle while subscribed: the sync starts on mount and stops (UNSYNC) with the last holder. */
+function useCollectionStore(name: string, onChange: (keys: string[]) => boolean) {
   const client = useSyncgate();
-  const [cache] = useState(() => ({ entries: [] as [string, Value][], stamp: -1, version: 0 }));
-  return useSyncExternalStore(
-    (notify) =>
-      client.collection(name).subscribe(() => {
-        cache.version++;
-        notify();
-      }),
-    () => {
-      if (cache.stamp !== cache.version) {
-        cache.entries = client.collection(name).entries();
-        cache.stamp = cache.version;
-      }
-      return cache.entries;
+  const changed = useRef(onChange);
+  changed.current = onChange;
+  return useCallback(
+    (notify: () => void) => {
+      const handle = client.collection(name);
+      const off = handle.subscribe((keys) => {
+        if (changed.current(keys)) notify();
+      });
+      return () => {
+        off();
+        handle.close();
+      };
     },
+    [client, name],
   );
 }
 
-/** One record's visible value; re-renders only when that value changes. */
-export function useRecord(name: string, key: string): Value | undefined {
+/** Every visible record of a collection as `[key, value]` pairs; follows `name`. */
+export function useCollection<T = Value>(name: string): [string, T][] {
   const client = useSyncgate();
-  const [cache] = useState(() => ({ value: undefined as Value | undefined, bytes: null as Uint8Array | null }));
+  const cache = useRef({ name: "", entries: NONE as [string, Value][], stale: true });
+  const subscribe = useCollectionStore(name, () => (cache.current.stale = true));
   return useSyncExternalStore(
-    (notify) =>
-      client.collection(name).subscribe((keys) => {
-        if (keys.length === 0 || keys.includes(key)) notify();
-      }),
+    subscribe,
     () => {
-      const value = client.collection(name).get(key);
+      const c = cache.current;
+      if (c.stale || c.name !== name) {
+        c.entries = client.collectionHost.readAll(name);
+        c.name = name;
+        c.stale = false;
+      }
+      return c.entries as [string, T][];
+    },
+    noSnapshot,
+  );
+}
+
+/** One record's visible value; re-renders only when that value changes; follows its arguments. */
+export function useRecord<T = Value>(name: string, key: string): T | undefined {
+  const client = useSyncgate();
+  const cache = useRef({ value: undefined as Value | undefined, bytes: null as Uint8Array | null });
+  const subscribe = useCollectionStore(name, (keys) => keys.length === 0 || keys.includes(key));
+  return useSyncExternalStore(
+    subscribe,
+    () => {
+      const value = client.collectionHost.read(name, key);
       const bytes = value === undefined ? null : encodeValue(value);
-      const same = bytes === null ? cache.bytes === null : cache.bytes !== null && sameBytes(bytes, cache.bytes);
-      if (!same) {
-        cache.value = value;
-        cache.bytes = bytes;
-      }
-      return cache.value;
+      const c = cache.current;
+      const same = bytes === null ? c.bytes === null : c.bytes !== null && c.bytes.length === bytes.length && c.bytes.every((x, i) => x === bytes[i]);
+      if (!same) Object.assign(c, { value, bytes });
+      return c.value as T | undefined;
     },
+    noValue,
   );
 }
 
-/** The messages received on a topic since mounting (the latest `limit`). */
-export function useTopic(topic: string, limit = 100): { data: Value; from: string }[] {
+/** The messages received on `topic` since it was last set (the latest `limit`); subscribed while mounted. */
+export function useTopic<T = Value>(topic: string, limit = 100): { data: T; from: string }[] {
   const client = useSyncgate();
-  const [messages, setMessages] = useState<{ data: Value; from: string }[]>([]);
+  const [state, setState] = useState({ topic, messages: NONE as { data: T; from: string }[] });
   useEffect(
-    () => client.subscribe(topic, (data, from) => setMessages((m) => [...m.slice(-(limit - 1)), { data, from }])),
+    () =>
+      client.subscribe(topic, (data, from) =>
+        setState((s) => ({ topic, messages: [...(s.topic === topic ? s.messages : NONE).slice(-(limit - 1)), { data: data as T, from }] })),
+      ),
     [client, topic, limit],
   );
-  return messages;
+  return state.topic === topic ? state.messages : NONE;
 }
 
-/** The connection's state and the identity it authenticated as. */
+/** Who is present on `topic` (this client too, with `info`), while mounted. */
+export function usePresence(topic: string, info?: Value): PresenceMember[] {
+  const client = useSyncgate();
+  const handle = useRef<{ members(): PresenceMember[] } | null>(null);
+  const encoded = info === undefined ? "" : JSON.stringify(info);
+  const subscribe = useCallback(
+    (notify: () => void) => {
+      const presence = client.presence(topic, info === undefined ? {} : { info });
+      handle.current = presence;
+      const off = presence.on("change", notify);
+      notify();
+      return () => {
+        off();
+        presence.close();
+        handle.current = null;
+      };
+    },
+    // `info` by its content: a new object literal each render must not re-announce.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [client, topic, encoded],
+  );
+  return useSyncExternalStore(subscribe, () => handle.current?.members() ?? NONE, noSnapshot);
+}
+
+/** The connection's state and the identity it authenticated as (read from the client, so late mounts see it). */
 export function useConnection(): { state: ConnectionState; sub: string | null; pending: number } {
   const client = useSyncgate();
-  const [state, setState] = useState({ state: client.state, sub: null as string | null, pending: client.pending });
-  useEffect(() => {
-    const update = (sub?: string | null) =>
-      setState((s) => {
-        const next = { state: client.state, sub: sub === undefined ? s.sub : sub, pending: client.pending };
-        return next.state === s.state && next.sub === s.sub && next.pending === s.pending ? s : next;
-      });
-    const offs = [
-      client.on("connected", (e: ClientEvents["connected"]) => update(e.sub)),
-      client.on("disconnected", () => update()),
-      client.on("connecting", () => update()),
-      client.on("stopped", () => update(null)),
-      client.on("opSettled", () => update()),
-      client.on("change", () => update()),
-    ];
-    update();
-    return () => offs.forEach((off) => off());
-  }, [client]);
-  return state;
+  const cache = useRef({ state: client.state, sub: client.sub, pending: client.pending });
+  const subscribe = useCallback(
+    (notify: () => void) => {
+      const offs = (["state", "connected", "opSettled", "change"] as const).map((e) => client.on(e, notify));
+      return () => offs.forEach((off) => off());
+    },
+    [client],
+  );
+  const snapshot = () => {
+    const c = cache.current;
+    if (c.state !== client.state || c.sub !== client.sub || c.pending !== client.pending) {
+      cache.current = { state: client.state, sub: client.sub, pending: client.pending };
+    }
+    return cache.current;
+  };
+  return useSyncExternalStore(subscribe, snapshot, () => SERVER_CONNECTION);
 }
+
+const SERVER_CONNECTION = { state: "idle" as ConnectionState, sub: null, pending: 0 };

@@ -7,6 +7,7 @@
  */
 import { isFinalOpCode } from "./codes.js";
 import { compareHlc, formatHlc, type Hlc, HlcClock, parseHlc } from "./hlc.js";
+import { randomHex32 } from "./random.js";
 import type { OpOutcome, Value, WireOp, WireRecord } from "./types.js";
 
 /** A local write not yet settled by the server. */
@@ -56,7 +57,7 @@ function newer(a: { hlc: Hlc }, b: { hlc: Hlc }): boolean {
 export class Replica {
   readonly clock: HlcClock;
   /** Random per instance: op ids never repeat across reloads or tabs. */
-  private readonly incarnation = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, "0");
+  private readonly incarnation = randomHex32();
   private nextOp = 1;
   private readonly collections = new Map<string, CollectionState>();
   private ops: PendingOp[] = [];
@@ -231,13 +232,19 @@ export class Replica {
     return op ? { op, ok: false, code, message } : null;
   }
 
-  /** Replaces a collection's confirmed layer and cursor (loaded from storage). */
-  loadCollection(collection: string, records: readonly WireRecord[], cursor: string | null): void {
+  /**
+   * Replaces a collection's confirmed layer and cursor (loaded from storage),
+   * and moves the clock past every stamp loaded (within the drift bound at
+   * `nowMs`): a write made here after seeing a record must win over it.
+   */
+  loadCollection(collection: string, records: readonly WireRecord[], cursor: string | null, nowMs: number): void {
     const state = this.state(collection);
     state.confirmed.clear();
     for (const record of records) {
       const hlc = parseHlc(record.hlc);
-      if (hlc) state.confirmed.set(record.key, { value: record.value, hlc, text: record.hlc });
+      if (!hlc) continue;
+      state.confirmed.set(record.key, { value: record.value, hlc, text: record.hlc });
+      this.clock.observe(hlc, nowMs);
     }
     state.cursor = cursor;
   }
@@ -266,6 +273,12 @@ export class Replica {
   /** Drops ops another tab settled. */
   removeOps(opIds: readonly string[]): void {
     this.drop(new Set(opIds));
+  }
+
+  /** The confirmed record of one key (what the server holds, as far as this replica knows). */
+  confirmedRecord(collection: string, key: string): WireRecord | undefined {
+    const c = this.collections.get(collection)?.confirmed.get(key);
+    return c && { key, value: c.value, hlc: c.text };
   }
 
   /** The confirmed records of a collection, for saving. */

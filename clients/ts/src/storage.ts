@@ -16,6 +16,8 @@ export interface SavedCollection {
 export interface SavedState {
   /** The device's id, shared by the tabs of one storage (each tab adds its own suffix). */
   deviceId: string | null;
+  /** The identity (`sub`) whose replica and outbox these are, once known. */
+  owner?: string | null;
   clock: { millis: number; counter: number };
   collections: SavedCollection[];
   outbox: PendingOp[];
@@ -24,6 +26,7 @@ export interface SavedState {
 /** One atomic change of the stored replica. */
 export interface StorageChange {
   deviceId?: string;
+  owner?: string;
   clock?: { millis: number; counter: number };
   /** Collections whose confirmed records are dropped first (a reset). */
   clear?: string[];
@@ -38,11 +41,17 @@ export interface Storage {
   apply(change: StorageChange): Promise<void>;
   loadCollection(name: string): Promise<SavedCollection>;
   loadOutbox(): Promise<PendingOp[]>;
-  close(): void;
+  /** The clock saved by any tab (followers stamp after it); optional for custom storages. */
+  loadClock?(): Promise<{ millis: number; counter: number }>;
+  /** Closes; resolves once closed. */
+  close(): Promise<void> | void;
+  /** Deletes everything stored under this name (sign-out); optional for custom storages. */
+  destroy?(): Promise<void>;
 }
 
 interface MemoryData {
   deviceId: string | null;
+  owner: string | null;
   clock: { millis: number; counter: number };
   records: Map<string, Map<string, WireRecord>>;
   cursors: Map<string, string | null>;
@@ -58,9 +67,10 @@ const shared = new Map<string, MemoryData>();
 export class MemoryStorage implements Storage {
   private readonly data: MemoryData;
 
-  constructor(name?: string) {
+  constructor(private readonly name?: string) {
     const fresh = (): MemoryData => ({
       deviceId: null,
+      owner: null,
       clock: { millis: 0, counter: 0 },
       records: new Map(),
       cursors: new Map(),
@@ -77,12 +87,13 @@ export class MemoryStorage implements Storage {
   async load(): Promise<SavedState> {
     const names = new Set([...this.data.records.keys(), ...this.data.cursors.keys()]);
     const collections = await Promise.all([...names].map((name) => this.loadCollection(name)));
-    return { deviceId: this.data.deviceId, clock: { ...this.data.clock }, collections, outbox: await this.loadOutbox() };
+    return { deviceId: this.data.deviceId, owner: this.data.owner, clock: { ...this.data.clock }, collections, outbox: await this.loadOutbox() };
   }
 
   async apply(change: StorageChange): Promise<void> {
     const d = this.data;
     if (change.deviceId !== undefined) d.deviceId = change.deviceId;
+    if (change.owner !== undefined) d.owner = change.owner;
     if (change.clock) d.clock = maxClock(d.clock, change.clock);
     for (const name of change.clear ?? []) d.records.delete(name);
     for (const { collection, record } of change.put ?? []) {
@@ -107,7 +118,19 @@ export class MemoryStorage implements Storage {
     return [...this.data.outbox.values()];
   }
 
+  async loadClock(): Promise<{ millis: number; counter: number }> {
+    return { ...this.data.clock };
+  }
+
   close(): void {}
+
+  async destroy(): Promise<void> {
+    if (this.name !== undefined) shared.delete(this.name);
+    Object.assign(this.data, { deviceId: null, owner: null, clock: { millis: 0, counter: 0 } });
+    this.data.records.clear();
+    this.data.cursors.clear();
+    this.data.outbox.clear();
+  }
 }
 
 export function maxClock(

@@ -10,17 +10,26 @@
  * (one sender), none is lost when a tab closes (the outbox is shared, and the
  * next leader replays it), and every tab shows the same state. Where Web Locks
  * are missing (Node), every client is its own leader.
+ *
+ * The lock is asked for in `lead()` (from `connect()`), never before: a tab
+ * still on a login page must not hold the connection for the others.
  */
-import type { Value } from "./types.js";
+import type { Known } from "./collection.js";
+import type { PresenceChange } from "./presence.js";
+import type { ConnectionState, Value } from "./types.js";
 
 export type TabMessage =
   | { t: "outbox" }
-  | { t: "data"; collections: string[]; settled: string[] }
+  | { t: "data"; collections: string[]; settled: string[]; clock: { millis: number; counter: number } }
   | { t: "event"; name: string; payload: unknown }
-  | { t: "sub"; tab: string; topic: string }
+  | { t: "state"; state: ConnectionState; sub: string | null; known?: [string, Known][] }
+  | { t: "hello" }
+  | { t: "sub"; tab: string; topic: string; presence: boolean; info?: Value }
   | { t: "unsub"; tab: string; topic: string }
-  | { t: "sync"; name: string }
+  | { t: "sync"; tab: string; name: string }
+  | { t: "unsync"; tab: string; name: string }
   | { t: "msg"; topic: string; data: Value; from: string }
+  | { t: "presence"; topic: string; change: PresenceChange }
   | { t: "pub"; tab: string; req: number; topic: string; data: Value }
   | { t: "pubResult"; tab: string; req: number; ok: boolean; code?: string; message?: string }
   | { t: "leader" };
@@ -34,22 +43,34 @@ export class Tabs {
   private readonly abort = new AbortController();
   private release: (() => void) | null = null;
   leader = false;
+  private asked = false;
 
   constructor(
-    name: string,
+    private readonly name: string,
     private readonly onMessage: (message: TabMessage) => void,
     private readonly onLeader: () => void,
   ) {
-    const locks = (globalThis.navigator as { locks?: LockManagerLike } | undefined)?.locks;
-    if (!locks || typeof BroadcastChannel === "undefined") {
+    if (!Tabs.locks() || typeof BroadcastChannel === "undefined") return;
+    this.channel = new BroadcastChannel(`syncgate:${name}`);
+    this.channel.onmessage = (event: MessageEvent<TabMessage>) => this.onMessage(event.data);
+  }
+
+  private static locks(): LockManagerLike | undefined {
+    return (globalThis.navigator as { locks?: LockManagerLike } | undefined)?.locks;
+  }
+
+  /** Asks to lead (once): at once where there are no other tabs, else when the lock is free. */
+  lead(): void {
+    if (this.asked) return;
+    this.asked = true;
+    const locks = Tabs.locks();
+    if (!locks || this.channel === null) {
       this.leader = true;
       queueMicrotask(() => this.onLeader());
       return;
     }
-    this.channel = new BroadcastChannel(`syncgate:${name}`);
-    this.channel.onmessage = (event: MessageEvent<TabMessage>) => this.onMessage(event.data);
     locks
-      .request(`syncgate:${name}`, { signal: this.abort.signal }, () => {
+      .request(`syncgate:${this.name}`, { signal: this.abort.signal }, () => {
         this.leader = true;
         this.onLeader();
         return new Promise<void>((resolve) => (this.release = resolve));

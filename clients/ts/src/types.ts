@@ -3,6 +3,8 @@
  * Field names are as on the wire (camelCase).
  */
 
+import type { SyncgateError } from "./errors.js";
+
 /** Any MessagePack value as decoded here. */
 export type Value = null | boolean | number | string | Uint8Array | Value[] | { [key: string]: Value };
 
@@ -54,12 +56,20 @@ export interface SessionLimits {
 export type ClientMessage =
   | { type: "AUTH"; token: string }
   | { type: "PING"; id?: number }
-  | { type: "SUB"; id: number; topic: string }
+  | { type: "SUB"; id: number; topic: string; presence?: boolean; info?: Value }
   | { type: "UNSUB"; id: number; topic: string }
   | { type: "PUB"; id: number; topic: string; data: Value }
   | { type: "OP_BATCH"; id: number; ops: WireOp[] }
   | { type: "SYNC"; id: number; collection: string; since?: string }
-  | { type: "UNSYNC"; id: number; collection: string };
+  | { type: "UNSYNC"; id: number; collection: string }
+  | { type: "PRESENCE"; id: number; topic: string; after?: number };
+
+/** One present connection on a topic. */
+export interface PresenceMember {
+  sub: string;
+  connId: number;
+  info?: Value;
+}
 
 export type ServerMessage =
   | { type: "AUTH_REQUIRED"; protocolVersion: number }
@@ -80,7 +90,10 @@ export type ServerMessage =
       reset?: boolean;
       more?: boolean;
     }
-  | { type: "CHANGE"; collection: string; records: WireRecord[]; cursor: string; more?: boolean };
+  | { type: "CHANGE"; collection: string; records: WireRecord[]; cursor: string; more?: boolean }
+  | { type: "PRESENCE_JOIN"; topic: string; sub: string; connId: number; info?: Value }
+  | { type: "PRESENCE_LEAVE"; topic: string; sub: string; connId: number }
+  | { type: "PRESENCE_STATE"; id: number; topic: string; members: PresenceMember[]; more?: boolean };
 
 /** Why `getToken` is called. */
 export type TokenReason = "connect" | "refresh" | "rejected";
@@ -93,7 +106,8 @@ export interface ClientEvents {
   connecting: { attempt: number };
   connected: { sub: string; roles: string[]; expiresAt: number | null };
   disconnected: { code: number | null; reason: string };
-  stopped: { code: number | null; reason: string };
+  /** The client gave up: `authCode` is the AUTH_FAIL code when it stopped after repeated refusals. */
+  stopped: { code: number | null; reason: string; authCode?: string };
   /** A write left the outbox: accepted, or refused for good and rolled back. */
   opSettled: { opId: string; ok: boolean; code?: string; message?: string; collection: string; key: string };
   /** A write was refused with a retryable code: it stays queued and visible. */
@@ -102,10 +116,17 @@ export interface ClientEvents {
   synced: { collection: string; records: number; reset: boolean };
   /** Records of a collection changed (from the server, a local write, or another tab). */
   change: { collection: string; keys: string[] };
-  /** Something went wrong that the client handles on its own (a provider error, a save that failed). */
-  error: { message: string };
+  /**
+   * Something went wrong that the client handles on its own (a provider error,
+   * a save that failed, a refused subscription): `error.code` says what.
+   */
+  error: { message: string; error: SyncgateError; topic?: string; collection?: string };
+  /** A topic subscription or a collection sync became live, or was refused (`code`). */
+  subscription: { kind: "topic" | "collection"; name: string; state: "live" | "refused"; code?: string };
   /** A record or a publication from the server could not be read (its value breaks the value rule): it was set aside. */
   unreadable: Unreadable;
+  /** The connection's state changed (in a follower tab: the leader's connection). */
+  state: { state: ConnectionState; sub: string | null };
   /** Whether this tab holds the connection for its storage (one tab per storage name does). */
   leader: { leader: boolean };
 }

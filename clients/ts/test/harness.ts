@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import { decode, encode } from "@msgpack/msgpack";
 import { SyncgateClient, type SyncgateClientOptions } from "../src/index.js";
 import type { ClientEvents } from "../src/types.js";
 import type { WebSocketLike } from "../src/connector.js";
@@ -124,4 +125,30 @@ export function rulesFile(): string {
   const dir = mkdtempSync(join(tmpdir(), "sg-rules-"));
   writeFileSync(join(dir, "rules.toml"), RULES);
   return join(dir, "rules.toml");
+}
+
+/**
+ * The `ws` WebSocket with a fault injected on the way in: `rewrite` sees every
+ * server message (decoded) and returns what the client gets instead. The real
+ * server still did what it did; only the client's view of it changes.
+ */
+export function rewritingWebSocket(rewrite: (message: Record<string, unknown>) => Record<string, unknown>): WebSocketLike {
+  class Rewriting extends (WebSocket as unknown as new (url: string) => object) {
+    set onmessage(handler: ((event: { data: unknown }) => void) | null) {
+      const parent = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage")!;
+      parent.set!.call(
+        this,
+        handler &&
+          ((event: { data: unknown }) => {
+            const message = decode(new Uint8Array(event.data as ArrayBuffer)) as Record<string, unknown>;
+            const bytes = encode(rewrite(message));
+            handler({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) });
+          }),
+      );
+    }
+    get onmessage(): unknown {
+      return Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage")!.get!.call(this);
+    }
+  }
+  return Rewriting as unknown as WebSocketLike;
 }

@@ -4,11 +4,12 @@ import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 await build({
-  entryPoints: [`${root}test/browser/page.ts`],
+  entryPoints: { page: `${root}test/browser/page.ts`, "react-page": `${root}test/browser/react-page.ts` },
   bundle: true,
   format: "esm",
   platform: "browser",
   target: "es2022",
-  outfile: `${root}build/browser/page.js`,
+  outdir: `${root}build/browser`,
+  define: { "process.env.NODE_ENV": '"development"' },
   logLevel: "warning",
 });

@@ -21,14 +21,21 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>syncgate test</title>
 <p>state: <span id="state"></span> · pending: <span id="pending"></span></p><ul id="records"></ul>
 <script type="module" src="/page.js"></script>`;
 
+const REACT_PAGE = `<!doctype html><meta charset="utf-8"><title>syncgate react test</title>
+<div id="app"></div><script type="module" src="/react-page.js"></script>`;
+
 /** Serves the test page and a token endpoint; its port is the page's origin. */
 export async function staticServer(): Promise<{ port: number; close: () => Promise<void> }> {
   const script = readFileSync(fileURLToPath(new URL("../../browser/page.js", import.meta.url)));
+  const reactScript = readFileSync(fileURLToPath(new URL("../../browser/react-page.js", import.meta.url)));
   const server: HttpServer = createHttpServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
-    if (url.pathname === "/page.js") {
+    if (url.pathname === "/page.js" || url.pathname === "/react-page.js") {
       res.setHeader("content-type", "text/javascript");
-      res.end(script);
+      res.end(url.pathname === "/page.js" ? script : reactScript);
+    } else if (url.pathname === "/react") {
+      res.setHeader("content-type", "text/html");
+      res.end(REACT_PAGE);
     } else if (url.pathname === "/token") {
       res.setHeader("content-type", "text/plain");
       res.end(token(url.searchParams.get("sub") ?? "alice"));
@@ -55,6 +62,9 @@ export interface Proxy {
   /** Cuts every connection and refuses new ones (the server is unreachable). */
   block(): void;
   unblock(): void;
+  /** Stops forwarding in both directions without closing anything: a half-open connection. */
+  stall(): void;
+  unstall(): void;
   close(): void;
 }
 
@@ -63,6 +73,7 @@ export async function countingProxy(target: string): Promise<Proxy> {
   const sent: string[] = [];
   const sockets = new Set<Socket>();
   let blocked = false;
+  let stalled = false;
   const server = createServer((inbound) => {
     if (blocked) {
       inbound.destroy();
@@ -73,6 +84,7 @@ export async function countingProxy(target: string): Promise<Proxy> {
     let upgraded = false;
     let buffer: Buffer = Buffer.alloc(0);
     inbound.on("data", (chunk: Buffer) => {
+      if (stalled) return;
       outbound.write(chunk);
       buffer = Buffer.concat([buffer, chunk]);
       if (!upgraded) {
@@ -90,7 +102,9 @@ export async function countingProxy(target: string): Promise<Proxy> {
         }
       });
     });
-    outbound.on("data", (chunk: Buffer) => inbound.write(chunk));
+    outbound.on("data", (chunk: Buffer) => {
+      if (!stalled) inbound.write(chunk);
+    });
     const end = () => {
       inbound.destroy();
       outbound.destroy();
@@ -111,6 +125,11 @@ export async function countingProxy(target: string): Promise<Proxy> {
       cut();
     },
     unblock: () => (blocked = false),
+    stall: () => (stalled = true),
+    unstall: () => {
+      stalled = false;
+      cut();
+    },
     close: () => {
       server.close();
       cut();

@@ -41,3 +41,24 @@ test("IndexedDB storage keeps records, cursors, outbox and clock across reopenin
 test("memory storage shares data by name, like tabs", async () => {
   await roundTrip(() => new MemoryStorage("shared-test"));
 });
+
+test("close() resolves once IndexedDB is closed, and clear() deletes the database", async () => {
+  const { SyncgateClient } = await import("../../src/client.js");
+  const factory = new IDBFactory();
+  const client = new SyncgateClient({ url: "ws://127.0.0.1:1/ws", storage: new IndexedDBStorage("closing", factory) });
+  await client.collection("c").set("k", "v");
+  await client.close();
+  // A connection still open would block the deletion (onblocked) until it closed.
+  const deleted = await new Promise<string>((resolve) => {
+    const req = factory.deleteDatabase("syncgate:closing");
+    req.onblocked = () => resolve("blocked");
+    req.onsuccess = () => resolve("deleted");
+  });
+  assert.equal(deleted, "deleted");
+  const again = new SyncgateClient({ url: "ws://127.0.0.1:1/ws", storage: new IndexedDBStorage("cleared", factory) });
+  await again.collection("c").set("k", "v");
+  await again.clear();
+  const reopened = new IndexedDBStorage("cleared", factory);
+  assert.deepEqual((await reopened.load()).outbox, [], "sign-out deleted the outbox");
+  await reopened.close();
+});

@@ -4,6 +4,8 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { decodeMessage, decodeValue, encodeMessage } from "../../src/codec.js";
 import { Replica } from "../../src/replica.js";
+import { closeAction, isFinalOpCode } from "../../src/codes.js";
+import { compareHlc, formatHlc, MAX_MILLIS, parseHlc } from "../../src/hlc.js";
 import type { ClientMessage } from "../../src/types.js";
 
 interface Vector {
@@ -50,4 +52,49 @@ test("the replica keeps what the last-writer-wins cases say, deciding by stamps 
     const winner = c.replica === "replaces" ? incoming : current;
     assert.deepEqual(replica.get("c", "k"), winner === null ? undefined : winner, c.name);
   }
+});
+
+const sections = JSON.parse(readFileSync(new URL("../../../../../proto/vectors.json", import.meta.url), "utf8")) as {
+  presence: { client: Vector[]; server: Vector[] };
+  hlc: {
+    maxMillis: number;
+    parse: { text: string; ok: boolean; millis?: number; counter?: number; node?: string; format?: string }[];
+    order: string[];
+  };
+  closeCodes: { cases: { code: number | null; action: string }[] };
+  opCodes: { final: string[]; retryable: string[] };
+};
+
+test("presence messages: client ones encode to the vector's bytes, server ones decode to its form", () => {
+  assert.ok(sections.presence.client.length >= 3 && sections.presence.server.length >= 4);
+  for (const v of sections.presence.client) assert.equal(hex(encodeMessage(v.message as unknown as ClientMessage)), v.hex, v.name);
+  for (const v of sections.presence.server) assert.deepEqual(decodeMessage(bytes(v.hex)), v.message, v.name);
+});
+
+test("HLC stamps parse, format and order as the vectors say", () => {
+  assert.equal(sections.hlc.maxMillis, MAX_MILLIS);
+  assert.ok(sections.hlc.parse.length >= 20);
+  for (const c of sections.hlc.parse) {
+    const parsed = parseHlc(c.text);
+    if (!c.ok) {
+      assert.equal(parsed, null, JSON.stringify(c.text));
+      continue;
+    }
+    assert.deepEqual(parsed, { millis: c.millis, counter: c.counter, node: c.node }, c.text);
+    assert.equal(formatHlc(parsed!), c.format);
+  }
+  const order = sections.hlc.order.map((text) => parseHlc(text)!);
+  for (let i = 0; i < order.length; i++) {
+    for (let j = 0; j < order.length; j++) {
+      assert.equal(compareHlc(order[i]!, order[j]!), Math.sign(i - j), `${sections.hlc.order[i]} vs ${sections.hlc.order[j]}`);
+    }
+  }
+});
+
+test("the close-code table and the op codes are the vectors'", () => {
+  const camel = (action: string) => action.replace(/_(.)/g, (_, c: string) => c.toUpperCase());
+  assert.ok(sections.closeCodes.cases.length >= 12);
+  for (const c of sections.closeCodes.cases) assert.equal(closeAction(c.code), camel(c.action), String(c.code));
+  for (const code of sections.opCodes.final) assert.ok(isFinalOpCode(code), code);
+  for (const code of sections.opCodes.retryable) assert.ok(!isFinalOpCode(code), code);
 });
