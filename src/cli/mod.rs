@@ -10,11 +10,13 @@
 //! | `run` | carrying out a subcommand: exit codes, logs, the runtime, serving until a signal |
 //! | `signals` | SIGINT/SIGTERM drain then stop; SIGHUP reloads the rules on every node |
 //! | `allocator` | the binary's allocator (mimalloc) and the defaults it departs from |
+//! | `docs` | `syncgate docs flags`: the README's flag table rendered from the `serve` definition |
 //! | `auth_flags` | the authentication flags, mapped onto `syncgate::auth::AuthSpec` |
 //! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
 pub mod allocator;
 mod auth_flags;
+mod docs;
 mod run;
 mod serve;
 mod signals;
@@ -61,6 +63,16 @@ pub enum Command {
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print reference documentation generated from the code.
+    #[command(subcommand)]
+    Docs(DocsCommand),
+}
+
+/// `syncgate docs …`
+#[derive(Debug, Subcommand)]
+pub enum DocsCommand {
+    /// The Markdown table of every `serve` flag (the README's configuration reference).
+    Flags,
 }
 
 /// Flags of `syncgate new-epoch`.
