@@ -1,4 +1,4 @@
-//! The command line: `syncgate serve`, `token`, `backup`, `restore` and `bench`.
+//! The command line: `syncgate serve`, `token`, `backup`, `restore`, `new-epoch`, `connect`, `bench` and `docs`.
 //!
 //! Every `serve` flag has an environment variable (`SYNCGATE_` + the flag in
 //! upper snake case) and a key in the optional `--config` TOML file (the flag
@@ -10,12 +10,14 @@
 //! | `run` | carrying out a subcommand: exit codes, logs, the runtime, serving until a signal |
 //! | `signals` | SIGINT/SIGTERM drain then stop; SIGHUP reloads the rules on every node |
 //! | `allocator` | the binary's allocator (mimalloc) and the defaults it departs from |
+//! | `connect` | `syncgate connect`: a shell's client on the Rust client crate's `Session`; close code → exit status |
 //! | `docs` | `syncgate docs flags`: the README's flag table rendered from the `serve` definition |
 //! | `auth_flags` | the authentication flags, mapped onto `syncgate::auth::AuthSpec` |
 //! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
 pub mod allocator;
 mod auth_flags;
+mod connect;
 mod docs;
 mod run;
 mod serve;
@@ -60,6 +62,9 @@ pub enum Command {
     /// Draw a new epoch for a Postgres store after `pg_restore`: every cursor
     /// issued before resets, and running nodes stop serving until restarted.
     NewEpoch(NewEpochArgs),
+    /// Connect to a server, print every server message as one JSON line, exit with the close code
+    /// (1000 → 0, 4001–4254 → code − 4000, the rest 250–255; see `syncgate connect --help`).
+    Connect(Box<connect::ConnectArgs>),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup(BackupArgs { store: Some(StoreKind::Postgres(_)), .. }) => fail(POSTGRES_BACKUP),
         Command::Restore(RestoreArgs { store: Some(StoreKind::Postgres(_)), .. }) => fail(POSTGRES_BACKUP),
         Command::NewEpoch(args) => new_epoch(args),
+        Command::Connect(args) => super::connect::run(*args),
         Command::Docs(DocsCommand::Flags) => {
             print!("{}", super::docs::serve_flag_table());
             ExitCode::SUCCESS
@@ -176,7 +177,7 @@ async fn serve_until_signalled(serve: Serve) -> ExitCode {
 }
 
 /// One line on stderr, whatever the underlying error printed; exit code 2.
-fn fail(message: &str) -> ExitCode {
+pub(super) fn fail(message: &str) -> ExitCode {
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
     eprintln!("syncgate: error: {message}");
     ExitCode::from(2)
