@@ -13,12 +13,14 @@
 //! | `connect` | `syncgate connect`: a shell's client on the Rust client crate's `Session`; close code → exit status |
 //! | `docs` | `syncgate docs flags`: the README's flag table rendered from the `serve` definition |
 //! | `auth_flags` | the authentication flags, mapped onto `syncgate::auth::AuthSpec` |
+//! | `production` | what `--env production` refuses, and `--allow-unsafe-production` |
 //! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
 pub mod allocator;
 mod auth_flags;
 mod connect;
 mod docs;
+mod production;
 mod run;
 mod serve;
 mod signals;

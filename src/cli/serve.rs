@@ -12,6 +12,7 @@ use serde::Deserialize;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use syncgate::auth::{AuthMode, IntrospectShape};
 
+use super::production::UnsafeSetting;
 use super::{DurabilityArg, IssuerTable, Seconds, StoreKind};
 use syncgate::config::ServerConfig;
 use syncgate::rules::{Policy, RuleSet};
@@ -92,6 +93,10 @@ pub struct ServeArgs {
     /// Deployment environment; `production` refuses development-only settings.
     #[arg(long, env = "SYNCGATE_ENV")]
     pub env: Option<String>,
+    /// With --env production, start despite these refused settings (auth-none, store-memory,
+    /// durability-none; comma-separated), each logged at start-up.
+    #[arg(long, env = "SYNCGATE_ALLOW_UNSAFE_PRODUCTION", value_enum, value_delimiter = ',')]
+    pub allow_unsafe_production: Option<Vec<UnsafeSetting>>,
     /// Read the token from this cookie at the upgrade (only from an --allowed-origins Origin).
     #[arg(long, env = "SYNCGATE_AUTH_COOKIE")]
     pub auth_cookie: Option<String>,
@@ -282,7 +287,7 @@ impl ServeArgs {
             max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
-            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
+            env, allow_unsafe_production, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
             message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace);
         Ok(())
@@ -297,6 +302,7 @@ impl ServeArgs {
         let mut config = ServerConfig::default();
         let mut warnings = Vec::new();
         config.authenticator = self.auth_spec().build(&mut warnings)?;
+        self.check_production(&mut warnings)?;
         let leeway = Duration::from_secs(self.jwt_leeway.unwrap_or(30));
         let session = &mut config.session;
         session.leeway = leeway;
