@@ -12,17 +12,31 @@ use common::{SECRET, syncgate};
 /// `serve args…` in `dir`, expecting a refusal: its one stderr line.
 fn refused(dir: &std::path::Path, args: &[&str]) -> String {
     let data = dir.join("data");
-    let out = syncgate()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
+    let mut command = syncgate();
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]).args(args);
+    let out = exits_within(command, args);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{args:?} must be refused: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!data.exists(), "a refused start-up must not create the data directory");
     stderr
+}
+
+/// Runs `command` to its end; a server that starts instead of refusing fails
+/// the test after 10 s rather than hanging it.
+fn exits_within(mut command: std::process::Command, args: &[&str]) -> std::process::Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} started instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// `serve args…`, expecting it to start: the log lines up to "listening".
@@ -57,12 +71,10 @@ fn auth_none_without_rules_is_refused() {
     assert!(line.contains("--auth none without --rules") && line.contains("--auth token|jwt|introspect"), "{line}");
     assert!(line.contains("--allow-unsafe-production auth-none"), "names the override: {line}");
     // The environment variable counts like the flag.
-    let out = syncgate()
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "disk"])
-        .env("SYNCGATE_ENV", "Production")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let mut command = syncgate();
+    command.args(["serve", "--listen", "127.0.0.1:0", "--store", "disk"]);
+    command.env("SYNCGATE_ENV", "Production").current_dir(dir.path());
+    let out = exits_within(command, &["SYNCGATE_ENV=Production"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auth none"));
     // With rules, mode none is a deliberate policy: it starts.
