@@ -206,3 +206,30 @@ fn a_server_that_is_not_there_is_255_and_bad_input_is_2() {
     let out = connect("http://127.0.0.1:1/ws", &["--once"]);
     assert_eq!(status(&out), 2, "a URL that is not ws:// or wss:// is a bad command line");
 }
+
+#[test]
+fn wss_with_a_private_ca_and_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&[
+        "--anonymous-roles",
+        "user",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let out = connect(&url, &["--ca-file", cert.to_str().unwrap(), "--once"]);
+    assert_eq!(status(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(messages(&out)[0]["type"], "AUTH_ACK");
+    // The Mozilla roots alone do not trust a private certificate: no connection, 255.
+    let untrusted = connect(&url, &["--once"]);
+    assert_eq!(status(&untrusted), 255);
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("TLS"), "says why");
+    let missing = connect(&url, &["--ca-file", "/nonexistent/ca.pem", "--once"]);
+    assert_eq!(status(&missing), 2, "an unreadable --ca-file is a bad command line");
+}

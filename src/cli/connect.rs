@@ -35,8 +35,23 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long to wait for the server's close frame after closing ourselves.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// The exit statuses, as `syncgate connect --help` shows them ([`exit_status`] decides).
+const EXIT_STATUSES: &str = "\
+Exit status (close codes do not fit in 0-255):
+  0        closed with 1000 (also after --once, --duration, Ctrl-C)
+  1-254    closed with 4001-4254: the code - 4000 (1 token refused, 3 forbidden, 8 auth timeout,
+           29 rate limited, 100 token expired, 200 slow consumer)
+  2        bad command line or URL (the protocol has no close code 4002)
+  250      closed with 4000 (malformed)
+  251      closed with 1001 (going away)
+  252      closed with 1002 (WebSocket protocol error)
+  253      closed with 1009 (message too big)
+  254      any other close code
+  255      no close frame: nothing listening, or the connection broke";
+
 /// Flags of `syncgate connect`.
 #[derive(Debug, Args)]
+#[command(after_help = EXIT_STATUSES)]
 pub struct ConnectArgs {
     /// The server's WebSocket URL: ws://host:port/ws or wss://host/ws.
     pub url: String,
@@ -340,6 +355,12 @@ mod tests {
         let statuses: HashSet<u8> = close::ALL.iter().map(|&c| exit_status(Some(c))).collect();
         assert_eq!(statuses.len(), close::ALL.len());
         assert!(!statuses.contains(&2));
+        // The help states the same table.
+        for (code, status) in [(1000, 0), (4000, 250), (1001, 251), (1002, 252), (1009, 253)] {
+            let row = EXIT_STATUSES.lines().find(|l| l.contains(&format!("closed with {code}"))).unwrap();
+            assert!(row.trim_start().starts_with(&status.to_string()), "{row}");
+            assert_eq!(exit_status(Some(code)), status);
+        }
     }
 
     #[test]

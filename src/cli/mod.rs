@@ -65,7 +65,7 @@ pub enum Command {
     /// issued before resets, and running nodes stop serving until restarted.
     NewEpoch(NewEpochArgs),
     /// Connect to a server, print every server message as one JSON line, exit with the close code
-    /// (1000 → 0, 4001–4254 → code − 4000, the rest 250–255; see `syncgate connect --help`).
+    /// (mapped to a status: see `syncgate connect --help`).
     Connect(Box<connect::ConnectArgs>),
     /// Load generators.
     #[command(subcommand)]
