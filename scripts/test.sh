@@ -2,7 +2,8 @@
 # Every test of the project, as a new user runs it and as CI runs it:
 # the Rust tests (unit, integration, property), then the TypeScript client's
 # type-check, unit tests, tests against the real binary from Node, and tests
-# in a real Chromium (Debian's package, installed here when missing).
+# in a real Chromium (Debian's package, installed here when missing), then
+# the Python client's mypy --strict and pytest against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,7 @@ npm run typecheck
 npm run test:unit
 npm run test:server
 npm run test:browser
+
+# The Python client (its own virtual environment, packages from PyPI).
+cd ../python
+scripts/test.sh

@@ -59,9 +59,13 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
             response
         }
         (Method::GET, "/admin/readyz") => match node.readiness().await {
-            Ok(()) => reply(StatusCode::OK, json!({"ready": true})),
+            Ok(ready) => reply(
+                StatusCode::OK,
+                json!({"ready": true, "backplane": if ready.backplane_down { "down" } else { "up" }}),
+            ),
             Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, json!({"ready": false, "reason": why.detail})),
         },
+        (Method::GET, "/admin/nodes") => reply(StatusCode::OK, json!({"nodes": node.nodes()})),
         (Method::GET, "/admin/connections") => {
             let (total, by_sub) = node.registry.counts();
             reply(StatusCode::OK, json!({"connections": total, "bySub": by_sub}))
@@ -107,18 +111,22 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
                 }
             }
         }
-        (_, "/admin/connections" | "/admin/disconnect" | "/admin/revoke" | "/admin/readyz") => {
+        (_, "/admin/connections" | "/admin/nodes" | "/admin/disconnect" | "/admin/revoke" | "/admin/readyz") => {
             reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
 }
 
-/// 200 with what was done, or 503 when it was done on this node but the
-/// other nodes could not be told.
-fn answer(propagated: Result<(), BackplaneError>, mut done: serde_json::Value) -> Response<Full<Bytes>> {
+/// 200 with what was done and how many other nodes acknowledged it within
+/// a second (`nodesAcknowledged`), or 503 when it was done on this node but
+/// the other nodes could not be told.
+fn answer(propagated: Result<usize, BackplaneError>, mut done: serde_json::Value) -> Response<Full<Bytes>> {
     match propagated {
-        Ok(()) => reply(StatusCode::OK, done),
+        Ok(acknowledged) => {
+            done["nodesAcknowledged"] = json!(acknowledged);
+            reply(StatusCode::OK, done)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "admin action not sent to the other nodes");
             done["error"] = json!(format!("done on this node only: {e}"));

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     /// How often each followed collection's delivered position is compared
     /// with the store's, so a lost last change is noticed.
     pub position_check: Duration,
+    /// Whether `/readyz` answers 503 while the backplane is down (by default
+    /// a backplane outage leaves nodes ready: they serve their own clients).
+    pub ready_requires_backplane: bool,
+    /// Peers whose `X-Forwarded-For` header names the client (load
+    /// balancers); every other peer is the client itself.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
             tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             rules_file: None,
             position_check: Duration::from_secs(5),
+            ready_requires_backplane: false,
+            trusted_proxies: Vec::new(),
             clock: Arc::new(MonotonicClock::new()),
         }
     }

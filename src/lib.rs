@@ -20,11 +20,11 @@
 //! | [`rules`] | RBAC rule files, per-identity [`rules::Access`], the live [`rules::PolicyHandle`] |
 //! | [`sync_streams`] | sans-IO sync streams of one connection: what each followed collection was sent, what waits behind a scan, catch-ups and stale answers (the actor only carries it out) |
 //! | [`hub`], [`send_queue`] | this node's fan-out to its connections (topics, collection feeds put back in commit order, gap recovery); each connection's bounded send queue (4200) |
-//! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control), the memory backplane, its conformance suite |
-//! | [`node`] | the [`node::Node`] every surface calls: authentication, requests, control (disconnect, revoke, rules reload, drain); its background work (backplane pump, tombstone collection, position checks) |
+//! | [`backplane`] | the `Backplane` trait that connects nodes (interest, publish, control with acknowledgements, announcements), the memory and NATS backplanes (signed envelopes, subjects no name can steer), its conformance suite |
+//! | [`node`] | the [`node::Node`] every surface calls: authentication, requests, control (disconnect, revoke, rules reload, drain); its background work (backplane pumps, tombstone collection, position checks); the live nodes of the cluster |
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory, SQLite (group commit; WAL checkpoints on a thread of their own) and Postgres (shared by several nodes; positions by one locked row) stores, the `RevocationStore` trait, backup/restore (`store::backup`), conformance suite (with the shared-database check) |
-//! | [`ip_slots`], [`auth_failures`] | connections per IP; failed authentications per IP |
+//! | [`ip_slots`], [`auth_failures`], `client_address` | connections per IP; failed authentications per IP; the client's address behind trusted proxies (`X-Forwarded-For`) |
 //! | `api`, `request_budgets`, `feed_slots` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed); its request budgets per identity and per address; open change feeds per identity and per address |
 //! | `registry`, `revocation`, `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
@@ -53,6 +53,7 @@ mod api;
 pub mod auth;
 pub mod auth_failures;
 pub mod backplane;
+mod client_address;
 mod client_stream;
 pub mod clock;
 pub mod collections;

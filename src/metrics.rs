@@ -125,6 +125,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric, and the backplane's counters, registered under the `syncgate` prefix.
+    pub fn with_backplane(backplane: crate::backplane::BackplaneStats) -> Self {
+        let mut metrics = Self::new();
+        // A second `syncgate_` sub-registry beside the one `new` fills: the
+        // root holds the unprefixed process series.
+        let r = metrics.registry.sub_registry_with_prefix("syncgate");
+        r.register("backplane_connected", "1 while the backplane is reachable", backplane.connected);
+        r.register(
+            "backplane_rejected",
+            "Backplane messages dropped because their envelope failed its check (forged, another --cluster-secret)",
+            backplane.rejected,
+        );
+        r.register("backplane_dropped", "Publications the backplane could not take (an outage)", backplane.dropped);
+        metrics
+    }
+
     /// Every metric, registered under the `syncgate` prefix, each labelled
     /// family with every label value the protocol defines at zero; the
     /// `process_*` series without the prefix.

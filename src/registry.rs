@@ -111,6 +111,11 @@ impl Registry {
         targets.len()
     }
 
+    /// Open authenticated connections.
+    pub(crate) fn len(&self) -> usize {
+        self.connections.len()
+    }
+
     /// `(total, connections per subject)`.
     pub(crate) fn counts(&self) -> (usize, BTreeMap<String, usize>) {
         let mut by_sub = BTreeMap::new();

@@ -27,8 +27,10 @@ use crate::connection;
 use crate::ip_slots::SlotGuard;
 use crate::node::Node;
 
-/// What one accepted connection holds until it ends: a global and a per-IP slot.
-type Slots = (OwnedSemaphorePermit, SlotGuard);
+/// What one accepted connection holds until it ends: a global and a per-IP
+/// slot (none for a trusted proxy: each WebSocket it carries takes its
+/// client's slot at the upgrade).
+type Slots = (OwnedSemaphorePermit, Option<SlotGuard>);
 
 /// Serves syncgate on a bound listener until `shutdown` is cancelled.
 ///
@@ -86,11 +88,13 @@ pub async fn serve(listener: TcpListener, admin: Option<TcpListener>, node: Arc<
             node.metrics.refused("connections");
             continue;
         };
-        let Some(slot) = node.ip_slots.connection(peer.ip()) else {
+        let proxied = crate::client_address::is_trusted(&config.trusted_proxies, peer.ip());
+        let slot = if proxied { None } else { node.ip_slots.connection(peer.ip()) };
+        if slot.is_none() && !proxied {
             debug!(%peer, "per-IP connection limit reached; closing");
             node.metrics.refused("connections_per_ip");
             continue;
-        };
+        }
         let _ = tcp.set_nodelay(true);
         let surface = Surface::Public { slots: Arc::new((permit, slot)), admin_here };
         node.tracker.spawn(accept_connection(tcp, peer, node.clone(), tls.clone(), surface));
@@ -170,9 +174,10 @@ where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let service_node = node.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<Incoming>| {
         let node = service_node.clone();
         let surface = surface.clone();
+        let peer = crate::client_address::client_address(&node.config.trusted_proxies, peer, request.headers());
         async move {
             Ok::<_, Infallible>(match surface {
                 Surface::Public { .. } if request.uri().path().starts_with("/api/") => {
@@ -225,7 +230,10 @@ async fn route(
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => match node.readiness().await {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Ok(ready) if ready.backplane_down => {
+                text(StatusCode::OK, "ready (the backplane is down: serving this node's clients only)\n")
+            }
+            Ok(_) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {}\n", why.public)),
         },
         (_, "/ws") => {
@@ -252,6 +260,17 @@ async fn route(
                 _ => None,
             };
             let query_token = request.uri().query().and_then(token_from_query).or(cookie_token);
+            // Behind a trusted proxy, the client's own connection slot.
+            let client_slot = match &permit.1 {
+                Some(_) => None,
+                None => match node.ip_slots.connection(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        node.metrics.refused("connections_per_ip");
+                        return text(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address\n");
+                    }
+                },
+            };
             let Some(pending) = node.ip_slots.unauthenticated(peer.ip()) else {
                 node.metrics.refused("unauthenticated_per_ip");
                 return text(StatusCode::TOO_MANY_REQUESTS, "too many unauthenticated connections from this address\n");
@@ -265,6 +284,7 @@ async fn route(
             let connection_node = node.clone();
             node.tracker.spawn(async move {
                 let _permit = permit;
+                let _client_slot = client_slot;
                 match upgrading.await {
                     Ok(ws) => connection::serve(ws.into_inner(), connection_node, query_token, peer, pending).await,
                     Err(e) => debug!(%peer, error = %e, "upgrade did not complete"),

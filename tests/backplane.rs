@@ -102,7 +102,11 @@ async fn an_admin_disconnect_reaches_every_node() {
     let response =
         common::idp::http(a.addr, "POST", "/admin/disconnect", Some("admin-secret"), Some(r#"{"sub":"mallory"}"#))
             .await;
-    assert_eq!(response, (200, r#"{"disconnected":0}"#.into()), "nobody to close on node A itself");
+    assert_eq!(
+        response,
+        (200, r#"{"disconnected":0,"nodesAcknowledged":1}"#.into()),
+        "nobody to close on node A itself; node B acknowledged"
+    );
     assert_eq!(victim.close_code().await, 4003, "closed on the other node too");
     a.stop().await;
     b.stop().await;

@@ -71,10 +71,13 @@ impl syncgate::backplane::Backplane for Flaky {
     fn publish(&self, s: &syncgate::backplane::Subject, payload: bytes::Bytes) {
         self.inner.publish(s, payload)
     }
-    fn control(&self, c: syncgate::backplane::Control) -> syncgate::backplane::BackplaneFuture<'_, ()> {
+    fn control(&self, c: syncgate::backplane::Control) -> syncgate::backplane::BackplaneFuture<'_, usize> {
         self.inner.control(c)
     }
-    fn inbound(&self) -> Option<tokio::sync::mpsc::Receiver<syncgate::backplane::Inbound>> {
+    fn announce(&self, announcement: &syncgate::backplane::Announcement) {
+        self.inner.announce(announcement)
+    }
+    fn inbound(&self) -> Option<syncgate::backplane::Inlets> {
         self.inner.inbound()
     }
     fn is_connected(&self) -> bool {
@@ -83,15 +86,31 @@ impl syncgate::backplane::Backplane for Flaky {
 }
 
 #[tokio::test]
-async fn a_disconnected_backplane_makes_the_node_not_ready() {
+async fn a_backplane_outage_leaves_the_node_ready_and_says_so() {
     let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let backplane = Arc::new(Flaky { inner: syncgate::backplane::MemoryBackplane::standalone(), down: down.clone() });
     let server = TestServer::start(ServerConfig { backplane, ..jwt_config() }).await;
+    assert_eq!(http(server.addr, "GET", "/readyz", None, None).await, (200, "ready\n".into()));
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        http(server.addr, "GET", "/readyz", None, None).await,
+        (200, "ready (the backplane is down: serving this node's clients only)\n".into()),
+        "one NATS outage must not take every node out of the balancer"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_ready_requires_backplane_an_outage_makes_the_node_not_ready() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backplane = Arc::new(Flaky { inner: syncgate::backplane::MemoryBackplane::standalone(), down: down.clone() });
+    let config = ServerConfig { backplane, ready_requires_backplane: true, ..jwt_config() };
+    let server = TestServer::start(config).await;
     assert_eq!(http(server.addr, "GET", "/readyz", None, None).await.0, 200);
     down.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
         http(server.addr, "GET", "/readyz", None, None).await,
-        (503, "not ready: the backplane is disconnected\n".into())
+        (503, "not ready: the backplane is down\n".into())
     );
     server.stop().await;
 }

@@ -2,18 +2,21 @@
 //! several in tests) share a [`MemoryBus`].
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Backplane, BackplaneFuture, Control, Inbound, Subject};
+pub(crate) use super::inlet::INBOUND_QUEUE;
+use super::inlet::Inlet;
+use super::{
+    Announcement, Backplane, BackplaneFuture, CONTROL_ACK_WAIT, Control, ControlDelivery, Inbound, Inlets, Subject,
+};
 
-/// Messages a node's inbound queue holds before newer ones are dropped (and
-/// [`Inbound::Lost`] is announced).
-pub(crate) const INBOUND_QUEUE: usize = 64 * 1024;
+/// Control messages a node's control queue holds.
+const CONTROL_QUEUE: usize = 1024;
 
 /// Node id within a bus.
 type NodeId = u64;
@@ -24,34 +27,8 @@ pub struct MemoryBus {
     /// Nodes with interest, per subject.
     interest: DashMap<Subject, Vec<NodeId>>,
     /// Every node's inbound side. A std mutex: held only to clone senders.
-    nodes: Mutex<Vec<(NodeId, Arc<Inlet>)>>,
+    nodes: Mutex<Vec<(NodeId, Arc<Inlet>, mpsc::Sender<ControlDelivery>)>>,
     next: std::sync::atomic::AtomicU64,
-}
-
-/// One node's inbound queue, and whether an announcement of a loss is on its way.
-#[derive(Debug)]
-struct Inlet {
-    queue: mpsc::Sender<Inbound>,
-    announcing: AtomicBool,
-}
-
-impl Inlet {
-    /// Queues `message`; when the queue is full, drops it and makes sure an
-    /// [`Inbound::Lost`] follows as soon as there is room (even if nothing
-    /// else is ever sent), without making the publisher wait.
-    fn offer(self: &Arc<Self>, message: Inbound) {
-        if self.queue.try_send(message).is_ok() || self.announcing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let inlet = self.clone();
-        tokio::spawn(async move {
-            let Ok(permit) = inlet.queue.reserve().await else { return };
-            // Cleared before the announcement is queued: a drop after this point
-            // starts a new one, a drop before it is covered by this one.
-            inlet.announcing.store(false, Ordering::Release);
-            permit.send(Inbound::Lost);
-        });
-    }
 }
 
 /// One node's handle on a [`MemoryBus`].
@@ -60,7 +37,7 @@ pub struct MemoryBackplane {
     bus: Arc<MemoryBus>,
     id: NodeId,
     subjects: Mutex<HashSet<Subject>>,
-    inbound: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    inbound: Mutex<Option<Inlets>>,
 }
 
 impl MemoryBus {
@@ -72,10 +49,11 @@ impl MemoryBus {
     /// A new node on this bus, with an inbound queue of `queue` messages.
     pub fn node_with_queue(self: &Arc<Self>, queue: usize) -> MemoryBackplane {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let inlet = Arc::new(Inlet { queue: tx, announcing: AtomicBool::new(false) });
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).push((id, inlet));
-        MemoryBackplane { bus: self.clone(), id, subjects: Mutex::default(), inbound: Mutex::new(Some(rx)) }
+        let (inlet, messages) = Inlet::new(queue);
+        let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).push((id, inlet, control_tx));
+        let inlets = Inlets { messages, control };
+        MemoryBackplane { bus: self.clone(), id, subjects: Mutex::default(), inbound: Mutex::new(Some(inlets)) }
     }
 
     /// A new node on this bus.
@@ -87,9 +65,14 @@ impl MemoryBus {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes
             .iter()
-            .filter(|(id, _)| *id != except && only.is_none_or(|only| only.contains(id)))
-            .map(|(_, inlet)| inlet.clone())
+            .filter(|(id, _, _)| *id != except && only.is_none_or(|only| only.contains(id)))
+            .map(|(_, inlet, _)| inlet.clone())
             .collect()
+    }
+
+    fn control_queues(&self, except: NodeId) -> Vec<mpsc::Sender<ControlDelivery>> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.iter().filter(|(id, _, _)| *id != except).map(|(_, _, control)| control.clone()).collect()
     }
 }
 
@@ -131,14 +114,36 @@ impl Backplane for MemoryBackplane {
         }
     }
 
-    fn control(&self, control: Control) -> BackplaneFuture<'_, ()> {
-        for inlet in self.bus.inlets(self.id, None) {
-            inlet.offer(Inbound::Control(control.clone()));
+    fn control(&self, control: Control) -> BackplaneFuture<'_, usize> {
+        let mut acks = Vec::new();
+        for queue in self.bus.control_queues(self.id) {
+            let (ack, acked) = oneshot::channel();
+            let delivery = ControlDelivery::new(control.clone(), format!("memory-{}", self.id), move || {
+                let _ = ack.send(());
+            });
+            if queue.try_send(delivery).is_ok() {
+                acks.push(acked);
+            }
         }
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + CONTROL_ACK_WAIT;
+            let mut acknowledged = 0;
+            for acked in acks {
+                if tokio::time::timeout_at(deadline, acked).await.is_ok_and(|r| r.is_ok()) {
+                    acknowledged += 1;
+                }
+            }
+            Ok(acknowledged)
+        })
     }
 
-    fn inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
+    fn announce(&self, announcement: &Announcement) {
+        for inlet in self.bus.inlets(self.id, None) {
+            inlet.offer(Inbound::Announcement(announcement.clone()));
+        }
+    }
+
+    fn inbound(&self) -> Option<Inlets> {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
@@ -154,9 +159,9 @@ mod tests {
 
     #[tokio::test]
     async fn passes_the_backplane_conformance_suite() {
-        super::super::conformance::run(|| {
+        super::super::conformance::run(|| async {
             let bus = MemoryBus::new();
-            (Box::new(bus.node()) as Box<dyn Backplane>, Box::new(bus.node()) as Box<dyn Backplane>)
+            super::super::conformance::Pair::new(bus.node(), bus.node())
         })
         .await;
     }
@@ -165,7 +170,7 @@ mod tests {
     async fn an_overflowing_node_is_told_it_lost_messages() {
         let bus = MemoryBus::new();
         let (sender, receiver) = (bus.node(), bus.node_with_queue(2));
-        let mut inbound = receiver.inbound().unwrap();
+        let mut inbound = receiver.inbound().unwrap().messages;
         let subject = Subject::Changes("c".into());
         receiver.interest(&subject).await.unwrap();
         for n in 0..4u8 {

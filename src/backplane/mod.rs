@@ -3,12 +3,29 @@
 //! A node's [`crate::hub::Hub`] delivers to its own connections; the
 //! backplane carries what other nodes need: publications on topics, the
 //! `CHANGE`s of collections, and control messages (disconnect a subject,
-//! revoke a token, reload the rules). One node with no peers uses a
-//! [`MemoryBackplane`] alone; a cluster would use NATS or Postgres
-//! `LISTEN`/`NOTIFY` behind the same trait, checked by [`conformance::run`].
+//! revoke a token, reload the rules), presence, and each node's
+//! announcement of itself. One node with no peers uses a [`MemoryBackplane`]
+//! alone; a cluster uses [`NatsBackplane`] (`--backplane nats://…`), checked
+//! by the same [`conformance::run`].
+//!
+//! | module | what |
+//! | --- | --- |
+//! | this one | the trait, its messages and contract |
+//! | `memory` | nodes of one process |
+//! | `nats` | nodes connected through NATS |
+//! | `envelope` | version, origin, kind and HMAC around every NATS message |
+//! | `subjects` | NATS subjects no name can steer |
+//! | `wire` | control messages and announcements as MessagePack |
+//! | `inlet` | a node's bounded inbound queue that announces its losses |
+//! | `conformance` | the suite every implementation passes |
 
 pub mod conformance;
+pub mod envelope;
+mod inlet;
 mod memory;
+mod nats;
+pub mod subjects;
+mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +34,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use memory::{MemoryBackplane, MemoryBus};
+pub use nats::{CONTROL_FRESHNESS, NatsBackplane, NatsOptions, host_of as nats_host};
+pub use wire::Announcement;
+
+/// How long [`Backplane::control`] waits for the other nodes' acknowledgements.
+pub const CONTROL_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a message is about: node-level interest is per subject.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,10 +47,13 @@ pub enum Subject {
     Topic(String),
     /// A collection's changes; the payload is a [`crate::hub::ChangeNotice`].
     Changes(String),
+    /// Presence on a topic; the payload is a presence event of the hub.
+    Presence(String),
 }
 
 /// An instruction for every other node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Control {
     /// Close every connection of this subject (an administrator's disconnect).
     Disconnect {
@@ -61,11 +86,63 @@ pub enum Inbound {
         /// What the publisher sent.
         payload: Bytes,
     },
-    /// A control message from another node.
-    Control(Control),
+    /// Another node's announcement of itself.
+    Announcement(Announcement),
     /// Messages may have been lost (a full inbound queue, a reconnect after an
     /// outage): every collection feed must be treated as possibly missing changes.
     Lost,
+}
+
+/// A control message from another node, on a queue of its own (it never
+/// waits behind data); [`ControlDelivery::ack`] tells its sender it was
+/// carried out.
+pub struct ControlDelivery {
+    /// What to do.
+    pub control: Control,
+    /// The node that sent it.
+    pub origin: String,
+    ack: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl ControlDelivery {
+    /// A delivery whose acknowledgement runs `ack`.
+    pub fn new(control: Control, origin: String, ack: impl FnOnce() + Send + 'static) -> Self {
+        Self { control, origin, ack: Some(Box::new(ack)) }
+    }
+
+    /// Tells the sender this node carried it out.
+    pub fn ack(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack();
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlDelivery").field("control", &self.control).field("origin", &self.origin).finish()
+    }
+}
+
+/// A node's inbound side: data and control on separate queues.
+#[derive(Debug)]
+pub struct Inlets {
+    /// Publications, change notices, presence, announcements, losses.
+    pub messages: mpsc::Receiver<Inbound>,
+    /// Control messages.
+    pub control: mpsc::Receiver<ControlDelivery>,
+}
+
+/// What a backplane counts, for `/metrics` (shared handles: the node
+/// registers them, the backplane updates them).
+#[derive(Debug, Clone, Default)]
+pub struct BackplaneStats {
+    /// 1 while the backplane is reachable.
+    pub connected: prometheus_client::metrics::gauge::Gauge,
+    /// Messages dropped because their envelope failed its check (forged, another secret, malformed).
+    pub rejected: prometheus_client::metrics::counter::Counter,
+    /// Publications dropped because the backplane could not take them (an outage, a full buffer).
+    pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// A backplane failure (it cannot be reached).
@@ -94,12 +171,18 @@ pub type BackplaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Backplan
 /// - **Never waits**: `publish` hands the message over and returns; it must
 ///   not block or await the network (a bounded buffer that drops when full is
 ///   fine). `interest`, `drop_interest` and `control` may wait and may fail.
-/// - **Control** messages reach every other node (not the sender), at most once.
-/// - **Outage**: `interest` and `control` fail with [`BackplaneError`] (a
-///   `SUB`/`SYNC` is then refused with `unavailable`, an admin request answers
-///   503 after acting locally); `publish` drops; the inbound stream stays open,
-///   and on recovery the implementation re-establishes its interests and
-///   yields [`Inbound::Lost`].
+/// - **Control** messages reach every other node (not the sender), at most
+///   once, on their own queue: no amount of data delays or drops them. Each
+///   receiving node acknowledges one after carrying it out; `control` answers
+///   how many did within [`CONTROL_ACK_WAIT`].
+/// - **Announcements** (`announce`) reach every other node, like control,
+///   but on the data queue and unacknowledged; they never wait.
+/// - **Outage**: `interest` and `drop_interest` are recorded and take effect
+///   on recovery (a `SUB`/`SYNC` is served locally meanwhile); `control` fails
+///   with [`BackplaneError`] (an admin request answers 503 after acting
+///   locally); `publish` drops; the inbound stream stays open, and on
+///   recovery the implementation re-establishes its interests and yields
+///   [`Inbound::Lost`].
 pub trait Backplane: Send + Sync + 'static {
     /// Starts receiving messages on `subject`.
     fn interest<'a>(&'a self, subject: &'a Subject) -> BackplaneFuture<'a, ()>;
@@ -107,11 +190,14 @@ pub trait Backplane: Send + Sync + 'static {
     fn drop_interest<'a>(&'a self, subject: &'a Subject) -> BackplaneFuture<'a, ()>;
     /// Sends `payload` on `subject` to the other nodes with interest; never waits.
     fn publish(&self, subject: &Subject, payload: Bytes);
-    /// Sends a control message to every other node.
-    fn control(&self, control: Control) -> BackplaneFuture<'_, ()>;
-    /// This node's inbound stream; `None` once taken (one consumer per node).
-    fn inbound(&self) -> Option<mpsc::Receiver<Inbound>>;
-    /// Whether the backplane is reachable now; `/readyz` answers 503 while it is not.
+    /// Sends a control message to every other node; answers how many
+    /// acknowledged it within [`CONTROL_ACK_WAIT`].
+    fn control(&self, control: Control) -> BackplaneFuture<'_, usize>;
+    /// Sends this node's announcement to every other node; never waits.
+    fn announce(&self, announcement: &Announcement);
+    /// This node's inbound queues; `None` once taken (one consumer per node).
+    fn inbound(&self) -> Option<Inlets>;
+    /// Whether the backplane is reachable now (`/readyz` names it when it is not).
     fn is_connected(&self) -> bool {
         true
     }
@@ -120,5 +206,12 @@ pub trait Backplane: Send + Sync + 'static {
     /// tell answers `true`.
     fn has_peers(&self) -> bool {
         true
+    }
+    /// The backplane's counters (an implementation that counts nothing
+    /// reports itself connected).
+    fn stats(&self) -> BackplaneStats {
+        let stats = BackplaneStats::default();
+        stats.connected.set(i64::from(self.is_connected()));
+        stats
     }
 }

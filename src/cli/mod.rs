@@ -18,6 +18,7 @@
 
 pub mod allocator;
 mod auth_flags;
+mod cluster;
 mod connect;
 mod docs;
 mod production;

@@ -164,6 +164,12 @@ async fn serve_until_signalled(serve: Serve) -> ExitCode {
             Err(e) => return fail(&format!("--store: {}", e.0)),
         }
     }
+    if let Some(options) = serve.nats {
+        match syncgate::backplane::NatsBackplane::connect(options).await {
+            Ok(backplane) => config.backplane = std::sync::Arc::new(backplane),
+            Err(e) => return fail(&format!("--backplane: {}", e.0)),
+        }
+    }
     let shutdown = CancellationToken::new();
     let node = match syncgate::node::Node::open(config, shutdown.clone()).await {
         Ok(node) => node,

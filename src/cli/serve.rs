@@ -179,6 +179,27 @@ pub struct ServeArgs {
     /// The Postgres schema holding syncgate's tables (created and migrated) [default: syncgate].
     #[arg(long, env = "SYNCGATE_POSTGRES_SCHEMA")]
     pub postgres_schema: Option<String>,
+    /// nats:// URL connecting the nodes of a cluster (needs --store postgres://…).
+    #[arg(long, env = "SYNCGATE_BACKPLANE", hide_env_values = true)]
+    pub backplane: Option<String>,
+    /// Subject prefix of this cluster on NATS [default: syncgate].
+    #[arg(long, env = "SYNCGATE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// HMAC key signing every backplane message (required with --env production and a backplane).
+    #[arg(long, env = "SYNCGATE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// NATS credentials file (NKey seed and user JWT).
+    #[arg(long, env = "SYNCGATE_BACKPLANE_CREDS")]
+    pub backplane_creds: Option<PathBuf>,
+    /// This node's id in the cluster and in hybrid logical clocks [default: random].
+    #[arg(long, env = "SYNCGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Load balancers (CIDR, comma-separated) whose X-Forwarded-For names the client.
+    #[arg(long, env = "SYNCGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// /readyz answers 503 while the backplane is down [default: false].
+    #[arg(long, env = "SYNCGATE_READY_REQUIRES_BACKPLANE", num_args = 0..=1, default_missing_value = "true")]
+    pub ready_requires_backplane: Option<bool>,
     /// Data directory of the disk store [default: ./syncgate-data].
     #[arg(long, env = "SYNCGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -241,6 +262,8 @@ pub struct Serve {
     /// A Postgres store to open (asynchronously) before the node starts;
     /// `config.store` holds it from then on.
     pub postgres: Option<PostgresOptions>,
+    /// A NATS backplane to connect to before the node starts.
+    pub nats: Option<syncgate::backplane::NatsOptions>,
 }
 
 macro_rules! fill_from {
@@ -289,7 +312,9 @@ impl ServeArgs {
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
             env, allow_unsafe_production, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
-            message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace);
+            message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace,
+            backplane, cluster_name, cluster_secret, backplane_creds, node_id, trusted_proxies,
+            ready_requires_backplane);
         Ok(())
     }
 
@@ -418,6 +443,8 @@ impl ServeArgs {
                 Durability::None
             }
         };
+        let production = self.auth_spec().production();
+        let nats = super::cluster::resolve(&self, &store, production, &mut config, &mut warnings)?;
         let mut postgres = None;
         match store {
             StoreKind::Postgres(url) => {
@@ -448,6 +475,7 @@ impl ServeArgs {
             drain_grace: self.drain_grace.map_or(std::time::Duration::ZERO, |Seconds(d)| d),
             warnings,
             postgres,
+            nats,
         })
     }
 }

@@ -22,6 +22,7 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 pub use self::order::{ChangeNotice, FeedOrder, MAX_HELD, Step};
+use self::presence::PresenceEvent;
 use crate::backplane::{Backplane, BackplaneError, Subject};
 use crate::send_queue::{ConnId, Outbound, SendQueue, SharedChange};
 
@@ -120,12 +121,19 @@ pub struct Hub {
     resync_rounds: AtomicU64,
     /// Numbers the change listeners.
     listener_ids: AtomicU64,
+    /// This node's id, in the presence events it sends.
+    node_id: String,
 }
 
 impl Hub {
     /// A hub over `backplane`.
     /// Must be called within a Tokio runtime (it starts the interest task).
     pub fn new(backplane: Arc<dyn Backplane>) -> Arc<Self> {
+        Self::for_node(backplane, "local")
+    }
+
+    /// A hub over `backplane` for node `node_id` (named in its presence events).
+    pub fn for_node(backplane: Arc<dyn Backplane>, node_id: &str) -> Arc<Self> {
         let (interest, changes) = mpsc::unbounded_channel();
         tokio::spawn(keep_interest(backplane.clone(), changes));
         Arc::new(Self {
@@ -137,6 +145,7 @@ impl Hub {
             presence: presence::Presence::default(),
             resync_rounds: AtomicU64::new(0),
             listener_ids: AtomicU64::new(0),
+            node_id: node_id.to_string(),
         })
     }
 
@@ -160,7 +169,15 @@ impl Hub {
     /// Waits until this node receives other nodes' publications on `topic`.
     pub async fn topic_ready(&self, topic: &str) -> Result<(), BackplaneError> {
         let Some(entry) = self.topics.get(topic).map(|t| t.value().clone()) else { return Ok(()) };
-        entry.interest.get_or_try_init(|| self.want(Subject::Topic(topic.to_string()))).await.map(|_| ())
+        entry
+            .interest
+            .get_or_try_init(|| async {
+                // Presence on a topic travels beside its publications.
+                self.want(Subject::Topic(topic.to_string())).await?;
+                self.want(Subject::Presence(topic.to_string())).await
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Removes connection `id` from `topic` (a no-op if absent).
@@ -173,6 +190,7 @@ impl Hub {
         if let Some((name, topic)) = removed
             && topic.interest.initialized()
         {
+            let _ = self.interest.send(InterestChange::Drop(Subject::Presence(name.clone())));
             let _ = self.interest.send(InterestChange::Drop(Subject::Topic(name)));
         }
     }
@@ -181,15 +199,54 @@ impl Hub {
     /// member hears `PRESENCE_JOIN` when that changes anything (a first join,
     /// or new `info`). Returns whether it did.
     pub fn join(&self, topic: &str, queue: SendQueue, sub: String, info: Option<rmpv::Value>) -> bool {
-        self.presence.join(topic, queue, sub, info)
+        let conn_id = queue.id();
+        let joined = self.presence.join(topic, queue, sub.clone(), info.clone());
+        if joined && self.backplane.has_peers() {
+            let event = PresenceEvent::Join { node: self.node_id.clone(), conn_id, sub, info };
+            self.backplane.publish(&Subject::Presence(topic.to_string()), event.encode());
+        }
+        joined
     }
 
     /// Connection `id` is no longer present on `topic` (a no-op if it was not); the others hear `PRESENCE_LEAVE`.
     pub fn leave(&self, topic: &str, id: ConnId) {
-        self.presence.leave(topic, id);
+        if let Some(sub) = self.presence.leave(topic, id)
+            && self.backplane.has_peers()
+        {
+            let event = PresenceEvent::Leave { node: self.node_id.clone(), conn_id: id, sub };
+            self.backplane.publish(&Subject::Presence(topic.to_string()), event.encode());
+        }
     }
 
-    /// A page of the members present on `topic` (on this node) after
+    /// Another node's presence event on `topic`.
+    pub fn receive_presence(&self, topic: &str, payload: &[u8]) {
+        match PresenceEvent::decode(payload) {
+            Some(event) => self.presence.receive(topic, event),
+            None => tracing::warn!(topic, "a malformed presence event from the backplane was dropped"),
+        }
+    }
+
+    /// Repeats this node's members to the other nodes (every announcement interval).
+    pub fn refresh_presence(&self) {
+        if !self.backplane.has_peers() {
+            return;
+        }
+        for (topic, list) in self.presence.local_lists(&self.node_id) {
+            self.backplane.publish(&Subject::Presence(topic), list.encode());
+        }
+    }
+
+    /// Announces as left the other nodes' members not repeated for `after`.
+    pub fn expire_presence(&self, after: Duration) {
+        self.presence.expire(after, None);
+    }
+
+    /// Node `node` is gone: its members leave.
+    pub fn node_gone(&self, node: &str) {
+        self.presence.expire(Duration::ZERO, Some(node));
+    }
+
+    /// A page of the members present on `topic` (on every node) after
     /// connection `after`, in connection order, and whether more follow.
     pub fn members(&self, topic: &str, after: Option<ConnId>) -> (Vec<crate::protocol::Member>, bool) {
         self.presence.members(topic, after)

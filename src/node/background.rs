@@ -10,14 +10,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::Node;
-use crate::backplane::{Inbound, Subject};
+use crate::backplane::{ControlDelivery, Inbound, Inlets, Subject};
 use crate::hub::{ChangeNotice, GAP_GRACE};
 
 /// Starts the node's background tasks; they end with the shutdown token.
-pub(super) fn start(node: &Arc<Node>, inbound: Option<mpsc::Receiver<Inbound>>) {
+pub(super) fn start(node: &Arc<Node>, inbound: Option<Inlets>) {
     match inbound {
-        Some(inbound) => {
-            node.tracker.spawn(pump(node.clone(), inbound));
+        Some(Inlets { messages, control }) => {
+            node.tracker.spawn(pump(node.clone(), messages));
+            node.tracker.spawn(pump_control(node.clone(), control));
+            node.tracker.spawn(super::peers::announce(node.clone()));
         }
         None => {
             warn!("the backplane's inbound stream was taken by another server: other nodes cannot reach this one")
@@ -66,10 +68,10 @@ async fn pump(node: Arc<Node>, mut inbound: mpsc::Receiver<Inbound>) {
                     None => warn!(collection, "a malformed change notice from the backplane was dropped"),
                 }
             }
-            Inbound::Control(control) => {
-                let closed = node.apply_control(&control);
-                info!(?control, closed, "control message from another node");
+            Inbound::Message { subject: Subject::Presence(topic), payload } => {
+                node.hub.receive_presence(&topic, &payload);
             }
+            Inbound::Announcement(announcement) => node.peers.heard(announcement, &node.policy().digest()),
             Inbound::Lost => {
                 node.hub.lost();
                 // Revocations announced while messages were lost are in the store.
@@ -81,6 +83,23 @@ async fn pump(node: Arc<Node>, mut inbound: mpsc::Receiver<Inbound>) {
                 });
             }
         }
+    }
+}
+
+/// Carries out other nodes' control messages and acknowledges each, on a
+/// queue of their own: no amount of data delays a revocation.
+async fn pump_control(node: Arc<Node>, mut control: mpsc::Receiver<ControlDelivery>) {
+    loop {
+        let delivery = tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            delivery = control.recv() => match delivery {
+                Some(delivery) => delivery,
+                None => return,
+            },
+        };
+        let closed = node.apply_control(&delivery.control);
+        info!(control = ?delivery.control, from = %delivery.origin, closed, "control message from another node");
+        delivery.ack();
     }
 }
 

@@ -17,8 +17,9 @@ use crate::store::{Revoked, StoreError};
 pub(crate) struct Acted {
     /// Connections this node closed.
     pub(crate) closed: usize,
-    /// Whether the backplane took the message for the other nodes.
-    pub(crate) propagated: Result<(), BackplaneError>,
+    /// How many other nodes acknowledged carrying it out within a second
+    /// (or why the backplane could not take it).
+    pub(crate) propagated: Result<usize, BackplaneError>,
 }
 
 /// Why the rules were not reloaded (the rules in force stay).
@@ -123,7 +124,7 @@ impl Node {
         Ok(count)
     }
 
-    async fn tell_others(&self, control: Control) -> Result<(), BackplaneError> {
+    async fn tell_others(&self, control: Control) -> Result<usize, BackplaneError> {
         let told = self.hub.backplane().control(control).await;
         if told.is_err() {
             self.metrics.backplane_errors.inc();

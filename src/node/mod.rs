@@ -16,12 +16,14 @@
 //! | `requests` | publish, write, read a page: what the HTTP API asks, checked as the session checks |
 //! | `control` | disconnect, revoke, reload rules, drain: here and on every node |
 //! | `catch_up` | catch-up scans after a lost change: one per feed, position and resync round, shared by its watchers |
-//! | `background` | the backplane pump, tombstone collection, the position check of followed collections |
+//! | `background` | the backplane pumps (data, and control on its own queue), tombstone collection, the position check of followed collections |
+//! | `peers` | announcing this node, the live nodes of the cluster (`/admin/nodes`), rules drift |
 
 mod authenticate;
 mod background;
 mod catch_up;
 mod control;
+mod peers;
 mod requests;
 
 use std::sync::Arc;
@@ -49,6 +51,7 @@ use crate::send_queue::ConnId;
 pub(crate) use authenticate::{AuthRefusal, Lapsed};
 pub(crate) use catch_up::{CatchUpPages, Trigger};
 pub use control::ReloadError;
+pub use peers::{ANNOUNCE_EVERY, GONE_AFTER, NodeView};
 pub(crate) use requests::ApiOp;
 
 /// One syncgate node: its configuration and everything live that its
@@ -98,9 +101,27 @@ pub struct Node {
     /// never fall between a connection's check and its registration. A std
     /// mutex: nothing awaits under it.
     admission: std::sync::Mutex<()>,
+    /// The next connection id: a random 20-bit tag of this process in bits
+    /// 32–51 and a counter below, so ids are unique across the nodes of a
+    /// cluster (with odds of a collision between two nodes of one in a
+    /// million) and stay exact in JavaScript numbers (below 2^53).
     next_connection: AtomicU64,
+    /// The other nodes, as their announcements show them.
+    peers: peers::Peers,
+    /// When this node started (Unix milliseconds).
+    started_at: u64,
     /// The last store probe of `/readyz` and when it ran (probes are at most one a second).
     probe: std::sync::Mutex<Option<(std::time::Instant, Result<(), NotReady>)>>,
+}
+
+/// A ready node, and what it serves without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// The backplane is unreachable: local clients are served, other nodes
+    /// are not heard (and `/readyz` still answers 200 unless
+    /// `--ready-requires-backplane`, so one NATS outage does not leave a
+    /// balancer with no targets).
+    pub(crate) backplane_down: bool,
 }
 
 /// Why a node is not ready: what anyone may be told (`/readyz`), and the
@@ -137,8 +158,8 @@ impl Node {
                 0
             }
         };
-        let metrics = Arc::new(Metrics::new());
-        let hub = Hub::new(config.backplane.clone());
+        let metrics = Arc::new(Metrics::with_backplane(config.backplane.stats()));
+        let hub = Hub::for_node(config.backplane.clone(), &config.node_id);
         let collections = Collections::open(config.store.clone(), hub.clone(), clock, drift, metrics.clone())
             .await
             .map_err(unavailable)?;
@@ -163,7 +184,9 @@ impl Node {
             metrics,
             catch_ups: catch_up::CatchUps::default(),
             admission: std::sync::Mutex::new(()),
-            next_connection: AtomicU64::new(1),
+            next_connection: AtomicU64::new((fastrand::u64(1..1 << 20) << 32) | 1),
+            peers: peers::Peers::default(),
+            started_at: crate::clock::unix_ms(),
             probe: std::sync::Mutex::new(None),
         });
         background::start(&node, inbound);
@@ -204,16 +227,22 @@ impl Node {
     }
 
     /// Whether this node should be sent clients (`/readyz`): not while it
-    /// drains or shuts down, nor while its backplane is disconnected, nor while
-    /// its store fails its readiness check (probed at most once a second).
-    pub(crate) async fn readiness(&self) -> Result<(), NotReady> {
+    /// drains or shuts down, nor while its store fails its readiness check
+    /// (probed at most once a second), nor, with `ready_requires_backplane`,
+    /// while its backplane is disconnected.
+    pub(crate) async fn readiness(&self) -> Result<Ready, NotReady> {
         if self.shutdown.is_cancelled() || self.draining.is_cancelled() {
             return Err(NotReady { public: "draining", detail: "draining".into() });
         }
-        if !self.config.backplane.is_connected() {
-            let why = "the backplane is disconnected";
+        let backplane_down = !self.config.backplane.is_connected();
+        if backplane_down && self.config.ready_requires_backplane {
+            let why = "the backplane is down";
             return Err(NotReady { public: why, detail: why.into() });
         }
+        self.store_readiness().await.map(|()| Ready { backplane_down })
+    }
+
+    async fn store_readiness(&self) -> Result<(), NotReady> {
         if let Some((at, result)) = &*self.probe.lock().unwrap_or_else(|e| e.into_inner())
             && at.elapsed() < std::time::Duration::from_secs(1)
         {

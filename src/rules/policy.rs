@@ -11,6 +11,14 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// SHA-256 (hex) of the rules in force, as nodes announce it: two nodes
+    /// enforcing the same rules file show the same digest, drift shows.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let bytes = Sha256::digest(format!("{self:?}").as_bytes());
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Everything is allowed to every authenticated identity.
     pub fn allow_all() -> Self {
         Self { rules: None }

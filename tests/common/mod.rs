@@ -2,7 +2,9 @@
 //! a raw WebSocket client that can send anything, and token minting.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod idp;
+pub mod nats;
 pub mod nodes;
 pub mod postgres;
 pub mod raw;

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use rmpv::Value;
-use syncgate::backplane::{Backplane, BackplaneFuture, Control, Inbound, Subject};
+use syncgate::backplane::{Announcement, Backplane, BackplaneFuture, Control, Inlets, Subject};
 use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
-use tokio::sync::mpsc;
 
 use super::RawWs;
 
@@ -66,10 +65,13 @@ impl Backplane for Lossy {
         }
         self.inner.publish(subject, payload)
     }
-    fn control(&self, control: Control) -> BackplaneFuture<'_, ()> {
+    fn control(&self, control: Control) -> BackplaneFuture<'_, usize> {
         self.inner.control(control)
     }
-    fn inbound(&self) -> Option<mpsc::Receiver<Inbound>> {
+    fn announce(&self, announcement: &Announcement) {
+        self.inner.announce(announcement)
+    }
+    fn inbound(&self) -> Option<Inlets> {
         self.inner.inbound()
     }
 }

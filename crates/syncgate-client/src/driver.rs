@@ -46,6 +46,9 @@ pub(crate) struct Driver {
     pub(super) replay_after: Option<Instant>,
     /// Retryable refusals in a row (for the replay backoff).
     pub(super) replay_failures: u32,
+    /// Connection attempts so far: attempt `n` goes to URL `n` modulo the
+    /// URLs configured, so a dead node's clients move to the next one.
+    attempts: usize,
 }
 
 impl Driver {
@@ -68,6 +71,7 @@ impl Driver {
             next_id: 1,
             replay_after: None,
             replay_failures: 0,
+            attempts: 0,
         }
     }
 
@@ -167,7 +171,9 @@ impl Driver {
 
     /// Runs one connection from handshake to close.
     async fn connection(&mut self, why: TokenRequest) -> End {
-        let ws = match transport::open(&self.config.url, self.config.tls.as_ref(), None).await {
+        let url = self.config.url_for(self.attempts).to_string();
+        self.attempts = self.attempts.wrapping_add(1);
+        let ws = match transport::open(&url, self.config.tls.as_ref(), None).await {
             Ok(ws) => ws,
             Err(ClientError::Config(e)) => return End::NoToken(e),
             Err(e) => return End::Failed(e.to_string()),

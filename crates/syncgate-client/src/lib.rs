@@ -79,6 +79,9 @@ where
 pub struct ClientConfig {
     /// `ws://host:port/ws` or `wss://…`.
     pub url: String,
+    /// Further URLs of the same deployment (other nodes of a cluster): each
+    /// reconnect tries the next one, `url` first.
+    pub fallback_urls: Vec<String>,
     /// Where tokens come from; `None` for servers in auth mode `none`.
     pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// TLS settings for `wss://` (roots to trust).
@@ -108,6 +111,7 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            fallback_urls: Vec::new(),
             token_provider: None,
             tls: None,
             backoff: Backoff::default(),
@@ -118,6 +122,20 @@ impl ClientConfig {
             state_path: None,
             replay_batch: 100,
             subscription_buffer: 1024,
+        }
+    }
+
+    /// Adds further URLs of the same deployment, tried in turn on reconnects.
+    pub fn with_fallback_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.fallback_urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// The URL of connection attempt `attempt`.
+    pub(crate) fn url_for(&self, attempt: usize) -> &str {
+        match attempt % (1 + self.fallback_urls.len()) {
+            0 => &self.url,
+            n => &self.fallback_urls[n - 1],
         }
     }
 
