@@ -129,6 +129,8 @@ fn every_unsafe_setting_is_named_in_one_line_and_overrides_are_logged() {
             "the override of {name} is logged at start-up: {log:#?}"
         );
     }
+    // The flag's name alone works too.
+    starts(dir.path(), &[&all[..], &["--allow-unsafe-production", "auth,store,durability"]].concat());
     // An unknown name is a usage error, not a silent pass.
     let out = syncgate().args(["serve", "--allow-unsafe-production", "everything"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

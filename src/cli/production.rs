@@ -18,15 +18,22 @@ use syncgate::auth::AuthMode;
 use super::serve::ServeArgs;
 use super::{DurabilityArg, StoreKind};
 
-/// A setting `--env production` refuses unless `--allow-unsafe-production` names it.
+/// A setting `--env production` refuses unless `--allow-unsafe-production` names it
+/// (by its name, or by the flag alone: `auth`, `store`, `durability`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnsafeSetting {
     /// `--auth none` without `--rules`: every connection may read and write everything.
+    #[value(alias = "auth")]
+    #[serde(alias = "auth")]
     AuthNone,
     /// `--store memory`: collections are lost at every restart.
+    #[value(alias = "store")]
+    #[serde(alias = "store")]
     StoreMemory,
     /// `--durability none`: acknowledged writes can be lost in a crash.
+    #[value(alias = "durability")]
+    #[serde(alias = "durability")]
     DurabilityNone,
 }
 
