@@ -136,3 +136,19 @@ fn every_unsafe_setting_is_named_in_one_line_and_overrides_are_logged() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth-none"), "lists the accepted names");
 }
+
+#[test]
+fn the_config_file_carries_the_override_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("syncgate.toml");
+    std::fs::write(
+        &config,
+        format!("env = \"production\"\njwt-secret = \"{SECRET}\"\nstore = \"memory\"\nallow-unsafe-production = [\"store\"]\n"),
+    )
+    .unwrap();
+    let log = starts(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert!(log.iter().any(|l| l.contains("store-memory allowed by --allow-unsafe-production")), "{log:#?}");
+    std::fs::write(&config, format!("env = \"production\"\njwt-secret = \"{SECRET}\"\nstore = \"memory\"\n")).unwrap();
+    let line = refused(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert!(line.contains("--store memory"), "{line}");
+}
