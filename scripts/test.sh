@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test
-# The binary the TypeScript tests start (cargo test built it; this makes sure).
-cargo build --bin syncgate
+# The binary the TypeScript tests start is the one `cargo test` built for the
+# integration tests (target/debug/syncgate). No `cargo build` here: without the
+# dev-dependencies' features it would compile the server a second time.
+test -x target/debug/syncgate || { echo "cargo test did not leave target/debug/syncgate" >&2; exit 1; }
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium for the browser tests"

@@ -29,7 +29,7 @@
 //! | `registry`, `revocation`, `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |
-//! | [`metrics`] | Prometheus metrics (`GET /metrics` on the admin surface) |
+//! | [`metrics`], [`process_metrics`] | Prometheus metrics (`GET /metrics` on the admin surface): every family present from the start, `syncgate_build_info`; the `process_*` series from `/proc/self` |
 //! | [`tls`], [`clock`] | TLS config; the injectable [`clock::Clock`] (monotonic by default) |
 //!
 //! Beside this crate: `syncgate-client` (the Rust client: token provider,
@@ -65,6 +65,7 @@ pub mod hub;
 pub mod ip_slots;
 pub mod metrics;
 pub mod node;
+pub mod process_metrics;
 mod registry;
 mod request_budgets;
 mod requests;

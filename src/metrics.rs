@@ -4,6 +4,14 @@
 //! Hot paths hold pre-resolved counters (an atomic add each); labelled
 //! families are looked up only where the label comes from the event (a close
 //! code, an `AUTH_FAIL` code, a message type).
+//!
+//! Every label value the protocol defines (each close code, `AUTH_FAIL`,
+//! `ERROR` and op code, connection state, refusal reason) is created at zero
+//! when the server starts, so a fresh node's `/metrics` already holds every
+//! series a dashboard or an alert (`rate(syncgate_closes_total{code="4200"}[5m])`)
+//! queries, instead of "no data" until the first event. Beside them:
+//! `syncgate_build_info{version, commit}` and the unprefixed `process_*`
+//! series ([`crate::process_metrics`]).
 
 use std::time::Duration;
 
@@ -13,6 +21,25 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// Connection states, as `connections` names them.
+const CONNECTION_KINDS: [&str; 2] = ["unauthenticated", "authenticated"];
+/// Verification results, as `handshakes` names them.
+const HANDSHAKE_KINDS: [&str; 2] = ["ok", "failed"];
+/// Why a connection or request was refused before it got anywhere, as `refusals` names them.
+const REFUSAL_KINDS: [&str; 8] = [
+    "connections",
+    "connections_per_ip",
+    "unauthenticated_per_ip",
+    "auth_failures",
+    "origin",
+    "admin_connections",
+    "api_rate",
+    "feeds",
+];
+
+/// The commit this library was built from (`build.rs`; `unknown` outside a git checkout).
+const COMMIT: &str = env!("SYNCGATE_COMMIT");
 
 /// The client message types, as `messages_in` names them.
 const MESSAGE_KINDS: [&str; 9] = ["AUTH", "PING", "SUB", "UNSUB", "PUB", "OP_BATCH", "SYNC", "UNSYNC", "PRESENCE"];
@@ -29,6 +56,15 @@ pub struct Kind {
 pub struct Code {
     /// The code.
     pub code: String,
+}
+
+/// The labels of `syncgate_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfo {
+    /// The crate version.
+    pub version: &'static str,
+    /// The git commit it was built from.
+    pub commit: &'static str,
 }
 
 /// A label holding a WebSocket close code.
@@ -92,7 +128,9 @@ impl Metrics {
     /// Every metric, and the backplane's counters, registered under the `syncgate` prefix.
     pub fn with_backplane(backplane: crate::backplane::BackplaneStats) -> Self {
         let mut metrics = Self::new();
-        let r = &mut metrics.registry;
+        // A second `syncgate_` sub-registry beside the one `new` fills: the
+        // root holds the unprefixed process series.
+        let r = metrics.registry.sub_registry_with_prefix("syncgate");
         r.register("backplane_connected", "1 while the backplane is reachable", backplane.connected);
         r.register(
             "backplane_rejected",
@@ -103,9 +141,13 @@ impl Metrics {
         metrics
     }
 
-    /// Every metric, registered under the `syncgate` prefix.
+    /// Every metric, registered under the `syncgate` prefix, each labelled
+    /// family with every label value the protocol defines at zero; the
+    /// `process_*` series without the prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("syncgate");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("syncgate");
         let seconds = || Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         let metrics = Self {
             registry: Registry::default(),
@@ -135,7 +177,11 @@ impl Metrics {
             .map(|&kind| (kind, metrics.messages_in.get_or_create(&Kind { kind }).clone()))
             .collect();
         let metrics = Self { ops_ok, messages_in_by_kind, ..metrics };
-        let r = &mut registry;
+        metrics.create_every_series();
+        let build_info = Family::<BuildInfo, Gauge>::default();
+        build_info.get_or_create(&BuildInfo { version: env!("CARGO_PKG_VERSION"), commit: COMMIT }).set(1);
+        let r = registry;
+        r.register("build_info", "The running version and the commit it was built from (always 1)", build_info);
         r.register("connections", "Open WebSocket connections by state", metrics.connections.clone());
         r.register("handshakes", "Token verifications by result", metrics.handshakes.clone());
         r.register("auth_failures", "AUTH_FAIL answers by code", metrics.auth_failures.clone());
@@ -157,7 +203,34 @@ impl Metrics {
             "Messages queued for a connection when it was drained (its outbound queue depth)",
             metrics.outbound_burst.clone(),
         );
-        Self { registry, ..metrics }
+        Self { registry: root, ..metrics }
+    }
+
+    /// Creates every labelled series the protocol defines, at zero.
+    fn create_every_series(&self) {
+        use syncgate_proto::protocol::AuthFailCode;
+        use syncgate_proto::protocol::codes::{close, error};
+        for kind in CONNECTION_KINDS {
+            let _ = self.connections.get_or_create(&Kind { kind });
+        }
+        for kind in HANDSHAKE_KINDS {
+            let _ = self.handshakes.get_or_create(&Kind { kind });
+        }
+        for kind in REFUSAL_KINDS {
+            let _ = self.refusals.get_or_create(&Kind { kind });
+        }
+        for code in AuthFailCode::ALL {
+            let _ = self.auth_failures.get_or_create(&Code { code: code.as_str().into() });
+        }
+        for code in error::OP_CODES {
+            let _ = self.ops.get_or_create(&Code { code: code.into() });
+        }
+        for code in error::ALL {
+            let _ = self.errors.get_or_create(&Code { code: code.into() });
+        }
+        for code in close::ALL {
+            let _ = self.closes.get_or_create(&CloseCode { code });
+        }
     }
 
     /// The OpenMetrics text exposition of every metric.

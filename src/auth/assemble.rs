@@ -107,18 +107,8 @@ pub struct AuthSpec {
 impl AuthSpec {
     /// The authenticator these settings describe; non-fatal concerns are pushed to `warnings`.
     pub fn build(&self, warnings: &mut Vec<String>) -> anyhow::Result<SharedAuthenticator> {
-        let has_jwt_key = self.jwt_secret.is_some()
-            || self.jwt_public_key.is_some()
-            || self.jwks_url.is_some()
-            || self.issuers.is_some();
-        let mode = self.auth.unwrap_or(if has_jwt_key {
-            AuthMode::Jwt
-        } else if self.token.is_some() {
-            AuthMode::Token
-        } else {
-            AuthMode::None
-        });
-        match mode {
+        let has_jwt_key = self.has_jwt_key();
+        match self.mode() {
             AuthMode::None => {
                 if has_jwt_key || self.token.is_some() || self.introspect_url.is_some() {
                     bail!(
@@ -301,6 +291,22 @@ impl AuthSpec {
         }
         warnings.push(format!("{what}: tokens the provider issued for other services are accepted too"));
         Ok(())
+    }
+
+    /// The auth mode in effect: `--auth`, else `jwt` when a JWT key source is
+    /// given, `token` when `--token` is, else `none`.
+    pub fn mode(&self) -> AuthMode {
+        self.auth.unwrap_or(if self.has_jwt_key() {
+            AuthMode::Jwt
+        } else if self.token.is_some() {
+            AuthMode::Token
+        } else {
+            AuthMode::None
+        })
+    }
+
+    fn has_jwt_key(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_url.is_some() || self.issuers.is_some()
     }
 
     /// Whether `--env` names production (in any case).

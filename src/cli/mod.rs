@@ -1,4 +1,4 @@
-//! The command line: `syncgate serve`, `token`, `backup`, `restore` and `bench`.
+//! The command line: `syncgate serve`, `token`, `backup`, `restore`, `new-epoch`, `connect`, `bench` and `docs`.
 //!
 //! Every `serve` flag has an environment variable (`SYNCGATE_` + the flag in
 //! upper snake case) and a key in the optional `--config` TOML file (the flag
@@ -10,12 +10,18 @@
 //! | `run` | carrying out a subcommand: exit codes, logs, the runtime, serving until a signal |
 //! | `signals` | SIGINT/SIGTERM drain then stop; SIGHUP reloads the rules on every node |
 //! | `allocator` | the binary's allocator (mimalloc) and the defaults it departs from |
+//! | `connect` | `syncgate connect`: a shell's client on the Rust client crate's `Session`; close code → exit status |
+//! | `docs` | `syncgate docs flags`: the README's flag table rendered from the `serve` definition |
 //! | `auth_flags` | the authentication flags, mapped onto `syncgate::auth::AuthSpec` |
+//! | `production` | what `--env production` refuses, and `--allow-unsafe-production` |
 //! | `serve` | `ServeArgs`: every flag of `syncgate serve`, the file, and their resolution into a [`ServerConfig`] (the authenticator through `syncgate::auth::AuthSpec`) |
 
 pub mod allocator;
 mod auth_flags;
 mod cluster;
+mod connect;
+mod docs;
+mod production;
 mod run;
 mod serve;
 mod signals;
@@ -59,9 +65,22 @@ pub enum Command {
     /// Draw a new epoch for a Postgres store after `pg_restore`: every cursor
     /// issued before resets, and running nodes stop serving until restarted.
     NewEpoch(NewEpochArgs),
+    /// Connect to a server, print every server message as one JSON line, exit with the close code
+    /// (mapped to a status: see `syncgate connect --help`).
+    Connect(Box<connect::ConnectArgs>),
     /// Load generators.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print reference documentation generated from the code.
+    #[command(subcommand)]
+    Docs(DocsCommand),
+}
+
+/// `syncgate docs …`
+#[derive(Debug, Subcommand)]
+pub enum DocsCommand {
+    /// The Markdown table of every `serve` flag (the README's configuration reference).
+    Flags,
 }
 
 /// Flags of `syncgate new-epoch`.

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::signals::Signals;
-use super::{BackupArgs, BenchCommand, Cli, Command, LogFormat, NewEpochArgs, RestoreArgs, Serve, StoreKind};
+use super::{
+    BackupArgs, BenchCommand, Cli, Command, DocsCommand, LogFormat, NewEpochArgs, RestoreArgs, Serve, StoreKind,
+};
 
 /// What `backup` and `restore` say of a Postgres store.
 const POSTGRES_BACKUP: &str = "a Postgres store is backed up with pg_dump and restored with pg_restore; after a restore, run `syncgate new-epoch --store postgres://…` and restart the nodes";
@@ -52,6 +54,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup(BackupArgs { store: Some(StoreKind::Postgres(_)), .. }) => fail(POSTGRES_BACKUP),
         Command::Restore(RestoreArgs { store: Some(StoreKind::Postgres(_)), .. }) => fail(POSTGRES_BACKUP),
         Command::NewEpoch(args) => new_epoch(args),
+        Command::Connect(args) => super::connect::run(*args),
+        Command::Docs(DocsCommand::Flags) => {
+            print!("{}", super::docs::serve_flag_table());
+            ExitCode::SUCCESS
+        }
         Command::Backup(args) => match syncgate::store::sqlite_backup(&args.data_dir, &args.out) {
             Ok(report) => {
                 let (out, records, cursor) = (args.out.display(), report.records, report.cursor);
@@ -176,7 +183,7 @@ async fn serve_until_signalled(serve: Serve) -> ExitCode {
 }
 
 /// One line on stderr, whatever the underlying error printed; exit code 2.
-fn fail(message: &str) -> ExitCode {
+pub(super) fn fail(message: &str) -> ExitCode {
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
     eprintln!("syncgate: error: {message}");
     ExitCode::from(2)

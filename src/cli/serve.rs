@@ -12,6 +12,7 @@ use serde::Deserialize;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use syncgate::auth::{AuthMode, IntrospectShape};
 
+use super::production::UnsafeSetting;
 use super::{DurabilityArg, IssuerTable, Seconds, StoreKind};
 use syncgate::config::ServerConfig;
 use syncgate::rules::{Policy, RuleSet};
@@ -92,6 +93,10 @@ pub struct ServeArgs {
     /// Deployment environment; `production` refuses development-only settings.
     #[arg(long, env = "SYNCGATE_ENV")]
     pub env: Option<String>,
+    /// With --env production, start despite these refused settings (auth-none, store-memory,
+    /// durability-none; comma-separated), each logged at start-up.
+    #[arg(long, env = "SYNCGATE_ALLOW_UNSAFE_PRODUCTION", value_enum, value_delimiter = ',')]
+    pub allow_unsafe_production: Option<Vec<UnsafeSetting>>,
     /// Read the token from this cookie at the upgrade (only from an --allowed-origins Origin).
     #[arg(long, env = "SYNCGATE_AUTH_COOKIE")]
     pub auth_cookie: Option<String>,
@@ -305,7 +310,7 @@ impl ServeArgs {
             max_connections, tls_cert, tls_key, rules, max_clock_drift, max_subscriptions, outbound_queue, log,
             jwks_url, jwks_cooldown, jwt_previous_secret, jwt_previous_secret_until, introspect_url,
             introspect_token, introspect_cache_ms, introspect_timeout, introspect_fail_open, introspect_form, idp_ca_file,
-            env, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
+            env, allow_unsafe_production, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
             message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace,
             backplane, cluster_name, cluster_secret, backplane_creds, node_id, trusted_proxies,
@@ -322,6 +327,7 @@ impl ServeArgs {
         let mut config = ServerConfig::default();
         let mut warnings = Vec::new();
         config.authenticator = self.auth_spec().build(&mut warnings)?;
+        self.check_production(&mut warnings)?;
         let leeway = Duration::from_secs(self.jwt_leeway.unwrap_or(30));
         let session = &mut config.session;
         session.leeway = leeway;
@@ -475,59 +481,5 @@ impl ServeArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
-    fn parse(args: &[&str]) -> ServeArgs {
-        let mut argv = vec!["syncgate", "serve"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(a) => *a,
-            _ => unreachable!("a serve command line"),
-        }
-    }
-
-    #[test]
-    fn flags_win_over_the_file_and_the_file_fills_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9999\"\njwt_secret = \"from-file-secret-that-is-long-enough\"\nauth-timeout = 3\n",
-        )
-        .unwrap();
-        // Its own data directory: a server on the defaults may hold ./syncgate-data.
-        let data = dir.path().join("data");
-        let mut args = parse(&["--listen", "127.0.0.1:7000", "--data-dir", data.to_str().unwrap()]);
-        args.config = Some(path);
-        let serve = args.resolve().unwrap();
-        assert_eq!(serve.listen.port(), 7000);
-        assert_eq!(serve.config.session.auth_timeout, Duration::from_secs(3));
-    }
-
-    #[test]
-    fn a_refused_flag_leaves_the_data_directory_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let data_arg = data.to_str().unwrap();
-        assert!(parse(&["--tls-cert", "/x", "--data-dir", data_arg]).resolve().is_err());
-        assert!(parse(&["--auth-cookie", "sid", "--data-dir", data_arg]).resolve().is_err());
-        assert!(!data.exists(), "a refused start-up must not create or lock the data directory");
-    }
-
-    #[test]
-    fn unknown_file_keys_and_conflicts_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "jwt_sekret = \"x\"\n").unwrap();
-        let mut args = parse(&[]);
-        args.config = Some(path);
-        assert!(args.resolve().err().unwrap().to_string().contains("jwt-sekret"));
-        let err = parse(&["--auth", "token"]).resolve().err().unwrap().to_string();
-        assert!(err.contains("--token"), "{err}");
-        assert!(parse(&["--jwt-secret", "a", "--jwt-public-key", "/x"]).resolve().is_err());
-        assert!(parse(&["--tls-cert", "/x"]).resolve().is_err());
-    }
-}
+#[path = "serve_tests.rs"]
+mod tests;

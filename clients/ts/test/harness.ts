@@ -13,7 +13,7 @@ import type { WebSocketLike } from "../src/connector.js";
 
 export const SECRET = "typescript-test-secret-0123456789abcdef";
 
-/** The binary `cargo build` made (or SYNCGATE_BIN). */
+/** The binary `cargo test` (or `cargo build`) made, or SYNCGATE_BIN. */
 export const BIN = process.env.SYNCGATE_BIN ?? fileURLToPath(new URL("../../../../target/debug/syncgate", import.meta.url));
 
 export interface Server {

@@ -12,6 +12,10 @@
 //! outbox) lives in one file saved atomically: a write is on disk before
 //! [`Client::write`] returns, and a restarted app shows its data offline and
 //! resumes each sync with a delta.
+//!
+//! [`session::Session`] is the other end of the scale: one connection, every
+//! server message as it came, nothing done behind the caller's back (for
+//! tools such as `syncgate connect`).
 
 mod answers;
 mod backoff;
@@ -20,6 +24,7 @@ mod link;
 mod pacer;
 mod persist;
 pub mod replica;
+pub mod session;
 pub mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

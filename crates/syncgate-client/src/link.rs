@@ -23,9 +23,10 @@ pub(crate) const DEFAULT_LIMITS: SessionLimits = SessionLimits {
     message_burst: 0,
 };
 
-/// What the client's reader hands to the driver.
-pub(crate) enum Incoming {
-    Message(ServerMessage),
+/// What the client's reader hands to the driver: messages decoded as `M`
+/// (typed for the driver, raw values for a [`crate::session::Session`]).
+pub(crate) enum Incoming<M = ServerMessage> {
+    Message(M),
     Ping(Bytes),
     Closed(Option<u16>, String),
     Broken(String),
@@ -124,7 +125,19 @@ pub(crate) fn with_id(message: ClientMessage, new: u64) -> ClientMessage {
 }
 
 /// Reads frames and hands decoded server messages to the driver.
-pub(crate) async fn read_loop<S: AsyncRead + Unpin>(mut read: ReadHalf<S>, tx: mpsc::Sender<Incoming>, max: usize) {
+pub(crate) async fn read_loop<S: AsyncRead + Unpin>(read: ReadHalf<S>, tx: mpsc::Sender<Incoming>, max: usize) {
+    read_messages(read, tx, max, |bytes| rmp_serde::from_slice::<ServerMessage>(bytes).map_err(|e| e.to_string())).await
+}
+
+/// Reads frames and hands each whole binary message, decoded by `decode`, to `tx`.
+pub(crate) async fn read_messages<S, M>(
+    mut read: ReadHalf<S>,
+    tx: mpsc::Sender<Incoming<M>>,
+    max: usize,
+    decode: impl Fn(&[u8]) -> Result<M, String>,
+) where
+    S: AsyncRead + Unpin,
+{
     let (mut ws, _) = fastwebsockets::after_handshake_split(&mut read, tokio::io::sink(), Role::Client);
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
@@ -145,7 +158,7 @@ pub(crate) async fn read_loop<S: AsyncRead + Unpin>(mut read: ReadHalf<S>, tx: m
         };
         let event = match assembler.push(frame.fin, frame.opcode, &frame.payload) {
             Ok(None) | Ok(Some(Assembled::Pong)) => continue,
-            Ok(Some(Assembled::Binary(bytes))) => match rmp_serde::from_slice::<ServerMessage>(&bytes) {
+            Ok(Some(Assembled::Binary(bytes))) => match decode(&bytes) {
                 Ok(message) => Incoming::Message(message),
                 Err(e) => Incoming::Broken(format!("undecodable server message: {e}")),
             },

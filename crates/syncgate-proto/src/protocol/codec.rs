@@ -177,7 +177,7 @@ fn encoding_failed(e: &rmp_serde::encode::Error) -> Bytes {
     tracing::error!(error = %e, "a message could not be encoded");
     let error = Value::Map(vec![
         (Value::from("type"), Value::from("ERROR")),
-        (Value::from("code"), Value::from("internal")),
+        (Value::from("code"), Value::from(super::codes::error::INTERNAL)),
         (Value::from("message"), Value::from("the server could not encode a message")),
     ]);
     let mut out = Vec::new();

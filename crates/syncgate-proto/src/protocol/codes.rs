@@ -28,6 +28,23 @@ pub mod close {
     pub const TOKEN_EXPIRED: u16 = 4100;
     /// The outbound queue overflowed: the client reads too slowly.
     pub const SLOW_CONSUMER: u16 = 4200;
+
+    /// Every close code the server sends, in order: `proto/PROTOCOL.md` §5
+    /// lists exactly these (`tests/readme.rs` checks it), and `/metrics`
+    /// shows a zero for each before the first close.
+    pub const ALL: [u16; 11] = [
+        NORMAL,
+        GOING_AWAY,
+        PROTOCOL_ERROR,
+        MESSAGE_TOO_BIG,
+        MALFORMED,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        AUTH_TIMEOUT,
+        RATE_LIMITED,
+        TOKEN_EXPIRED,
+        SLOW_CONSUMER,
+    ];
 }
 
 /// What a client does after the server closes with a code: the one table the
@@ -86,6 +103,25 @@ pub mod error {
     /// (op) The op's `hlc` is older than the tombstone-collection horizon: it
     /// may not create or change a record (it could resurrect a collected delete).
     pub const STALE: &str = "stale";
+    /// The server failed to encode an answer (a bug, logged); the connection stays.
+    pub const INTERNAL: &str = "internal";
+
+    /// Every `ERROR.code`: `proto/PROTOCOL.md` §4 lists exactly these
+    /// (`tests/readme.rs` checks it).
+    pub const ALL: [&str; 9] = [
+        UNKNOWN_TYPE,
+        INVALID,
+        FORBIDDEN,
+        UNAVAILABLE,
+        RATE_LIMITED,
+        INTERNAL,
+        TOO_MANY_SUBSCRIPTIONS,
+        CLOCK_SKEW,
+        STALE,
+    ];
+
+    /// The codes an `OP_RESULT` entry can carry (§4's table of op results).
+    pub const OP_CODES: [&str; 5] = [FORBIDDEN, INVALID, CLOCK_SKEW, STALE, UNAVAILABLE];
 
     /// Whether an op refused with `code` is refused for good: the client rolls
     /// it back. Every other code (`unavailable`, `rate_limited`, and any code
@@ -124,6 +160,21 @@ pub enum AuthFailCode {
 }
 
 impl AuthFailCode {
+    /// Every code, in the order of `proto/PROTOCOL.md` §3's table (`tests/readme.rs` checks it).
+    pub const ALL: [AuthFailCode; 11] = [
+        Self::TokenMissing,
+        Self::TokenMalformed,
+        Self::TokenInvalid,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::AudienceMismatch,
+        Self::IssuerMismatch,
+        Self::ClaimMissing,
+        Self::IntrospectionUnavailable,
+        Self::NotAuthenticated,
+        Self::Forbidden,
+    ];
+
     /// The string sent in `AUTH_FAIL.code`.
     pub fn as_str(self) -> &'static str {
         match self {
