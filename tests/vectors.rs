@@ -119,3 +119,80 @@ async fn last_writer_wins_cases_hold_on_the_store_and_the_rust_replica() {
         assert_eq!(&replica_kept, expected, "{name}: the Rust replica");
     }
 }
+
+/// The `presence` vectors go through the codec like the others.
+#[test]
+fn presence_vectors_round_trip_through_the_rust_codec() {
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    for vector in doc["presence"]["client"].as_array().unwrap() {
+        let name = vector["name"].as_str().unwrap();
+        let bytes = encode(&vector["message"]);
+        assert_eq!(vector["hex"].as_str().unwrap(), hex(&bytes), "{name}: stale hex");
+        let decoded = decode_client(&bytes, DecodeLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&encode_client(&decoded)[..], &bytes[..], "{name}: the Rust client encodes it differently");
+    }
+    for vector in doc["presence"]["server"].as_array().unwrap() {
+        let name = vector["name"].as_str().unwrap();
+        let message: ServerMessage = serde_json::from_value(vector["message"].clone()).unwrap();
+        assert_eq!(
+            vector["hex"].as_str().unwrap(),
+            hex(&encode_server(&message)),
+            "{name}: the server encodes it differently"
+        );
+    }
+}
+
+/// HLC text: what parses, to what, its canonical form, and the order.
+#[test]
+fn hlc_vectors_parse_format_and_order_alike() {
+    use syncgate::hlc::{Hlc, MAX_MILLIS};
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    let hlc = &doc["hlc"];
+    assert_eq!(hlc["maxMillis"].as_u64(), Some(MAX_MILLIS));
+    for case in hlc["parse"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let parsed = text.parse::<Hlc>();
+        if case["ok"] == true {
+            let stamp = parsed.unwrap_or_else(|e| panic!("{text:?} must parse: {e}"));
+            assert_eq!(Some(stamp.millis), case["millis"].as_u64(), "{text:?}");
+            assert_eq!(Some(u64::from(stamp.counter)), case["counter"].as_u64(), "{text:?}");
+            assert_eq!(Some(stamp.node.as_str()), case["node"].as_str(), "{text:?}");
+            assert_eq!(Some(stamp.to_string().as_str()), case["format"].as_str(), "{text:?}");
+        } else {
+            assert!(parsed.is_err(), "{text:?} must not parse ({})", case["why"]);
+        }
+    }
+    let order: Vec<Hlc> =
+        hlc["order"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().parse().unwrap()).collect();
+    for (i, a) in order.iter().enumerate() {
+        for (j, b) in order.iter().enumerate() {
+            assert_eq!(a.cmp(b), i.cmp(&j), "{a} against {b}");
+        }
+    }
+}
+
+/// The close-code actions and the final/retryable op codes of the Rust table.
+#[test]
+fn close_and_op_code_vectors_match_the_rust_tables() {
+    use syncgate::protocol::codes::{CloseAction, error};
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+    for case in doc["closeCodes"]["cases"].as_array().unwrap() {
+        let code = case["code"].as_u64().map(|c| u16::try_from(c).unwrap());
+        let expected = match case["action"].as_str().unwrap() {
+            "stop" => CloseAction::Stop,
+            "new_token" => CloseAction::NewToken,
+            "refresh_token" => CloseAction::RefreshToken,
+            "back_off" => CloseAction::BackOff,
+            "resync" => CloseAction::Resync,
+            "reconnect" => CloseAction::Reconnect,
+            other => panic!("unknown action {other}"),
+        };
+        assert_eq!(CloseAction::for_code(code), expected, "close code {code:?}");
+    }
+    for code in doc["opCodes"]["final"].as_array().unwrap() {
+        assert!(error::is_final_op_code(code.as_str().unwrap()), "{code} is final");
+    }
+    for code in doc["opCodes"]["retryable"].as_array().unwrap() {
+        assert!(!error::is_final_op_code(code.as_str().unwrap()), "{code} is retryable");
+    }
+}

@@ -14,6 +14,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 
+/// The largest physical time a stamp may carry: 2^53 − 1, the largest
+/// integer both a `u64` and a JavaScript number hold exactly, so every
+/// client reads every stamp the same way (a larger one is `invalid`).
+pub const MAX_MILLIS: u64 = (1 << 53) - 1;
+
 /// The largest logical counter: a stamp with a larger one is `invalid`.
 pub const MAX_COUNTER: u32 = u16::MAX as u32;
 
@@ -62,11 +67,12 @@ impl FromStr for Hlc {
         let millis = parts.next().ok_or(HlcError("missing millis"))?;
         let counter = parts.next().ok_or(HlcError("missing counter"))?;
         let node = parts.next().ok_or(HlcError("missing node id"))?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(millis) || !digits(counter) {
-            return Err(HlcError("millis and counter must be decimal integers"));
+        let digits = |p: &str, most: usize| !p.is_empty() && p.len() <= most && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(millis, 16) || !digits(counter, 5) {
+            return Err(HlcError("millis (1 to 16 digits) and counter (1 to 5 digits) must be decimal integers"));
         }
-        let millis = millis.parse().map_err(|_| HlcError("millis out of range"))?;
+        let millis =
+            millis.parse::<u64>().ok().filter(|m| *m <= MAX_MILLIS).ok_or(HlcError("millis must be at most 2^53-1"))?;
         let counter =
             counter.parse::<u32>().ok().filter(|c| *c <= MAX_COUNTER).ok_or(HlcError("counter must be 0 to 65535"))?;
         if node.is_empty() || node.len() > 64 || node.chars().any(char::is_control) {
