@@ -35,6 +35,44 @@ def test_server_messages_decode_to_the_documented_maps() -> None:
         assert encode(decode_message(unhex(case["hex"]))) == unhex(case["hex"]), case["name"]
 
 
+def test_hlc_stamps_parse_format_and_order_as_the_vectors_say() -> None:
+    from syncgate.hlc import MAX_MILLIS, compare_hlc, parse_hlc
+
+    section = VECTORS_JSON["hlc"]
+    assert section["maxMillis"] == MAX_MILLIS
+    for case in section["parse"]:
+        parsed = parse_hlc(case["text"])
+        if case["ok"]:
+            assert parsed is not None, case["text"]
+            assert (parsed.millis, parsed.counter, parsed.node) == (case["millis"], case["counter"], case["node"])
+            assert str(parsed) == case["format"], case["text"]
+        else:
+            assert parsed is None, (case["text"], case.get("why"))
+    order = [parse_hlc(text) for text in section["order"]]
+    for i, a in enumerate(order):
+        for j, b in enumerate(order):
+            assert a is not None and b is not None
+            assert compare_hlc(a, b) == (i > j) - (i < j), (a, b)
+
+
+def test_close_and_op_codes_act_as_the_vectors_say() -> None:
+    from syncgate.codes import close_action, is_final_op_code
+
+    for case in VECTORS_JSON["closeCodes"]["cases"]:
+        assert close_action(case["code"]).value == case["action"], case
+    for code in VECTORS_JSON["opCodes"]["final"]:
+        assert is_final_op_code(code), code
+    for code in VECTORS_JSON["opCodes"]["retryable"]:
+        assert not is_final_op_code(code), code
+
+
+def test_presence_messages_encode_and_decode_as_the_vectors_say() -> None:
+    for case in VECTORS_JSON["presence"]["client"]:
+        assert encode(case["message"]) == unhex(case["hex"]), case["name"]
+    for case in VECTORS_JSON["presence"]["server"]:
+        assert decode_message(unhex(case["hex"])) == case["message"], case["name"]
+
+
 def lww_cases() -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = VECTORS_JSON["lww"]["cases"]
     assert cases

@@ -65,7 +65,7 @@ class Client:
         token_in: str = "message",
         backoff: Backoff | None = None,
         replay_batch: int = 250,
-        max_rejections: int = 5,
+        max_rejections: int = 3,
         max_message_bytes: int | None = 64 * 1024 * 1024,
         max_queued_deliveries: int = 10_000,
     ) -> None:

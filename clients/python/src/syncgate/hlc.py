@@ -12,6 +12,8 @@ import re
 from typing import NamedTuple
 
 MAX_COUNTER = 0xFFFF
+MAX_MILLIS = (1 << 53) - 1
+"""The largest millis a stamp may carry: what a JavaScript number holds exactly."""
 DEFAULT_MAX_AHEAD_MS = 60_000
 
 _MILLIS = re.compile(r"[0-9]{1,16}")
@@ -39,6 +41,8 @@ def parse_hlc(text: str) -> Hlc | None:
     if not _MILLIS.fullmatch(millis) or not _COUNTER.fullmatch(counter):
         return None
     count = int(counter)
+    if int(millis) > MAX_MILLIS:
+        return None
     node_bytes = len(node.encode("utf-8", "surrogatepass"))
     if count > MAX_COUNTER or node_bytes == 0 or node_bytes > 64 or _CONTROL.search(node):
         return None

@@ -46,6 +46,6 @@ class Options:
     token_in: str = "message"
     backoff: Backoff = field(default_factory=Backoff)
     replay_batch: int = 250
-    max_rejections: int = 5
+    max_rejections: int = 3
     max_message_bytes: int | None = 64 * 1024 * 1024
     max_queued: int = 1000
