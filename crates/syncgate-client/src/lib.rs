@@ -16,6 +16,7 @@
 mod answers;
 mod backoff;
 mod driver;
+pub mod e2e;
 mod link;
 mod pacer;
 mod persist;
