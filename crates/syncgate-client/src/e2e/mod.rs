@@ -9,6 +9,7 @@
 //! | [`wrap`] | wrapping keys under a passphrase (Argon2id, parameters stored) or another key |
 //! | [`recovery`] | the typable recovery secret, the vault recovery code, the QR payload |
 //! | [`share`] | X25519 user keys and grants that seal a space key to another user |
+//! | [`sharing`] | public keys and grants through the server; removal with rotation |
 //! | [`vault`] | the mode-3 vault's items: enrol, unlock by password or recovery code (no I/O) |
 //! | [`vault_http`] | the `/vault/{sub}` HTTP endpoints of the server |
 //! | [`encrypted`] | [`EncryptedClient`]: a [`crate::Client`] whose values are sealed before they are stamped |
@@ -18,6 +19,7 @@ pub mod envelope;
 pub mod keys;
 pub mod recovery;
 pub mod share;
+pub mod sharing;
 pub mod vault;
 pub mod vault_http;
 pub mod wrap;

@@ -7,6 +7,8 @@
 //! joined by `-`, and end in a 4-byte checksum: the first bytes of
 //! SHA-256 over a label, the space and the payload, so a typo (or a secret
 //! of another space) is caught before any key is used.
+//!
+//! [`export_space`] carries every version of a space under a passphrase instead.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,7 +18,8 @@ use zeroize::Zeroizing;
 
 use super::E2eError;
 use super::envelope::push_str16;
-use super::keys::{DataKey, check_space};
+use super::keys::{DataKey, Keyring, check_space};
+use super::wrap::{self, KdfParams, PassphraseWrap, purpose};
 
 /// Bytes of checksum at the end of a secret.
 const CHECKSUM_LEN: usize = 4;
@@ -123,6 +126,33 @@ pub fn new_recovery_code(sub: &str) -> Result<String, E2eError> {
 /// The secret bytes of a typed recovery code of `sub` (checksum checked).
 pub fn parse_recovery_code(sub: &str, typed: &str) -> Result<Zeroizing<Vec<u8>>, E2eError> {
     parse("syncgate-recovery-code/1", sub, typed, RECOVERY_CODE_BYTES)
+}
+
+/// Every key of `space` wrapped under `passphrase` (Argon2id with `params`):
+/// a mode-2 transfer that carries the old versions too, as MessagePack bytes.
+pub fn export_space(keyring: &Keyring, space: &str, passphrase: &str, params: KdfParams) -> Result<Vec<u8>, E2eError> {
+    let keys = keyring.space(space).ok_or_else(|| E2eError::NoKey { name: space.to_string() })?;
+    let listed: Vec<(u32, serde_bytes::ByteBuf)> =
+        keys.all().map(|key| (key.version, serde_bytes::ByteBuf::from(key.secret().to_vec()))).collect();
+    let material = Zeroizing::new(rmp_serde::to_vec(&listed).map_err(|e| E2eError::Invalid(e.to_string()))?);
+    let sealed = PassphraseWrap::seal(passphrase.as_bytes(), params, &purpose(&["space-export", space])?, &material)?;
+    Ok(wrap::to_bytes(&sealed))
+}
+
+/// The keys an [`export_space`] of `space` carries, opened with `passphrase`.
+pub fn import_space(space: &str, exported: &[u8], passphrase: &str) -> Result<Vec<DataKey>, E2eError> {
+    let sealed: PassphraseWrap = wrap::from_bytes(exported)?;
+    let material = sealed.open(passphrase.as_bytes(), &purpose(&["space-export", space])?)?;
+    let listed: Vec<(u32, serde_bytes::ByteBuf)> = rmp_serde::from_slice(&material)
+        .map_err(|e| E2eError::Malformed(format!("an export that does not parse: {e}")))?;
+    listed
+        .into_iter()
+        .map(|(version, bytes)| {
+            let secret: [u8; 32] =
+                bytes.as_slice().try_into().map_err(|_| E2eError::Malformed("a data key has 32 bytes".into()))?;
+            Ok(DataKey::from_bytes(version, secret))
+        })
+        .collect()
 }
 
 #[cfg(test)]
