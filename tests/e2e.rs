@@ -174,10 +174,22 @@ fn tokens(sub: &str, roles: &[&str]) -> Arc<dyn TokenProvider> {
     })
 }
 
-/// A device: a client of `sub` with its own replica.
+/// A device: a client of `sub` with its own replica (in memory).
 fn device(server: &TestServer, sub: &str, roles: &[&str], keyring: Keyring) -> EncryptedClient {
+    device_saved_at(server, sub, roles, keyring, None)
+}
+
+/// A device whose replica and outbox are saved in the file `state`.
+fn device_saved_at(
+    server: &TestServer,
+    sub: &str,
+    roles: &[&str],
+    keyring: Keyring,
+    state: Option<std::path::PathBuf>,
+) -> EncryptedClient {
     let mut config = ClientConfig::new(server.url());
     config.token_provider = Some(tokens(sub, roles));
+    config.state_path = state;
     let (client, _events) = Client::connect(config).unwrap();
     EncryptedClient::new(client, keyring)
 }
@@ -218,10 +230,14 @@ async fn mode_3(backing: &Backing) {
     assert!(vault(&server, "alice").enrol("again", CHEAP).await.is_err(), "a vault is enrolled once");
     let key = unlocked.keyring.create_space("users/alice").unwrap().clone();
     vault(&server, "alice").store_key(&unlocked, "users/alice", &key).await.unwrap();
-    let a = device(&server, "alice", &["user"], unlocked.keyring.clone());
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("alice-a.state");
+    let a = device_saved_at(&server, "alice", &["user"], unlocked.keyring.clone(), Some(state.clone()));
     a.client().sync(todos);
     let first = todo(&format!("{MARKER} from A"));
     a.write(todos, "t1", &first).await.unwrap();
+    // The outbox on disk (saved before write returns) holds the envelope, not the value.
+    assert!(!find(&std::fs::read(&state).unwrap(), MARKER.as_bytes()), "the saved outbox holds plaintext");
     settled(&a).await;
 
     // Device B logs in: fetches the wraps, unlocks with the password, reads, writes.
@@ -234,6 +250,26 @@ async fn mode_3(backing: &Backing) {
     let second = todo(&format!("{MARKER} from B"));
     b.write(todos, "t2", &second).await.unwrap();
     reads(&a, todos, "t2", &second).await;
+
+    // Messages too: B opens what A publishes sealed on a topic of the space.
+    let chat = "users/alice/chat";
+    let mut inbox = b.client().subscribe(chat);
+    let said = Value::from(format!("{MARKER} said"));
+    // At most once: publish until the subscription is in place.
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            a.publish(chat, &said).await.unwrap();
+            match tokio::time::timeout(std::time::Duration::from_millis(200), inbox.recv()).await {
+                Ok(Some(delivery)) => break delivery,
+                Ok(None) => panic!("the subscription ended"),
+                Err(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("a sealed message arrives");
+    assert!(matches!(delivery.data, Value::Binary(_)), "the server routed ciphertext");
+    assert_eq!(b.open_message(&delivery).unwrap(), said);
 
     // A ciphertext moved to another record (here by a device, as a hostile
     // server could) is reported with its collection and key, the rest reads on.
@@ -285,6 +321,9 @@ async fn mode_3(backing: &Backing) {
     for (what, bytes) in &secrets {
         assert!(!backing.holds(bytes).await, "the store holds {what}");
     }
+    let replica = std::fs::read(&state).unwrap();
+    assert!(find(&replica, b"users/alice/todos"), "the state file is the replica");
+    assert!(!find(&replica, MARKER.as_bytes()), "the device's replica holds plaintext");
     unlocked.keyring = Keyring::new();
     server.stop().await;
 }
