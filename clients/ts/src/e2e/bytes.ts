@@ -69,6 +69,22 @@ export function purpose(...parts: string[]): Bytes {
   return concat(...parts.map(str16));
 }
 
+/**
+ * Imported AES keys by their bytes' array: importing costs more than sealing a
+ * small record, and a space key seals many (its bytes never change once made).
+ * Weak, so a dropped key is let go.
+ */
+const imported = new WeakMap<Uint8Array, Promise<CryptoKey>>();
+
+function aesKey(key: Uint8Array): Promise<CryptoKey> {
+  let found = imported.get(key);
+  if (found === undefined) {
+    found = crypto.subtle.importKey("raw", bytes(key), "AES-GCM", false, ["encrypt", "decrypt"]);
+    imported.set(key, found);
+  }
+  return found;
+}
+
 /** AES-256-GCM with a 16-byte tag, through WebCrypto. */
 export async function aesGcm(
   direction: "encrypt" | "decrypt",
@@ -79,7 +95,7 @@ export async function aesGcm(
 ): Promise<Bytes> {
   if (key.length !== 32) throw new E2eError("invalid", "an AES-256 key has 32 bytes");
   if (nonce.length !== 12) throw new E2eError("malformed", `a nonce has 12 bytes, not ${nonce.length}`);
-  const cryptoKey = await crypto.subtle.importKey("raw", bytes(key), "AES-GCM", false, [direction]);
+  const cryptoKey = await aesKey(key);
   const params = { name: "AES-GCM", iv: bytes(nonce), additionalData: bytes(aad), tagLength: 128 };
   try {
     return new Uint8Array(await crypto.subtle[direction](params, cryptoKey, bytes(data)));
