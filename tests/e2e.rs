@@ -4,8 +4,8 @@
 //! mode-2 transfer by recovery secret, QR payload and passphrase, sharing
 //! with another user and removal with rotation; after each, the store's
 //! files (or tables) are searched for the plaintext markers, the password
-//! and every key: zero hits. The vault's endpoints are checked apart
-//! (authentication, own sub only, rules, the reserved collection, the rate).
+//! and every key: zero hits. The vault's endpoints are checked apart,
+//! in `tests/e2e_vault.rs`.
 
 mod common;
 
@@ -13,13 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use common::idp::http;
 use common::*;
 use rmpv::Value;
 use syncgate::ServerConfig;
-use syncgate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use syncgate::rules::{Policy, RuleSet};
-use syncgate::store::{Durability, MemoryStore, SqliteStore, Store};
+use syncgate::store::{Durability, SqliteStore, Store};
 use syncgate_client::e2e::recovery::{
     export_secret, export_space, from_qr_payload, import_secret, import_space, qr_payload,
 };
@@ -462,46 +460,5 @@ async fn sharing(backing: &Backing) {
     let new_key = alice.2.keyring().current(space).unwrap().clone();
     assert!(!backing.holds(MARKER.as_bytes()).await, "the store holds a marker");
     assert!(!backing.holds(new_key.secret()).await, "the store holds the rotated key");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn the_vault_answers_only_its_owner_within_the_rules_and_the_rate() {
-    let mut config = ServerConfig { store: Arc::new(MemoryStore::new()), ..jwt_config() };
-    config.policy = Policy::with_rules(RuleSet::parse(RULES).unwrap());
-    config.auth_failures_per_minute = 8;
-    let server = TestServer::start(config).await;
-    let alice = token("alice", &["user"]);
-    let body = r#"{"value": "AAEC"}"#;
-    assert_eq!(http(server.addr, "GET", "/vault/alice", None, None).await.0, 401);
-    assert_eq!(http(server.addr, "PUT", "/vault/alice/x", Some(&alice), Some(body)).await.0, 200);
-    let (status, listing) = http(server.addr, "GET", "/vault/alice", Some(&alice), None).await;
-    assert_eq!((status, listing.as_str()), (200, r#"{"items":{"x":"AAEC"}}"#));
-    assert_eq!(http(server.addr, "GET", "/vault/bob", Some(&alice), None).await.0, 403, "another's vault");
-    let guest = token("guest", &["guest"]);
-    assert_eq!(http(server.addr, "GET", "/vault/guest", Some(&guest), None).await.0, 403, "the rules decide");
-    assert_eq!(http(server.addr, "PUT", "/vault/alice/y", Some(&alice), Some("{\"value\": \"%%\"}")).await.0, 400);
-
-    // The vault's collection is reachable through /vault/ only.
-    let mut ws = RawWs::authed(server.addr, &alice).await;
-    ws.send(&ClientMessage::Sync { id: 1, collection: "vault/alice".into(), since: None }).await;
-    assert!(matches!(ws.msg().await, ServerMessage::Error { code, .. } if code == "forbidden"));
-    let op = RawOp {
-        op_id: Value::from(1),
-        collection: "vault/alice".into(),
-        key: "x".into(),
-        value: Value::Nil,
-        hlc: format!("{}:0:n", syncgate::clock::unix_ms()),
-    };
-    ws.send(&ClientMessage::OpBatch { id: 2, ops: vec![OpInput::Op(op)] }).await;
-    let ServerMessage::OpResult { results, .. } = ws.msg().await else { panic!("an OP_RESULT") };
-    assert_eq!(results[0].code.as_deref(), Some("forbidden"));
-
-    // Eight requests a minute per address (and per identity): six were spent above.
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(http(server.addr, "GET", "/vault/alice", Some(&alice), None).await.0);
-    }
-    assert_eq!(statuses, [200, 200, 429]);
     server.stop().await;
 }

@@ -70,16 +70,8 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
     if !node.vault_budgets.identity(&identity.sub) {
         return over_budget("identity");
     }
-    let path = request.uri().path().trim_start_matches("/vault/").to_string();
-    let (sub, item) = match path.split_once('/') {
-        Some((sub, item)) => (decode(sub), Some(decode(item))),
-        None => (decode(&path), None),
-    };
-    let (Ok(sub), item) = (sub, item.transpose()) else {
-        return error(StatusCode::BAD_REQUEST, "invalid", "a path segment is not UTF-8".into());
-    };
-    let Ok(item) = item else {
-        return error(StatusCode::BAD_REQUEST, "invalid", "a path segment is not UTF-8".into());
+    let Some((sub, item)) = vault_path(request.uri().path()) else {
+        return error(StatusCode::BAD_REQUEST, "invalid", "a path segment is not percent-encoded UTF-8".into());
     };
     if sub != identity.sub {
         return refused(RequestError::Forbidden("a vault is reachable by its own sub only".into()));
@@ -108,8 +100,15 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
     }
 }
 
-fn decode(segment: &str) -> Result<String, std::str::Utf8Error> {
-    percent_decode_str(segment).decode_utf8().map(|s| s.into_owned())
+/// `(sub, item)` of `/vault/{sub}[/{item}]`, each percent-decoded (an item
+/// name may hold an encoded `/`); `None` when a segment is not UTF-8.
+fn vault_path(path: &str) -> Option<(String, Option<String>)> {
+    let decode = |segment: &str| percent_decode_str(segment).decode_utf8().ok().map(|s| s.into_owned());
+    let rest = path.strip_prefix("/vault/")?;
+    match rest.split_once('/') {
+        Some((sub, item)) => Some((decode(sub)?, Some(decode(item)?))),
+        None => Some((decode(rest)?, None)),
+    }
 }
 
 /// The rules' verdict on `item` of the vault `collection`.
@@ -163,5 +162,22 @@ async fn put(node: &Node, collection: &str, item: String, value: Value) -> Respo
             error(status, &code, outcome.message.unwrap_or_default())
         }
         None => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store gave no outcome".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_sub_and_item_then_decode() {
+        assert_eq!(vault_path("/vault/alice"), Some(("alice".into(), None)));
+        assert_eq!(
+            vault_path("/vault/auth0%3Aalice/keys%2F1%2Forgs%2Facme"),
+            Some(("auth0:alice".into(), Some("keys/1/orgs/acme".into())))
+        );
+        assert_eq!(vault_path("/vault/alice/%FF"), None);
+        assert!(is_vault_collection("vault/alice") && is_vault_collection("vault"));
+        assert!(!is_vault_collection("vaults/alice") && !is_vault_collection("users/vault"));
     }
 }
