@@ -446,6 +446,16 @@ async fn sharing(backing: &Backing) {
     .await;
     reads(&bob.2, todos, "new", &after).await;
     reads(&bob.2, todos, "old", &before).await;
+    // Bob keeps the granted keys in his own vault: his next device unlocks and reads.
+    let granted: Vec<_> = bob.2.keyring().space(space).unwrap().all().cloned().collect();
+    for key in &granted {
+        vault(&server, "bob").store_key(&bob.1, space, key).await.unwrap();
+    }
+    let on_bobs_phone = vault(&server, "bob").unlock("bob's password").await.unwrap();
+    let phone = device(&server, "bob", roles, on_bobs_phone.keyring);
+    phone.client().sync(todos);
+    reads(&phone, todos, "new", &after).await;
+    reads(&phone, todos, "old", &before).await;
     let readout = eventually("carol has the new record, unreadable", || async {
         carol.2.accept_grants(space, &carol.1.user, "carol");
         let readout = carol.2.entries(todos);

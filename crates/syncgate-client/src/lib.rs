@@ -12,6 +12,11 @@
 //! outbox) lives in one file saved atomically: a write is on disk before
 //! [`Client::write`] returns, and a restarted app shows its data offline and
 //! resumes each sync with a delta.
+//!
+//! With [`e2e`], values are sealed on the device before they are stamped and
+//! queued (AES-256-GCM, keys per space), so the replica, the outbox and the
+//! server hold ciphertext; [`e2e::VaultClient`] keeps the wrapped keys of a
+//! user on the server for their other devices.
 
 mod answers;
 mod backoff;
