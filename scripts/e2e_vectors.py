@@ -152,6 +152,29 @@ def main():
     code_secret = bytes(range(100, 121))
     out["recoveryCodes"] = [{"sub": "alice", "secret": code_secret.hex(),
                              "code": checked("syncgate-recovery-code/1", "alice", code_secret)}]
+    # A whole vault of alice, as enrolment and one stored space key leave it.
+    code_secret_text = code_secret.decode()
+    salt2 = bytes(range(16, 32))
+    out["argon2id"].append({"password": code_secret_text, "salt": salt2.hex(), "m": 64, "t": 1, "p": 1,
+                            "output": argon2id(code_secret, salt2, 64, 1, 1).hex()})
+    alice_secret = bytes([0x11] * 32)
+    alice_public = raw(X25519PrivateKey.from_private_bytes(alice_secret).public_key())
+    items = {
+        "master/password": passphrase_wrap(b"correct horse battery staple", 64, 1, 1, salt, bytes([7] * 12),
+                                           purpose("vault-master", "alice", "password"), master),
+        "master/recovery": passphrase_wrap(code_secret, 64, 1, 1, salt2, bytes([0x0c] * 12),
+                                           purpose("vault-master", "alice", "recovery"), master),
+        "identity": msgpack.packb({"v": 1, "public": alice_public,
+                                   "secret": msgpack.unpackb(key_wrap(master, bytes([0x0a] * 12), purpose("identity", "alice"), alice_secret))}),
+        "keys/1/users/alice": msgpack.packb({"space": "users/alice", "version": 1,
+                                             "wrap": msgpack.unpackb(key_wrap(master, bytes([0x0b] * 12), purpose("dk", "alice", "users/alice", "1"), dk))}),
+    }
+    out["vaults"] = [{
+        "name": "alice after enrolment and one space key", "sub": "alice", "password": "correct horse battery staple",
+        "recoveryCode": out["recoveryCodes"][0]["code"], "identitySecret": alice_secret.hex(), "identityPublic": alice_public.hex(),
+        "items": {name: value.hex() for name, value in items.items()},
+        "spaceKeys": [{"space": "users/alice", "version": 1, "dataKey": dk.hex()}],
+    }]
     print(json.dumps(out, indent=2, ensure_ascii=False))
 
 

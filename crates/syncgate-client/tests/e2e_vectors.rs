@@ -165,3 +165,26 @@ fn a_keyring_opens_every_version_it_holds() {
         assert!(envelope::open(versions[&version], &binding, &sealed).is_ok());
     }
 }
+
+#[test]
+fn a_vault_made_elsewhere_unlocks_with_its_password_and_its_recovery_code() {
+    use syncgate_client::e2e::vault::{unlock_with_password, unlock_with_recovery_code};
+    for case in vectors()["vaults"].as_array().unwrap() {
+        let items: BTreeMap<String, Vec<u8>> =
+            case["items"].as_object().unwrap().iter().map(|(name, value)| (name.clone(), hex(value))).collect();
+        let sub = text(&case["sub"]);
+        for unlocked in [
+            unlock_with_password(sub, text(&case["password"]), &items).unwrap(),
+            unlock_with_recovery_code(sub, text(&case["recoveryCode"]), &items).unwrap(),
+        ] {
+            assert_eq!(unlocked.user.public.as_bytes().as_slice(), hex(&case["identityPublic"]).as_slice());
+            assert_eq!(unlocked.user.secret_bytes().as_slice(), hex(&case["identitySecret"]).as_slice());
+            for expected in case["spaceKeys"].as_array().unwrap() {
+                let version = expected["version"].as_u64().unwrap() as u32;
+                let key = unlocked.keyring.space(text(&expected["space"])).and_then(|k| k.version(version)).unwrap();
+                assert_eq!(key.secret().as_slice(), hex(&expected["dataKey"]).as_slice());
+            }
+        }
+        assert_eq!(unlock_with_password(sub, "wrong", &items).unwrap_err(), E2eError::Tampered);
+    }
+}

@@ -118,6 +118,12 @@ export async function fromQrPayload(scanned: string): Promise<{ space: string; k
   return { space, key: await importSecret(space, secret) };
 }
 
+/** The recovery code of `sub` that stands for `secret` (21 random bytes), shown once at enrolment. */
+export async function renderRecoveryCode(sub: string, secret: Uint8Array): Promise<string> {
+  if (secret.length !== RECOVERY_CODE_BYTES) throw new E2eError("invalid", `a recovery code holds ${RECOVERY_CODE_BYTES} bytes`);
+  return render(CODE_LABEL, sub, secret);
+}
+
 /** The 21 secret bytes of a typed vault recovery code of `sub` (checksum checked). */
 export async function parseRecoveryCode(sub: string, typed: string): Promise<Bytes> {
   return parse(CODE_LABEL, sub, typed, RECOVERY_CODE_BYTES);

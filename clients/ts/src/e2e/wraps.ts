@@ -74,10 +74,10 @@ function checkBounds(params: KdfParams): void {
   }
 }
 
-/** Wraps `material` under a passphrase (MessagePack `{v, kdf, m, t, p, salt, nonce, ct}`). */
+/** Wraps `material` under a passphrase or a recovery code's secret bytes (MessagePack `{v, kdf, m, t, p, salt, nonce, ct}`). */
 export async function sealPassphraseWrap(
   argon2id: Argon2id,
-  passphrase: string,
+  passphrase: string | Uint8Array,
   params: KdfParams,
   purpose: Uint8Array,
   material: Uint8Array,
@@ -85,7 +85,8 @@ export async function sealPassphraseWrap(
   checkBounds(params);
   const salt = random(16);
   const nonce = random(12);
-  const kek = await argon2id(new TextEncoder().encode(passphrase), salt, params);
+  const secret = typeof passphrase === "string" ? new TextEncoder().encode(passphrase) : passphrase;
+  const kek = await argon2id(secret, salt, params);
   const ct = await aesGcm("encrypt", kek, nonce, material, passphraseAad(purpose, params, salt));
   return encode({ v: 1, kdf: "argon2id", m: params.m, t: params.t, p: params.p, salt, nonce, ct });
 }

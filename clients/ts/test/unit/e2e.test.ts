@@ -10,6 +10,7 @@ import { type Binding, associatedData, open, seal } from "../../src/e2e/envelope
 import { exportSecret, fromQrPayload, importSecret, parseRecoveryCode, qrPayload } from "../../src/e2e/recovery.js";
 import { type Argon2id, openGrant, openKeyWrap, openPassphraseWrap, publicKeyOf, sealGrant } from "../../src/e2e/wraps.js";
 import { decodeValue } from "../../src/codec.js";
+import { keyItem, unlockWithPassword, unlockWithRecoveryCode } from "../../src/e2e/vault.js";
 
 type Case = Record<string, unknown>;
 const doc = JSON.parse(readFileSync(new URL("../../../../../proto/e2e-vectors.json", import.meta.url), "utf8")) as Record<string, Case[]>;
@@ -116,5 +117,32 @@ test("recovery secrets, QR payloads and recovery codes match the vectors", async
   for (const c of cases("recoveryCodes")) {
     assert.equal(hex(await parseRecoveryCode(str(c["sub"]), str(c["code"]))), c["secret"]);
     assert.equal(await refusal(parseRecoveryCode("mallory", str(c["code"]))), "bad_secret");
+  }
+});
+
+test("a vault made elsewhere unlocks with its password and its recovery code", async () => {
+  for (const c of cases("vaults")) {
+    const items = new Map<string, Uint8Array>(
+      Object.entries(c["items"] as Record<string, string>).map(([name, value]) => [name, unhex(value)]),
+    );
+    const sub = str(c["sub"]);
+    for (const unlocked of [
+      await unlockWithPassword(argon2FromVectors, sub, str(c["password"]), items),
+      await unlockWithRecoveryCode(argon2FromVectors, sub, str(c["recoveryCode"]), items),
+    ]) {
+      assert.equal(hex(unlocked.identity.public), c["identityPublic"]);
+      assert.equal(hex(unlocked.identity.secret), c["identitySecret"]);
+      for (const expected of c["spaceKeys"] as Case[]) {
+        assert.equal(hex(unlocked.keyring.version(str(expected["space"]), num(expected["version"]))?.secret ?? new Uint8Array()), expected["dataKey"]);
+      }
+      // A key item this client makes opens again under the same master key.
+      const [name, value] = await keyItem(unlocked, "orgs/acme", { version: 3, secret: new Uint8Array(32).fill(4) });
+      items.set(name, value);
+    }
+    const reopened = await unlockWithPassword(argon2FromVectors, sub, str(c["password"]), items);
+    assert.equal(hex(reopened.keyring.version("orgs/acme", 3)?.secret ?? new Uint8Array()), "04".repeat(32));
+    assert.equal(await refusal(unlockWithRecoveryCode(argon2FromVectors, "mallory", str(c["recoveryCode"]), items)), "bad_secret");
+    items.delete("identity");
+    assert.equal(await refusal(unlockWithPassword(argon2FromVectors, sub, str(c["password"]), items)), "invalid");
   }
 });
