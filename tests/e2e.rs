@@ -349,6 +349,11 @@ async fn mode_2(backing: &Backing) {
     let scanned = qr_payload("users/alice", &key).unwrap();
     let exported = export_space(&keyring, "users/alice", "a shared passphrase", CHEAP).unwrap();
     assert!(import_space("users/alice", &exported, "wrong").is_err());
+    // A collection no space covers is refused, never written in clear.
+    assert_eq!(
+        a.write("users/bob/notes", "n", &first).await.unwrap_err(),
+        E2eError::NoKey { name: "users/bob/notes".into() }
+    );
     let mut by_secret = Keyring::new();
     by_secret.insert("users/alice", import_secret("users/alice", &secret.to_lowercase()).unwrap()).unwrap();
     let mut by_qr = Keyring::new();
@@ -466,6 +471,15 @@ async fn sharing(backing: &Backing) {
     assert!(!readout.values.contains_key("new"));
     assert_eq!(readout.unreadable[0].key, "new");
     assert_eq!(readout.unreadable[0].error, E2eError::UnknownKey { space: space.into(), version: 2 });
+    // Resealing closes the old records too: rewritten under version 2.
+    assert_eq!(alice.2.reseal(todos).await.unwrap(), 1, "only the record of version 1");
+    assert_eq!(alice.2.reseal(todos).await.unwrap(), 0);
+    eventually("carol loses the old record too", || async {
+        let readout = carol.2.entries(todos);
+        (readout.values.is_empty() && readout.unreadable.len() == 2).then_some(())
+    })
+    .await;
+    reads(&bob.2, todos, "old", &before).await;
     settled(&alice.2).await;
     let new_key = alice.2.keyring().current(space).unwrap().clone();
     assert!(!backing.holds(MARKER.as_bytes()).await, "the store holds a marker");

@@ -12,6 +12,10 @@
 //! (`{directory}/{sub}`), so nobody can swap another user's key. The server
 //! could still hand out a forged key: apps that need to rule that out
 //! compare [`fingerprint`]s out of band, as messengers compare safety numbers.
+//!
+//! Removing a member is [`EncryptedClient::rotate`] (new writes use the new
+//! version) and, to close the records written before as well,
+//! [`EncryptedClient::reseal`] on each collection of the space.
 
 use rmpv::Value;
 use sha2::{Digest, Sha256};
@@ -92,6 +96,34 @@ impl EncryptedClient {
             self.grant(space, sub, public).await?;
         }
         Ok(version)
+    }
+
+    /// Writes again, under the current key, every record of `collection` that
+    /// opens but was sealed with an older version: after a removal, this
+    /// closes the old records to the removed member too (who may still have
+    /// kept what they read before). Returns how many were resealed; records
+    /// that do not open are left as they are (they are in [`EncryptedClient::entries`]'s report).
+    pub async fn reseal(&self, collection: &str) -> Result<usize, E2eError> {
+        let current = {
+            let keyring = self.keyring();
+            let space = keyring.space_of(collection).ok_or_else(|| E2eError::NoKey { name: collection.to_string() })?;
+            keyring
+                .current(space)
+                .map(|key| key.version)
+                .ok_or_else(|| E2eError::NoKey { name: collection.to_string() })?
+        };
+        let mut resealed = 0;
+        for (key, value) in self.entries(collection).values {
+            let older = match self.client().get(collection, &key) {
+                Some(Value::Binary(sealed)) => super::envelope::key_version(&sealed)? < current,
+                _ => false,
+            };
+            if older {
+                self.write(collection, &key, &value).await?;
+                resealed += 1;
+            }
+        }
+        Ok(resealed)
     }
 
     /// Opens every grant for `me` in `space`'s grants collection (sync it
