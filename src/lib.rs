@@ -25,7 +25,7 @@
 //! | [`collections`] | validating and committing last-writer-wins ops, clock skew, snapshots for `SYNC` |
 //! | [`store`] | the `Store` trait, memory, SQLite (group commit; WAL checkpoints on a thread of their own) and Postgres (shared by several nodes; positions by one locked row) stores, the `RevocationStore` trait, backup/restore (`store::backup`), conformance suite (with the shared-database check) |
 //! | [`ip_slots`], [`auth_failures`], `client_address` | connections per IP; failed authentications per IP; the client's address behind trusted proxies (`X-Forwarded-For`) |
-//! | `api`, `request_budgets`, `feed_slots` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed); its request budgets per identity and per address; open change feeds per identity and per address |
+//! | `api`, `request_budgets`, `feed_slots` | the server API for backends (`/api/…`: publish, write and read collections, the SSE change feed) and the end-to-end encryption key vault (`/vault/…`, in `api::vault`); its request budgets per identity and per address; open change feeds per identity and per address |
 //! | `registry`, `revocation`, `admin` | live connections by subject; the in-memory list of revoked tokens; the admin HTTP API |
 //! | [`http_client`] | outbound HTTPS to identity providers (bounded, loopback-only plain HTTP) |
 //! | [`config`] | [`ServerConfig`] |

@@ -40,6 +40,11 @@ impl RequestBudgets {
         Self { per_second: f64::from(per_second), burst: f64::from(burst.max(1)), buckets: DashMap::new() }
     }
 
+    /// `per_minute` sustained and at once (0: no limit): the vault's limit, counted like authentications.
+    pub(crate) fn per_minute(per_minute: u32) -> Self {
+        Self { per_second: f64::from(per_minute) / 60.0, burst: f64::from(per_minute.max(1)), buckets: DashMap::new() }
+    }
+
     /// Spends one request of `sub`'s budget; false when it is used up.
     pub(crate) fn identity(&self, sub: &str) -> bool {
         self.spend(Spender::Identity(sub.to_string()))

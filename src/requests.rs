@@ -49,6 +49,9 @@ pub(crate) fn check_read(access: &Access, reading: Reading, name: &str) -> Resul
         Reading::Records => ("collection", "read"),
     };
     check_name(what, name)?;
+    if reading == Reading::Records && crate::api::vault::is_vault_collection(name) {
+        return Err(RequestError::Forbidden(format!("{name:?} belongs to the key vault: use /vault/")));
+    }
     if !access.allows(Action::Read, name) {
         return Err(RequestError::Forbidden(format!("not allowed to {verb} {name:?}")));
     }
@@ -98,6 +101,9 @@ pub(crate) fn check_op(
 /// Whether `access` may write into `collection` at all (its name checked first).
 pub(crate) fn check_writable(access: &Access, collection: &str) -> Result<(), RequestError> {
     check_name("collection", collection)?;
+    if crate::api::vault::is_vault_collection(collection) {
+        return Err(RequestError::Forbidden(format!("{collection:?} belongs to the key vault: use /vault/")));
+    }
     if !access.allows(Action::Write, collection) {
         return Err(RequestError::Forbidden(format!("not allowed to write to {collection:?}")));
     }

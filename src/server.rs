@@ -183,6 +183,9 @@ where
                 Surface::Public { .. } if request.uri().path().starts_with("/api/") => {
                     crate::api::handle(request, peer, node).await
                 }
+                Surface::Public { .. } if request.uri().path().starts_with("/vault/") => {
+                    crate::api::vault::handle(request, peer, node).await
+                }
                 Surface::Public { slots, admin_here } => {
                     route(request, peer, node, slots, admin_here).await.map(BodyExt::boxed)
                 }

@@ -17,8 +17,12 @@
 //! | `POST /api/collections/{name}/ops {ops: [{key, value, hlc?, opId?}]}` | an `OP_BATCH`; an op without `hlc` is stamped by the server's clock |
 //! | `GET /api/collections/{name}?since=CURSOR` | one page of records after the cursor, the cursor after it, `more`, `reset` |
 //! | `GET /api/collections/{name}/changes?since=CURSOR` | the change feed ([`feed`]) |
+//!
+//! The key vault of end-to-end encryption (`/vault/…`) shares the authentication and
+//! body handling here; its routes are in [`vault`].
 
 mod feed;
+pub(crate) mod vault;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,7 +102,7 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, node: A
 
 /// Verifies the bearer token as the node verifies an `AUTH` (the same
 /// failure limit, timeout and revocations), and what the rules let it do.
-async fn authenticate(
+pub(super) async fn authenticate(
     request: &Request<Incoming>,
     peer: SocketAddr,
     node: &Arc<Node>,
@@ -145,7 +149,7 @@ fn status_of(refusal: &RequestError) -> StatusCode {
     }
 }
 
-fn refused(refusal: RequestError) -> Response<Body> {
+pub(super) fn refused(refusal: RequestError) -> Response<Body> {
     error(status_of(&refusal), refusal.code(), refusal.to_string())
 }
 
@@ -248,7 +252,7 @@ pub(super) fn since(request: &Request<Incoming>) -> Result<Option<Cursor>, Box<R
 }
 
 /// Reads a JSON or MessagePack body (by `Content-Type`), bounded by `--max-frame-bytes`.
-async fn read_body<T: for<'de> Deserialize<'de>>(
+pub(super) async fn read_body<T: for<'de> Deserialize<'de>>(
     request: Request<Incoming>,
     node: &Node,
 ) -> Result<T, Box<Response<Body>>> {
@@ -294,13 +298,13 @@ pub(super) fn render_records(records: &[Record], body: &mut serde_json::Value) {
     }
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response<Body> {
+pub(super) fn error(status: StatusCode, code: &str, message: String) -> Response<Body> {
     json_response(status, &json!({ "code": code, "message": message }))
 }

@@ -84,6 +84,9 @@ pub struct Node {
     pub(crate) feed_slots: Arc<FeedSlots>,
     /// HTTP API requests per identity and per client IP (the socket's message rate).
     pub(crate) api_budgets: RequestBudgets,
+    /// Vault requests (`/vault/…`) per address and per identity: limited like
+    /// authentications, since each hands out password-guessable wraps.
+    pub(crate) vault_budgets: RequestBudgets,
     /// The authorization policy in force; connections watch it.
     policy: PolicyHandle,
     /// Revoked tokens, consulted at authentication and refresh.
@@ -170,6 +173,7 @@ impl Node {
             ip_slots: IpSlots::new(config.limits.per_ip),
             feed_slots: FeedSlots::new(config.limits.feeds_per_identity, config.limits.feeds_per_ip),
             api_budgets: RequestBudgets::new(config.session.messages_per_second, config.session.message_burst),
+            vault_budgets: RequestBudgets::per_minute(config.auth_failures_per_minute),
             policy: PolicyHandle::new(config.policy.clone()),
             config,
             shutdown,

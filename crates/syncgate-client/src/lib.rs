@@ -16,10 +16,16 @@
 //! [`session::Session`] is the other end of the scale: one connection, every
 //! server message as it came, nothing done behind the caller's back (for
 //! tools such as `syncgate connect`).
+//!
+//! With [`e2e`], values are sealed on the device before they are stamped and
+//! queued (AES-256-GCM, keys per space), so the replica, the outbox and the
+//! server hold ciphertext; [`e2e::VaultClient`] keeps the wrapped keys of a
+//! user on the server for their other devices.
 
 mod answers;
 mod backoff;
 mod driver;
+pub mod e2e;
 mod link;
 mod pacer;
 mod persist;
