@@ -102,7 +102,7 @@ async fn revocations_and_disconnects_end_feeds_and_the_admin_api_counts_them() {
     assert_eq!(admin("/admin/revoke", json!({"jti": "t-1"})).await.0, 200);
     assert_eq!(ending(&mut by_jti).await, "forbidden");
     let (status, body) = admin("/admin/disconnect", json!({"sub": "bob"})).await;
-    assert_eq!((status, body.as_str()), (200, r#"{"disconnected":1}"#));
+    assert_eq!((status, body.as_str()), (200, r#"{"disconnected":1,"nodesAcknowledged":0}"#));
     assert_eq!(ending(&mut by_sub).await, "forbidden");
     let mut later = Feed::open(server.addr, "/api/collections/c/changes", &token("carol", &["reader"]), None).await;
     let issued_before = now() + 1;

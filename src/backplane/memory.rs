@@ -170,6 +170,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn control_gets_through_a_node_whose_data_queue_is_full() {
+        let bus = MemoryBus::new();
+        let (sender, receiver) = (bus.node(), bus.node_with_queue(2));
+        let mut inlets = receiver.inbound().unwrap();
+        let subject = Subject::Topic("busy".into());
+        receiver.interest(&subject).await.unwrap();
+        for n in 0..8u8 {
+            sender.publish(&subject, Bytes::from(vec![n]));
+        }
+        let revoke = Control::RevokeJti { jti: "j".into() };
+        let acknowledging = tokio::spawn(async move {
+            let delivery = inlets.control.recv().await.expect("the control message arrives");
+            let control = delivery.control.clone();
+            delivery.ack();
+            control
+        });
+        assert_eq!(sender.control(revoke.clone()).await, Ok(1), "acknowledged, not dropped behind data");
+        assert_eq!(acknowledging.await.unwrap(), revoke);
+    }
+
+    #[tokio::test]
     async fn an_overflowing_node_is_told_it_lost_messages() {
         let bus = MemoryBus::new();
         let (sender, receiver) = (bus.node(), bus.node_with_queue(2));
