@@ -68,7 +68,7 @@ export class NotSavedError extends SyncgateError {
     readonly opId: string,
     reason: string,
   ) {
-    super("not_saved", `the write ${opId} is queued but could not be saved locally: ${reason}`);
+    super("not_saved", `${opId} queued but not saved: ${reason}`);
     this.name = "NotSavedError";
   }
 }
@@ -87,38 +87,41 @@ export class SyncgateClient {
   /** @internal */ readonly tabs: Tabs;
   /** @internal */ readonly relay: TabRelay;
   /** Handles this tab holds per collection, and the tabs (the leader's view, this one included) syncing each. */
-  private readonly handles = new Map<string, number>();
-  /** @internal */ readonly syncTabs = new Map<string, Set<string>>();
+  readonly #handles = new Map<string, number>();
+  /** @internal */ readonly syncTabs = new Map<string, Map<string, true>>();
   /** @internal Topic → tab → what that tab wants (the leader's view). */
   readonly topicTabs = new Map<string, Map<string, WantedTopic>>();
   /** @internal */ readonly handlers = new Map<string, Set<(data: Value, from: string) => void>>();
   /** @internal */ readonly presences = new PresenceBook();
   /** @internal Per collection and topic of this tab, and what the server said of each. */ readonly statuses = new StatusBook();
   /** @internal */ readonly publishes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
-  private nextPublish = 1;
+  #nextPublish = 1;
   /** @internal */ connector: Connector | null = null;
-  private leading = false;
-  private started = false;
+  #leading = false;
+  #started = false;
   /** @internal */ closed = false;
   /** @internal */ connectionState: ConnectionState = "idle";
   /** @internal */ identity: string | null = null;
   /** The identity whose replica the storage holds (set at the first AUTH_ACK). */
-  private owner: string | null = null;
-  private loaded = false;
+  #owner: string | null = null;
+  #loaded = false;
 
-  constructor(private readonly options: SyncgateClientOptions) {
+  readonly #options: SyncgateClientOptions;
+
+  constructor(options: SyncgateClientOptions) {
+    this.#options = options;
     const name = options.name ?? (options.user !== undefined ? `user:${options.user}` : "default");
     const kind = options.storage ?? (typeof indexedDB === "undefined" ? "memory" : "indexeddb");
     this.storage = kind === "indexeddb" ? new IndexedDBStorage(name) : kind === "memory" ? new MemoryStorage() : kind;
     this.replica = new Replica(`tab-${this.tabId}`);
     this.relay = new TabRelay(this);
-    this.tabs = new Tabs(name, (m) => this.relay.receive(m), () => void this.becomeLeader());
-    this.ready = this.load();
+    this.tabs = new Tabs(name, (m) => this.relay.receive(m), () => void this.#becomeLeader());
+    this.ready = this.#load();
   }
 
-  private async load(): Promise<void> {
+  async #load(): Promise<void> {
     const saved = await this.storage.load();
-    this.owner = saved.owner ?? null;
+    this.#owner = saved.owner ?? null;
     let deviceId = saved.deviceId;
     if (deviceId === null) {
       deviceId = `d${randomId(10)}`;
@@ -127,22 +130,22 @@ export class SyncgateClient {
     // One node id per tab: two tabs writing in the same millisecond never share a stamp.
     const replica = new Replica(`${deviceId}.${this.tabId}`, saved.clock);
     // Another identity's replica is kept for it, never shown or replayed here.
-    const mine = this.options.user === undefined || this.owner === null || this.owner === this.options.user;
+    const mine = this.#options.user === undefined || this.#owner === null || this.#owner === this.#options.user;
     if (mine) {
       for (const c of saved.collections) replica.loadCollection(c.name, c.records, c.cursor, Date.now());
       replica.addOps(saved.outbox);
     }
     // Writes made before the load finished (none: `write` waits) and ops other tabs added keep coming.
     this.replica = replica;
-    this.loaded = true;
+    this.#loaded = true;
     if (mine) for (const c of saved.collections) this.events.emit("change", { collection: c.name, keys: [] });
     this.tabs.post({ t: "hello" });
   }
 
   /** Starts connecting (in the tab that leads; the others follow it). Takes the tab lock now, not before. */
   connect(): void {
-    if (this.started || this.closed) return;
-    this.started = true;
+    if (this.#started || this.closed) return;
+    this.#started = true;
     this.tabs.lead();
   }
 
@@ -182,11 +185,11 @@ export class SyncgateClient {
 
   /** A handle on a collection, synced while any handle is open; `close()` it when done. */
   collection<T = Value>(name: string): Collection<T> {
-    const count = this.handles.get(name) ?? 0;
-    this.handles.set(name, count + 1);
+    const count = this.#handles.get(name) ?? 0;
+    this.#handles.set(name, count + 1);
     if (count === 0) {
       this.statuses.open("collection", name);
-      this.wantSync(this.tabId, name);
+      this.want(this.syncTabs, this.tabId, name, true);
       this.tabs.post({ t: "sync", tab: this.tabId, name });
     }
     return new Collection<T>(this.collectionHost, name);
@@ -203,14 +206,14 @@ export class SyncgateClient {
       }),
     status: (name) => this.statuses.get("collection", name),
     release: (name) => {
-      const count = (this.handles.get(name) ?? 1) - 1;
+      const count = (this.#handles.get(name) ?? 1) - 1;
       if (count > 0) {
-        this.handles.set(name, count);
+        this.#handles.set(name, count);
         return;
       }
-      this.handles.delete(name);
+      this.#handles.delete(name);
       this.statuses.close("collection", name);
-      this.unwantSync(this.tabId, name);
+      this.want(this.syncTabs, this.tabId, name, undefined);
       this.tabs.post({ t: "unsync", tab: this.tabId, name });
     },
   };
@@ -220,7 +223,7 @@ export class SyncgateClient {
     let set = this.handlers.get(topic);
     if (!set) {
       this.handlers.set(topic, (set = new Set()));
-      this.announce(topic);
+      this.#announce(topic);
     }
     set.add(handler);
     let done = false;
@@ -231,31 +234,36 @@ export class SyncgateClient {
         set.delete(handler);
         if (set.size > 0 || this.handlers.get(topic) !== set) return;
         this.handlers.delete(topic);
-        this.announce(topic);
+        this.#announce(topic);
       },
       () => this.statuses.get("topic", topic),
     );
   }
 
   /** Presence on a topic: this client is present (with `info`, if given) until the handle closes. */
-  presence(topic: string, options: { info?: Value } = {}): Presence {
-    const presence = this.presences.open(topic, options.info, () => this.announce(topic));
-    this.announce(topic);
+  presence(topic: string, options: { info?: Value | undefined } = {}): Presence {
+    const presence = this.presences.open(topic, options.info, () => this.#announce(topic));
+    this.#announce(topic);
     return presence;
   }
 
   /** Tells the leader (maybe this tab) what this tab wants of a topic now. */
-  private announce(topic: string): void {
+  #announce(topic: string): void {
     const presence = this.presences.wanted(topic);
     if (!this.handlers.has(topic) && !presence) {
       this.statuses.close("topic", topic);
-      this.unwantTopic(this.tabId, topic);
+      this.want(this.topicTabs, this.tabId, topic, undefined);
       this.tabs.post({ t: "unsub", tab: this.tabId, topic });
       return;
     }
     const want: WantedTopic = { presence: presence !== undefined, info: presence?.info };
     this.statuses.open("topic", topic);
-    this.wantTopic(this.tabId, topic, want);
+    this.want(this.topicTabs, this.tabId, topic, want);
+    this.postWant(topic, want);
+  }
+
+  /** @internal Asks the leader (any tab that leads) for what this tab wants of `topic`. */
+  postWant(topic: string, want: WantedTopic): void {
     this.tabs.post({ t: "sub", tab: this.tabId, topic, presence: want.presence, ...(want.info !== undefined ? { info: want.info } : {}) });
   }
 
@@ -263,7 +271,7 @@ export class SyncgateClient {
   publish(topic: string, data: Value): Promise<void> {
     if (this.connector) return this.connector.publish(topic, data);
     return new Promise((resolve, reject) => {
-      const req = this.nextPublish++;
+      const req = this.#nextPublish++;
       this.publishes.set(req, { resolve, reject });
       this.tabs.post({ t: "pub", tab: this.tabId, req, topic, data });
     });
@@ -273,11 +281,11 @@ export class SyncgateClient {
   async write(collection: string, key: string, value: Value): Promise<string> {
     // Refused here, before it is queued: the server would refuse it as `invalid`.
     const problem = valueProblem(value);
-    if (problem !== null) throw new SyncgateError("invalid", `invalid value: the value ${problem}`, { collection });
-    if (!this.loaded) await this.ready;
+    if (problem !== null) throw new SyncgateError("invalid", `the value ${problem}`, { collection });
+    if (!this.#loaded) await this.ready;
     if (this.closed) throw new SyncgateError("closed", "the client is closed", { collection });
     // A follower tab stamps after what the leader last saw (a record from a fast clock).
-    if (!this.leading && this.storage.loadClock) {
+    if (!this.#leading && this.storage.loadClock) {
       const stored = await this.storage.loadClock().catch(() => null);
       if (stored) this.replica.clock.observe({ ...stored, node: "" }, Number.MAX_SAFE_INTEGER);
     }
@@ -299,61 +307,41 @@ export class SyncgateClient {
     return op.opId;
   }
 
-  /** @internal */
-  wantSync(tab: string, name: string): void {
-    let tabs = this.syncTabs.get(name);
-    if (!tabs) this.syncTabs.set(name, (tabs = new Set()));
-    tabs.add(tab);
-    this.connector?.wake();
-  }
-
-  /** @internal */
-  unwantSync(tab: string, name: string): void {
-    const tabs = this.syncTabs.get(name);
-    tabs?.delete(tab);
-    if (tabs?.size === 0) {
-      this.syncTabs.delete(name);
-      this.statuses.forget("collection", name);
+  /**
+   * @internal Records in the leader's view what `tab` wants of a collection or
+   * topic (`want` undefined: nothing any more); when no tab wants it, what is
+   * known of it is forgotten. Then brings the connection in line.
+   */
+  want<V>(tabsByName: Map<string, Map<string, V>>, tab: string, name: string, want: V | undefined): void {
+    let tabs = tabsByName.get(name);
+    if (want !== undefined) {
+      if (!tabs) tabsByName.set(name, (tabs = new Map()));
+      tabs.set(tab, want);
+    } else if (tabs?.delete(tab) && tabs.size === 0) {
+      tabsByName.delete(name);
+      const topic = tabsByName === (this.topicTabs as Map<string, unknown>);
+      this.statuses.forget(topic ? "topic" : "collection", name);
+      if (topic) this.presences.forget(name);
     }
     this.connector?.wake();
   }
 
-  /** @internal */
-  wantTopic(tab: string, topic: string, want: WantedTopic): void {
-    let tabs = this.topicTabs.get(topic);
-    if (!tabs) this.topicTabs.set(topic, (tabs = new Map()));
-    tabs.set(tab, want);
-    this.connector?.wake();
-  }
-
-  /** @internal */
-  unwantTopic(tab: string, topic: string): void {
-    const tabs = this.topicTabs.get(topic);
-    tabs?.delete(tab);
-    if (tabs?.size === 0) {
-      this.topicTabs.delete(topic);
-      this.statuses.forget("topic", topic);
-      this.presences.forget(topic);
-    }
-    this.connector?.wake();
-  }
-
-  private async becomeLeader(): Promise<void> {
-    if (!this.started || this.closed || this.leading) return;
-    this.leading = true;
+  async #becomeLeader(): Promise<void> {
+    if (!this.#started || this.closed || this.#leading) return;
+    this.#leading = true;
     await this.ready;
     if (this.closed) return;
     this.events.emit("leader", { leader: true });
     // What the previous leader (or another tab) left in the shared outbox.
     this.replica.addOps(await this.storage.loadOutbox());
-    const ping = this.options.ping === false ? null : { intervalMs: 25_000, timeoutMs: 10_000, ...this.options.ping };
-    this.connector = new Connector(this.host(), {
-      url: this.options.url,
-      getToken: this.options.credentials === "cookie" && !this.options.getToken ? undefined : this.options.getToken,
-      tokenIn: this.options.tokenIn ?? "message",
-      WebSocket: this.options.WebSocket ?? (globalThis.WebSocket as unknown as WebSocketLike),
-      backoff: { ...DEFAULT_BACKOFF, ...this.options.backoff },
-      replayBatch: this.options.replayBatch ?? 100,
+    const ping = this.#options.ping === false ? null : { intervalMs: 25_000, timeoutMs: 10_000, ...this.#options.ping };
+    this.connector = new Connector(this.#host(), {
+      url: this.#options.url,
+      getToken: this.#options.credentials === "cookie" && !this.#options.getToken ? undefined : this.#options.getToken,
+      tokenIn: this.#options.tokenIn ?? "message",
+      WebSocket: this.#options.WebSocket ?? (globalThis.WebSocket as unknown as WebSocketLike),
+      backoff: { ...DEFAULT_BACKOFF, ...this.#options.backoff },
+      replayBatch: this.#options.replayBatch ?? 100,
       ping,
     });
     this.tabs.post({ t: "leader" });
@@ -378,7 +366,7 @@ export class SyncgateClient {
     this.presences.apply(topic, change);
   }
 
-  private host(): Host {
+  #host(): Host {
     const client = this;
     return {
       get replica() {
@@ -411,23 +399,23 @@ export class SyncgateClient {
         this.relay.dispatch(topic, data, from);
         this.tabs.post({ t: "msg", topic, data, from });
       },
-      merged: (collection, records, cursor, reset) => this.merged(collection, records, cursor, reset),
-      settled: (settled, retrying) => this.settled(settled, retrying),
+      merged: (collection, records, cursor, reset) => this.#merged(collection, records, cursor, reset),
+      settled: (settled, retrying) => this.#settled(settled, retrying),
       syncRefused: async (collection, code) => {
         this.syncTabs.delete(collection);
         // A replica the identity may no longer read must not stay on screen or on disk.
-        if (code === "forbidden") await this.merged(collection, [], "", true, false);
+        if (code === "forbidden") await this.#merged(collection, [], "", true, false);
       },
       identify: async (sub) => {
-        const expected = this.owner ?? this.options.user ?? null;
+        const expected = this.#owner ?? this.#options.user ?? null;
         if (expected !== null && expected !== sub) {
           this.replica = new Replica(this.replica.clock.node);
-          for (const name of this.handles.keys()) this.events.emit("change", { collection: name, keys: [] });
+          for (const name of this.#handles.keys()) this.events.emit("change", { collection: name, keys: [] });
           return false;
         }
-        if (this.owner === null) {
-          this.owner = sub;
-          await this.save({ owner: sub });
+        if (this.#owner === null) {
+          this.#owner = sub;
+          await this.#save({ owner: sub });
         }
         return true;
       },
@@ -439,7 +427,7 @@ export class SyncgateClient {
   }
 
   /** Leader: server records into the replica and storage, then tell every tab. */
-  private async merged(collection: string, records: WireRecord[], cursor: string, reset: boolean, keepCursor = true): Promise<void> {
+  async #merged(collection: string, records: WireRecord[], cursor: string, reset: boolean, keepCursor = true): Promise<void> {
     const change: StorageChange = {};
     if (reset) {
       this.replica.reset(collection);
@@ -451,14 +439,12 @@ export class SyncgateClient {
     const put = reset ? this.replica.confirmed(collection) : changed;
     change.put = put.map((record) => ({ collection, record }));
     if (moved || reset) change.cursors = [{ collection, cursor: this.replica.cursor(collection) }];
-    change.clock = this.replica.clock.state();
-    await this.save(change);
-    this.tabs.post({ t: "data", collections: [collection], settled: [], clock: this.replica.clock.state() });
+    await this.#commit(change, [collection], []);
     if (changed.length > 0 || reset) this.events.emit("change", { collection, keys: changed.map((r) => r.key) });
   }
 
   /** Leader: settled ops out of storage (accepted ones into the confirmed layer), reported everywhere. */
-  private async settled(settled: Settled[], retrying: { opId: string; code: string }[]): Promise<void> {
+  async #settled(settled: Settled[], retrying: { opId: string; code: string }[]): Promise<void> {
     // What the replica confirmed for each accepted key, not the op: an op that lost to a
     // newer record is accepted as a no-op, and its own value must never reach storage.
     const put: { collection: string; record: WireRecord }[] = [];
@@ -466,10 +452,10 @@ export class SyncgateClient {
       const record = s.ok ? this.replica.confirmedRecord(s.op.collection, s.op.key) : undefined;
       if (record) put.push({ collection: s.op.collection, record });
     }
-    await this.save({ removeOps: settled.map((s) => s.op.opId), put, clock: this.replica.clock.state() });
+    const removeOps = settled.map((s) => s.op.opId);
     const touched = [...new Set(settled.map((s) => s.op.collection))];
-    this.tabs.post({ t: "data", collections: touched, settled: settled.map((s) => s.op.opId), clock: this.replica.clock.state() });
-    const host = this.host();
+    await this.#commit({ removeOps, put }, touched, removeOps);
+    const host = this.#host();
     for (const { op, ok, code, message } of settled) {
       const event: ClientEvents["opSettled"] = { opId: op.opId, ok, collection: op.collection, key: op.key };
       if (code !== undefined) event.code = code;
@@ -483,11 +469,18 @@ export class SyncgateClient {
     }
   }
 
-  private async save(change: StorageChange): Promise<void> {
+  /** Leader: saves a change with the clock, then tells the other tabs what to reload (and which ops settled). */
+  async #commit(change: StorageChange, collections: string[], settled: string[]): Promise<void> {
+    const clock = this.replica.clock.state();
+    await this.#save({ ...change, clock });
+    this.tabs.post({ t: "data", collections, settled, clock });
+  }
+
+  async #save(change: StorageChange): Promise<void> {
     try {
       await this.storage.apply(change);
     } catch (e) {
-      const error = new SyncgateError("not_saved", `the replica could not be saved: ${String(e)}`);
+      const error = new SyncgateError("not_saved", `replica not saved: ${String(e)}`);
       this.events.emit("error", { message: error.message, error });
     }
   }

@@ -24,7 +24,7 @@ export function encodeMessage(message: ClientMessage): Uint8Array {
 export function decodeMessage(bytes: Uint8Array): ServerMessage {
   const value = decoder.decode(bytes) as unknown;
   if (typeof value !== "object" || value === null || typeof (value as { type?: unknown }).type !== "string") {
-    throw new Error("not a syncgate message");
+    throw new Error("not a message");
   }
   return value as ServerMessage;
 }
@@ -46,13 +46,13 @@ export function decodeServerMessage(bytes: Uint8Array): Decoded {
   try {
     message = decodeMessage(bytes);
   } catch (e) {
-    return { message: null, unreadable: [{ reason: `undecodable server message: ${String(e)}` }] };
+    return { message: null, unreadable: [{ reason: `undecodable: ${String(e)}` }] };
   }
   const unreadable: Unreadable[] = [];
   if (message.type === "SYNC_DATA" || message.type === "CHANGE") {
     const collection = message.collection;
     if (typeof collection !== "string" || !Array.isArray(message.records)) {
-      return { message: null, unreadable: [{ reason: `a ${message.type} without a collection or records` }] };
+      return { message: null, unreadable: [{ reason: `malformed ${message.type}` }] };
     }
     const records = message.records.filter((record) => {
       const reason = typeof record.key === "string" ? unreadableReason(record.value) : "the key is not a string";
@@ -68,44 +68,33 @@ export function decodeServerMessage(bytes: Uint8Array): Decoded {
   return { message, unreadable };
 }
 
-/** Why a decoded value breaks the value rule, or null when it keeps it. */
-export function unreadableReason(value: unknown): string | null {
+/** Deepest nesting of arrays and maps in a value the app writes (the protocol's value rule). */
+export const MAX_VALUE_DEPTH = 16;
+
+/**
+ * Why a value breaks the protocol's value rule, or null. One walk serves
+ * both directions: a value the app wants to write (nested deeper than
+ * `maxDepth`, or holding what MessagePack cannot carry as a plain value: an
+ * extension type, a Date, a Map or Set, which the encoder would turn into
+ * something else) and a decoded one (`maxDepth` unbounded: the server
+ * enforces its own, which may be higher; a map key that was not a string).
+ */
+export function valueProblem(value: unknown, maxDepth = MAX_VALUE_DEPTH, depth = 0): string | null {
   if (value instanceof ExtData || value instanceof Date) return "holds a MessagePack extension type";
+  if (value instanceof Map || value instanceof Set) return "holds a Map or a Set";
   if (value === null || typeof value !== "object" || value instanceof Uint8Array) return null;
-  if (Array.isArray(value)) {
-    for (const item of value) {
-      const reason = unreadableReason(item);
-      if (reason !== null) return reason;
-    }
-    return null;
-  }
+  if (depth >= maxDepth) return `nests deeper than ${maxDepth}`;
   for (const [key, item] of Object.entries(value)) {
     if (key === NOT_A_STRING_KEY) return "has a map key that is not a string";
-    const reason = unreadableReason(item);
-    if (reason !== null) return reason;
+    const problem = valueProblem(item, maxDepth, depth + 1);
+    if (problem !== null) return problem;
   }
   return null;
 }
 
-/** Deepest nesting of arrays and maps in a value (the protocol's value rule). */
-export const MAX_VALUE_DEPTH = 16;
-
-/**
- * Why a value the app wants to write breaks the protocol's value rule, or
- * null: nested deeper than {@link MAX_VALUE_DEPTH}, or holding what
- * MessagePack cannot carry as a plain value (an extension type, a Date, a
- * Map or Set, which the encoder would turn into something else).
- */
-export function valueProblem(value: unknown, depth = 0): string | null {
-  if (value instanceof ExtData || value instanceof Date) return "holds a MessagePack extension type";
-  if (value instanceof Map || value instanceof Set) return "holds a Map or a Set (use a plain object or an array)";
-  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return null;
-  if (depth + 1 > MAX_VALUE_DEPTH) return `nests arrays and maps deeper than ${MAX_VALUE_DEPTH}`;
-  for (const item of Array.isArray(value) ? value : Object.values(value)) {
-    const problem = valueProblem(item, depth + 1);
-    if (problem !== null) return problem;
-  }
-  return null;
+/** Why a decoded value breaks the value rule, or null when it keeps it. */
+function unreadableReason(value: unknown): string | null {
+  return valueProblem(value, Infinity);
 }
 
 /** The MessagePack encoding of a value: what last-writer-wins ties break on. */

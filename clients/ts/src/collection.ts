@@ -27,18 +27,22 @@ export class Status {
   code: string | undefined = undefined;
   /** Whether a whole snapshot from the server arrived at least once since the handle opened. */
   synced = false;
-  private waiters: { resolve: () => void; reject: (e: Error) => void; synced: boolean }[] = [];
+  #waiters: { resolve: () => void; reject: (e: Error) => void; synced: boolean }[] = [];
 
-  constructor(private readonly what: { topic?: string; collection?: string }) {}
+  readonly #what: { topic?: string; collection?: string };
+
+  constructor(what: { topic?: string; collection?: string }) {
+    this.#what = what;
+  }
 
   update(state: SubscriptionState, code?: string, synced?: boolean): void {
     this.state = state;
     this.code = code;
     if (synced) this.synced = true;
-    this.waiters = this.waiters.filter((w) => {
+    this.#waiters = this.#waiters.filter((w) => {
       if (state === "refused") {
-        const name = this.what.topic ?? this.what.collection;
-        w.reject(new SyncgateError(code ?? "refused", `${name} was refused`, this.what));
+        const name = this.#what.topic ?? this.#what.collection;
+        w.reject(new SyncgateError(code ?? "refused", `${name} was refused`, this.#what));
       } else if (state === "live" && (!w.synced || this.synced)) w.resolve();
       else return true;
       return false;
@@ -47,40 +51,44 @@ export class Status {
 
   wait(synced: boolean): Promise<void> {
     if (this.state === "refused") {
-      const name = this.what.topic ?? this.what.collection;
-      return Promise.reject(new SyncgateError(this.code ?? "refused", `${name} was refused`, this.what));
+      const name = this.#what.topic ?? this.#what.collection;
+      return Promise.reject(new SyncgateError(this.code ?? "refused", `${name} was refused`, this.#what));
     }
     if (this.state === "live" && (!synced || this.synced)) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject, synced }));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject, synced }));
   }
 }
 
 /** A reference to a synced collection; `T` is the type of its values (unchecked: the app's contract). */
 export class Collection<T = Value> {
-  private closed = false;
+  #closed = false;
+
+  readonly #host: CollectionHost;
 
   constructor(
-    private readonly host: CollectionHost,
+    host: CollectionHost,
     readonly name: string,
-  ) {}
+  ) {
+    this.#host = host;
+  }
 
   /** The visible value of a record (`undefined` if absent or deleted). */
   get(key: string): T | undefined {
-    return this.host.read(this.name, key) as T | undefined;
+    return this.#host.read(this.name, key) as T | undefined;
   }
 
   /** Every visible record, sorted by key. */
   entries(): [string, T][] {
-    return this.host.readAll(this.name) as [string, T][];
+    return this.#host.readAll(this.name) as [string, T][];
   }
 
   /** Writes (visible at once, durable in storage when this resolves); resolves to the op id. */
   set(key: string, value: T): Promise<string> {
-    return this.host.write(this.name, key, value as Value);
+    return this.#host.write(this.name, key, value as Value);
   }
 
   delete(key: string): Promise<string> {
-    return this.host.write(this.name, key, null);
+    return this.#host.write(this.name, key, null);
   }
 
   /**
@@ -89,34 +97,34 @@ export class Collection<T = Value> {
    * an unsubscribe function.
    */
   subscribe(listener: (keys: string[]) => void): () => void {
-    return this.host.listen(this.name, listener);
+    return this.#host.listen(this.name, listener);
   }
 
   /** `subscribing` until the server answers the SYNC, then `live`, or `refused` (see `code`). */
   get state(): SubscriptionState {
-    return this.host.status(this.name).state;
+    return this.#host.status(this.name).state;
   }
 
   /** The refusal's code when `state` is `refused`. */
   get code(): string | undefined {
-    return this.host.status(this.name).code;
+    return this.#host.status(this.name).code;
   }
 
   /** Whether the server's snapshot arrived: an empty `entries()` then means "empty", not "not loaded yet". */
   get synced(): boolean {
-    return this.host.status(this.name).synced;
+    return this.#host.status(this.name).synced;
   }
 
   /** Resolves once the server's whole snapshot is merged; rejects with a `SyncgateError` if the sync is refused. */
   whenSynced(): Promise<void> {
-    return this.host.status(this.name).wait(true);
+    return this.#host.status(this.name).wait(true);
   }
 
   /** Releases this handle; the last one closed stops the sync (`UNSYNC`). Closing twice is harmless. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.host.release(this.name);
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#host.release(this.name);
   }
 }
 
@@ -138,6 +146,8 @@ export function subscription(unsubscribe: () => void, status: () => Status): Sub
   return handle as Subscription;
 }
 
+type Kind = "collection" | "topic";
+
 /** What the server said of a sync or subscription, as every tab learns it from the leader's events. */
 export interface Known {
   state: SubscriptionState;
@@ -151,62 +161,61 @@ export interface Known {
  * tab hears the leader's events). A handle opened on something already live
  * (another tab's, or one this tab had open) starts from what is known instead
  * of waiting for an answer that will not come: nothing new is sent for it.
+ * One `Status` per name serves both: the open handles share it.
  */
 export class StatusBook {
+  /** This tab's open collections and topics. */
   readonly collections = new Map<string, Status>();
   readonly topics = new Map<string, Status>();
-  private known = new Map<string, Known>();
+  /** What is known, by `kind:name` (open or not). */
+  readonly #known = new Map<string, Status>();
 
-  open(kind: "collection" | "topic", name: string): Status {
-    const map = kind === "collection" ? this.collections : this.topics;
-    let status = map.get(name);
-    if (!status) {
-      status = new Status(kind === "collection" ? { collection: name } : { topic: name });
-      const known = this.known.get(`${kind}:${name}`);
-      if (known) status.update(known.state, known.code, known.synced);
-      map.set(name, status);
-    }
+  #status(kind: Kind, name: string): Status {
+    return this.#known.get(`${kind}:${name}`) ?? (kind === "collection" ? this.collections : this.topics).get(name) ?? new Status({ [kind]: name });
+  }
+
+  open(kind: Kind, name: string): Status {
+    const status = this.#status(kind, name);
+    this.#known.set(`${kind}:${name}`, status);
+    (kind === "collection" ? this.collections : this.topics).set(name, status);
     return status;
   }
 
-  close(kind: "collection" | "topic", name: string): void {
+  close(kind: Kind, name: string): void {
     (kind === "collection" ? this.collections : this.topics).delete(name);
   }
 
-  get(kind: "collection" | "topic", name: string): Status {
-    return (kind === "collection" ? this.collections : this.topics).get(name) ?? new Status(kind === "collection" ? { collection: name } : { topic: name });
+  get(kind: Kind, name: string): Status {
+    return (kind === "collection" ? this.collections : this.topics).get(name) ?? new Status({ [kind]: name });
   }
 
   /** No tab wants it any more: the server was (or will be) told, and nothing about it is known. */
-  forget(kind: "collection" | "topic", name: string): void {
-    this.known.delete(`${kind}:${name}`);
+  forget(kind: Kind, name: string): void {
+    this.#known.delete(`${kind}:${name}`);
   }
 
-  update(kind: "collection" | "topic", name: string, state: SubscriptionState, code?: string, synced?: boolean): void {
-    const key = `${kind}:${name}`;
-    const known: Known = { state, synced: synced === true || (this.known.get(key)?.synced ?? false) };
-    if (code !== undefined) known.code = code;
-    this.known.set(key, known);
-    (kind === "collection" ? this.collections : this.topics).get(name)?.update(state, code, synced);
+  update(kind: Kind, name: string, state: SubscriptionState, code?: string, synced?: boolean): void {
+    const status = this.#status(kind, name);
+    this.#known.set(`${kind}:${name}`, status);
+    status.update(state, code, synced);
   }
 
   /** The connection dropped: everything is being asked for again. */
   disconnected(): void {
-    for (const [key, known] of this.known) if (known.state === "live") this.known.set(key, { ...known, state: "subscribing" });
-    for (const status of [...this.collections.values(), ...this.topics.values()]) {
+    for (const status of new Set([...this.#known.values(), ...this.collections.values(), ...this.topics.values()])) {
       if (status.state === "live") status.update("subscribing");
     }
   }
 
   snapshot(): [string, Known][] {
-    return [...this.known];
+    return [...this.#known].map(([key, { state, code, synced }]) => [key, code === undefined ? { state, synced } : { state, code, synced }]);
   }
 
   /** What the leader knows, for a tab that just loaded. */
   learn(entries: [string, Known][]): void {
     for (const [key, known] of entries) {
       const split = key.indexOf(":");
-      this.update(key.slice(0, split) as "collection" | "topic", key.slice(split + 1), known.state, known.code, known.synced);
+      this.update(key.slice(0, split) as Kind, key.slice(split + 1), known.state, known.code, known.synced);
     }
   }
 }

@@ -73,17 +73,17 @@ export interface Host {
 
 /** The socket driver: opens, watches and replaces connections; the protocol core (`protocol.ts`) speaks on them. */
 export class Connector implements Driver {
-  private link: Link | null = null;
-  private stopped = false;
-  private wakeSleep: (() => void) | null = null;
+  #link: Link | null = null;
+  #stopped = false;
+  #wakeSleep: (() => void) | null = null;
   retryFailures = 0;
-  private readonly protocol: Protocol = new Protocol(this);
+  readonly #protocol: Protocol = new Protocol(this);
   /** Closes with 4029 in a row: each one backs off longer. */
-  private rateLimitedCloses = 0;
-  private readonly queued: { message: { type: "PUB"; id: number; topic: string; data: Value }; pending: Pending }[] =
+  #rateLimitedCloses = 0;
+  readonly #queued: { message: { type: "PUB"; id: number; topic: string; data: Value }; pending: Pending }[] =
     [];
-  private readonly onOnline = () => this.wakeSleep?.();
-  private readonly onOffline = () => this.drop(this.link, "offline");
+  readonly #onOnline = () => this.#wakeSleep?.();
+  readonly #onOffline = () => this.#drop(this.#link, "offline");
 
   constructor(
     readonly host: Host,
@@ -91,17 +91,17 @@ export class Connector implements Driver {
   ) {}
 
   start(): void {
-    globalThis.addEventListener?.("online", this.onOnline);
-    globalThis.addEventListener?.("offline", this.onOffline);
-    void this.run();
+    globalThis.addEventListener?.("online", this.#onOnline);
+    globalThis.addEventListener?.("offline", this.#onOffline);
+    void this.#run();
   }
 
   /** Stops reconnecting and closes the socket; resolves once the socket is gone. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    globalThis.removeEventListener?.("online", this.onOnline);
-    globalThis.removeEventListener?.("offline", this.onOffline);
-    const link = this.link;
+    this.#stopped = true;
+    globalThis.removeEventListener?.("online", this.#onOnline);
+    globalThis.removeEventListener?.("offline", this.#onOffline);
+    const link = this.#link;
     if (link) {
       const closed = new Promise<void>((resolve) => {
         const previous = link.socket.onclose;
@@ -116,13 +116,13 @@ export class Connector implements Driver {
       await closed;
       link.end({ code: 1000, reason: "closed by the app", connected: link.connected });
     }
-    this.wakeSleep?.();
-    for (const { pending } of this.queued.splice(0)) pending.reject(new SyncgateError("closed", "the client is closed"));
+    this.#wakeSleep?.();
+    for (const { pending } of this.#queued.splice(0)) pending.reject(new SyncgateError("closed", "the client is closed"));
   }
 
   /** New or released writes, subscriptions or syncs: bring the connection in line. */
   wake(): void {
-    if (this.link?.connected) this.protocol.resume(this.link);
+    if (this.#link?.connected) this.#protocol.resume(this.#link);
   }
 
   /** Publishes (queued while disconnected); resolves on OK, rejects with a `SyncgateError` on ERROR. */
@@ -137,21 +137,21 @@ export class Connector implements Driver {
         reject,
       };
       const message = { type: "PUB" as const, id: 0, topic, data };
-      if (this.link?.connected) this.protocol.request(this.link, message, pending);
-      else if (this.queued.length >= 1000) reject(new SyncgateError("offline_queue_full", "too many publications queued while offline", { topic }));
-      else this.queued.push({ message, pending });
+      if (this.#link?.connected) this.#protocol.request(this.#link, message, pending);
+      else if (this.#queued.length >= 1000) reject(new SyncgateError("offline_queue_full", "too many queued", { topic }));
+      else this.#queued.push({ message, pending });
     });
   }
 
-  private async run(): Promise<void> {
+  async #run(): Promise<void> {
     let attempt = 0;
     let reason: TokenReason = "connect";
     let refusals = 0;
-    while (!this.stopped) {
+    while (!this.#stopped) {
       this.host.setState("connecting");
       this.host.emit("connecting", { attempt });
-      const end = await this.connectOnce(reason);
-      if (this.stopped) return;
+      const end = await this.#connectOnce(reason);
+      if (this.#stopped) return;
       if (end.noToken) {
         this.halt({ code: null, reason: end.reason });
         return;
@@ -159,7 +159,7 @@ export class Connector implements Driver {
       this.host.setState("disconnected");
       this.host.emit("disconnected", { code: end.code, reason: end.reason });
       if (end.connected) attempt = 0;
-      if (end.code !== 4029) this.rateLimitedCloses = 0;
+      if (end.code !== 4029) this.#rateLimitedCloses = 0;
       refusals = end.code === 4001 ? (end.connected ? 1 : refusals + 1) : 0;
       if (refusals >= MAX_TOKEN_REFUSALS) {
         // The token source keeps producing tokens the server refuses: every further
@@ -180,31 +180,31 @@ export class Connector implements Driver {
           reason = "refresh";
           break;
         case "backOff":
-          attempt = Math.max(attempt, 4 + this.rateLimitedCloses++);
+          attempt = Math.max(attempt, 4 + this.#rateLimitedCloses++);
           reason = "connect";
           break;
         default:
           reason = "connect";
       }
-      await this.sleep(backoffDelay(this.options.backoff, attempt++));
+      await this.#sleep(backoffDelay(this.options.backoff, attempt++));
     }
   }
 
   halt(stopped: ClientEvents["stopped"]): void {
-    this.stopped = true;
+    this.#stopped = true;
     this.host.setState("stopped");
     this.host.emit("stopped", stopped);
-    for (const { pending } of this.queued.splice(0)) pending.reject(new SyncgateError("stopped", `the client stopped: ${stopped.reason}`));
+    for (const { pending } of this.#queued.splice(0)) pending.reject(new SyncgateError("stopped", `the client stopped: ${stopped.reason}`));
   }
 
-  private sleep(ms: number): Promise<void> {
+  #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
         resolve();
       }
-      this.wakeSleep = done;
+      this.#wakeSleep = done;
     });
   }
 
@@ -218,21 +218,21 @@ export class Connector implements Driver {
   }
 
   current(link: Link): boolean {
-    return this.link === link;
+    return this.#link === link;
   }
 
   takeQueued(): { message: { type: "PUB"; id: number; topic: string; data: Value }; pending: Pending }[] {
-    return this.queued.splice(0);
+    return this.#queued.splice(0);
   }
 
   /** Gives a connection up at once: a half-open socket may never deliver its close event. */
-  private drop(link: Link | null, reason: string): void {
+  #drop(link: Link | null, reason: string): void {
     if (!link) return;
     link.socket.close(1000, reason);
     link.end({ code: null, reason, connected: link.connected });
   }
 
-  private async connectOnce(reason: TokenReason): Promise<End> {
+  async #connectOnce(reason: TokenReason): Promise<End> {
     let url = this.options.url;
     if (this.options.tokenIn === "query" && this.options.getToken) {
       let token: string | null;
@@ -241,8 +241,8 @@ export class Connector implements Driver {
       } catch (e) {
         return { code: null, reason: `getToken failed: ${String(e)}`, connected: false };
       }
-      if (token === null) return { code: null, reason: "getToken returned no token", connected: false, noToken: true };
-      if (this.stopped) return { code: null, reason: "closed by the app", connected: false };
+      if (token === null) return { code: null, reason: "signed out", connected: false, noToken: true };
+      if (this.#stopped) return { code: null, reason: "closed by the app", connected: false };
       url += `${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
     }
     return new Promise<End>((resolve) => {
@@ -255,16 +255,16 @@ export class Connector implements Driver {
       }
       socket.binaryType = "arraybuffer";
       const link = new Link(socket, (end) => {
-        if (this.link === link) this.link = null;
+        if (this.#link === link) this.#link = null;
         resolve(end);
       });
-      this.link = link;
+      this.#link = link;
       let noToken = false;
       let why = reason;
-      socket.onopen = () => this.armLiveness(link);
+      socket.onopen = () => this.#armLiveness(link);
       socket.onmessage = (event) => {
         if (!link.alive) return;
-        this.armLiveness(link);
+        this.#armLiveness(link);
         // A value that cannot be read is set aside and reported; the connection stays.
         const decoded = decodeServerMessage(new Uint8Array(event.data as ArrayBuffer));
         for (const unreadable of decoded.unreadable) this.host.emit("unreadable", unreadable);
@@ -272,7 +272,7 @@ export class Connector implements Driver {
         if (message === null) return;
         link.queue = link.queue
           .then(() =>
-            this.protocol.handle(link, message, why, () => {
+            this.#protocol.handle(link, message, why, () => {
               noToken = true;
             }),
           )
@@ -300,7 +300,7 @@ export class Connector implements Driver {
   }
 
   /** Re-arms the quiet timer: any message from the server proves the connection alive. */
-  private armLiveness(link: Link): void {
+  #armLiveness(link: Link): void {
     const ping = this.options.ping;
     if (ping === null || !link.alive) return;
     if (link.quietTimer !== null) clearTimeout(link.quietTimer);
@@ -308,10 +308,8 @@ export class Connector implements Driver {
     link.deadTimer = null;
     link.quietTimer = setTimeout(() => {
       link.quietTimer = null;
-      const id = link.nextId++;
-      link.internal.set(id, { kind: "ping" });
-      this.protocol.send(link, { type: "PING", id });
-      link.deadTimer = setTimeout(() => this.drop(link, `no answer to PING within ${ping.timeoutMs} ms`), ping.timeoutMs);
+      this.#protocol.ask(link, { kind: "ping" }, (id) => ({ type: "PING", id }));
+      link.deadTimer = setTimeout(() => this.#drop(link, `no answer to PING within ${ping.timeoutMs} ms`), ping.timeoutMs);
     }, ping.intervalMs);
   }
 }

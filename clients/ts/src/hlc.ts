@@ -61,34 +61,37 @@ export function compareHlc(a: Hlc, b: Hlc): number {
 
 /** A node's clock: monotonic, after what it saw, never dragged far ahead. */
 export class HlcClock {
-  private last: { millis: number; counter: number };
+  #last: { millis: number; counter: number };
+
+  readonly #maxAheadMs: number;
 
   constructor(
     readonly node: string,
     start: { millis: number; counter: number } = { millis: 0, counter: 0 },
-    private readonly maxAheadMs: number = DEFAULT_MAX_AHEAD_MS,
+    maxAheadMs: number = DEFAULT_MAX_AHEAD_MS,
   ) {
-    this.last = { millis: start.millis, counter: Math.min(start.counter, MAX_COUNTER) };
+    this.#maxAheadMs = maxAheadMs;
+    this.#last = { millis: start.millis, counter: Math.min(start.counter, MAX_COUNTER) };
   }
 
   /** A fresh stamp at wall time `nowMs`, after everything seen; a full counter moves on a millisecond. */
   tick(nowMs: number): Hlc {
-    if (nowMs > this.last.millis) this.last = { millis: nowMs, counter: 0 };
-    else if (this.last.counter >= MAX_COUNTER) this.last = { millis: this.last.millis + 1, counter: 0 };
-    else this.last = { millis: this.last.millis, counter: this.last.counter + 1 };
-    return { millis: this.last.millis, counter: this.last.counter, node: this.node };
+    if (nowMs > this.#last.millis) this.#last = { millis: nowMs, counter: 0 };
+    else if (this.#last.counter >= MAX_COUNTER) this.#last = { millis: this.#last.millis + 1, counter: 0 };
+    else this.#last = { millis: this.#last.millis, counter: this.#last.counter + 1 };
+    return { millis: this.#last.millis, counter: this.#last.counter, node: this.node };
   }
 
   /** Absorbs a stamp seen at `nowMs`; false (nothing absorbed) when it is too far ahead. */
   observe(seen: Hlc, nowMs: number): boolean {
-    if (seen.millis > nowMs + this.maxAheadMs) return false;
-    if (seen.millis > this.last.millis || (seen.millis === this.last.millis && seen.counter > this.last.counter)) {
-      this.last = { millis: seen.millis, counter: Math.min(seen.counter, MAX_COUNTER) };
+    if (seen.millis > nowMs + this.#maxAheadMs) return false;
+    if (seen.millis > this.#last.millis || (seen.millis === this.#last.millis && seen.counter > this.#last.counter)) {
+      this.#last = { millis: seen.millis, counter: Math.min(seen.counter, MAX_COUNTER) };
     }
     return true;
   }
 
   state(): { millis: number; counter: number } {
-    return { ...this.last };
+    return { ...this.#last };
   }
 }

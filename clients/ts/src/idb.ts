@@ -10,19 +10,17 @@ import { maxClock, type SavedCollection, type SavedState, type Storage, type Sto
 import type { WireRecord } from "./types.js";
 
 const VERSION = 1;
+const STORES = ["records", "cursors", "outbox", "meta"];
+type Clock = { millis: number; counter: number };
+const ZERO: Clock = { millis: 0, counter: 0 };
 
-function request<T>(req: IDBRequest<T>): Promise<T> {
+/** A request (or a transaction, `complete`d) as a promise. */
+function settle<T>(target: IDBRequest<T> | IDBTransaction, done: "onsuccess" | "oncomplete" = "onsuccess"): Promise<T> {
   return new Promise((resolve, reject) => {
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error ?? new Error("IndexedDB request failed"));
-  });
-}
-
-function done(tx: IDBTransaction): Promise<void> {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error ?? new Error("IndexedDB transaction failed"));
-    tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+    const fail = () => reject(target.error ?? new Error("IndexedDB failed"));
+    (target as unknown as Record<string, () => void>)[done] = () => resolve((target as IDBRequest<T>).result);
+    target.onerror = fail;
+    if (done === "oncomplete") (target as IDBTransaction).onabort = fail;
   });
 }
 
@@ -31,36 +29,40 @@ interface StoredRecord extends WireRecord {
 }
 
 export class IndexedDBStorage implements Storage {
-  private readonly db: Promise<IDBDatabase>;
+  readonly #db: Promise<IDBDatabase>;
+  readonly #delete: () => IDBOpenDBRequest;
 
-  constructor(
-    private readonly name: string,
-    private readonly factory: IDBFactory = globalThis.indexedDB,
-  ) {
-    if (!factory) throw new Error("IndexedDB is not available here; use storage: \"memory\"");
+  constructor(name: string, factory: IDBFactory = globalThis.indexedDB) {
+    if (!factory) throw new Error('no IndexedDB here: use storage: "memory"');
     const open = factory.open(`syncgate:${name}`, VERSION);
     open.onupgradeneeded = () => {
       const db = open.result;
-      const records = db.createObjectStore("records", { keyPath: ["collection", "key"] });
-      records.createIndex("byCollection", "collection");
+      db.createObjectStore("records", { keyPath: ["collection", "key"] }).createIndex("byCollection", "collection");
       db.createObjectStore("cursors");
       db.createObjectStore("outbox", { keyPath: "opId" });
       db.createObjectStore("meta");
     };
-    this.db = request(open);
+    this.#db = settle(open);
+    this.#delete = () => factory.deleteDatabase(`syncgate:${name}`);
+  }
+
+  /** One read-only transaction over `stores`: `read` issues its requests, all answered together. */
+  async #read<T extends unknown[]>(stores: string[], read: (store: (name: string) => IDBObjectStore) => { [K in keyof T]: IDBRequest<T[K]> }): Promise<T> {
+    const tx = (await this.#db).transaction(stores, "readonly");
+    return Promise.all(read((name) => tx.objectStore(name)).map((r) => settle(r))) as Promise<T>;
   }
 
   async load(): Promise<SavedState> {
-    const db = await this.db;
-    const tx = db.transaction(["records", "cursors", "outbox", "meta"], "readonly");
-    const [records, cursorKeys, cursorValues, outbox, deviceId, clock, owner] = await Promise.all([
-      request(tx.objectStore("records").getAll() as IDBRequest<StoredRecord[]>),
-      request(tx.objectStore("cursors").getAllKeys()),
-      request(tx.objectStore("cursors").getAll() as IDBRequest<(string | null)[]>),
-      request(tx.objectStore("outbox").getAll() as IDBRequest<PendingOp[]>),
-      request(tx.objectStore("meta").get("deviceId") as IDBRequest<string | undefined>),
-      request(tx.objectStore("meta").get("clock") as IDBRequest<{ millis: number; counter: number } | undefined>),
-      request(tx.objectStore("meta").get("owner") as IDBRequest<string | undefined>),
+    const [records, cursorKeys, cursorValues, outbox, deviceId, clock, owner] = await this.#read<
+      [StoredRecord[], IDBValidKey[], (string | null)[], PendingOp[], string | undefined, Clock | undefined, string | undefined]
+    >(STORES, (store) => [
+      store("records").getAll(),
+      store("cursors").getAllKeys(),
+      store("cursors").getAll(),
+      store("outbox").getAll(),
+      store("meta").get("deviceId"),
+      store("meta").get("clock"),
+      store("meta").get("owner"),
     ]);
     const collections = new Map<string, SavedCollection>();
     const entry = (name: string): SavedCollection => {
@@ -73,77 +75,61 @@ export class IndexedDBStorage implements Storage {
     return {
       deviceId: deviceId ?? null,
       owner: owner ?? null,
-      clock: clock ?? { millis: 0, counter: 0 },
+      clock: clock ?? ZERO,
       collections: [...collections.values()],
       outbox,
     };
   }
 
   async apply(change: StorageChange): Promise<void> {
-    const db = await this.db;
-    const tx = db.transaction(["records", "cursors", "outbox", "meta"], "readwrite", { durability: "strict" });
+    const tx = (await this.#db).transaction(STORES, "readwrite", { durability: "strict" });
     const records = tx.objectStore("records");
     const meta = tx.objectStore("meta");
+    const outbox = tx.objectStore("outbox");
     if (change.deviceId !== undefined) meta.put(change.deviceId, "deviceId");
     if (change.owner !== undefined) meta.put(change.owner, "owner");
     if (change.clock) {
       const next = change.clock;
       const read = meta.get("clock");
-      read.onsuccess = () => meta.put(maxClock(read.result ?? { millis: 0, counter: 0 }, next), "clock");
+      read.onsuccess = () => meta.put(maxClock(read.result ?? ZERO, next), "clock");
     }
     // A reset drops the collection's records first; the puts are queued after the deletes.
-    const cleared = (change.clear ?? []).map(
-      (name) =>
-        new Promise<void>((resolve) => {
-          const keys = records.index("byCollection").getAllKeys(name);
-          keys.onsuccess = () => {
-            for (const key of keys.result) records.delete(key);
-            resolve();
-          };
-          keys.onerror = () => resolve();
-        }),
-    );
-    await Promise.all(cleared);
+    for (const name of change.clear ?? []) {
+      const keys = await settle(records.index("byCollection").getAllKeys(name)).catch(() => []);
+      for (const key of keys) records.delete(key);
+    }
     for (const { collection, record } of change.put ?? []) records.put({ collection, ...record });
     for (const { collection, cursor } of change.cursors ?? []) tx.objectStore("cursors").put(cursor, collection);
-    for (const op of change.addOps ?? []) tx.objectStore("outbox").put(op);
-    for (const id of change.removeOps ?? []) tx.objectStore("outbox").delete(id);
-    await done(tx);
+    for (const op of change.addOps ?? []) outbox.put(op);
+    for (const id of change.removeOps ?? []) outbox.delete(id);
+    await settle(tx, "oncomplete");
   }
 
   async loadCollection(name: string): Promise<SavedCollection> {
-    const db = await this.db;
-    const tx = db.transaction(["records", "cursors"], "readonly");
-    const [records, cursor] = await Promise.all([
-      request(tx.objectStore("records").index("byCollection").getAll(name) as IDBRequest<StoredRecord[]>),
-      request(tx.objectStore("cursors").get(name) as IDBRequest<string | null | undefined>),
+    const [records, cursor] = await this.#read<[StoredRecord[], string | null | undefined]>(["records", "cursors"], (store) => [
+      store("records").index("byCollection").getAll(name),
+      store("cursors").get(name),
     ]);
     return { name, cursor: cursor ?? null, records: records.map(({ key, value, hlc }) => ({ key, value, hlc })) };
   }
 
   async loadOutbox(): Promise<PendingOp[]> {
-    const db = await this.db;
-    return request(db.transaction("outbox", "readonly").objectStore("outbox").getAll() as IDBRequest<PendingOp[]>);
+    const [outbox] = await this.#read<[PendingOp[]]>(["outbox"], (store) => [store("outbox").getAll()]);
+    return outbox;
   }
 
-  async loadClock(): Promise<{ millis: number; counter: number }> {
-    const db = await this.db;
-    const read = db.transaction("meta", "readonly").objectStore("meta").get("clock") as IDBRequest<{ millis: number; counter: number } | undefined>;
-    return (await request(read)) ?? { millis: 0, counter: 0 };
+  async loadClock(): Promise<Clock> {
+    const [clock] = await this.#read<[Clock | undefined]>(["meta"], (store) => [store("meta").get("clock")]);
+    return clock ?? ZERO;
   }
 
   async close(): Promise<void> {
-    const db = await this.db.catch(() => null);
-    db?.close();
+    (await this.#db.catch(() => null))?.close();
   }
 
   /** Deletes the database (after `close`): resolves once it is gone. */
   async destroy(): Promise<void> {
     await this.close();
-    await new Promise<void>((resolve, reject) => {
-      const req = this.factory.deleteDatabase(`syncgate:${this.name}`);
-      req.onsuccess = () => resolve();
-      req.onerror = () => reject(req.error ?? new Error("IndexedDB deleteDatabase failed"));
-    });
+    await settle(this.#delete());
   }
 }

@@ -67,12 +67,15 @@ export class Link {
   /** Liveness: a PING after a quiet interval, and the deadline for any answer. */
   quietTimer: ReturnType<typeof setTimeout> | null = null;
   deadTimer: ReturnType<typeof setTimeout> | null = null;
-  private ended = false;
+  #ended = false;
+
+  readonly #onEnd: (end: End) => void;
 
   constructor(
     readonly socket: InstanceType<WebSocketLike>,
-    private readonly onEnd: (end: End) => void,
+    onEnd: (end: End) => void,
   ) {
+    this.#onEnd = onEnd;
     this.pacer = new Pacer((frame) => {
       try {
         socket.send(frame);
@@ -84,16 +87,16 @@ export class Link {
 
   /** Ends this connection once: timers cleared, pending requests failed, the connector told. */
   end(end: End): void {
-    if (this.ended) return;
-    this.ended = true;
+    if (this.#ended) return;
+    this.#ended = true;
     this.dispose();
-    for (const pending of this.requests.values()) pending.reject(new Error("disconnected before the answer"));
+    for (const pending of this.requests.values()) pending.reject(new Error("disconnected"));
     this.requests.clear();
-    this.onEnd(end);
+    this.#onEnd(end);
   }
 
   get alive(): boolean {
-    return !this.ended;
+    return !this.#ended;
   }
 
   dispose(): void {

@@ -18,58 +18,64 @@ export interface PresenceEvents {
 
 /** The members of one topic, as every handle on it in this tab sees them. */
 export class PresenceState {
-  private readonly members = new Map<number, PresenceMember>();
-  private list: PresenceMember[] = [];
+  readonly #members = new Map<number, PresenceMember>();
+  #list: PresenceMember[] = [];
   readonly events = new Emitter<PresenceEvents>();
 
   apply(change: PresenceChange): void {
     if ("reset" in change) {
-      const before = new Map(this.members);
-      this.members.clear();
-      for (const m of change.reset) this.members.set(m.connId, m);
-      for (const [id, m] of before) if (!this.members.has(id)) this.events.emit("leave", m);
-      for (const [id, m] of this.members) if (!before.has(id)) this.events.emit("join", m);
+      const before = new Map(this.#members);
+      this.#members.clear();
+      for (const m of change.reset) this.#members.set(m.connId, m);
+      for (const [id, m] of before) if (!this.#members.has(id)) this.events.emit("leave", m);
+      for (const [id, m] of this.#members) if (!before.has(id)) this.events.emit("join", m);
     } else if ("join" in change) {
-      this.members.set(change.join.connId, change.join);
+      this.#members.set(change.join.connId, change.join);
       this.events.emit("join", change.join);
     } else {
-      if (!this.members.delete(change.leave.connId)) return;
+      if (!this.#members.delete(change.leave.connId)) return;
       this.events.emit("leave", change.leave);
     }
-    this.list = [...this.members.values()].sort((a, b) => a.connId - b.connId);
-    this.events.emit("change", this.list);
+    this.#list = [...this.#members.values()].sort((a, b) => a.connId - b.connId);
+    this.events.emit("change", this.#list);
   }
 
   /** The members in `connId` order; the same array until the list changes. */
   current(): PresenceMember[] {
-    return this.list;
+    return this.#list;
   }
 }
 
 /** A handle on a topic's presence: this connection is present while the handle is open. */
 export class Presence {
-  private closed = false;
+  #closed = false;
+
+  readonly #state: PresenceState;
+  readonly #release: () => void;
 
   constructor(
     readonly topic: string,
-    private readonly state: PresenceState,
-    private readonly release: () => void,
-  ) {}
+    state: PresenceState,
+    release: () => void,
+  ) {
+    this.#state = state;
+    this.#release = release;
+  }
 
   /** Everyone present, this connection included, in `connId` order. */
   members(): PresenceMember[] {
-    return this.state.current();
+    return this.#state.current();
   }
 
   on<K extends keyof PresenceEvents>(event: K, listener: (payload: PresenceEvents[K]) => void): () => void {
-    return this.state.events.on(event, listener);
+    return this.#state.events.on(event, listener);
   }
 
   /** Leaves the topic (the others get PRESENCE_LEAVE once the last handle of this client closes). */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.release();
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#release();
   }
 }
 
@@ -80,16 +86,16 @@ export class Presence {
  * opened on a topic another tab is already present on starts with the list.
  */
 export class PresenceBook {
-  private readonly held = new Map<string, { state: PresenceState; handles: number; info: Value | undefined }>();
-  private readonly seen = new Map<string, PresenceState>();
+  readonly #held = new Map<string, { state: PresenceState; handles: number; info: Value | undefined }>();
+  readonly #seen = new Map<string, PresenceState>();
 
   /** Opens a handle; `release` is called when it closes and was the last on the topic. */
   open(topic: string, info: Value | undefined, released: () => void): Presence {
-    let entry = this.held.get(topic);
+    let entry = this.#held.get(topic);
     if (!entry) {
       entry = { state: new PresenceState(), handles: 0, info: undefined };
-      this.held.set(topic, entry);
-      const seen = this.seen.get(topic);
+      this.#held.set(topic, entry);
+      const seen = this.#seen.get(topic);
       if (seen) entry.state.apply({ reset: seen.current() });
     }
     entry.handles++;
@@ -97,31 +103,31 @@ export class PresenceBook {
     const held = entry;
     return new Presence(topic, entry.state, () => {
       if (--held.handles > 0) return;
-      this.held.delete(topic);
+      this.#held.delete(topic);
       released();
     });
   }
 
   /** What this tab wants announced on `topic`, or undefined when it holds no handle there. */
   wanted(topic: string): { info: Value | undefined } | undefined {
-    const entry = this.held.get(topic);
+    const entry = this.#held.get(topic);
     return entry && { info: entry.info };
   }
 
   apply(topic: string, change: PresenceChange): void {
-    let seen = this.seen.get(topic);
-    if (!seen) this.seen.set(topic, (seen = new PresenceState()));
+    let seen = this.#seen.get(topic);
+    if (!seen) this.#seen.set(topic, (seen = new PresenceState()));
     seen.apply(change);
-    this.held.get(topic)?.state.apply(change);
+    this.#held.get(topic)?.state.apply(change);
   }
 
   /** The members known on `topic` (for a tab that just asked to be present there). */
   members(topic: string): PresenceMember[] | undefined {
-    return this.seen.get(topic)?.current();
+    return this.#seen.get(topic)?.current();
   }
 
   /** No tab is present on `topic` any more. */
   forget(topic: string): void {
-    this.seen.delete(topic);
+    this.#seen.delete(topic);
   }
 }

@@ -33,10 +33,21 @@ export interface Driver {
 }
 
 export class Protocol {
-  constructor(private readonly d: Driver) {}
+  readonly #d: Driver;
+
+  constructor(d: Driver) {
+    this.#d = d;
+  }
 
   send(link: Link, message: ClientMessage): void {
     link.pacer.send(encodeMessage(message));
+  }
+
+  /** Sends a request whose answer the core handles itself (`internal`), under a fresh id. */
+  ask(link: Link, internal: Internal, message: (id: number) => ClientMessage): void {
+    const id = link.nextId++;
+    link.internal.set(id, internal);
+    this.send(link, message(id));
   }
 
   request(link: Link, message: { type: "PUB"; id: number; topic: string; data: Value }, pending: Pending): void {
@@ -51,9 +62,9 @@ export class Protocol {
       case "AUTH_REQUIRED": {
         let token: string | null;
         try {
-          token = await this.d.token(why);
+          token = await this.#d.token(why);
         } catch (e) {
-          this.d.error("provider", `getToken failed: ${String(e)}`);
+          this.#d.error("provider", `getToken failed: ${String(e)}`);
           link.socket.close(1000, "no token");
           return;
         }
@@ -70,18 +81,18 @@ export class Protocol {
           link.limits = message.limits;
           link.pacer.setLimits(message.limits.messagesPerSecond, message.limits.messageBurst);
         }
-        this.scheduleRefresh(link, message.expiresAt);
+        this.#scheduleRefresh(link, message.expiresAt);
         if (link.connected) return;
-        if (!(await this.d.host.identify(message.sub))) {
-          this.d.halt({ code: null, reason: `the local replica belongs to another identity than ${message.sub}`, authCode: "identity_mismatch" });
+        if (!(await this.#d.host.identify(message.sub))) {
+          this.#d.halt({ code: null, reason: `the replica is not ${message.sub}'s`, authCode: "identity_mismatch" });
           link.socket.close(1000, "identity mismatch");
           return;
         }
         link.connected = true;
-        this.d.retryFailures = 0;
-        this.d.host.setState("connected");
-        this.d.host.emit("connected", { sub: message.sub, roles: message.roles, expiresAt: message.expiresAt });
-        for (const { message: queued, pending } of this.d.takeQueued()) this.request(link, queued, pending);
+        this.#d.retryFailures = 0;
+        this.#d.host.setState("connected");
+        this.#d.host.emit("connected", { sub: message.sub, roles: message.roles, expiresAt: message.expiresAt });
+        for (const { message: queued, pending } of this.#d.takeQueued()) this.request(link, queued, pending);
         this.resume(link);
         return "refresh";
       }
@@ -89,17 +100,17 @@ export class Protocol {
         link.authFail = { code: message.code, message: message.message };
         return;
       case "TOKEN_EXPIRING":
-        await this.refresh(link);
+        await this.#refresh(link);
         return;
       case "MESSAGE":
-        this.d.host.deliver(message.topic, message.data, message.from);
+        this.#d.host.deliver(message.topic, message.data, message.from);
         return;
       case "PRESENCE_JOIN":
       case "PRESENCE_LEAVE": {
         const member: PresenceMember = { sub: message.sub, connId: message.connId };
         if (message.type === "PRESENCE_JOIN" && message.info !== undefined) member.info = message.info;
         if (link.topics.get(message.topic)?.presence) {
-          this.d.host.presence(message.topic, message.type === "PRESENCE_JOIN" ? { join: member } : { leave: member });
+          this.#d.host.presence(message.topic, message.type === "PRESENCE_JOIN" ? { join: member } : { leave: member });
         }
         return;
       }
@@ -107,22 +118,22 @@ export class Protocol {
         if (!link.syncs.has(message.collection)) return;
         const paging = link.paging.get(message.collection);
         if (paging) paging.records += message.records.length;
-        await this.d.host.merged(message.collection, message.records, message.cursor, false);
+        await this.#d.host.merged(message.collection, message.records, message.cursor, false);
         if (paging && !message.more) {
           link.paging.delete(message.collection);
-          this.d.host.emit("synced", { collection: message.collection, records: paging.records, reset: paging.reset });
+          this.#d.host.emit("synced", { collection: message.collection, records: paging.records, reset: paging.reset });
         }
         return;
       }
       default:
-        return this.answer(link, message);
+        return this.#answer(link, message);
     }
   }
 
-  private async answer(link: Link, message: ServerMessage): Promise<void> {
+  async #answer(link: Link, message: ServerMessage): Promise<void> {
     const id = "id" in message ? message.id : undefined;
     if (id === undefined) {
-      if (message.type === "ERROR") this.d.error(message.code, message.message);
+      if (message.type === "ERROR") this.#d.error(message.code, message.message);
       return;
     }
     const internal = link.internal.get(id);
@@ -136,14 +147,14 @@ export class Protocol {
     if (!paged) link.internal.delete(id);
     switch (internal.kind) {
       case "replay":
-        return this.replayAnswered(link, message);
+        return this.#replayAnswered(link, message);
       case "sync":
-        if (message.type === "SYNC_DATA") return this.syncData(link, internal, message);
+        if (message.type === "SYNC_DATA") return this.#syncData(link, internal, message);
         break;
       case "sub":
         if (message.type === "OK") {
-          this.d.host.emit("subscription", { kind: "topic", name: internal.topic, state: "live" });
-          if (link.topics.get(internal.topic)?.presence) this.askPresence(link, internal.topic);
+          this.#d.host.emit("subscription", { kind: "topic", name: internal.topic, state: "live" });
+          if (link.topics.get(internal.topic)?.presence) this.ask(link, { kind: "presence", topic: internal.topic, members: [] }, (id) => ({ type: "PRESENCE", id, topic: internal.topic }));
           return;
         }
         break;
@@ -152,7 +163,7 @@ export class Protocol {
           internal.members.push(...message.members);
           const last = message.members[message.members.length - 1];
           if (message.more && last) this.send(link, { type: "PRESENCE", id, topic: internal.topic, after: last.connId });
-          else this.d.host.presence(internal.topic, { reset: internal.members });
+          else this.#d.host.presence(internal.topic, { reset: internal.members });
           return;
         }
         break;
@@ -165,104 +176,93 @@ export class Protocol {
     if (kind === "sub") link.topics.delete(name);
     if (kind === "sync") link.syncs.delete(name);
     if (isTemporaryError(message.code)) {
-      this.retryLater(link);
+      this.#retryLater(link);
       return;
     }
     const context = kind === "sync" ? { collection: name } : { topic: name };
-    this.d.host.emit("subscription", { kind: kind === "sync" ? "collection" : "topic", name, state: "refused", code: message.code });
-    this.d.error(message.code, `${kind === "sync" ? "sync of" : "subscription to"} ${name} refused: ${message.message}`, context);
-    if (kind === "sync") await this.d.host.syncRefused(name, message.code, message.message);
+    this.#d.host.emit("subscription", { kind: kind === "sync" ? "collection" : "topic", name, state: "refused", code: message.code });
+    this.#d.error(message.code, `${name} refused: ${message.message}`, context);
+    if (kind === "sync") await this.#d.host.syncRefused(name, message.code, message.message);
   }
 
-  private askPresence(link: Link, topic: string): void {
-    const id = link.nextId++;
-    link.internal.set(id, { kind: "presence", topic, members: [] });
-    this.send(link, { type: "PRESENCE", id, topic });
-  }
-
-  private async syncData(link: Link, internal: Extract<Internal, { kind: "sync" }>, message: Extract<ServerMessage, { type: "SYNC_DATA" }>): Promise<void> {
+  async #syncData(link: Link, internal: Extract<Internal, { kind: "sync" }>, message: Extract<ServerMessage, { type: "SYNC_DATA" }>): Promise<void> {
     // The answer to a SYNC without a cursor is the whole state too: what the replica
     // confirmed earlier but the server no longer has (a restore) must go, as after a reset.
     if (!link.syncs.has(message.collection)) return;
-    await this.d.host.merged(message.collection, message.records, message.cursor, message.reset === true || internal.full);
-    this.d.host.emit("subscription", { kind: "collection", name: message.collection, state: "live" });
+    await this.#d.host.merged(message.collection, message.records, message.cursor, message.reset === true || internal.full);
+    this.#d.host.emit("subscription", { kind: "collection", name: message.collection, state: "live" });
     if (message.more) link.paging.set(message.collection, { records: message.records.length, reset: message.reset === true });
-    else this.d.host.emit("synced", { collection: message.collection, records: message.records.length, reset: message.reset === true });
+    else this.#d.host.emit("synced", { collection: message.collection, records: message.records.length, reset: message.reset === true });
   }
 
-  private async replayAnswered(link: Link, message: ServerMessage): Promise<void> {
+  async #replayAnswered(link: Link, message: ServerMessage): Promise<void> {
     link.replaying = false;
     if (message.type === "OP_RESULT") {
-      const report = this.d.host.replica.settle(message.results, Date.now());
-      await this.d.host.settled(report.settled, report.retrying);
-      if (report.retrying.length > 0) this.retryLater(link);
+      const report = this.#d.host.replica.settle(message.results, Date.now());
+      await this.#d.host.settled(report.settled, report.retrying);
+      if (report.retrying.length > 0) this.#retryLater(link);
       else {
-        this.d.retryFailures = 0;
-        this.replay(link);
+        this.#d.retryFailures = 0;
+        this.#replay(link);
       }
     } else if (message.type === "ERROR") {
-      this.d.error(message.code, `replay refused: ${message.message}; retrying`);
-      this.retryLater(link);
+      this.#d.error(message.code, `replay refused: ${message.message}`);
+      this.#retryLater(link);
     }
   }
 
   /** Subscribes, syncs and replays what this link does not have yet; releases what the app let go. */
   resume(link: Link): void {
-    const wanted = this.d.host.topics();
+    const wanted = this.#d.host.topics();
     for (const [topic, announced] of link.topics) {
       if (wanted.has(topic)) continue;
       link.topics.delete(topic);
-      const id = link.nextId++;
-      link.internal.set(id, { kind: "unsub", topic });
-      this.send(link, { type: "UNSUB", id, topic });
-      if (announced.presence) this.d.host.presence(topic, { reset: [] });
+      this.ask(link, { kind: "unsub", topic }, (id) => ({ type: "UNSUB", id, topic }));
+      if (announced.presence) this.#d.host.presence(topic, { reset: [] });
     }
     for (const [topic, want] of wanted) {
       const has = link.topics.get(topic);
       if (has && has.presence === want.presence && has.info === want.info) continue;
       link.topics.set(topic, { presence: want.presence, info: want.info });
-      const id = link.nextId++;
-      link.internal.set(id, { kind: "sub", topic });
-      const sub: ClientMessage = { type: "SUB", id, topic };
-      if (want.presence) sub.presence = true;
-      if (want.presence && want.info !== undefined) sub.info = want.info;
-      this.send(link, sub);
+      this.ask(link, { kind: "sub", topic }, (id) => {
+        const sub: ClientMessage = { type: "SUB", id, topic };
+        if (want.presence) sub.presence = true;
+        if (want.presence && want.info !== undefined) sub.info = want.info;
+        return sub;
+      });
     }
-    const syncs = new Set(this.d.host.syncs());
+    const syncs = new Set(this.#d.host.syncs());
     for (const collection of link.syncs) {
       if (syncs.has(collection)) continue;
       link.syncs.delete(collection);
       link.paging.delete(collection);
-      const id = link.nextId++;
-      link.internal.set(id, { kind: "unsync", collection });
-      this.send(link, { type: "UNSYNC", id, collection });
+      this.ask(link, { kind: "unsync", collection }, (id) => ({ type: "UNSYNC", id, collection }));
     }
     for (const collection of syncs) {
       if (link.syncs.has(collection)) continue;
       link.syncs.add(collection);
-      const id = link.nextId++;
-      const since = this.d.host.replica.cursor(collection);
-      link.internal.set(id, { kind: "sync", collection, full: since === null });
-      this.send(link, since === null ? { type: "SYNC", id, collection } : { type: "SYNC", id, collection, since });
+      const since = this.#d.host.replica.cursor(collection);
+      this.ask(link, { kind: "sync", collection, full: since === null }, (id) =>
+        since === null ? { type: "SYNC", id, collection } : { type: "SYNC", id, collection, since },
+      );
     }
-    this.replay(link);
+    this.#replay(link);
   }
 
   /** Sends the next batch, bounded by count and bytes; an op that can never fit is refused locally. */
-  private replay(link: Link): void {
+  #replay(link: Link): void {
     if (link.replaying || link.retryTimer !== null || !link.connected) return;
     const { maxMessageBytes, maxValueBytes, maxBatchOps } = link.limits;
     const budget = maxMessageBytes - BATCH_OVERHEAD;
-    const maxOps = Math.max(1, Math.min(this.d.options.replayBatch, maxBatchOps));
+    const maxOps = Math.max(1, Math.min(this.#d.options.replayBatch, maxBatchOps));
     const ops: WireOp[] = [];
     const refused: Settled[] = [];
     let bytes = 0;
-    for (const op of [...this.d.host.replica.outbox]) {
+    for (const op of [...this.#d.host.replica.outbox]) {
       if (ops.length >= maxOps) break;
       const size = encodeValue(op as unknown as Value).length;
       if (size > budget || encodeValue(op.value).length > maxValueBytes) {
-        const why = `the op (${size} bytes) is larger than the server accepts (messages ${maxMessageBytes} bytes, values ${maxValueBytes} bytes)`;
-        const settled = this.d.host.replica.refuseLocally(op.opId, "invalid", why);
+        const settled = this.#d.host.replica.refuseLocally(op.opId, "invalid", `too large for the server (${size} bytes)`);
         if (settled) refused.push(settled);
         continue;
       }
@@ -270,42 +270,40 @@ export class Protocol {
       bytes += size;
       ops.push(op);
     }
-    if (refused.length > 0) void this.d.host.settled(refused, []);
+    if (refused.length > 0) void this.#d.host.settled(refused, []);
     if (ops.length === 0) return;
-    const id = link.nextId++;
     link.replaying = true;
-    link.internal.set(id, { kind: "replay" });
-    this.send(link, { type: "OP_BATCH", id, ops });
+    this.ask(link, { kind: "replay" }, (id) => ({ type: "OP_BATCH", id, ops }));
   }
 
   /** Holds replay (and renewal of refused subscriptions) back for a backoff delay, on this link only. */
-  private retryLater(link: Link): void {
+  #retryLater(link: Link): void {
     if (link.retryTimer !== null || !link.alive) return;
-    const delay = backoffDelay(this.d.options.backoff, this.d.retryFailures++);
+    const delay = backoffDelay(this.#d.options.backoff, this.#d.retryFailures++);
     link.retryTimer = setTimeout(() => {
       link.retryTimer = null;
-      if (this.d.current(link) && link.connected) this.resume(link);
+      if (this.#d.current(link) && link.connected) this.resume(link);
     }, delay);
   }
 
-  private scheduleRefresh(link: Link, expiresAt: number | null): void {
+  #scheduleRefresh(link: Link, expiresAt: number | null): void {
     if (link.refreshTimer !== null) clearTimeout(link.refreshTimer);
     link.refreshTimer = null;
     if (expiresAt === null) return;
     const left = expiresAt * 1000 - Date.now();
     // 30 s ahead, or halfway through a shorter life (the server also sends TOKEN_EXPIRING).
     const wait = left > 60_000 ? left - 30_000 : Math.max(0, left / 2);
-    link.refreshTimer = setTimeout(() => void this.refresh(link), wait);
+    link.refreshTimer = setTimeout(() => void this.#refresh(link), wait);
   }
 
-  private async refresh(link: Link): Promise<void> {
+  async #refresh(link: Link): Promise<void> {
     let token: string | null;
     try {
-      token = await this.d.token("refresh");
+      token = await this.#d.token("refresh");
     } catch (e) {
-      this.d.error("provider", `getToken failed: ${String(e)}`);
+      this.#d.error("provider", `getToken failed: ${String(e)}`);
       return;
     }
-    if (token !== null && this.d.current(link) && link.alive) this.send(link, { type: "AUTH", token });
+    if (token !== null && this.#d.current(link) && link.alive) this.send(link, { type: "AUTH", token });
   }
 }

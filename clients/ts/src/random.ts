@@ -1,9 +1,7 @@
 /** Random ids from the platform's CSPRNG (`crypto.getRandomValues`), never `Math.random`. */
 export function randomId(length: number): string {
-  const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz";
-  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(length));
   let id = "";
-  for (const b of bytes) id += alphabet[b % 36];
+  for (const b of globalThis.crypto.getRandomValues(new Uint8Array(length))) id += (b % 36).toString(36);
   return id;
 }
 

@@ -24,7 +24,7 @@ export function SyncgateProvider(props: { client: SyncgateClient; children?: Rea
 
 export function useSyncgate(): SyncgateClient {
   const client = useContext(Context);
-  if (!client) throw new Error("wrap your app in <SyncgateProvider client={…}>");
+  if (!client) throw Error("no <SyncgateProvider>");
   return client;
 }
 
@@ -51,18 +51,14 @@ function useCollectionStore(name: string, onChange: (keys: string[]) => boolean)
 /** Every visible record of a collection as `[key, value]` pairs; follows `name`. */
 export function useCollection<T = Value>(name: string): [string, T][] {
   const client = useSyncgate();
-  const cache = useRef({ name: "", entries: NONE as [string, Value][], stale: true });
-  const subscribe = useCollectionStore(name, () => (cache.current.stale = true));
+  // Dropped on every change; kept per name, so switching collections never shows the last one.
+  const cache = useRef<{ name: string; entries: [string, Value][] } | null>(null);
+  const subscribe = useCollectionStore(name, () => !(cache.current = null));
   return useSyncExternalStore(
     subscribe,
     () => {
-      const c = cache.current;
-      if (c.stale || c.name !== name) {
-        c.entries = client.collectionHost.readAll(name);
-        c.name = name;
-        c.stale = false;
-      }
-      return c.entries as [string, T][];
+      if (cache.current?.name !== name) cache.current = { name, entries: client.collectionHost.readAll(name) };
+      return cache.current.entries as [string, T][];
     },
     noSnapshot,
   );
@@ -71,17 +67,16 @@ export function useCollection<T = Value>(name: string): [string, T][] {
 /** One record's visible value; re-renders only when that value changes; follows its arguments. */
 export function useRecord<T = Value>(name: string, key: string): T | undefined {
   const client = useSyncgate();
-  const cache = useRef({ value: undefined as Value | undefined, bytes: null as Uint8Array | null });
+  // The value's MessagePack bytes as text: an equal value keeps the same snapshot.
+  const cache = useRef({ value: undefined as Value | undefined, bytes: "" });
   const subscribe = useCollectionStore(name, (keys) => keys.length === 0 || keys.includes(key));
   return useSyncExternalStore(
     subscribe,
     () => {
       const value = client.collectionHost.read(name, key);
-      const bytes = value === undefined ? null : encodeValue(value);
-      const c = cache.current;
-      const same = bytes === null ? c.bytes === null : c.bytes !== null && c.bytes.length === bytes.length && c.bytes.every((x, i) => x === bytes[i]);
-      if (!same) Object.assign(c, { value, bytes });
-      return c.value as T | undefined;
+      const bytes = value === undefined ? "" : String(encodeValue(value));
+      if (bytes !== cache.current.bytes) cache.current = { value, bytes };
+      return cache.current.value as T | undefined;
     },
     noValue,
   );
@@ -94,7 +89,7 @@ export function useTopic<T = Value>(topic: string, limit = 100): { data: T; from
   useEffect(
     () =>
       client.subscribe(topic, (data, from) =>
-        setState((s) => ({ topic, messages: [...(s.topic === topic ? s.messages : NONE).slice(-(limit - 1)), { data: data as T, from }] })),
+        setState((s) => ({ topic, messages: [...(s.topic === topic ? s.messages : NONE).slice(1 - limit), { data: data as T, from }] })),
       ),
     [client, topic, limit],
   );
@@ -108,7 +103,7 @@ export function usePresence(topic: string, info?: Value): PresenceMember[] {
   const encoded = info === undefined ? "" : JSON.stringify(info);
   const subscribe = useCallback(
     (notify: () => void) => {
-      const presence = client.presence(topic, info === undefined ? {} : { info });
+      const presence = client.presence(topic, { info });
       handle.current = presence;
       const off = presence.on("change", notify);
       notify();
@@ -128,7 +123,7 @@ export function usePresence(topic: string, info?: Value): PresenceMember[] {
 /** The connection's state and the identity it authenticated as (read from the client, so late mounts see it). */
 export function useConnection(): { state: ConnectionState; sub: string | null; pending: number } {
   const client = useSyncgate();
-  const cache = useRef({ state: client.state, sub: client.sub, pending: client.pending });
+  const cache = useRef(SERVER_CONNECTION);
   const subscribe = useCallback(
     (notify: () => void) => {
       const offs = (["state", "connected", "opSettled", "change"] as const).map((e) => client.on(e, notify));
@@ -137,13 +132,12 @@ export function useConnection(): { state: ConnectionState; sub: string | null; p
     [client],
   );
   const snapshot = () => {
+    const { state, sub, pending } = client;
     const c = cache.current;
-    if (c.state !== client.state || c.sub !== client.sub || c.pending !== client.pending) {
-      cache.current = { state: client.state, sub: client.sub, pending: client.pending };
-    }
+    if (c.state !== state || c.sub !== sub || c.pending !== pending) cache.current = { state, sub, pending };
     return cache.current;
   };
   return useSyncExternalStore(subscribe, snapshot, () => SERVER_CONNECTION);
 }
 
-const SERVER_CONNECTION = { state: "idle" as ConnectionState, sub: null, pending: 0 };
+const SERVER_CONNECTION: { state: ConnectionState; sub: string | null; pending: number } = { state: "idle", sub: null, pending: 0 };

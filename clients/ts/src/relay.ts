@@ -10,14 +10,18 @@ import type { TabMessage } from "./tabs.js";
 import type { ClientEvents, Value } from "./types.js";
 
 export class TabRelay {
-  constructor(private readonly client: SyncgateClient) {}
+  readonly #client: SyncgateClient;
+
+  constructor(client: SyncgateClient) {
+    this.#client = client;
+  }
 
   receive(message: TabMessage): void {
-    if (this.client.closed) return;
-    this.handle(message).catch((e: unknown) => {
-      if (this.client.closed) return;
-      const error = new SyncgateError("internal", `a message from another tab failed: ${String(e)}`);
-      this.client.events.emit("error", { message: error.message, error });
+    if (this.#client.closed) return;
+    this.#handle(message).catch((e: unknown) => {
+      if (this.#client.closed) return;
+      const error = new SyncgateError("internal", `tab message: ${String(e)}`);
+      this.#client.events.emit("error", { message: error.message, error });
     });
   }
 
@@ -26,14 +30,14 @@ export class TabRelay {
     if (event === "error") {
       const e = payload as ClientEvents["error"];
       const plain = { ...e, error: { code: e.error.code, message: e.error.message, context: e.error.context } };
-      this.client.tabs.post({ t: "event", name: event, payload: plain });
+      this.#client.tabs.post({ t: "event", name: event, payload: plain });
     } else {
-      this.client.tabs.post({ t: "event", name: event, payload });
+      this.#client.tabs.post({ t: "event", name: event, payload });
     }
   }
 
   dispatch(topic: string, data: Value, from: string): void {
-    for (const handler of this.client.handlers.get(topic) ?? []) {
+    for (const handler of this.#client.handlers.get(topic) ?? []) {
       try {
         handler(data, from);
       } catch (e) {
@@ -44,8 +48,8 @@ export class TabRelay {
     }
   }
 
-  private async handle(message: TabMessage): Promise<void> {
-    const client = this.client;
+  async #handle(message: TabMessage): Promise<void> {
+    const client = this.#client;
     const leading = client.connector !== null;
     switch (message.t) {
       case "outbox":
@@ -90,7 +94,7 @@ export class TabRelay {
         if (leading) client.tabs.post({ t: "state", state: client.connectionState, sub: client.identity, known: client.statuses.snapshot() });
         return;
       case "sub":
-        client.wantTopic(message.tab, message.topic, { presence: message.presence, info: message.info });
+        client.want(client.topicTabs, message.tab, message.topic, { presence: message.presence, info: message.info });
         // A tab present where the connection already is: it gets the list now, not at the next join.
         if (leading && message.presence) {
           const members = client.presences.members(message.topic);
@@ -98,13 +102,13 @@ export class TabRelay {
         }
         return;
       case "unsub":
-        client.unwantTopic(message.tab, message.topic);
+        client.want(client.topicTabs, message.tab, message.topic, undefined);
         return;
       case "sync":
-        client.wantSync(message.tab, message.name);
+        client.want(client.syncTabs, message.tab, message.name, true);
         return;
       case "unsync":
-        client.unwantSync(message.tab, message.name);
+        client.want(client.syncTabs, message.tab, message.name, undefined);
         return;
       case "msg":
         this.dispatch(message.topic, message.data, message.from);
@@ -136,7 +140,7 @@ export class TabRelay {
         for (const name of client.statuses.collections.keys()) client.tabs.post({ t: "sync", tab: client.tabId, name });
         for (const [topic, tabs] of client.topicTabs) {
           const want = tabs.get(client.tabId);
-          if (want) client.tabs.post({ t: "sub", tab: client.tabId, topic, presence: want.presence, ...(want.info !== undefined ? { info: want.info } : {}) });
+          if (want) client.postWant(topic, want);
         }
         return;
       }

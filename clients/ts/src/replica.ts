@@ -57,36 +57,36 @@ function newer(a: { hlc: Hlc }, b: { hlc: Hlc }): boolean {
 export class Replica {
   readonly clock: HlcClock;
   /** Random per instance: op ids never repeat across reloads or tabs. */
-  private readonly incarnation = randomHex32();
-  private nextOp = 1;
-  private readonly collections = new Map<string, CollectionState>();
-  private ops: PendingOp[] = [];
+  readonly #incarnation = randomHex32();
+  #nextOp = 1;
+  readonly #collections = new Map<string, CollectionState>();
+  #ops: PendingOp[] = [];
   /**
    * Ids of ops that left the outbox lately (the newest 10,000): a storage read
    * that raced their removal must not bring them back, or they would be sent twice.
    */
-  private readonly gone = new Set<string>();
+  readonly #gone = new Set<string>();
   /** Pending ops by collection and key: reads stay O(1) however long the outbox is. */
-  private readonly byKey = new Map<string, Map<string, PendingOp[]>>();
+  readonly #byKey = new Map<string, Map<string, PendingOp[]>>();
 
   constructor(nodeId: string, start?: { millis: number; counter: number }) {
     this.clock = new HlcClock(nodeId, start);
   }
 
   get outbox(): readonly PendingOp[] {
-    return this.ops;
+    return this.#ops;
   }
 
-  private index(op: PendingOp): void {
-    let keys = this.byKey.get(op.collection);
-    if (!keys) this.byKey.set(op.collection, (keys = new Map()));
+  #index(op: PendingOp): void {
+    let keys = this.#byKey.get(op.collection);
+    if (!keys) this.#byKey.set(op.collection, (keys = new Map()));
     const list = keys.get(op.key);
     if (list) list.push(op);
     else keys.set(op.key, [op]);
   }
 
-  private unindex(op: PendingOp): void {
-    const keys = this.byKey.get(op.collection);
+  #unindex(op: PendingOp): void {
+    const keys = this.#byKey.get(op.collection);
     const list = keys?.get(op.key);
     if (!keys || !list) return;
     const rest = list.filter((o) => o.opId !== op.opId);
@@ -95,26 +95,26 @@ export class Replica {
   }
 
   /** Removes ops from the outbox (and the index) by id. */
-  private drop(opIds: ReadonlySet<string>): PendingOp[] {
+  #drop(opIds: ReadonlySet<string>): PendingOp[] {
     const dropped: PendingOp[] = [];
-    this.ops = this.ops.filter((op) => {
+    this.#ops = this.#ops.filter((op) => {
       if (!opIds.has(op.opId)) return true;
       dropped.push(op);
-      this.unindex(op);
+      this.#unindex(op);
       return false;
     });
     for (const id of opIds) {
-      this.gone.add(id);
-      if (this.gone.size > 10_000) this.gone.delete(this.gone.values().next().value as string);
+      this.#gone.add(id);
+      if (this.#gone.size > 10_000) this.#gone.delete(this.#gone.values().next().value as string);
     }
     return dropped;
   }
 
-  private state(collection: string): CollectionState {
-    let state = this.collections.get(collection);
+  #state(collection: string): CollectionState {
+    let state = this.#collections.get(collection);
     if (!state) {
       state = { confirmed: new Map(), cursor: null };
-      this.collections.set(collection, state);
+      this.#collections.set(collection, state);
     }
     return state;
   }
@@ -123,26 +123,21 @@ export class Replica {
   write(collection: string, key: string, value: Value, nowMs: number): PendingOp {
     const hlc = this.clock.tick(nowMs);
     const op: PendingOp = {
-      opId: `${hlc.node}-${this.incarnation}-${this.nextOp++}`,
+      opId: `${hlc.node}-${this.#incarnation}-${this.#nextOp++}`,
       collection,
       key,
       value,
       hlc: formatHlc(hlc),
     };
-    this.ops.push(op);
-    this.index(op);
+    this.#ops.push(op);
+    this.#index(op);
     return op;
-  }
-
-  /** Removes a queued op without settling it (it could not be saved). */
-  discard(opId: string): void {
-    this.drop(new Set([opId]));
   }
 
   /** The visible value of a record (`undefined` if absent or deleted). */
   get(collection: string, key: string): Value | undefined {
-    let best: { value: Value; hlc: Hlc } | undefined = this.collections.get(collection)?.confirmed.get(key);
-    for (const op of this.byKey.get(collection)?.get(key) ?? []) {
+    let best: { value: Value; hlc: Hlc } | undefined = this.#collections.get(collection)?.confirmed.get(key);
+    for (const op of this.#byKey.get(collection)?.get(key) ?? []) {
       const hlc = parseHlc(op.hlc);
       if (hlc && (!best || newer({ hlc }, best))) best = { value: op.value, hlc };
     }
@@ -151,8 +146,8 @@ export class Replica {
 
   /** Every visible record of a collection, sorted by key (tombstones left out). */
   entries(collection: string): [string, Value][] {
-    const keys = new Set(this.collections.get(collection)?.confirmed.keys() ?? []);
-    for (const key of this.byKey.get(collection)?.keys() ?? []) keys.add(key);
+    const keys = new Set(this.#collections.get(collection)?.confirmed.keys() ?? []);
+    for (const key of this.#byKey.get(collection)?.keys() ?? []) keys.add(key);
     const out: [string, Value][] = [];
     for (const key of [...keys].sort()) {
       const value = this.get(collection, key);
@@ -163,14 +158,14 @@ export class Replica {
 
   /** Drops what the server confirmed of a collection (SYNC_DATA.reset); pending writes stay. */
   reset(collection: string): void {
-    const state = this.state(collection);
+    const state = this.#state(collection);
     state.confirmed.clear();
     state.cursor = null;
   }
 
   /** Merges server records seen at `nowMs`; returns the records that changed the confirmed layer. */
   merge(collection: string, records: readonly WireRecord[], nowMs: number): WireRecord[] {
-    const state = this.state(collection);
+    const state = this.#state(collection);
     const changed: WireRecord[] = [];
     for (const record of records) {
       const hlc = parseHlc(record.hlc);
@@ -187,7 +182,7 @@ export class Replica {
 
   /** Keeps the latest cursor: a later position of the same epoch, or any cursor of a new epoch. */
   setCursor(collection: string, cursor: string): boolean {
-    const state = this.state(collection);
+    const state = this.#state(collection);
     const [old, next] = [state.cursor === null ? null : parseCursor(state.cursor), parseCursor(cursor)];
     if (old && next && old.epoch === next.epoch && next.position <= old.position) return false;
     state.cursor = cursor;
@@ -195,7 +190,7 @@ export class Replica {
   }
 
   cursor(collection: string): string | null {
-    return this.collections.get(collection)?.cursor ?? null;
+    return this.#collections.get(collection)?.cursor ?? null;
   }
 
   /**
@@ -212,7 +207,7 @@ export class Replica {
       if (!outcome.ok && !isFinalOpCode(code)) report.retrying.push({ opId: outcome.opId, code });
       else verdicts.set(outcome.opId, outcome);
     }
-    for (const op of this.drop(new Set(verdicts.keys()))) {
+    for (const op of this.#drop(new Set(verdicts.keys()))) {
       const outcome = verdicts.get(op.opId) as OpOutcome;
       if (outcome.ok) {
         this.merge(op.collection, [{ key: op.key, value: op.value, hlc: op.hlc }], nowMs);
@@ -228,7 +223,7 @@ export class Replica {
 
   /** Refuses a queued op locally (it can never be sent); it leaves the outbox. */
   refuseLocally(opId: string, code: string, message: string): Settled | null {
-    const [op] = this.drop(new Set([opId]));
+    const [op] = this.#drop(new Set([opId]));
     return op ? { op, ok: false, code, message } : null;
   }
 
@@ -238,7 +233,7 @@ export class Replica {
    * `nowMs`): a write made here after seeing a record must win over it.
    */
   loadCollection(collection: string, records: readonly WireRecord[], cursor: string | null, nowMs: number): void {
-    const state = this.state(collection);
+    const state = this.#state(collection);
     state.confirmed.clear();
     for (const record of records) {
       const hlc = parseHlc(record.hlc);
@@ -256,15 +251,15 @@ export class Replica {
    * new write cannot lose it.
    */
   addOps(ops: readonly PendingOp[]): void {
-    const known = new Set(this.ops.map((op) => op.opId));
-    const added = ops.filter((op) => !known.has(op.opId) && !this.gone.has(op.opId));
+    const known = new Set(this.#ops.map((op) => op.opId));
+    const added = ops.filter((op) => !known.has(op.opId) && !this.#gone.has(op.opId));
     if (added.length === 0) return;
-    this.ops = [...this.ops, ...added].sort((a, b) => {
+    this.#ops = [...this.#ops, ...added].sort((a, b) => {
       const [x, y] = [parseHlc(a.hlc), parseHlc(b.hlc)];
       return x && y ? compareHlc(x, y) : 0;
     });
     for (const op of added) {
-      this.index(op);
+      this.#index(op);
       const hlc = parseHlc(op.hlc);
       if (hlc) this.clock.observe(hlc, Number.MAX_SAFE_INTEGER);
     }
@@ -272,23 +267,19 @@ export class Replica {
 
   /** Drops ops another tab settled. */
   removeOps(opIds: readonly string[]): void {
-    this.drop(new Set(opIds));
+    this.#drop(new Set(opIds));
   }
 
   /** The confirmed record of one key (what the server holds, as far as this replica knows). */
   confirmedRecord(collection: string, key: string): WireRecord | undefined {
-    const c = this.collections.get(collection)?.confirmed.get(key);
+    const c = this.#collections.get(collection)?.confirmed.get(key);
     return c && { key, value: c.value, hlc: c.text };
   }
 
   /** The confirmed records of a collection, for saving. */
   confirmed(collection: string): WireRecord[] {
-    const state = this.collections.get(collection);
+    const state = this.#collections.get(collection);
     if (!state) return [];
     return [...state.confirmed].map(([key, c]) => ({ key, value: c.value, hlc: c.text }));
-  }
-
-  collectionNames(): string[] {
-    return [...this.collections.keys()];
   }
 }

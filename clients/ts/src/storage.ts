@@ -60,38 +60,38 @@ interface MemoryData {
 
 const shared = new Map<string, MemoryData>();
 
+const fresh = (): MemoryData => ({
+  deviceId: null,
+  owner: null,
+  clock: { millis: 0, counter: 0 },
+  records: new Map(),
+  cursors: new Map(),
+  outbox: new Map(),
+});
+
 /**
  * In-memory storage for tests and Node. Instances created with the same
  * `name` share their data, like tabs sharing one IndexedDB database.
  */
 export class MemoryStorage implements Storage {
-  private readonly data: MemoryData;
+  readonly #data: MemoryData;
 
-  constructor(private readonly name?: string) {
-    const fresh = (): MemoryData => ({
-      deviceId: null,
-      owner: null,
-      clock: { millis: 0, counter: 0 },
-      records: new Map(),
-      cursors: new Map(),
-      outbox: new Map(),
-    });
-    if (name === undefined) {
-      this.data = fresh();
-    } else {
-      this.data = shared.get(name) ?? fresh();
-      shared.set(name, this.data);
-    }
+  readonly #name: string | undefined;
+
+  constructor(name?: string) {
+    this.#name = name;
+    this.#data = (name !== undefined && shared.get(name)) || fresh();
+    if (name !== undefined) shared.set(name, this.#data);
   }
 
   async load(): Promise<SavedState> {
-    const names = new Set([...this.data.records.keys(), ...this.data.cursors.keys()]);
+    const names = new Set([...this.#data.records.keys(), ...this.#data.cursors.keys()]);
     const collections = await Promise.all([...names].map((name) => this.loadCollection(name)));
-    return { deviceId: this.data.deviceId, owner: this.data.owner, clock: { ...this.data.clock }, collections, outbox: await this.loadOutbox() };
+    return { deviceId: this.#data.deviceId, owner: this.#data.owner, clock: { ...this.#data.clock }, collections, outbox: await this.loadOutbox() };
   }
 
   async apply(change: StorageChange): Promise<void> {
-    const d = this.data;
+    const d = this.#data;
     if (change.deviceId !== undefined) d.deviceId = change.deviceId;
     if (change.owner !== undefined) d.owner = change.owner;
     if (change.clock) d.clock = maxClock(d.clock, change.clock);
@@ -109,27 +109,25 @@ export class MemoryStorage implements Storage {
   async loadCollection(name: string): Promise<SavedCollection> {
     return {
       name,
-      cursor: this.data.cursors.get(name) ?? null,
-      records: [...(this.data.records.get(name)?.values() ?? [])],
+      cursor: this.#data.cursors.get(name) ?? null,
+      records: [...(this.#data.records.get(name)?.values() ?? [])],
     };
   }
 
   async loadOutbox(): Promise<PendingOp[]> {
-    return [...this.data.outbox.values()];
+    return [...this.#data.outbox.values()];
   }
 
   async loadClock(): Promise<{ millis: number; counter: number }> {
-    return { ...this.data.clock };
+    return { ...this.#data.clock };
   }
 
   close(): void {}
 
   async destroy(): Promise<void> {
-    if (this.name !== undefined) shared.delete(this.name);
-    Object.assign(this.data, { deviceId: null, owner: null, clock: { millis: 0, counter: 0 } });
-    this.data.records.clear();
-    this.data.cursors.clear();
-    this.data.outbox.clear();
+    if (this.#name !== undefined) shared.delete(this.#name);
+    // Every instance sharing this data (another "tab") sees it emptied too.
+    Object.assign(this.#data, fresh());
   }
 }
 

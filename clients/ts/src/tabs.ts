@@ -39,58 +39,60 @@ interface LockManagerLike {
 }
 
 export class Tabs {
-  private channel: BroadcastChannel | null = null;
-  private readonly abort = new AbortController();
-  private release: (() => void) | null = null;
+  #channel: BroadcastChannel | null = null;
+  readonly #abort = new AbortController();
+  #release: (() => void) | null = null;
   leader = false;
-  private asked = false;
+  #asked = false;
+
+  readonly #name: string;
+  readonly #onMessage: (message: TabMessage) => void;
+  readonly #onLeader: () => void;
 
   constructor(
-    private readonly name: string,
-    private readonly onMessage: (message: TabMessage) => void,
-    private readonly onLeader: () => void,
+    name: string,
+    onMessage: (message: TabMessage) => void,
+    onLeader: () => void,
   ) {
-    if (!Tabs.locks() || typeof BroadcastChannel === "undefined") return;
-    this.channel = new BroadcastChannel(`syncgate:${name}`);
-    this.channel.onmessage = (event: MessageEvent<TabMessage>) => this.onMessage(event.data);
+    this.#name = name;
+    this.#onMessage = onMessage;
+    this.#onLeader = onLeader;
+    if (!Tabs.#locks() || typeof BroadcastChannel === "undefined") return;
+    this.#channel = new BroadcastChannel(`syncgate:${name}`);
+    this.#channel.onmessage = (event: MessageEvent<TabMessage>) => this.#onMessage(event.data);
   }
 
-  private static locks(): LockManagerLike | undefined {
+  static #locks(): LockManagerLike | undefined {
     return (globalThis.navigator as { locks?: LockManagerLike } | undefined)?.locks;
   }
 
   /** Asks to lead (once): at once where there are no other tabs, else when the lock is free. */
   lead(): void {
-    if (this.asked) return;
-    this.asked = true;
-    const locks = Tabs.locks();
-    if (!locks || this.channel === null) {
+    if (this.#asked) return;
+    this.#asked = true;
+    const locks = Tabs.#locks();
+    if (!locks || this.#channel === null) {
       this.leader = true;
-      queueMicrotask(() => this.onLeader());
+      queueMicrotask(() => this.#onLeader());
       return;
     }
     locks
-      .request(`syncgate:${this.name}`, { signal: this.abort.signal }, () => {
+      .request(`syncgate:${this.#name}`, { signal: this.#abort.signal }, () => {
         this.leader = true;
-        this.onLeader();
-        return new Promise<void>((resolve) => (this.release = resolve));
+        this.#onLeader();
+        return new Promise<void>((resolve) => (this.#release = resolve));
       })
       .catch(() => undefined);
   }
 
-  /** Whether other tabs can exist (a channel is open). */
-  get shared(): boolean {
-    return this.channel !== null;
-  }
-
   post(message: TabMessage): void {
-    this.channel?.postMessage(message);
+    this.#channel?.postMessage(message);
   }
 
   close(): void {
-    this.abort.abort();
-    this.release?.();
-    this.channel?.close();
-    this.channel = null;
+    this.#abort.abort();
+    this.#release?.();
+    this.#channel?.close();
+    this.#channel = null;
   }
 }
