@@ -30,3 +30,27 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<Arc<ru
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A client configuration trusting the bundled Mozilla roots and, when
+/// `extra_ca` is given, the PEM certificates in that file (a private CA);
+/// `flag` names the setting in errors.
+pub fn client_config(extra_ca: Option<&Path>, flag: &str) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{flag} {}: no PEM certificate in the file", path.display()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

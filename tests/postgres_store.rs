@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::postgres::{fresh_schema, fresh_store, options, sql, url};
-use syncgate::store::{PostgresStore, RevocationStore, Revoked, Store, postgres_new_epoch};
+use syncgate::store::{PostgresOptions, PostgresStore, RevocationStore, Revoked, Store, postgres_new_epoch};
 
 #[tokio::test]
 async fn the_postgres_store_passes_the_conformance_suite() {
@@ -82,4 +82,25 @@ async fn revocations_saved_through_one_node_load_on_another() {
         a.save(revoked).await.unwrap();
     }
     assert_eq!(b.load().await.unwrap(), saved);
+}
+
+/// TLS to Postgres is verified or not used: `sslmode=require` against a
+/// server whose certificate the bundled roots do not vouch for (the test
+/// server has none, or Debian's self-signed one) is refused in one line;
+/// `prefer` without a CA file stays plain text; an unreadable CA file is refused.
+#[tokio::test]
+async fn tls_to_postgres_follows_sslmode() {
+    let Some(url) = url("tls_to_postgres_follows_sslmode") else { return };
+    let with = |mode: &str| {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        PostgresOptions { url: format!("{url}{separator}sslmode={mode}"), ..options(&url, &fresh_schema("tls")) }
+    };
+    let refused =
+        PostgresStore::open(with("require")).await.err().expect("sslmode=require without a verifiable server");
+    assert!(refused.0.contains("does not answer"), "one line naming the failure: {}", refused.0);
+    assert!(PostgresStore::open(with("prefer")).await.is_ok(), "prefer without a CA file: plain text, as before");
+    let missing =
+        PostgresOptions { ca_file: Some("/nonexistent/ca.pem".into()), ..options(&url, &fresh_schema("tls")) };
+    let refused = PostgresStore::open(missing).await.err().expect("an unreadable CA file");
+    assert!(refused.0.contains("--postgres-ca-file"), "{}", refused.0);
 }

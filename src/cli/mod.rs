@@ -92,6 +92,9 @@ pub struct NewEpochArgs {
     /// The schema holding syncgate's tables.
     #[arg(long, env = "SYNCGATE_POSTGRES_SCHEMA", default_value = "syncgate")]
     pub postgres_schema: String,
+    /// PEM CA certificates to trust for TLS to Postgres (besides the bundled roots).
+    #[arg(long, env = "SYNCGATE_POSTGRES_CA_FILE")]
+    pub postgres_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Flags of `syncgate backup`.

@@ -29,6 +29,7 @@ fn new_epoch(args: NewEpochArgs) -> ExitCode {
         url,
         schema: args.postgres_schema,
         durability: syncgate::store::Durability::Full,
+        ca_file: args.postgres_ca_file,
     };
     match runtime.block_on(syncgate::store::postgres_new_epoch(options)) {
         Ok(epoch) => {

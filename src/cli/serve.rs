@@ -179,6 +179,9 @@ pub struct ServeArgs {
     /// The Postgres schema holding syncgate's tables (created and migrated) [default: syncgate].
     #[arg(long, env = "SYNCGATE_POSTGRES_SCHEMA")]
     pub postgres_schema: Option<String>,
+    /// PEM CA certificates to trust for TLS to Postgres (`sslmode` in the URL), besides the bundled roots.
+    #[arg(long, env = "SYNCGATE_POSTGRES_CA_FILE")]
+    pub postgres_ca_file: Option<PathBuf>,
     /// nats:// URL connecting the nodes of a cluster (needs --store postgres://…).
     #[arg(long, env = "SYNCGATE_BACKPLANE", hide_env_values = true)]
     pub backplane: Option<String>,
@@ -313,7 +316,7 @@ impl ServeArgs {
             env, allow_unsafe_production, auth_cookie, allowed_origins, admin_token, auth_failures_per_minute, store, postgres_schema, data_dir,
             durability, tombstone_retention, max_connections_per_ip, max_unauthenticated_per_ip, messages_per_second,
             message_burst, max_value_bytes, introspect_shape, issuers, admin_listen, log_format, drain_grace,
-            backplane, cluster_name, cluster_secret, backplane_creds, node_id, trusted_proxies,
+            postgres_ca_file, backplane, cluster_name, cluster_secret, backplane_creds, node_id, trusted_proxies,
             ready_requires_backplane);
         Ok(())
     }
@@ -449,7 +452,7 @@ impl ServeArgs {
         match store {
             StoreKind::Postgres(url) => {
                 let schema = self.postgres_schema.clone().unwrap_or_else(|| "syncgate".into());
-                postgres = Some(PostgresOptions { url, schema, durability });
+                postgres = Some(PostgresOptions { url, schema, durability, ca_file: self.postgres_ca_file.clone() });
             }
             StoreKind::Memory => {
                 warnings.push("--store memory: collections are lost when the server stops".into());

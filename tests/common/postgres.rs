@@ -25,7 +25,7 @@ pub fn fresh_schema(prefix: &str) -> String {
 }
 
 pub fn options(url: &str, schema: &str) -> PostgresOptions {
-    PostgresOptions { url: url.into(), schema: schema.into(), durability: Durability::Full }
+    PostgresOptions { url: url.into(), schema: schema.into(), durability: Durability::Full, ca_file: None }
 }
 
 /// A store on a fresh schema of the test database.

@@ -39,6 +39,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::schema::{migrate, quote, valid_schema_name};
 use super::sqlite::decode_value;
@@ -60,6 +61,9 @@ pub struct PostgresOptions {
     pub schema: String,
     /// `Full`: `synchronous_commit = on`; `None`: off (ephemeral use).
     pub durability: Durability,
+    /// A PEM file of CA certificates to trust for TLS to Postgres, besides the
+    /// bundled Mozilla roots (a private CA, a managed database's CA bundle).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Collections and revocations in a Postgres schema.
@@ -151,6 +155,25 @@ async fn timed<T>(what: &str, future: impl Future<Output = Result<T, StoreError>
         .unwrap_or_else(|_| Err(StoreError(format!("postgres: {what}: no answer within {OPERATION_TIMEOUT:?}"))))
 }
 
+/// TLS to Postgres, always with a verified certificate: used when the URL
+/// says `sslmode=require` (against the bundled Mozilla roots, plus
+/// `--postgres-ca-file`) or when a CA file is given (then `sslmode=prefer`,
+/// the default, also uses TLS when the server offers it). Otherwise plain
+/// text, as before: unlike libpq, syncgate never encrypts without checking
+/// whom it talks to, so a server with a self-signed certificate needs its
+/// CA file.
+fn tls_connector(
+    config: &tokio_postgres::Config,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<MakeRustlsConnect>, StoreError> {
+    if ca_file.is_none() && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Ok(None);
+    }
+    crate::tls::client_config(ca_file, "--postgres-ca-file")
+        .map(|c| Some(MakeRustlsConnect::new(c)))
+        .map_err(StoreError)
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -178,7 +201,11 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls_connector(&config, options.ca_file.as_deref())? {
+            Some(tls) => Manager::from_config(config, tls, recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(OPERATION_TIMEOUT))
@@ -380,10 +407,21 @@ pub async fn new_epoch(options: PostgresOptions) -> Result<u64, StoreError> {
     let config =
         tokio_postgres::Config::from_str(&options.url).map_err(|e| StoreError(format!("not a Postgres URL: {e}")))?;
     let hosts = describe_hosts(&config);
+    let tls = tls_connector(&config, options.ca_file.as_deref())?;
     timed("drawing a new epoch", async {
-        let (client, connection) =
-            config.connect(NoTls).await.map_err(|e| StoreError(format!("Postgres at {hosts} does not answer: {e}")))?;
-        tokio::spawn(connection);
+        let answer = |e: tokio_postgres::Error| StoreError(format!("Postgres at {hosts} does not answer: {e}"));
+        let client = match tls {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await.map_err(answer)?;
+                tokio::spawn(connection);
+                client
+            }
+            None => {
+                let (client, connection) = config.connect(NoTls).await.map_err(answer)?;
+                tokio::spawn(connection);
+                client
+            }
+        };
         let epoch = fastrand::u64(1..i64::MAX as u64);
         let sql = format!("UPDATE {}.store SET epoch = $1 WHERE id = 1", quote(&options.schema));
         match client.execute(&sql, &[&to_i64(epoch)]).await {
