@@ -19,9 +19,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use rmpv::Value;
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use syncgate::protocol::ClientMessage;
 use syncgate::protocol::codes::close;
 use syncgate_client::ClientError;
@@ -163,21 +160,7 @@ impl ConnectArgs {
         if !self.url.starts_with("wss://") {
             return Ok(None);
         }
-        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        if let Some(path) = &self.ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
-            }
-        }
-        // The provider is named so no process-wide default has to exist.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = syncgate::tls::client_config(self.ca_file.as_deref(), "--ca-file").map_err(anyhow::Error::msg)?;
         Ok(Some(Arc::new(config)))
     }
 }
