@@ -76,6 +76,25 @@ async fn refreshes_in_band_before_expiry() {
 }
 
 #[tokio::test]
+async fn a_token_source_whose_tokens_keep_being_refused_is_stopped_after_three() {
+    let server = TestServer::start(jwt_config()).await;
+    let (config, calls) = recording(|_, _| Ok(Some("not a valid token".to_string())));
+    let (_client, mut events) = Client::connect((config.0)(server.url())).unwrap();
+    let seen = until(&mut events, |e| matches!(e, ClientEvent::Stopped { .. })).await;
+    assert!(
+        matches!(seen.last(), Some(ClientEvent::Stopped { code: Some(4001), .. })),
+        "stopped with the refusal's code: {:?}",
+        seen.last()
+    );
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [TokenRequest::Connect, TokenRequest::Rejected, TokenRequest::Rejected],
+        "three tokens tried, then no more attempts against the server's failure limit"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_rejected_token_is_replaced_on_reconnect() {
     let server = TestServer::start(jwt_config()).await;
     let (config, calls) = recording(|_, n| Ok(Some(if n == 0 { "stale-garbage".into() } else { token("alice", &[]) })));

@@ -51,6 +51,11 @@ pub(crate) struct Driver {
     attempts: usize,
 }
 
+/// Refused tokens in a row (closes with 4001, each after asking the token
+/// provider for a new one) after which the client stops, as the TypeScript and
+/// Python clients do.
+pub(crate) const MAX_REFUSED_TOKENS: u32 = 3;
+
 impl Driver {
     pub(crate) fn new(
         config: ClientConfig,
@@ -87,6 +92,8 @@ impl Driver {
         let mut attempt = 0u32;
         // Closes with 4029 in a row.
         let mut rate_limited = 0u32;
+        // Tokens refused (4001) in a row without an AUTH_ACK between them.
+        let mut refused = 0u32;
         let mut why = TokenRequest::Connect;
         loop {
             self.emit(ClientEvent::Connecting { attempt });
@@ -102,13 +109,24 @@ impl Driver {
                     self.emit(ClientEvent::Disconnected { code, reason: reason.clone() });
                     if connected {
                         attempt = 0;
+                        refused = 0;
                     }
                     if code != Some(close::RATE_LIMITED) {
                         rate_limited = 0;
                     }
                     why = match CloseAction::for_code(code) {
                         CloseAction::Stop => return self.stop(code, &reason),
-                        CloseAction::NewToken => TokenRequest::Rejected,
+                        CloseAction::NewToken => {
+                            // A token source that keeps producing refused tokens
+                            // would retry forever, and every attempt counts against
+                            // the server's per-address limit (locking out others).
+                            refused += 1;
+                            if refused >= MAX_REFUSED_TOKENS {
+                                let why = format!("{MAX_REFUSED_TOKENS} tokens in a row were refused ({reason})");
+                                return self.stop(code, &why);
+                            }
+                            TokenRequest::Rejected
+                        }
                         CloseAction::RefreshToken => TokenRequest::Refresh,
                         CloseAction::BackOff => {
                             // Rate-limited: start well up the backoff curve, and
