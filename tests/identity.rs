@@ -347,7 +347,10 @@ async fn kick_and_revoke_close_exactly_the_matching_connections() {
 
     let (status, body) =
         http(server.addr, "POST", "/admin/disconnect", Some("admin-secret"), Some(r#"{"sub":"alice"}"#)).await;
-    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, json!({"disconnected": 2, "nodesAcknowledged": 0})));
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (200, json!({"disconnected": 2, "nodesAcknowledged": 0}))
+    );
     assert_eq!(alice1.close_code().await, 4003);
     assert_eq!(alice2.close_code().await, 4003);
 

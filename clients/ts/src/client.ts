@@ -19,7 +19,7 @@ import { randomId } from "./random.js";
 import { MemoryStorage, type Storage, type StorageChange } from "./storage.js";
 import { TabRelay } from "./relay.js";
 import { Tabs } from "./tabs.js";
-import type { ClientEvents, ConnectionState, TokenReason, Value, WireRecord } from "./types.js";
+import type { ClientEvents, ConnectionState, TokenReason, Value, ValueCodec, WireRecord } from "./types.js";
 
 export interface SyncgateClientOptions {
   /** `ws://host:port/ws` or `wss://…`. */
@@ -54,6 +54,11 @@ export interface SyncgateClientOptions {
   replayBatch?: number;
   /** Liveness checks (default: PING after 25 s of silence, reconnect 10 s later without an answer); `false` turns them off. */
   ping?: Partial<PingOptions> | false;
+  /**
+   * End-to-end encryption: `new Encryption(keyring)` from `@syncgate/client/e2e`.
+   * Values are sealed before they are stamped and queued; reads return plaintext.
+   */
+  encryption?: ValueCodec;
 }
 
 export { Collection } from "./collection.js";
@@ -117,6 +122,7 @@ export class SyncgateClient {
     this.relay = new TabRelay(this);
     this.tabs = new Tabs(name, (m) => this.relay.receive(m), () => void this.#becomeLeader());
     this.ready = this.#load();
+    options.encryption?.attach(this);
   }
 
   async #load(): Promise<void> {

@@ -28,5 +28,6 @@ export type {
   TokenReason,
   Unreadable,
   Value,
+  ValueCodec,
   WireRecord,
 } from "./types.js";

@@ -130,3 +130,31 @@ export interface ClientEvents {
   /** Whether this tab holds the connection for its storage (one tab per storage name does). */
   leader: { leader: boolean };
 }
+
+/**
+ * End-to-end encryption's hook (`@syncgate/client/e2e`'s `Encryption`). Only
+ * this interface lives in the core, so apps that do not encrypt do not ship
+ * the cryptography: the codec, attached once by the client's constructor,
+ * wraps the client's record reads and writes (what `Collection` and the React
+ * hooks call), sealing values before they are stamped and opening what the
+ * replica holds.
+ */
+export interface ValueCodec {
+  attach(client: ValueCodecHost): void;
+}
+
+/** What a `ValueCodec` sees of the client it is attached to. */
+export interface ValueCodecHost {
+  readonly events: {
+    on<K extends keyof ClientEvents>(event: K, listener: (payload: ClientEvents[K]) => void): () => void;
+    emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void;
+  };
+  /** The stored values (envelopes), as the replica holds them. */
+  readonly replica: { get(collection: string, key: string): Value | undefined; entries(collection: string): [string, Value][] };
+  /** The record reads and writes of every `Collection`: the codec replaces these three with sealing and opening ones. */
+  readonly collectionHost: {
+    read(name: string, key: string): Value | undefined;
+    readAll(name: string): [string, Value][];
+    write(name: string, key: string, value: Value): Promise<string>;
+  };
+}

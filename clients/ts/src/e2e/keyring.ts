@@ -25,6 +25,14 @@ function checkSpace(space: string): void {
 /** Every space's keys this device holds, by version. */
 export class Keyring {
   private readonly spaces = new Map<string, Map<number, DataKey>>();
+  /** Told when a key is added: records that did not open for want of it may open now. */
+  private readonly listeners = new Set<() => void>();
+
+  /** Calls `listener` whenever a key is added; returns the function that stops it. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
 
   /** Creates `space` with a fresh version-1 key. */
   createSpace(space: string): DataKey {
@@ -48,6 +56,7 @@ export class Keyring {
     }
     versions.set(key.version, held ?? key);
     this.spaces.set(space, versions);
+    if (held === undefined) for (const listener of this.listeners) listener();
   }
 
   /** A fresh key as the next version of `space` (a rotation, when a member is removed). */

@@ -38,7 +38,7 @@ function map(encoded: Uint8Array): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-async function open(sub: string, master: Uint8Array, items: Map<string, Uint8Array>): Promise<Unlocked> {
+async function open(sub: string, master: Uint8Array, items: Map<string, Uint8Array>, keyring: Keyring): Promise<Unlocked> {
   if (master.length !== 32) throw new E2eError("malformed", "a master key has 32 bytes");
   const identity = map(item(items, IDENTITY));
   const wrapped = identity["secret"];
@@ -48,7 +48,6 @@ async function open(sub: string, master: Uint8Array, items: Map<string, Uint8Arr
   const secret = await openKeyWrap(master, purpose("identity", sub), encode(wrapped));
   const publicKey = await publicKeyOf(secret);
   if (!equal(publicKey, identity["public"])) throw new E2eError("malformed", "the identity's public key does not match");
-  const keyring = new Keyring();
   for (const [name, value] of items) {
     if (!name.startsWith(KEYS_PREFIX)) continue;
     const entry = map(value);
@@ -62,17 +61,29 @@ async function open(sub: string, master: Uint8Array, items: Map<string, Uint8Arr
   return { sub, master: bytes(master), identity: { secret, public: publicKey }, keyring };
 }
 
-/** Opens a vault's items with the password. */
-export async function unlockWithPassword(argon2id: Argon2id, sub: string, password: string, items: Map<string, Uint8Array>): Promise<Unlocked> {
+/** Opens a vault's items with the password; its keys go into `keyring` (a client's, or a new one). */
+export async function unlockWithPassword(
+  argon2id: Argon2id,
+  sub: string,
+  password: string,
+  items: Map<string, Uint8Array>,
+  keyring = new Keyring(),
+): Promise<Unlocked> {
   const master = await openPassphraseWrap(argon2id, password, purpose("vault-master", sub, "password"), item(items, MASTER_BY_PASSWORD));
-  return open(sub, master, items);
+  return open(sub, master, items, keyring);
 }
 
 /** Opens a vault's items with the recovery code (a lost password). */
-export async function unlockWithRecoveryCode(argon2id: Argon2id, sub: string, code: string, items: Map<string, Uint8Array>): Promise<Unlocked> {
+export async function unlockWithRecoveryCode(
+  argon2id: Argon2id,
+  sub: string,
+  code: string,
+  items: Map<string, Uint8Array>,
+  keyring = new Keyring(),
+): Promise<Unlocked> {
   const secret = await parseRecoveryCode(sub, code);
   const master = await openPassphraseWrap(argon2id, secret, purpose("vault-master", sub, "recovery"), item(items, MASTER_BY_RECOVERY));
-  return open(sub, master, items);
+  return open(sub, master, items, keyring);
 }
 
 /** The vault item that stores `key` of `space`, wrapped under the master key. */
@@ -133,8 +144,20 @@ export class VaultHttp {
   }
 
   /** Another device: fetches the wraps and opens them with the password. */
-  async unlock(password: string): Promise<Unlocked> {
-    return unlockWithPassword(this.argon2id, this.sub, password, await this.items());
+  async unlock(password: string, keyring?: Keyring): Promise<Unlocked> {
+    return unlockWithPassword(this.argon2id, this.sub, password, await this.items(), keyring);
+  }
+
+  /** A device without the password: opens the vault with the recovery code shown at enrolment. */
+  async restore(recoveryCode: string, keyring?: Keyring): Promise<Unlocked> {
+    return unlockWithRecoveryCode(this.argon2id, this.sub, recoveryCode, await this.items(), keyring);
+  }
+
+  /** Wraps the master key under a new password (after a restore); the recovery code stays valid. */
+  async changePassword(unlocked: Unlocked, password: string, params: KdfParams): Promise<void> {
+    if (password === "") throw new E2eError("invalid", "an empty password");
+    const wrap = await sealPassphraseWrap(this.argon2id, password, params, purpose("vault-master", this.sub, "password"), unlocked.master);
+    await this.put(MASTER_BY_PASSWORD, wrap);
   }
 
   /** Stores `key` of `space` in the vault. */

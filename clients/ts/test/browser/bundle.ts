@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 await build({
-  entryPoints: { page: `${root}test/browser/page.ts`, "react-page": `${root}test/browser/react-page.ts` },
+  entryPoints: { page: `${root}test/browser/page.ts`, "react-page": `${root}test/browser/react-page.ts`, "e2e-page": `${root}test/browser/e2e-page.ts` },
   bundle: true,
   format: "esm",
   platform: "browser",
