@@ -25,6 +25,7 @@ async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {
         writers: 4,
         batch: 5,
         duration: Seconds(Duration::from_secs(3)),
+        batches: None,
         value_bytes: 16,
         flood: FloodArgs {
             flood_idle: 20,
