@@ -97,7 +97,10 @@ pub async fn serve(listener: TcpListener, admin: Option<TcpListener>, node: Arc<
         }
         let _ = tcp.set_nodelay(true);
         let surface = Surface::Public { slots: Arc::new((permit, slot)), admin_here };
-        node.tracker.spawn(accept_connection(tcp, peer, node.clone(), tls.clone(), surface));
+        // Boxed: the HTTP connection's future is several KiB, and the spawn
+        // would otherwise copy it through each of its layers (callgrind:
+        // ≈ 4,000 instructions of memcpy per accepted connection).
+        node.tracker.spawn(Box::pin(accept_connection(tcp, peer, node.clone(), tls.clone(), surface)));
     }
     drop(listener);
     node.tracker.close();
@@ -285,14 +288,15 @@ async fn route(
                 }
             };
             let connection_node = node.clone();
-            node.tracker.spawn(async move {
+            // Boxed for the same reason as the accepted connection: the session's future is large.
+            node.tracker.spawn(Box::pin(async move {
                 let _permit = permit;
                 let _client_slot = client_slot;
                 match upgrading.await {
                     Ok(ws) => connection::serve(ws.into_inner(), connection_node, query_token, peer, pending).await,
                     Err(e) => debug!(%peer, error = %e, "upgrade did not complete"),
                 }
-            });
+            }));
             let (parts, _) = response.into_parts();
             Response::from_parts(parts, Full::default())
         }

@@ -1,7 +1,8 @@
 //! The load generator's flood (`syncgate bench ops --flood-*`) against a real
 //! server: it must produce the attack it reports, and the server must refuse
 //! all of it while the writers carry on. No timings are asserted here; the
-//! figures belong in the report.
+//! figures belong in the report. `--batches` bounds the work exactly, as the
+//! instruction counts (`scripts/instructions.sh`) need.
 
 mod common;
 
@@ -25,6 +26,7 @@ async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {
         writers: 4,
         batch: 5,
         duration: Seconds(Duration::from_secs(3)),
+        batches: None,
         value_bytes: 16,
         flood: FloodArgs {
             flood_idle: 20,
@@ -46,4 +48,25 @@ async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {
     assert!(flood.bad_tokens_refused() > 0, "then the IP is refused at the upgrade: {report}");
     assert!(flood.slowloris_cut() >= 5, "the header-read timeout cuts half-sent requests: {report}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_bound_each_writer_to_exactly_that_many_answered_batches() {
+    let server = TestServer::start(jwt_config()).await;
+    let report = run_ops(OpsArgs {
+        url: server.url(),
+        credentials: Credentials { token_secret: Some(SECRET.into()), token: None },
+        writers: 3,
+        batch: 4,
+        // Far longer than the work takes: only the bound can end the writers this early.
+        duration: Seconds(Duration::from_secs(60)),
+        batches: Some(5),
+        value_bytes: 8,
+        flood: FloodArgs::default(),
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(report.failed_writers(), 0, "{report}");
+    assert_eq!(report.accepted() + report.rejected(), 3 * 5 * 4, "{report}");
 }

@@ -130,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             }
             Completion::Verified(result) => {
                 let kind = if result.is_ok() { "ok" } else { "failed" };
-                self.node.metrics.handshakes.get_or_create(&crate::metrics::Kind { kind }).inc();
+                self.node.metrics.handshake(kind);
                 match &result {
                     // Claims are logged with Debug: a `sub` holding a newline cannot forge a log line.
                     // Successes at DEBUG: one INFO line per handshake costs a measurable share of it.

@@ -86,6 +86,15 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
     };
     let raw_id = fields.get("id");
     let id = raw_id.and_then(Value::as_u64);
+    if type_name == "OP_BATCH" {
+        // Takes the ops out of the decoded tree instead of copying them (the hot path of writes).
+        let request = request_id(raw_id);
+        return request.and_then(|id| decode_batch(id, entries)).map_err(|reason| DecodeError::Invalid {
+            kind: "OP_BATCH",
+            id,
+            reason,
+        });
+    }
     let parsed = match type_name {
         "AUTH" => decode_auth(&fields),
         "PING" => match raw_id {
@@ -119,7 +128,6 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
             let data = fields.get("data").cloned().unwrap_or(Value::Nil);
             Ok(ClientMessage::Pub { id, topic, data })
         }),
-        "OP_BATCH" => request_id(raw_id).and_then(|id| decode_batch(id, &fields)),
         "SYNC" => request_id(raw_id).and_then(|id| {
             let collection = fields.string("collection")?;
             let since = match fields.get("since") {
@@ -164,8 +172,18 @@ pub fn encode_server(message: &ServerMessage) -> Bytes {
     // Encoding into a Vec does not fail for these types (the decode_frame fuzzer
     // re-encodes arbitrary client data); should it ever, the peer gets an ERROR
     // instead of the process panicking.
-    rmp_serde::to_vec_named(message).map(Bytes::from).unwrap_or_else(|e| encoding_failed(&e))
+    // Sized for most messages at once: growing from empty reallocated four or
+    // five times per message (callgrind: ≈ 1,000 instructions per AUTH_ACK).
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    match rmp_serde::encode::write_named(&mut out, message) {
+        Ok(()) => Bytes::from(out),
+        Err(e) => encoding_failed(&e),
+    }
 }
+
+/// The first buffer of an encoded server message: `AUTH_ACK`, `OP_RESULT`
+/// of a small batch and a typical `MESSAGE` fit in it.
+const ENCODE_CAPACITY: usize = 256;
 
 /// Encodes a client message as one MessagePack map (used by the client and tests).
 pub fn encode_client(message: &ClientMessage) -> Bytes {
@@ -197,39 +215,52 @@ fn decode_auth(fields: &Fields<'_>) -> Result<ClientMessage, String> {
     }
 }
 
-fn decode_batch(id: u64, fields: &Fields<'_>) -> Result<ClientMessage, String> {
-    let Some(Value::Array(items)) = fields.get("ops") else {
+fn decode_batch(id: u64, mut entries: Vec<(Value, Value)>) -> Result<ClientMessage, String> {
+    let Some(Value::Array(items)) = take(&mut entries, "ops") else {
         return Err("`ops` must be an array".into());
     };
-    let ops = items.iter().map(decode_op).collect();
+    let ops = items.into_iter().map(decode_op).collect();
     Ok(ClientMessage::OpBatch { id, ops })
 }
 
 /// Decodes one op on its own, so that a malformed op is rejected alone.
-fn decode_op(item: &Value) -> OpInput {
-    let Value::Map(entries) = item else {
+fn decode_op(item: Value) -> OpInput {
+    let Value::Map(mut entries) = item else {
         return OpInput::Invalid { op_id: Value::Nil, reason: "an op must be a map".into() };
     };
-    let fields = Fields(entries);
-    let op_id = match fields.get("opId") {
-        Some(v @ Value::Integer(_)) => v.clone(),
-        Some(v @ Value::String(s)) if s.is_str() => v.clone(),
+    let op_id = match take(&mut entries, "opId") {
+        Some(v @ Value::Integer(_)) => v,
+        Some(v @ Value::String(_)) if v.is_str() => v,
         _ => {
             return OpInput::Invalid { op_id: Value::Nil, reason: "`opId` must be a string or an integer".into() };
         }
     };
-    let parsed = (|| -> Result<RawOp, String> {
-        Ok(RawOp {
-            op_id: op_id.clone(),
-            collection: fields.string("collection")?,
-            key: fields.string("key")?,
-            value: fields.get("value").cloned().unwrap_or(Value::Nil),
-            hlc: fields.string("hlc")?,
-        })
+    let parsed = (|| -> Result<(String, String, Value, String), String> {
+        Ok((
+            take_string(&mut entries, "collection")?,
+            take_string(&mut entries, "key")?,
+            take(&mut entries, "value").unwrap_or(Value::Nil),
+            take_string(&mut entries, "hlc")?,
+        ))
     })();
     match parsed {
-        Ok(op) => OpInput::Op(op),
+        Ok((collection, key, value, hlc)) => OpInput::Op(RawOp { op_id, collection, key, value, hlc }),
         Err(reason) => OpInput::Invalid { op_id, reason },
+    }
+}
+
+/// Moves the value of the first `name` entry out of a decoded map (leaving
+/// nil), as [`Fields::get`] would find it. Each name is taken at most once.
+fn take(entries: &mut [(Value, Value)], name: &str) -> Option<Value> {
+    entries.iter_mut().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| std::mem::replace(v, Value::Nil))
+}
+
+/// [`take`] for a string field, with the errors of [`Fields::string`].
+fn take_string(entries: &mut [(Value, Value)], name: &str) -> Result<String, String> {
+    match take(entries, name) {
+        Some(Value::String(s)) => s.into_str().ok_or_else(|| format!("`{name}` is not valid UTF-8")),
+        Some(_) => Err(format!("`{name}` must be a string")),
+        None => Err(format!("missing `{name}`")),
     }
 }
 

@@ -58,6 +58,10 @@ pub struct HandshakeArgs {
     /// Also measure the bare-transport reference server, in the same run.
     #[arg(long)]
     pub reference: bool,
+    /// Make the reference verify each HS256 token with `--token-secret` (as syncgate does),
+    /// so the ratio compares transport + token check with syncgate.
+    #[arg(long, requires = "reference", requires = "token_secret")]
+    pub verify: bool,
 }
 
 /// Flags of `syncgate bench idle`.
@@ -177,16 +181,25 @@ impl fmt::Display for HandshakeReport {
 pub async fn run_handshake(args: HandshakeArgs) -> Result<HandshakeReport, String> {
     let syncgate = handshakes("syncgate", &args.connect, args.connect.server_pid).await?;
     let reference = if args.reference {
-        let mut child = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-            .args(["bench", "reference"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the reference server: {e}"))?;
+        let mut command = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+        command.args(["bench", "reference"]).stdout(std::process::Stdio::piped());
+        // The secret goes through the environment, never the command line (visible in `ps`).
+        command.env_remove("SYNCGATE_REFERENCE_SECRET");
+        if args.verify {
+            let secret = args.connect.credentials.token_secret.as_deref().ok_or("--verify needs --token-secret")?;
+            command.env("SYNCGATE_REFERENCE_SECRET", secret);
+        }
+        let mut child = command.spawn().map_err(|e| format!("cannot start the reference server: {e}"))?;
         let stdout = child.stdout.take().ok_or("the reference server has no stdout")?;
         let mut line = String::new();
         std::io::BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
         let connect = ConnectArgs { url: format!("ws://{}/ws", line.trim()), ..args.connect.clone() };
-        let run = handshakes("reference (bare fastwebsockets)", &connect, Some(child.id())).await;
+        let target = if args.verify {
+            "reference (bare fastwebsockets + HS256 check)"
+        } else {
+            "reference (bare fastwebsockets)"
+        };
+        let run = handshakes(target, &connect, Some(child.id())).await;
         let _ = child.kill();
         let _ = child.wait();
         Some(run?)

@@ -55,6 +55,10 @@ pub struct OpsArgs {
     /// How long to write (`20s`, `1m`).
     #[arg(long, default_value = "20s")]
     pub duration: Seconds,
+    /// Stop each writer after this many answered batches (the duration still bounds the run):
+    /// a fixed amount of work, for instruction counts.
+    #[arg(long)]
+    pub batches: Option<u64>,
     /// Bytes of each op's value.
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
@@ -178,8 +182,8 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     for writer in 0..args.writers {
         let token = args.credentials.token(&format!("bench-{writer}"))?;
         let url = nth_url(&args.url, writer);
-        let (batch, value_bytes) = (args.batch, args.value_bytes);
-        tasks.push(tokio::spawn(async move { write_until(url, token, writer, batch, value_bytes, deadline).await }));
+        let work = Work { batch: args.batch, value_bytes: args.value_bytes, batches: args.batches, deadline };
+        tasks.push(tokio::spawn(async move { write_until(url, token, writer, work).await }));
     }
     let mut report = OpsReport {
         writers: args.writers,
@@ -223,14 +227,18 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     Ok(report)
 }
 
-async fn write_until(
-    url: String,
-    token: Option<String>,
-    writer: usize,
+/// What one writer writes, and until when.
+#[derive(Clone, Copy)]
+struct Work {
     batch: usize,
     value_bytes: usize,
+    /// Answered batches after which the writer stops, if bounded.
+    batches: Option<u64>,
     deadline: Instant,
-) -> Result<WriterResult, String> {
+}
+
+async fn write_until(url: String, token: Option<String>, writer: usize, work: Work) -> Result<WriterResult, String> {
+    let Work { batch, value_bytes, batches, deadline } = work;
     let connecting = Instant::now();
     let mut ws = open_authenticated(&url, token).await?;
     let next = async |ws: &mut FragmentCollector<_>| -> Result<ServerMessage, String> { read_message(ws).await };
@@ -250,7 +258,7 @@ async fn write_until(
         latency_us: Histogram::new(3).map_err(|e| e.to_string())?,
     };
     let mut id = 0u64;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && batches.is_none_or(|limit| result.batches < limit) {
         id += 1;
         let ops = (0..batch)
             .map(|i| {
