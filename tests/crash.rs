@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -19,22 +18,9 @@ use syncgate::store::{Durability, SqliteStore, Store};
 const BATCH: usize = 4;
 
 fn start(data_dir: &Path) -> (Child, SocketAddr) {
-    let mut child = syncgate()
-        .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    use std::ffi::OsStr;
+    let args = [OsStr::new("--jwt-secret"), OsStr::new(SECRET), OsStr::new("--data-dir"), data_dir.as_os_str()];
+    spawn_serve(args, Stdio::null())
 }
 
 type Batches = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;

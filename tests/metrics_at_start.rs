@@ -6,12 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 
 use common::idp::http;
-use common::syncgate;
 use openmetrics_parser::openmetrics::parse_openmetrics;
 use openmetrics_parser::{MetricNumber, OpenMetricsType, OpenMetricsValue};
 use syncgate::protocol::AuthFailCode;
@@ -29,20 +27,7 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
-    let mut child = syncgate()
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory", "--admin-token", ADMIN])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let (child, addr) = common::spawn_serve(["--store", "memory", "--admin-token", ADMIN], Stdio::null());
     Server(child, addr)
 }
 

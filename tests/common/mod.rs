@@ -315,6 +315,34 @@ where
     }
 }
 
+/// Starts `syncgate serve --listen 127.0.0.1:0 ARGS…`, waits until it logs
+/// its address, and keeps draining its log so it never blocks on a full pipe;
+/// `stderr` is where its error lines go. Returns the process (the caller
+/// kills it) and the address it listens on.
+pub fn spawn_serve<I, S>(args: I, stderr: std::process::Stdio) -> (std::process::Child, SocketAddr)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::{BufRead as _, BufReader};
+    let mut child = syncgate()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server exited before listening").expect("a log line");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().expect("an address").parse().expect("an address");
+        }
+    };
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, addr)
+}
+
 /// The `syncgate` binary with no `SYNCGATE_*` variables inherited from the environment.
 pub fn syncgate() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"));

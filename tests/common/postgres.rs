@@ -49,24 +49,8 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts the binary on `schema` and waits until it listens.
     pub fn start(url: &str, schema: &str, extra: &[&str]) -> Self {
-        use std::io::{BufRead as _, BufReader};
-        let mut child = super::syncgate()
-            .args(["serve", "--listen", "127.0.0.1:0", "--store", url, "--postgres-schema", schema])
-            .args(["--jwt-secret", super::SECRET])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = loop {
-            let line = lines.next().expect("the node exited before listening").expect("a log line");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().expect("an address").parse().expect("an address");
-            }
-        };
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        let args = ["--store", url, "--postgres-schema", schema, "--jwt-secret", super::SECRET];
+        let (child, addr) = super::spawn_serve(args.iter().chain(extra), std::process::Stdio::inherit());
         Self { child, addr }
     }
 
