@@ -79,6 +79,8 @@ pub struct Opened<'a> {
     pub origin: &'a str,
     /// The payload.
     pub body: &'a [u8],
+    /// Where `body` starts in the envelope's bytes (to share them, not copy).
+    pub body_at: usize,
 }
 
 /// Why an envelope was refused.
@@ -172,7 +174,7 @@ impl Sealer {
             return Err(Refused::Malformed);
         }
         let origin = std::str::from_utf8(&signed_part[HEADER + 1..body_at]).map_err(|_| Refused::Malformed)?;
-        Ok(Opened { kind, sent_at, seq, origin, body: &signed_part[body_at..] })
+        Ok(Opened { kind, sent_at, seq, origin, body: &signed_part[body_at..], body_at })
     }
 }
 
@@ -205,7 +207,11 @@ mod tests {
         let sealer = Sealer::new(Some(b"cluster secret"));
         let sealed = sealer.seal("sg.t.abc", Kind::Topic, 42, 7, "node-a", b"payload");
         let opened = sealer.open("sg.t.abc", &sealed).unwrap();
-        assert_eq!(opened, Opened { kind: Kind::Topic, sent_at: 42, seq: 7, origin: "node-a", body: b"payload" });
+        let body_at = sealed.len() - 32 - b"payload".len();
+        assert_eq!(
+            opened,
+            Opened { kind: Kind::Topic, sent_at: 42, seq: 7, origin: "node-a", body: b"payload", body_at }
+        );
         assert_eq!(sealer.open("sg.t.abd", &sealed), Err(Refused::BadMac), "replayed on another subject");
     }
 

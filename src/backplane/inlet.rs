@@ -29,14 +29,11 @@ impl Inlet {
 
     /// Queues `message`; when the queue is full, drops it and makes sure an
     /// [`Inbound::Lost`] follows as soon as there is room (even if nothing
-    /// else is ever sent), without making the sender wait. Returns whether
-    /// `message` was queued.
-    pub(crate) fn offer(self: &Arc<Self>, message: Inbound) -> bool {
-        if self.queue.try_send(message).is_ok() {
-            return true;
+    /// else is ever sent), without making the sender wait.
+    pub(crate) fn offer(self: &Arc<Self>, message: Inbound) {
+        if self.queue.try_send(message).is_err() {
+            self.announce_loss();
         }
-        self.announce_loss();
-        false
     }
 
     /// Makes sure an [`Inbound::Lost`] is queued as soon as there is room.

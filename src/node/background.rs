@@ -71,7 +71,7 @@ async fn pump(node: Arc<Node>, mut inbound: mpsc::Receiver<Inbound>) {
             Inbound::Message { subject: Subject::Presence(topic), payload } => {
                 node.hub.receive_presence(&topic, &payload);
             }
-            Inbound::Announcement(announcement) => node.peers.heard(announcement, &node.policy().digest()),
+            Inbound::Announcement(announcement) => node.peers.heard(announcement, &node.rules_digest()),
             Inbound::Lost => {
                 node.hub.lost();
                 // Revocations announced while messages were lost are in the store.

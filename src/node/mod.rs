@@ -89,6 +89,9 @@ pub struct Node {
     pub(crate) vault_budgets: RequestBudgets,
     /// The authorization policy in force; connections watch it.
     policy: PolicyHandle,
+    /// The digest of that policy, as announcements carry it: computed when
+    /// the policy changes, not on every announcement sent or heard.
+    rules_digest: std::sync::Mutex<Arc<str>>,
     /// Revoked tokens, consulted at authentication and refresh.
     revocations: Revocations,
     /// How many saved revocations (in the store's order) this node enforces.
@@ -175,6 +178,7 @@ impl Node {
             api_budgets: RequestBudgets::new(config.session.messages_per_second, config.session.message_burst),
             vault_budgets: RequestBudgets::per_minute(config.auth_failures_per_minute),
             policy: PolicyHandle::new(config.policy.clone()),
+            rules_digest: std::sync::Mutex::new(config.policy.digest().into()),
             config,
             shutdown,
             draining: CancellationToken::new(),
@@ -211,7 +215,13 @@ impl Node {
     /// its subscriptions and syncs. (To change the rules on every node, use
     /// [`Node::reload_rules`].)
     pub fn set_policy(&self, policy: Policy) {
+        *self.rules_digest.lock().unwrap_or_else(|e| e.into_inner()) = policy.digest().into();
         self.policy.replace(policy);
+    }
+
+    /// The digest of the rules in force (see [`Policy::digest`]).
+    pub(crate) fn rules_digest(&self) -> Arc<str> {
+        self.rules_digest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A receiver that sees every change of policy (what connections watch).

@@ -107,7 +107,7 @@ impl Node {
         Announcement {
             node_id: self.config.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            rules_digest: self.policy().digest(),
+            rules_digest: self.rules_digest().to_string(),
             connections: self.registry.len() as u64,
             started_at: self.started_at,
         }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CONTROL_FRESHNESS, SEEN_CONTROL, SeenControl, Shared};
-use crate::backplane::envelope::{Kind, Refused, Sealer};
+use crate::backplane::envelope::{Kind, Refused};
 use crate::backplane::{ControlDelivery, Inbound, Subject, wire};
 
 impl Shared {
@@ -95,8 +95,7 @@ pub(super) async fn forward(
         };
         let payload = match shared.sealer.open(message.subject.as_str(), &message.payload) {
             Ok(opened) if opened.kind == kind => {
-                let at = message.payload.len() - opened.body.len() - trailer(&shared.sealer);
-                message.payload.slice(at..at + opened.body.len())
+                message.payload.slice(opened.body_at..opened.body_at + opened.body.len())
             }
             Ok(_) => {
                 shared.refused(message.subject.as_str(), Refused::Malformed);
@@ -113,11 +112,6 @@ pub(super) async fn forward(
         shared.inlet.offer(Inbound::Message { subject: subject.clone(), payload });
     }
     let _ = subscriber.unsubscribe().await;
-}
-
-/// Bytes after the body: the MAC when envelopes are signed.
-fn trailer(sealer: &Sealer) -> usize {
-    if sealer.is_signed() { 32 } else { 0 }
 }
 
 /// Receives control messages (kind `Control`) or announcements for the node.
