@@ -92,10 +92,15 @@ pub(crate) fn check_op(
     value: &Value,
     limits: RequestLimits,
 ) -> Result<(), OpOutcome> {
+    check_op_fields(op_id, value, limits)?;
+    check_writable(access, collection).map_err(|refusal| refusal.rejection(op_id.clone()))
+}
+
+/// [`check_op`] without the collection: for an op of a batch whose previous
+/// op was allowed into the same collection (checked once per run of ops).
+pub(crate) fn check_op_fields(op_id: &Value, value: &Value, limits: RequestLimits) -> Result<(), OpOutcome> {
     check_op_id(op_id).map_err(|refusal| refusal.rejection(Value::Nil))?;
-    check_value("value", value, limits)
-        .and_then(|()| check_writable(access, collection))
-        .map_err(|refusal| refusal.rejection(op_id.clone()))
+    check_value("value", value, limits).map_err(|refusal| refusal.rejection(op_id.clone()))
 }
 
 /// Whether `access` may write into `collection` at all (its name checked first).

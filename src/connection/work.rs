@@ -62,11 +62,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     let (slots, ops): (Vec<usize>, Vec<_>) = ops.into_iter().unzip();
                     let node = self.node.clone();
                     self.writes_in_flight += 1;
-                    self.tasks.spawn(async move {
+                    self.finish_or_spawn(async move {
                         let outcomes = node.commit(ops).await;
                         Completion::Written { id, results, slots, outcomes }
-                    });
-                    Flow::Continue
+                    })
+                    .await
                 }
                 Effect::Sync { id, collection, since } => {
                     let collection: Arc<str> = Arc::from(collection);
@@ -94,26 +94,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    /// Verifies a token ([`crate::node::Node::authenticate`]). The verification is polled
-    /// once here: a token checked against keys in memory (HMAC, PEM, cached
-    /// JWKS) is decided without waiting, and then no task is spawned for it (a
-    /// task per handshake was a measurable share of the handshake's cost). One
-    /// that must wait (a key fetch, introspection) goes on as a task, so the
-    /// actor never waits on I/O.
+    /// Verifies a token ([`crate::node::Node::authenticate`]): a token checked
+    /// against keys in memory (HMAC, PEM, cached JWKS) is decided at once; one
+    /// that must wait (a key fetch, introspection) goes on as a task.
     async fn start_verification(&mut self, token: String) -> Flow {
         let authentication = self.node.authenticate(token, self.peer.ip());
-        let mut verification = Box::pin(async move {
+        self.finish_or_spawn(async move {
             match authentication.await {
                 Err(AuthRefusal::Blocked) => Completion::Blocked,
                 Err(AuthRefusal::Failed(e)) => Completion::Verified(Err(e)),
                 Ok(identity) => Completion::Verified(Ok(identity)),
             }
-        });
-        let polled = verification.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        })
+        .await
+    }
+
+    /// Polls `work` once here: work decided without waiting (a token checked
+    /// against keys in memory, a commit to the memory store) completes at
+    /// once, and then no task is spawned for it (a task per handshake or per
+    /// batch was a measurable share of its cost). Work that must wait goes on
+    /// as a task, so the actor never waits on I/O.
+    async fn finish_or_spawn(&mut self, work: impl Future<Output = Completion> + Send + 'static) -> Flow {
+        let mut work = Box::pin(work);
+        let polled = work.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
         match polled {
             // The task's first poll registers its own waker: nothing is lost.
             Poll::Pending => {
-                self.tasks.spawn(verification);
+                self.tasks.spawn(work);
                 Flow::Continue
             }
             Poll::Ready(completion) => Box::pin(self.complete(completion)).await,

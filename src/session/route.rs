@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::{Authenticated, Effect, SessionConfig};
-use crate::protocol::{ClientMessage, OpInput, ServerMessage};
+use crate::protocol::{ClientMessage, OpInput, RawOp, ServerMessage};
 use crate::requests::{
-    Reading, RequestError, check_batch, check_name, check_op, check_presence_info, check_publish, check_read,
-    parse_since,
+    Reading, RequestError, check_batch, check_name, check_op, check_op_fields, check_presence_info, check_publish,
+    check_read, parse_since,
 };
 use crate::rules::{Access, Action};
 
@@ -82,17 +82,27 @@ pub(super) fn route(
                 return fail(out, id, refusal);
             }
             let mut results = Vec::with_capacity(ops.len());
-            let mut allowed = Vec::with_capacity(ops.len());
+            let mut allowed: Vec<(usize, RawOp)> = Vec::with_capacity(ops.len());
             for (i, op) in ops.into_iter().enumerate() {
                 results.push(match op {
                     OpInput::Invalid { op_id, reason } => Some(RequestError::Invalid(reason).rejection(op_id)),
-                    OpInput::Op(op) => match check_op(&auth.access, &op.op_id, &op.collection, &op.value, limits) {
-                        Err(rejection) => Some(rejection),
-                        Ok(()) => {
-                            allowed.push((i, op));
-                            None
+                    OpInput::Op(op) => {
+                        let checked = match allowed.last() {
+                            // A batch usually writes one collection: its name and rights are checked
+                            // once per run of ops to it (the op's own fields each time).
+                            Some((_, last)) if last.collection == op.collection => {
+                                check_op_fields(&op.op_id, &op.value, limits)
+                            }
+                            _ => check_op(&auth.access, &op.op_id, &op.collection, &op.value, limits),
+                        };
+                        match checked {
+                            Err(rejection) => Some(rejection),
+                            Ok(()) => {
+                                allowed.push((i, op));
+                                None
+                            }
                         }
-                    },
+                    }
                 });
             }
             if allowed.is_empty() {

@@ -63,23 +63,39 @@ impl FromStr for Hlc {
     type Err = HlcError;
 
     fn from_str(s: &str) -> Result<Self, HlcError> {
-        let mut parts = s.splitn(3, ':');
-        let millis = parts.next().ok_or(HlcError("missing millis"))?;
-        let counter = parts.next().ok_or(HlcError("missing counter"))?;
-        let node = parts.next().ok_or(HlcError("missing node id"))?;
-        let digits = |p: &str, most: usize| !p.is_empty() && p.len() <= most && p.bytes().all(|b| b.is_ascii_digit());
-        if !digits(millis, 16) || !digits(counter, 5) {
+        // Parsed by hand over the bytes: every op carries a stamp, and the
+        // split-and-parse version cost about 870 instructions per op.
+        let (millis, rest) = split_at_colon(s).ok_or(HlcError("missing counter"))?;
+        let (counter, node) = split_at_colon(rest).ok_or(HlcError("missing node id"))?;
+        let (Some(millis), Some(counter)) = (decimal(millis, 16), decimal(counter, 5)) else {
             return Err(HlcError("millis (1 to 16 digits) and counter (1 to 5 digits) must be decimal integers"));
+        };
+        if millis > MAX_MILLIS {
+            return Err(HlcError("millis must be at most 2^53-1"));
         }
-        let millis =
-            millis.parse::<u64>().ok().filter(|m| *m <= MAX_MILLIS).ok_or(HlcError("millis must be at most 2^53-1"))?;
         let counter =
-            counter.parse::<u32>().ok().filter(|c| *c <= MAX_COUNTER).ok_or(HlcError("counter must be 0 to 65535"))?;
-        if node.is_empty() || node.len() > 64 || node.chars().any(char::is_control) {
+            u32::try_from(counter).ok().filter(|c| *c <= MAX_COUNTER).ok_or(HlcError("counter must be 0 to 65535"))?;
+        if node.is_empty() || node.len() > 64 || crate::names::has_control(node) {
             return Err(HlcError("node id must be 1 to 64 bytes without control characters"));
         }
         Ok(Hlc { millis, counter, node: node.to_string() })
     }
+}
+
+/// `text` before and after its first `:` (a byte search: `str::split_once`
+/// with a char pattern cost more than the rest of the parse).
+fn split_at_colon(text: &str) -> Option<(&str, &str)> {
+    let at = text.bytes().position(|b| b == b':')?;
+    // `:` is ASCII: both sides are on character boundaries.
+    Some((&text[..at], &text[at + 1..]))
+}
+
+/// `text` as a decimal integer of 1 to `most` ASCII digits (at most 19: no overflow).
+fn decimal(text: &str, most: usize) -> Option<u64> {
+    if text.is_empty() || text.len() > most {
+        return None;
+    }
+    text.bytes().try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
 }
 
 /// A value's MessagePack encoding: how a store keeps values, and what

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
 use super::checkpoint::restart_wal;
 use super::{ApplyReply, Job, MAX_GROUP, State, err, to_i64, to_u64};
-use crate::hlc::{Hlc, Merge, encode_value, merge};
+use crate::hlc::{Hlc, encode_value, merge};
 use crate::store::Revoked;
 use crate::store::{Applied, StoreError, Write};
 
@@ -77,16 +77,23 @@ fn commit(
     // The touched collections' new heads: kept only once the commit succeeds.
     let mut moved: HashMap<&str, u64> = HashMap::new();
     {
-        let mut current = tx
-            .prepare_cached(
-                "SELECT hlc_millis, hlc_counter, hlc_node, value FROM records WHERE collection = ?1 AND key = ?2",
-            )
-            .map_err(|e| err("preparing", e))?;
+        // The stamp comparison is in the upsert itself: a write whose stamp is
+        // not greater than the stored one changes nothing, and only then is the
+        // record read, to tell a replay from a reused stamp. Reading every
+        // record before writing it cost an index search per op (callgrind:
+        // about 4,000 instructions of SQLite per op).
         let mut put = tx
             .prepare_cached(
                 "INSERT INTO records (collection, key, value, hlc_millis, hlc_counter, hlc_node, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value, hlc_millis = excluded.hlc_millis,
-                 hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node, seq = excluded.seq",
+                 hlc_counter = excluded.hlc_counter, hlc_node = excluded.hlc_node, seq = excluded.seq
+                 WHERE (excluded.hlc_millis, excluded.hlc_counter, excluded.hlc_node)
+                     > (records.hlc_millis, records.hlc_counter, records.hlc_node)",
+            )
+            .map_err(|e| err("preparing", e))?;
+        let mut current = tx
+            .prepare_cached(
+                "SELECT hlc_millis, hlc_counter, hlc_node, value FROM records WHERE collection = ?1 AND key = ?2",
             )
             .map_err(|e| err("preparing", e))?;
         for (writes, _) in applies {
@@ -96,34 +103,23 @@ fn commit(
                     outcomes.push(Applied::Stale);
                     continue;
                 }
-                let stored = current
-                    .query_row(params![write.collection, write.key], |r| {
-                        let hlc = Hlc {
-                            millis: to_u64(r.get(0)?),
-                            counter: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                            node: r.get(2)?,
-                        };
-                        Ok((hlc, r.get::<_, Vec<u8>>(3)?))
-                    })
-                    .optional()
-                    .map_err(|e| err("reading a record", e))?;
                 let encoded = encode_value(&write.value);
-                let verdict = stored.map_or(Merge::Replaces, |(hlc, value)| merge(&write.hlc, &encoded, &hlc, &value));
-                if let Some(outcome) = Applied::unless_stored(verdict) {
-                    outcomes.push(outcome);
+                let changed = put
+                    .execute(params![
+                        write.collection,
+                        write.key,
+                        encoded,
+                        to_i64(write.hlc.millis),
+                        i64::from(write.hlc.counter),
+                        write.hlc.node,
+                        to_i64(seq + 1)
+                    ])
+                    .map_err(|e| err("writing a record", e))?;
+                if changed == 0 {
+                    outcomes.push(not_stored(&mut current, write, &encoded)?);
                     continue;
                 }
                 seq += 1;
-                put.execute(params![
-                    write.collection,
-                    write.key,
-                    encoded,
-                    to_i64(write.hlc.millis),
-                    i64::from(write.hlc.counter),
-                    write.hlc.node,
-                    to_i64(seq)
-                ])
-                .map_err(|e| err("writing a record", e))?;
                 clock = clock.max((write.hlc.millis, write.hlc.counter));
                 let prev = match moved.get_mut(write.collection.as_str()) {
                     Some(latest) => std::mem::replace(latest, seq),
@@ -136,12 +132,12 @@ fn commit(
             }
             all.push(outcomes);
         }
-        let mut meta = tx
-            .prepare_cached("INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)")
-            .map_err(|e| err("preparing", e))?;
-        meta.execute(params!["seq", to_i64(seq)]).map_err(|e| err("writing meta", e))?;
-        meta.execute(params!["clock_millis", to_i64(clock.0)]).map_err(|e| err("writing meta", e))?;
-        meta.execute(params!["clock_counter", i64::from(clock.1)]).map_err(|e| err("writing meta", e))?;
+        // One statement for the three rows: a statement per row was a tenth of a small commit.
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('seq', ?1), ('clock_millis', ?2), ('clock_counter', ?3)",
+        )
+        .and_then(|mut meta| meta.execute(params![to_i64(seq), to_i64(clock.0), i64::from(clock.1)]))
+        .map_err(|e| err("writing meta", e))?;
     }
     if state.fail_commits.load(Ordering::SeqCst) {
         // After every write, so the injected failure rolls back a real transaction.
@@ -154,6 +150,28 @@ fn commit(
     state.last_seq.store(seq, Ordering::SeqCst);
     *state.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
     Ok(all)
+}
+
+/// Why a write the upsert did not store was not stored: the stored record's
+/// stamp is greater (superseded), or equal with a value that is the same
+/// (a replay: superseded) or not (a reused stamp: conflict).
+fn not_stored(
+    current: &mut rusqlite::CachedStatement<'_>,
+    write: &Write,
+    encoded: &[u8],
+) -> Result<Applied, StoreError> {
+    let (hlc, value) = current
+        .query_row(params![write.collection, write.key], |r| {
+            let hlc = Hlc {
+                millis: to_u64(r.get(0)?),
+                counter: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                node: r.get(2)?,
+            };
+            Ok((hlc, r.get::<_, Vec<u8>>(3)?))
+        })
+        .map_err(|e| err("reading a record", e))?;
+    Applied::unless_stored(merge(&write.hlc, encoded, &hlc, &value))
+        .ok_or_else(|| StoreError(format!("the upsert kept a record older than its write ({:?})", write.key)))
 }
 
 fn collect(conn: &mut Connection, before_millis: u64, state: &State) -> Result<usize, StoreError> {

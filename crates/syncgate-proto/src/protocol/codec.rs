@@ -1,11 +1,12 @@
 //! MessagePack codec: bytes → [`ClientMessage`] and messages → bytes.
 //!
-//! Decoding goes through [`rmpv::Value`] with an explicit depth budget: rmpv
-//! never preallocates from a length prefix beyond 64 KiB, and the frame size is
-//! already bounded by the transport, so no input can allocate without bound.
+//! Decoding goes through [`rmpv::ValueRef`] (borrowed from the frame) with an
+//! explicit depth budget: a length prefix is checked against the bytes that
+//! are there before anything is read, and the frame size is already bounded by
+//! the transport, so no input can allocate without bound.
 
 use bytes::Bytes;
-use rmpv::Value;
+use rmpv::{Value, ValueRef};
 
 use super::messages::{ClientMessage, OpInput, RawOp, ServerMessage};
 
@@ -56,13 +57,40 @@ pub enum DecodeError {
 }
 
 /// Decodes one client message from a complete binary WebSocket message.
+///
+/// A plain `OP_BATCH` (the hot path of writes) is read straight off the
+/// bytes ([`super::batch`]); everything else, and every batch that reader
+/// does not take, goes through [`decode_client_tree`], which defines the
+/// result for all input.
 pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage, DecodeError> {
+    match super::batch::read_batch(bytes, tree_budget(limits)) {
+        Some(batch) => Ok(batch),
+        None => decode_client_tree(bytes, limits),
+    }
+}
+
+/// rmpv's depth budget for a message under `limits`: rmpv spends one unit
+/// per value and one per container body or string, so N container levels
+/// (plus their scalar leaves) need 2N + 2. A message may nest
+/// [`MAX_VALUE_DEPTH`](crate::values::MAX_VALUE_DEPTH) levels more than
+/// `max_depth`, for values.
+pub(crate) fn tree_budget(limits: DecodeLimits) -> usize {
+    tree_levels(limits).saturating_mul(2).saturating_add(2)
+}
+
+fn tree_levels(limits: DecodeLimits) -> usize {
+    limits.max_depth.saturating_add(crate::values::MAX_VALUE_DEPTH)
+}
+
+/// [`decode_client`] for every message, through a tree of the whole message
+/// borrowed from `bytes` ([`ValueRef`]): field names, the `type` and string
+/// fields point into the frame, and only what the message keeps is copied
+/// out. Public for the fuzz target that compares the two readers.
+#[doc(hidden)]
+pub fn decode_client_tree(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage, DecodeError> {
     let mut reader = bytes;
-    // rmpv spends one unit of budget per value and one per container body or
-    // string, so N container levels (plus their scalar leaves) need 2N + 2.
-    let levels = limits.max_depth.saturating_add(crate::values::MAX_VALUE_DEPTH);
-    let budget = levels.saturating_mul(2).saturating_add(2);
-    let value = match rmpv::decode::read_value_with_max_depth(&mut reader, budget) {
+    let levels = tree_levels(limits);
+    let value = match rmpv::decode::read_value_ref_with_max_depth(&mut reader, tree_budget(limits)) {
         Ok(value) => value,
         Err(rmpv::decode::Error::DepthLimitExceeded) => {
             return Err(DecodeError::TooDeep(levels));
@@ -72,12 +100,12 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
     if !reader.is_empty() {
         return Err(DecodeError::Malformed(format!("{} trailing bytes after the message", reader.len())));
     }
-    let Value::Map(entries) = value else {
+    let ValueRef::Map(entries) = value else {
         return Err(DecodeError::Malformed("a message must be a MessagePack map".into()));
     };
     let fields = Fields(&entries);
     let type_name = match fields.get("type") {
-        Some(Value::String(s)) => match s.as_str() {
+        Some(ValueRef::String(s)) => match s.as_str() {
             Some(s) => s,
             None => return Err(DecodeError::Malformed("`type` is not valid UTF-8".into())),
         },
@@ -85,20 +113,12 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
         None => return Err(DecodeError::Malformed("missing `type`".into())),
     };
     let raw_id = fields.get("id");
-    let id = raw_id.and_then(Value::as_u64);
-    if type_name == "OP_BATCH" {
-        // Takes the ops out of the decoded tree instead of copying them (the hot path of writes).
-        let request = request_id(raw_id);
-        return request.and_then(|id| decode_batch(id, entries)).map_err(|reason| DecodeError::Invalid {
-            kind: "OP_BATCH",
-            id,
-            reason,
-        });
-    }
+    let id = raw_id.and_then(ValueRef::as_u64);
     let parsed = match type_name {
+        "OP_BATCH" => request_id(raw_id).and_then(|id| decode_batch(id, &fields)),
         "AUTH" => decode_auth(&fields),
         "PING" => match raw_id {
-            None | Some(Value::Nil) => Ok(ClientMessage::Ping { id: None }),
+            None | Some(ValueRef::Nil) => Ok(ClientMessage::Ping { id: None }),
             Some(v) => v
                 .as_u64()
                 .map(|id| ClientMessage::Ping { id: Some(id) })
@@ -107,9 +127,9 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
         "SUB" => request_id(raw_id).and_then(|id| {
             let topic = fields.string("topic")?;
             match fields.get("presence") {
-                None | Some(Value::Nil) | Some(Value::Boolean(false)) => Ok(ClientMessage::Sub { id, topic }),
-                Some(Value::Boolean(true)) => {
-                    let info = fields.get("info").filter(|v| !v.is_nil()).cloned();
+                None | Some(ValueRef::Nil) | Some(ValueRef::Boolean(false)) => Ok(ClientMessage::Sub { id, topic }),
+                Some(ValueRef::Boolean(true)) => {
+                    let info = fields.get("info").filter(|v| !matches!(v, ValueRef::Nil)).map(ValueRef::to_owned);
                     Ok(ClientMessage::SubPresent { id, topic, presence: true, info })
                 }
                 Some(_) => Err("`presence` must be a boolean".to_string()),
@@ -117,7 +137,7 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
         }),
         "PRESENCE" => request_id(raw_id).and_then(|id| {
             let after = match fields.get("after") {
-                None | Some(Value::Nil) => None,
+                None | Some(ValueRef::Nil) => None,
                 Some(value) => Some(value.as_u64().ok_or("`after` must be a connection id")?),
             };
             Ok(ClientMessage::Presence { id, topic: fields.string("topic")?, after })
@@ -125,14 +145,14 @@ pub fn decode_client(bytes: &[u8], limits: DecodeLimits) -> Result<ClientMessage
         "UNSUB" => request_id(raw_id).and_then(|id| Ok(ClientMessage::Unsub { id, topic: fields.string("topic")? })),
         "PUB" => request_id(raw_id).and_then(|id| {
             let topic = fields.string("topic")?;
-            let data = fields.get("data").cloned().unwrap_or(Value::Nil);
+            let data = fields.get("data").map_or(Value::Nil, ValueRef::to_owned);
             Ok(ClientMessage::Pub { id, topic, data })
         }),
         "SYNC" => request_id(raw_id).and_then(|id| {
             let collection = fields.string("collection")?;
             let since = match fields.get("since") {
-                None | Some(Value::Nil) => None,
-                Some(Value::String(s)) => Some(s.as_str().ok_or("`since` is not valid UTF-8")?.to_string()),
+                None | Some(ValueRef::Nil) => None,
+                Some(ValueRef::String(s)) => Some(s.as_str().ok_or("`since` is not valid UTF-8")?.to_string()),
                 Some(_) => return Err("`since` must be a string cursor".to_string()),
             };
             Ok(ClientMessage::Sync { id, collection, since })
@@ -203,10 +223,10 @@ fn encoding_failed(e: &rmp_serde::encode::Error) -> Bytes {
     Bytes::from(out)
 }
 
-fn decode_auth(fields: &Fields<'_>) -> Result<ClientMessage, String> {
+fn decode_auth(fields: &Fields<'_, '_>) -> Result<ClientMessage, String> {
     match fields.get("token") {
-        None | Some(Value::Nil) => Ok(ClientMessage::Auth { token: None }),
-        Some(Value::String(s)) => match s.as_str() {
+        None | Some(ValueRef::Nil) => Ok(ClientMessage::Auth { token: None }),
+        Some(ValueRef::String(s)) => match s.as_str() {
             Some("") => Ok(ClientMessage::Auth { token: None }),
             Some(t) => Ok(ClientMessage::Auth { token: Some(t.to_string()) }),
             None => Err("`token` is not valid UTF-8".into()),
@@ -215,32 +235,33 @@ fn decode_auth(fields: &Fields<'_>) -> Result<ClientMessage, String> {
     }
 }
 
-fn decode_batch(id: u64, mut entries: Vec<(Value, Value)>) -> Result<ClientMessage, String> {
-    let Some(Value::Array(items)) = take(&mut entries, "ops") else {
+fn decode_batch(id: u64, fields: &Fields<'_, '_>) -> Result<ClientMessage, String> {
+    let Some(ValueRef::Array(items)) = fields.get("ops") else {
         return Err("`ops` must be an array".into());
     };
-    let ops = items.into_iter().map(decode_op).collect();
+    let ops = items.iter().map(decode_op).collect();
     Ok(ClientMessage::OpBatch { id, ops })
 }
 
 /// Decodes one op on its own, so that a malformed op is rejected alone.
-fn decode_op(item: Value) -> OpInput {
-    let Value::Map(mut entries) = item else {
+fn decode_op(item: &ValueRef<'_>) -> OpInput {
+    let ValueRef::Map(entries) = item else {
         return OpInput::Invalid { op_id: Value::Nil, reason: "an op must be a map".into() };
     };
-    let op_id = match take(&mut entries, "opId") {
-        Some(v @ Value::Integer(_)) => v,
-        Some(v @ Value::String(_)) if v.is_str() => v,
+    let fields = Fields(entries);
+    let op_id = match fields.get("opId") {
+        Some(v @ ValueRef::Integer(_)) => v.to_owned(),
+        Some(ValueRef::String(s)) if s.as_str().is_some() => Value::String(s.clone().into()),
         _ => {
             return OpInput::Invalid { op_id: Value::Nil, reason: "`opId` must be a string or an integer".into() };
         }
     };
     let parsed = (|| -> Result<(String, String, Value, String), String> {
         Ok((
-            take_string(&mut entries, "collection")?,
-            take_string(&mut entries, "key")?,
-            take(&mut entries, "value").unwrap_or(Value::Nil),
-            take_string(&mut entries, "hlc")?,
+            fields.string("collection")?,
+            fields.string("key")?,
+            fields.get("value").map_or(Value::Nil, ValueRef::to_owned),
+            fields.string("hlc")?,
         ))
     })();
     match parsed {
@@ -249,23 +270,8 @@ fn decode_op(item: Value) -> OpInput {
     }
 }
 
-/// Moves the value of the first `name` entry out of a decoded map (leaving
-/// nil), as [`Fields::get`] would find it. Each name is taken at most once.
-fn take(entries: &mut [(Value, Value)], name: &str) -> Option<Value> {
-    entries.iter_mut().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| std::mem::replace(v, Value::Nil))
-}
-
-/// [`take`] for a string field, with the errors of [`Fields::string`].
-fn take_string(entries: &mut [(Value, Value)], name: &str) -> Result<String, String> {
-    match take(entries, name) {
-        Some(Value::String(s)) => s.into_str().ok_or_else(|| format!("`{name}` is not valid UTF-8")),
-        Some(_) => Err(format!("`{name}` must be a string")),
-        None => Err(format!("missing `{name}`")),
-    }
-}
-
-fn request_id(raw: Option<&Value>) -> Result<u64, String> {
-    raw.and_then(Value::as_u64).ok_or_else(|| "`id` must be an unsigned integer".to_string())
+fn request_id(raw: Option<&ValueRef<'_>>) -> Result<u64, String> {
+    raw.and_then(ValueRef::as_u64).ok_or_else(|| "`id` must be an unsigned integer".to_string())
 }
 
 fn static_kind(type_name: &str) -> &'static str {
@@ -294,16 +300,16 @@ fn truncate_utf8(s: &mut String, max: usize) {
 }
 
 /// Field lookup in a decoded map; the first occurrence of a key wins.
-struct Fields<'a>(&'a [(Value, Value)]);
+struct Fields<'t, 'b>(&'t [(ValueRef<'b>, ValueRef<'b>)]);
 
-impl Fields<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k.as_str() == Some(name)).map(|(_, v)| v)
+impl<'t, 'b> Fields<'t, 'b> {
+    fn get(&self, name: &str) -> Option<&'t ValueRef<'b>> {
+        self.0.iter().find(|(k, _)| matches!(k, ValueRef::String(s) if s.as_str() == Some(name))).map(|(_, v)| v)
     }
 
     fn string(&self, name: &str) -> Result<String, String> {
         match self.get(name) {
-            Some(Value::String(s)) => {
+            Some(ValueRef::String(s)) => {
                 s.as_str().map(str::to_string).ok_or_else(|| format!("`{name}` is not valid UTF-8"))
             }
             Some(_) => Err(format!("`{name}` must be a string")),
