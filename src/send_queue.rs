@@ -114,7 +114,7 @@ impl SendQueue {
     /// Queues a message without waiting. On overflow the connection is told to
     /// close with 4200 and `false` is returned; a closed connection also gives `false`.
     pub fn offer(&self, item: Outbound) -> bool {
-        {
+        let queued_before = {
             let mut slots = self.queue.lock();
             if slots.closed {
                 return false;
@@ -125,9 +125,14 @@ impl SendQueue {
                 return false;
             }
             slots.items.push_back(item);
-            self.queue.pending.fetch_add(1, Ordering::AcqRel);
+            self.queue.pending.fetch_add(1, Ordering::AcqRel)
+        };
+        // Only the first item wakes the receiver: it takes everything queued
+        // (`try_recv` until empty) before it waits again, and an item offered
+        // while it holds others is found by that draining.
+        if queued_before == 0 {
+            self.queue.queued.notify_one();
         }
-        self.queue.queued.notify_one();
         true
     }
 }

@@ -29,15 +29,18 @@ mod work;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, Payload};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::sync::ReusableBoxFuture;
 use tracing::{Instrument, debug, info};
 
 use crate::client_stream::ClientStream;
@@ -157,7 +160,13 @@ struct Queues {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Runs until the connection ends; returns whether a close frame was sent.
-    async fn run(&mut self, first: Vec<Effect>, mut queues: Queues) -> bool {
+    ///
+    /// What the loop waits on besides traffic (shutdown, overflow, an
+    /// administrator's close, a policy change, the session's timer) is set up
+    /// once, not at every turn: a fresh wait registers with its source and
+    /// deregisters when dropped, and at one turn per delivery that cost more
+    /// than the delivery (callgrind, see `BENCHMARKS.md`).
+    async fn run(&mut self, first: Vec<Effect>, queues: Queues) -> bool {
         self.gate.verdict(self.session.identity().is_some());
         if self.session.identity().is_some() {
             self.pending = None;
@@ -166,7 +175,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         if let Flow::Stop = Box::pin(self.apply(first)).await {
             return true;
         }
+        let Queues { mut inbound, mut outbound, overflow, policy, close_slot } = queues;
         let shutdown = self.node.shutdown.clone();
+        let mut shutdown = pin!(shutdown.cancelled_owned());
+        let mut overflowed = pin!(overflow.cancelled_owned());
+        let mut close_order = pin!(close_slot.recv());
+        let mut policy_change = ReusableBoxFuture::new(next_policy(policy));
+        let mut policy_open = true;
+        let mut timer = SessionTimer::new();
         loop {
             // Messages held during a verification go first, once it is over.
             if !self.session.is_verifying()
@@ -178,26 +194,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
                 continue;
             }
-            let deadline = self.session.next_deadline().map(|at| self.instant_at(at));
+            timer.arm(self.session.next_deadline(), |at| self.instant_at(at));
             // Stop reading while messages are held or too many writes are in flight: the
             // bounded channel then pushes back on the client.
             let reading = self.held.is_empty() && self.writes_in_flight < MAX_WRITES_IN_FLIGHT;
             let effects = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     return self.close(close::GOING_AWAY, "server shutting down").await;
                 }
-                _ = queues.overflow.cancelled() => {
+                _ = &mut overflowed => {
                     info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
                     return self.close(close::SLOW_CONSUMER, "slow consumer").await;
                 }
-                CloseOrder::Close { code, reason } = queues.close_slot.recv() => {
+                CloseOrder::Close { code, reason } = &mut close_order => {
                     info!(peer = %self.peer, code, %reason, "closed by the server");
                     return self.close(code, &reason).await;
                 }
                 // Timers come before traffic: a client that keeps its queues full must
                 // still be expired, revalidated, pinged and timed out on time.
-                _ = sleep_until_opt(deadline) => self.session.on_timer(self.now()),
+                () = timer.fired(), if timer.is_armed() => {
+                    timer.disarm();
+                    self.session.on_timer(self.now())
+                }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
                     Ok(completion) => match Box::pin(self.complete(completion)).await {
                         Flow::Continue => continue,
@@ -208,15 +227,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         return self.close(close::GOING_AWAY, "internal error").await;
                     }
                 },
-                Ok(()) = queues.policy.changed() => {
-                    let policy = queues.policy.borrow_and_update().clone();
-                    self.session.on_policy(policy)
-                }
-                item = queues.outbound.recv() => match self.deliver_burst(item, &mut queues.outbound).await {
+                (changed, receiver) = policy_change.get_pin(), if policy_open => match changed {
+                    Some(policy) => {
+                        policy_change.set(next_policy(receiver));
+                        self.session.on_policy(policy)
+                    }
+                    // The node's policy handle is gone (it is shutting down).
+                    None => {
+                        policy_open = false;
+                        continue;
+                    }
+                },
+                item = outbound.recv() => match self.deliver_burst(item, &mut outbound).await {
                     Flow::Continue => continue,
                     Flow::Stop => return true,
                 },
-                event = queues.inbound.recv(), if reading => match event {
+                event = inbound.recv(), if reading => match event {
                     None => return false,
                     Some(ReaderEvent::Message(message)) if self.session.holds(&message) => {
                         self.held.push_back(*message);
@@ -267,14 +293,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// then writes them all at once.
     async fn deliver_burst(&mut self, first: Outbound, outbound: &mut SendQueueReceiver) -> Flow {
         self.batching = true;
-        let mut flow = self.deliver(first).await;
+        // One reading of the clock for the burst: its writes are gathered now
+        // and go out together (a reading per delivery was a tenth of its cost).
+        let now = self.now();
+        let mut flow = self.deliver(first, now).await;
         let mut drained = 1u32;
         while let Flow::Continue = flow
             && self.ws.pending() < BATCH_BYTES
             && let Some(item) = outbound.try_recv()
         {
             drained += 1;
-            flow = self.deliver(item).await;
+            flow = self.deliver(item, now).await;
         }
         self.batching = false;
         self.node.metrics.outbound_burst.observe(f64::from(drained));
@@ -333,8 +362,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// then the session closes instead (a long run of writes, such as the
     /// pages of a large `SYNC`, never carries a session past its token).
     async fn write_data(&mut self, bytes: &[u8]) -> Flow {
+        let now = self.now();
+        self.write_data_at(bytes, now).await
+    }
+
+    /// [`Self::write_data`] with the clock already read (`now`).
+    async fn write_data_at(&mut self, bytes: &[u8], now: u64) -> Flow {
         let mut out = Vec::new();
-        if self.session.close_if_past_deadline(self.now(), &mut out) {
+        if self.session.close_if_past_deadline(now, &mut out) {
             if let Some(Effect::Close { code, reason }) = out.pop() {
                 self.close(code, &reason).await;
             }
@@ -347,7 +382,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             self.close(code, &reason).await;
             return Flow::Stop;
         }
-        if let Some(token) = self.session.take_due_revalidation(self.now()) {
+        if let Some(token) = self.session.take_due_revalidation(now) {
             self.revalidate_aside(token);
         }
         if self.batching {
@@ -377,11 +412,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Writes the queued frames; a peer that does not read within the write
     /// timeout, or before the session's hard deadline, is dropped.
     async fn write_pending(&mut self) -> Result<(), ()> {
-        let mut limit = self.node.config.timeouts.write;
-        if let Some(at) = self.session.hard_deadline() {
-            limit = limit.min(std::time::Duration::from_millis(at.saturating_sub(self.now()).max(1)));
-        }
-        match timeout(limit, self.ws.flush()).await {
+        // Tried once before any timer is set: a socket with room for the
+        // bytes takes them at once, and then neither the clock nor the timer
+        // wheel is touched (they cost more than the write's own work).
+        let mut flush = pin!(self.ws.flush());
+        let written = match std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => {
+                let mut limit = self.node.config.timeouts.write;
+                if let Some(at) = self.session.hard_deadline() {
+                    let now = self.node.config.clock.now_ms();
+                    limit = limit.min(std::time::Duration::from_millis(at.saturating_sub(now).max(1)));
+                }
+                timeout(limit, flush).await
+            }
+        };
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(peer = %self.peer, error = %e, "write failed");
@@ -411,9 +457,47 @@ fn kind_of(message: &Result<ClientMessage, DecodeError>) -> &'static str {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
+/// The next policy the node publishes, and the receiver to wait for the one
+/// after (`None`: the node's handle is gone).
+async fn next_policy(mut policy: watch::Receiver<Arc<Policy>>) -> (Option<Arc<Policy>>, watch::Receiver<Arc<Policy>>) {
+    let changed = policy.changed().await.is_ok();
+    let current = changed.then(|| policy.borrow_and_update().clone());
+    (current, policy)
+}
+
+/// The session's next deadline as one timer that lives as long as the
+/// connection: moved only when the deadline changes.
+struct SessionTimer {
+    sleep: Pin<Box<Sleep>>,
+    /// The deadline it is set to (server clock, ms), if any.
+    armed: Option<u64>,
+}
+
+impl SessionTimer {
+    fn new() -> Self {
+        Self { sleep: Box::pin(sleep_until(Instant::now())), armed: None }
+    }
+
+    /// Sets the timer to `deadline` (`at` turns it into an instant) unless it is set to it already.
+    fn arm(&mut self, deadline: Option<u64>, at: impl FnOnce(u64) -> Instant) {
+        if deadline != self.armed {
+            if let Some(deadline) = deadline {
+                self.sleep.as_mut().reset(at(deadline));
+            }
+            self.armed = deadline;
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// After it fired: the next turn sets it again, even to the same deadline.
+    fn disarm(&mut self) {
+        self.armed = None;
+    }
+
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await;
     }
 }

@@ -163,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// Writes a queued publication or change (a change only as the sync
     /// streams decide), or starts the catch-up a resync asks for.
-    pub(super) async fn deliver(&mut self, item: Outbound) -> Flow {
+    pub(super) async fn deliver(&mut self, item: Outbound, now: u64) -> Flow {
         let bytes = match item {
             Outbound::Message(bytes) => {
                 self.node.metrics.deliveries.inc();
@@ -190,6 +190,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 }
             }
         };
-        self.write_data(&bytes).await
+        self.write_data_at(&bytes, now).await
     }
 }

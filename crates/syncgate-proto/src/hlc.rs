@@ -101,7 +101,14 @@ fn decimal(text: &str, most: usize) -> Option<u64> {
 /// A value's MessagePack encoding: how a store keeps values, and what
 /// [`merge`] compares to tell a replay from a reused stamp.
 pub fn encode_value(value: &rmpv::Value) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Sized at once for the common values (a string or bytes: a 5-byte head
+    // at most); growing from empty reallocated two or three times per write.
+    let capacity = match value {
+        rmpv::Value::Binary(bytes) => bytes.len() + 5,
+        rmpv::Value::String(text) => text.as_bytes().len() + 5,
+        _ => 64,
+    };
+    let mut out = Vec::with_capacity(capacity);
     // Writing to a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, value);
     out
