@@ -20,16 +20,18 @@
 //! | `work` | effects carried out, work started as tasks and their completions |
 //! | `completion` | what comes back from that work, and what a scan starts from and reads |
 //! | `syncing` | scans started, their pages sent, changes passed through the sync streams |
+//! | `waits` | what the loop waits on besides traffic, set up once per connection |
 
 mod completion;
 mod frames;
 mod reader;
 mod syncing;
+mod waits;
 mod work;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -38,9 +40,8 @@ use fastwebsockets::{Frame, Payload};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tokio_util::sync::ReusableBoxFuture;
 use tracing::{Instrument, debug, info};
 
 use crate::client_stream::ClientStream;
@@ -57,9 +58,18 @@ use crate::sync_streams::SyncStreams;
 use completion::Completion;
 use frames::{BATCH_BYTES, FrameWriter};
 use reader::{AuthGate, ReaderEvent, read_loop};
+use waits::{Gated, SessionTimer, Signal};
 
 /// Writes one connection may have in flight before it stops reading (back-pressure).
 const MAX_WRITES_IN_FLIGHT: usize = 16;
+
+/// Why writing stops ([`Actor::before_writing`]).
+enum Ending {
+    /// Send this close frame.
+    Close(u16, String),
+    /// Stop without one.
+    Stop,
+}
 
 /// Whether the actor goes on after an effect.
 enum Flow {
@@ -160,12 +170,7 @@ struct Queues {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Runs until the connection ends; returns whether a close frame was sent.
-    ///
-    /// What the loop waits on besides traffic (shutdown, overflow, an
-    /// administrator's close, a policy change, the session's timer) is set up
-    /// once, not at every turn: a fresh wait registers with its source and
-    /// deregisters when dropped, and at one turn per delivery that cost more
-    /// than the delivery (callgrind, see `BENCHMARKS.md`).
+    /// What it waits on besides traffic is set up once ([`waits`]).
     async fn run(&mut self, first: Vec<Effect>, queues: Queues) -> bool {
         self.gate.verdict(self.session.identity().is_some());
         if self.session.identity().is_some() {
@@ -176,11 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             return true;
         }
         let Queues { mut inbound, mut outbound, overflow, policy, close_slot } = queues;
-        let shutdown = self.node.shutdown.clone();
-        let mut shutdown = pin!(shutdown.cancelled_owned());
-        let mut overflowed = pin!(overflow.cancelled_owned());
-        let mut close_order = pin!(close_slot.recv());
-        let mut policy_change = ReusableBoxFuture::new(next_policy(policy));
+        let mut ending = waits::ending(self.node.shutdown.clone(), overflow, close_slot);
+        let mut policy_change = Gated::new(waits::next_policy(policy));
         let mut policy_open = true;
         let mut timer = SessionTimer::new();
         loop {
@@ -200,17 +202,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             let reading = self.held.is_empty() && self.writes_in_flight < MAX_WRITES_IN_FLIGHT;
             let effects = tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    return self.close(close::GOING_AWAY, "server shutting down").await;
-                }
-                _ = &mut overflowed => {
-                    info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
-                    return self.close(close::SLOW_CONSUMER, "slow consumer").await;
-                }
-                CloseOrder::Close { code, reason } = &mut close_order => {
-                    info!(peer = %self.peer, code, %reason, "closed by the server");
-                    return self.close(code, &reason).await;
-                }
+                signal = &mut ending => match signal {
+                    Signal::Shutdown => return self.close(close::GOING_AWAY, "server shutting down").await,
+                    Signal::Overflow => {
+                        info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
+                        return self.close(close::SLOW_CONSUMER, "slow consumer").await;
+                    }
+                    Signal::Close(CloseOrder::Close { code, reason }) => {
+                        info!(peer = %self.peer, code, %reason, "closed by the server");
+                        return self.close(code, &reason).await;
+                    }
+                },
                 // Timers come before traffic: a client that keeps its queues full must
                 // still be expired, revalidated, pinged and timed out on time.
                 () = timer.fired(), if timer.is_armed() => {
@@ -227,9 +229,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                         return self.close(close::GOING_AWAY, "internal error").await;
                     }
                 },
-                (changed, receiver) = policy_change.get_pin(), if policy_open => match changed {
+                (changed, receiver) = &mut policy_change, if policy_open => match changed {
                     Some(policy) => {
-                        policy_change.set(next_policy(receiver));
+                        policy_change.set(waits::next_policy(receiver));
                         self.session.on_policy(policy)
                     }
                     // The node's policy handle is gone (it is shutting down).
@@ -303,7 +305,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             && let Some(item) = outbound.try_recv()
         {
             drained += 1;
-            flow = self.deliver(item, now).await;
+            flow = match item {
+                // Gathered without a future per message: most of a burst is publications.
+                Outbound::Message(bytes) => match self.gather_message(&bytes, now) {
+                    Ok(flow) => flow,
+                    Err(ending) => self.end_writing(ending).await,
+                },
+                item => self.deliver(item, now).await,
+            };
         }
         self.batching = false;
         self.node.metrics.outbound_burst.observe(f64::from(drained));
@@ -368,22 +377,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
 
     /// [`Self::write_data`] with the clock already read (`now`).
     async fn write_data_at(&mut self, bytes: &[u8], now: u64) -> Flow {
-        let mut out = Vec::new();
-        if self.session.close_if_past_deadline(now, &mut out) {
-            if let Some(Effect::Close { code, reason }) = out.pop() {
-                self.close(code, &reason).await;
-            }
-            return Flow::Stop;
-        }
-        // A long run of writes never returns to the actor's loop: what must not
-        // wait for it (an administrator's close, a revalidation) is looked at here.
-        if let Some(CloseOrder::Close { code, reason }) = self.close_slot.try_take() {
-            info!(peer = %self.peer, code, %reason, "closed by the server");
-            self.close(code, &reason).await;
-            return Flow::Stop;
-        }
-        if let Some(token) = self.session.take_due_revalidation(now) {
-            self.revalidate_aside(token);
+        if let Err(ending) = self.before_writing(now) {
+            return self.end_writing(ending).await;
         }
         if self.batching {
             return if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop };
@@ -392,6 +387,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             Ok(()) => Flow::Continue,
             Err(()) => Flow::Stop,
         }
+    }
+
+    /// Queues a publication of a burst ([`Self::deliver_burst`]).
+    fn gather_message(&mut self, bytes: &[u8], now: u64) -> Result<Flow, Ending> {
+        self.node.metrics.deliveries.inc();
+        self.before_writing(now)?;
+        Ok(if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop })
+    }
+
+    /// What is looked at before every data write. A long run of writes
+    /// never returns to the actor's loop, so what must not wait for it is
+    /// looked at here: the session's hard deadline, an administrator's close
+    /// order, a revalidation that is due.
+    fn before_writing(&mut self, now: u64) -> Result<(), Ending> {
+        let mut out = Vec::new();
+        if self.session.close_if_past_deadline(now, &mut out) {
+            return Err(match out.pop() {
+                Some(Effect::Close { code, reason }) => Ending::Close(code, reason),
+                _ => Ending::Stop,
+            });
+        }
+        if let Some(CloseOrder::Close { code, reason }) = self.close_slot.try_take() {
+            info!(peer = %self.peer, code, %reason, "closed by the server");
+            return Err(Ending::Close(code, reason));
+        }
+        if let Some(token) = self.session.take_due_revalidation(now) {
+            self.revalidate_aside(token);
+        }
+        Ok(())
+    }
+
+    /// Ends the connection as [`Self::before_writing`] decided.
+    async fn end_writing(&mut self, ending: Ending) -> Flow {
+        if let Ending::Close(code, reason) = ending {
+            self.close(code, &reason).await;
+        }
+        Flow::Stop
     }
 
     async fn close(&mut self, code: u16, reason: &str) -> bool {
@@ -454,50 +486,5 @@ fn kind_of(message: &Result<ClientMessage, DecodeError>) -> &'static str {
         Ok(ClientMessage::Sync { .. }) => "SYNC",
         Ok(ClientMessage::Unsync { .. }) => "UNSYNC",
         Err(_) => "invalid",
-    }
-}
-
-/// The next policy the node publishes, and the receiver to wait for the one
-/// after (`None`: the node's handle is gone).
-async fn next_policy(mut policy: watch::Receiver<Arc<Policy>>) -> (Option<Arc<Policy>>, watch::Receiver<Arc<Policy>>) {
-    let changed = policy.changed().await.is_ok();
-    let current = changed.then(|| policy.borrow_and_update().clone());
-    (current, policy)
-}
-
-/// The session's next deadline as one timer that lives as long as the
-/// connection: moved only when the deadline changes.
-struct SessionTimer {
-    sleep: Pin<Box<Sleep>>,
-    /// The deadline it is set to (server clock, ms), if any.
-    armed: Option<u64>,
-}
-
-impl SessionTimer {
-    fn new() -> Self {
-        Self { sleep: Box::pin(sleep_until(Instant::now())), armed: None }
-    }
-
-    /// Sets the timer to `deadline` (`at` turns it into an instant) unless it is set to it already.
-    fn arm(&mut self, deadline: Option<u64>, at: impl FnOnce(u64) -> Instant) {
-        if deadline != self.armed {
-            if let Some(deadline) = deadline {
-                self.sleep.as_mut().reset(at(deadline));
-            }
-            self.armed = deadline;
-        }
-    }
-
-    fn is_armed(&self) -> bool {
-        self.armed.is_some()
-    }
-
-    /// After it fired: the next turn sets it again, even to the same deadline.
-    fn disarm(&mut self) {
-        self.armed = None;
-    }
-
-    async fn fired(&mut self) {
-        self.sleep.as_mut().await;
     }
 }

@@ -166,8 +166,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     pub(super) async fn deliver(&mut self, item: Outbound, now: u64) -> Flow {
         let bytes = match item {
             Outbound::Message(bytes) => {
-                self.node.metrics.deliveries.inc();
-                bytes
+                return match self.gather_message(&bytes, now) {
+                    Ok(flow) => flow,
+                    Err(ending) => self.end_writing(ending).await,
+                };
             }
             Outbound::Resync { collection, round } => {
                 return match self.streams.resync(&collection, round) {
