@@ -106,7 +106,7 @@ async fn run_bench(bench: BenchCommand) -> Result<String, String> {
         BenchCommand::Ops(args) => loadgen::run_ops(args).await.map(|r| r.to_string()),
         BenchCommand::Fanout(args) => loadgen::fanout::run_fanout(args).await.map(|r| r.to_string()),
         BenchCommand::Handshake(args) => loadgen::handshake::run_handshake(args).await.map(|r| r.to_string()),
-        BenchCommand::Idle(args) => loadgen::handshake::run_idle(args).await.map(|r| r.to_string()),
+        BenchCommand::Idle(args) => loadgen::idle::run_idle(args).await.map(|r| r.to_string()),
         BenchCommand::ApiPublish(args) => loadgen::api::run_api_publish(args).await.map(|r| r.to_string()),
         BenchCommand::Feed(args) => loadgen::api::run_feed(args).await.map(|r| r.to_string()),
         BenchCommand::Reference(args) => {

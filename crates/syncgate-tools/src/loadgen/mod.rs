@@ -1,6 +1,6 @@
 //! The load generator: `syncgate bench ops`, `fanout` ([`fanout`]), `handshake`
-//! and `idle` ([`handshake`]), and the bare-transport `reference` server
-//! ([`reference`]); [`server_stats`] reads the server's CPU and memory.
+//! ([`handshake`]) and `idle` ([`idle`]), and the bare-transport `reference`
+//! server ([`reference`]); [`server_stats`] reads the server's CPU and memory.
 //!
 //! Opens authenticated connections that each write `OP_BATCH`es and wait for
 //! every `OP_RESULT`, then prints throughput and batch latency percentiles
@@ -12,6 +12,7 @@ pub mod api;
 pub mod fanout;
 pub mod flood;
 pub mod handshake;
+pub mod idle;
 pub mod reference;
 pub mod server_stats;
 
