@@ -11,7 +11,6 @@
 //! so per-IP limits and ephemeral ports are not what is measured.
 
 use std::fmt;
-use std::io::BufRead as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +21,8 @@ use hdrhistogram::Histogram;
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
 use super::Credentials;
+use super::compare::ReferenceChild;
+use super::reference::Workload;
 use super::server_stats::{Sample, Usage};
 use super::{Socket, micros, read_message};
 
@@ -169,28 +170,18 @@ impl fmt::Display for HandshakeReport {
 pub async fn run_handshake(args: HandshakeArgs) -> Result<HandshakeReport, String> {
     let syncgate = handshakes("syncgate", &args.connect, args.connect.server_pid).await?;
     let reference = if args.reference {
-        let mut command = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
-        command.args(["bench", "reference"]).stdout(std::process::Stdio::piped());
-        // The secret goes through the environment, never the command line (visible in `ps`).
-        command.env_remove("SYNCGATE_REFERENCE_SECRET");
-        if args.verify {
-            let secret = args.connect.credentials.token_secret.as_deref().ok_or("--verify needs --token-secret")?;
-            command.env("SYNCGATE_REFERENCE_SECRET", secret);
-        }
-        let mut child = command.spawn().map_err(|e| format!("cannot start the reference server: {e}"))?;
-        let stdout = child.stdout.take().ok_or("the reference server has no stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-        let connect = ConnectArgs { url: format!("ws://{}/ws", line.trim()), ..args.connect.clone() };
+        let secret = match args.verify {
+            true => Some(args.connect.credentials.token_secret.as_deref().ok_or("--verify needs --token-secret")?),
+            false => None,
+        };
+        let child = ReferenceChild::start(Workload::Handshake, secret)?;
+        let connect = ConnectArgs { url: child.url().to_string(), ..args.connect.clone() };
         let target = if args.verify {
             "reference (bare fastwebsockets + HS256 check)"
         } else {
             "reference (bare fastwebsockets)"
         };
-        let run = handshakes(target, &connect, Some(child.id())).await;
-        let _ = child.kill();
-        let _ = child.wait();
-        Some(run?)
+        Some(handshakes(target, &connect, Some(child.pid())).await?)
     } else {
         None
     };
