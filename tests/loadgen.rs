@@ -35,6 +35,7 @@ async fn a_pre_auth_flood_from_another_ip_is_refused_while_writers_write() {
             // Another loopback address: the attacker's IP is blocked, the writers' is not.
             flood_from: vec!["127.0.0.2".parse().unwrap()],
         },
+        reference: false,
     })
     .await
     .unwrap();
@@ -63,6 +64,7 @@ async fn batches_bound_each_writer_to_exactly_that_many_answered_batches() {
         batches: Some(5),
         value_bytes: 8,
         flood: FloodArgs::default(),
+        reference: false,
     })
     .await
     .unwrap();

@@ -136,7 +136,7 @@ pub enum BenchCommand {
     /// Connections that connect, authenticate and close: rate and per-phase latency (`--reference`: the transport's ceiling too).
     Handshake(syncgate_tools::loadgen::handshake::HandshakeArgs),
     /// Authenticated connections held idle: the server's memory per connection.
-    Idle(syncgate_tools::loadgen::handshake::IdleArgs),
+    Idle(syncgate_tools::loadgen::idle::IdleArgs),
     /// POST /api/publish from concurrent keep-alive connections: requests/s and latency.
     ApiPublish(syncgate_tools::loadgen::api::ApiArgs),
     /// Writes N records through the API, then times the change feed's catch-up from cursor 0.

@@ -92,9 +92,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => return fail(&format!("{e:#}")),
             };
             init_logs(&serve);
-            match runtime() {
+            match serve_runtime() {
                 Err(code) => code,
-                Ok(runtime) => runtime.block_on(serve_until_signalled(serve)),
+                Ok(runtime) => {
+                    runtime.spawn(super::allocator::wake_workers());
+                    runtime.block_on(serve_until_signalled(serve))
+                }
             }
         }
     }
@@ -106,7 +109,7 @@ async fn run_bench(bench: BenchCommand) -> Result<String, String> {
         BenchCommand::Ops(args) => loadgen::run_ops(args).await.map(|r| r.to_string()),
         BenchCommand::Fanout(args) => loadgen::fanout::run_fanout(args).await.map(|r| r.to_string()),
         BenchCommand::Handshake(args) => loadgen::handshake::run_handshake(args).await.map(|r| r.to_string()),
-        BenchCommand::Idle(args) => loadgen::handshake::run_idle(args).await.map(|r| r.to_string()),
+        BenchCommand::Idle(args) => loadgen::idle::run_idle(args).await.map(|r| r.to_string()),
         BenchCommand::ApiPublish(args) => loadgen::api::run_api_publish(args).await.map(|r| r.to_string()),
         BenchCommand::Feed(args) => loadgen::api::run_feed(args).await.map(|r| r.to_string()),
         BenchCommand::Reference(args) => {
@@ -131,10 +134,17 @@ fn init_logs(serve: &Serve) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(&format!("cannot start the runtime: {e}")))
+    build_runtime(&mut tokio::runtime::Builder::new_multi_thread())
+}
+
+/// The server's runtime: its workers give freed memory back to the OS when
+/// they go idle (see [`super::allocator::collect_when_parking`]).
+fn serve_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    build_runtime(tokio::runtime::Builder::new_multi_thread().on_thread_park(super::allocator::collect_when_parking))
+}
+
+fn build_runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| fail(&format!("cannot start the runtime: {e}")))
 }
 
 async fn serve_until_signalled(serve: Serve) -> ExitCode {

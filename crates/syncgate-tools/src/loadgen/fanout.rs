@@ -17,6 +17,8 @@ use rmpv::Value;
 use serde::Deserialize;
 
 use super::Credentials;
+use super::compare::{Figures, ReferenceChild, SideBySide};
+use super::reference::Workload;
 use super::server_stats::{Sample, Usage};
 use super::{Seconds, Socket, micros, open_authenticated};
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
@@ -57,6 +59,10 @@ pub struct FanoutArgs {
     /// The server's process id: its CPU time per delivery is reported.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Then run the same load against the bare-transport reference (forwarding each PUB
+    /// to the topic's subscribers as a MESSAGE) and print the two side by side.
+    #[arg(long)]
+    pub reference: bool,
 }
 
 /// The topic every connection of the run uses.
@@ -77,6 +83,8 @@ pub struct FanoutReport {
     elapsed: Duration,
     latency_us: Histogram<u64>,
     server: Option<Usage>,
+    /// The same load against the reference, with `--reference`.
+    reference: Option<Box<FanoutReport>>,
 }
 
 impl FanoutReport {
@@ -88,6 +96,13 @@ impl FanoutReport {
     /// Messages a subscriber never received, or received out of its publisher's order.
     pub fn faults(&self) -> u64 {
         self.missing + self.out_of_order
+    }
+
+    /// Deliveries per second and the publish → receive latency.
+    pub fn figures(&self) -> Figures {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        let rate = self.deliveries as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON);
+        Figures { rate, p50_ms: ms(0.5), p99_ms: ms(0.99) }
     }
 }
 
@@ -113,6 +128,12 @@ impl fmt::Display for FanoutReport {
         if let Some(server) = &self.server {
             write!(f, "\n{server} · {:.2} µs of server CPU per delivery", server.micros_per(self.deliveries))?;
         }
+        if let Some(reference) = &self.reference {
+            write!(f, "\n\nreference (bare fastwebsockets forwarding each PUB), same load:\n{reference}")?;
+            let (syncgate, reference) = (self.figures(), reference.figures());
+            let table = SideBySide { unit: "deliveries/s", latency: "publish → receive", syncgate, reference };
+            write!(f, "\n\n{table}")?;
+        }
         Ok(())
     }
 }
@@ -134,8 +155,28 @@ struct SubscriberResult {
     latency_us: Histogram<u64>,
 }
 
-/// Runs the `fanout` scenario.
+/// Runs the `fanout` scenario (and, with `--reference`, the same against the reference).
 pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
+    let target = Target { url: &args.url, publisher_url: args.publisher_url.as_deref(), pid: args.server_pid };
+    let mut report = measure_fanout(&args, target).await?;
+    if args.reference {
+        let child = ReferenceChild::start(Workload::Messages, None)?;
+        let target = Target { url: child.url(), publisher_url: None, pid: Some(child.pid()) };
+        report.reference = Some(Box::new(measure_fanout(&args, target).await?));
+    }
+    Ok(report)
+}
+
+/// Where one run's subscribers and publishers connect, and the server's process.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    url: &'a str,
+    publisher_url: Option<&'a str>,
+    pid: Option<u32>,
+}
+
+/// One run of the fan-out load against `target`.
+async fn measure_fanout(args: &FanoutArgs, target: Target<'_>) -> Result<FanoutReport, String> {
     if args.subscribers == 0 || args.publishers == 0 || args.window == 0 {
         return Err("--subscribers, --publishers and --window must be at least 1".into());
     }
@@ -146,7 +187,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     let (ready_tx, mut ready) = tokio::sync::mpsc::channel(args.subscribers);
     for n in 0..args.subscribers {
         let token = args.credentials.token(&format!("fanout-sub-{n}"))?;
-        let url = super::nth_url(&args.url, n);
+        let url = super::nth_url(target.url, n);
         let (finals, ready_tx, publishers) = (finals.clone(), ready_tx.clone(), args.publishers);
         subscribers.push(tokio::spawn(async move {
             subscribe_and_count(url, token, publishers, epoch, ready_tx, finals).await
@@ -161,14 +202,14 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
             None => break,
         }
     }
-    let before = args.server_pid.and_then(Sample::read);
+    let before = target.pid.and_then(Sample::read);
     let started = Instant::now();
     let deadline = started + args.duration.0;
     let limit = args.messages.unwrap_or(u64::MAX);
     let mut publishers = Vec::with_capacity(args.publishers);
     for n in 0..args.publishers {
         let token = args.credentials.token(&format!("fanout-pub-{n}"))?;
-        let url = args.publisher_url.clone().unwrap_or_else(|| super::nth_url(&args.url, 0));
+        let url = target.publisher_url.map_or_else(|| super::nth_url(target.url, 0), str::to_string);
         let (window, bytes, rate) = (args.window, args.payload_bytes.max(20), args.rate);
         publishers.push(tokio::spawn(async move {
             publish_until(url, token, n, (window, rate), bytes, epoch, (deadline, limit)).await
@@ -191,6 +232,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
         elapsed: Duration::ZERO,
         latency_us: Histogram::new(3).map_err(|e| e.to_string())?,
         server: None,
+        reference: None,
     };
     let mut last_at = started;
     for subscriber in subscribers {
@@ -207,7 +249,7 @@ pub async fn run_fanout(args: FanoutArgs) -> Result<FanoutReport, String> {
     }
     report.failed_subscribers = report.failed_subscribers.min(args.subscribers);
     report.elapsed = last_at.saturating_duration_since(started);
-    if let (Some(before), Some(after)) = (before, args.server_pid.and_then(Sample::read)) {
+    if let (Some(before), Some(after)) = (before, target.pid.and_then(Sample::read)) {
         report.server = Some(Usage::between(before, after, started.elapsed().as_secs_f64()));
     }
     if report.failed_subscribers == args.subscribers {

@@ -1,4 +1,4 @@
-//! `syncgate bench handshake` and `syncgate bench idle`.
+//! `syncgate bench handshake`.
 //!
 //! `handshake`: N connections, C at a time, each doing TCP connect and
 //! upgrade, `AUTH_REQUIRED`, `AUTH`, `AUTH_ACK`, close, with per-phase
@@ -6,13 +6,11 @@
 //! ([`super::reference`]) as a child process and measures it in the same run,
 //! so the ratio to the transport's ceiling comes from one invocation.
 //!
-//! `idle`: N authenticated connections held open; with `--server-pid`, the
-//! server's resident memory per connection. Both spread their sources over
-//! several loopback addresses (`127.0.0.x`) so per-IP limits and ephemeral
-//! ports are not what is measured.
+//! `idle` ([`super::idle`]) shares the flags and the connection helpers.
+//! Both spread their sources over several loopback addresses (`127.0.0.x`)
+//! so per-IP limits and ephemeral ports are not what is measured.
 
 use std::fmt;
-use std::io::BufRead as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +21,10 @@ use hdrhistogram::Histogram;
 use syncgate_proto::protocol::{ClientMessage, ServerMessage, encode_client};
 
 use super::Credentials;
+use super::compare::ReferenceChild;
+use super::reference::Workload;
 use super::server_stats::{Sample, Usage};
-use super::{Seconds, Socket, micros, read_message};
+use super::{Socket, micros, read_message};
 
 /// Flags shared by `handshake` and `idle`.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,17 +62,6 @@ pub struct HandshakeArgs {
     /// so the ratio compares transport + token check with syncgate.
     #[arg(long, requires = "reference", requires = "token_secret")]
     pub verify: bool,
-}
-
-/// Flags of `syncgate bench idle`.
-#[derive(Debug, clap::Args)]
-pub struct IdleArgs {
-    /// Where to connect, how many and how.
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    /// How long to hold the connections once all are open.
-    #[arg(long, default_value = "5s")]
-    pub hold: Seconds,
 }
 
 /// Per-phase times of one set of handshakes.
@@ -181,28 +170,18 @@ impl fmt::Display for HandshakeReport {
 pub async fn run_handshake(args: HandshakeArgs) -> Result<HandshakeReport, String> {
     let syncgate = handshakes("syncgate", &args.connect, args.connect.server_pid).await?;
     let reference = if args.reference {
-        let mut command = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
-        command.args(["bench", "reference"]).stdout(std::process::Stdio::piped());
-        // The secret goes through the environment, never the command line (visible in `ps`).
-        command.env_remove("SYNCGATE_REFERENCE_SECRET");
-        if args.verify {
-            let secret = args.connect.credentials.token_secret.as_deref().ok_or("--verify needs --token-secret")?;
-            command.env("SYNCGATE_REFERENCE_SECRET", secret);
-        }
-        let mut child = command.spawn().map_err(|e| format!("cannot start the reference server: {e}"))?;
-        let stdout = child.stdout.take().ok_or("the reference server has no stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-        let connect = ConnectArgs { url: format!("ws://{}/ws", line.trim()), ..args.connect.clone() };
+        let secret = match args.verify {
+            true => Some(args.connect.credentials.token_secret.as_deref().ok_or("--verify needs --token-secret")?),
+            false => None,
+        };
+        let child = ReferenceChild::start(Workload::Handshake, secret)?;
+        let connect = ConnectArgs { url: child.url().to_string(), ..args.connect.clone() };
         let target = if args.verify {
             "reference (bare fastwebsockets + HS256 check)"
         } else {
             "reference (bare fastwebsockets)"
         };
-        let run = handshakes(target, &connect, Some(child.id())).await;
-        let _ = child.kill();
-        let _ = child.wait();
-        Some(run?)
+        Some(handshakes(target, &connect, Some(child.pid())).await?)
     } else {
         None
     };
@@ -266,7 +245,7 @@ async fn handshakes(target: &str, args: &ConnectArgs, pid: Option<u32>) -> Resul
 }
 
 /// The loopback source address of connection `n`.
-fn source(n: usize, sources: u8) -> Option<IpAddr> {
+pub(super) fn source(n: usize, sources: u8) -> Option<IpAddr> {
     (sources > 1).then(|| IpAddr::from([127, 0, 0, 1 + (n % usize::from(sources)) as u8]))
 }
 
@@ -299,91 +278,12 @@ async fn one_handshake(
     Ok(())
 }
 
-async fn open(url: &str, bind: Option<IpAddr>) -> Result<FragmentCollector<Socket>, String> {
+pub(super) async fn open(url: &str, bind: Option<IpAddr>) -> Result<FragmentCollector<Socket>, String> {
     let ws = syncgate_client::transport::open(url, None, bind).await.map_err(|e| e.to_string())?;
     Ok(FragmentCollector::new(ws))
 }
 
-async fn send(ws: &mut FragmentCollector<Socket>, message: &ClientMessage) -> Result<(), String> {
+pub(super) async fn send(ws: &mut FragmentCollector<Socket>, message: &ClientMessage) -> Result<(), String> {
     let bytes = encode_client(message);
     ws.write_frame(Frame::binary(Payload::Borrowed(&bytes))).await.map_err(|e| e.to_string())
-}
-
-/// What holding idle connections cost the server.
-pub struct IdleReport {
-    held: usize,
-    failed: usize,
-    first_error: Option<String>,
-    server: Option<Usage>,
-}
-
-impl fmt::Display for IdleReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} authenticated connections held idle, {} failed", self.held, self.failed)?;
-        match &self.server {
-            Some(server) => write!(
-                f,
-                "\nserver RSS {} KiB, {:+} KiB while opening them = {:.1} KiB per connection",
-                server.rss_kib,
-                server.rss_delta_kib,
-                server.rss_delta_kib as f64 / self.held.max(1) as f64
-            )?,
-            None => write!(f, "\n(give --server-pid to measure the server's memory)")?,
-        }
-        if let Some(e) = &self.first_error {
-            write!(f, "\nfirst error: {e}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Runs `idle`: opens every connection (C at a time), lets the server settle, measures, holds, closes.
-pub async fn run_idle(args: IdleArgs) -> Result<IdleReport, String> {
-    let connect = &args.connect;
-    let token = connect.credentials.token("bench-idle")?;
-    let before = connect.server_pid.and_then(Sample::read);
-    let started = Instant::now();
-    let limit = Arc::new(tokio::sync::Semaphore::new(connect.concurrency.max(1)));
-    let mut opening = Vec::with_capacity(connect.connections);
-    for n in 0..connect.connections {
-        let (url, token, limit, bind) =
-            (connect.url.clone(), token.clone(), limit.clone(), source(n, connect.sources.max(1)));
-        opening.push(tokio::spawn(async move {
-            let _permit = limit.acquire().await.map_err(|e| e.to_string())?;
-            let mut phases = Phases::new()?;
-            let mut ws = open(&url, bind).await?;
-            let start = Instant::now();
-            if let ServerMessage::AuthRequired { .. } = read_message(&mut ws).await? {
-                send(&mut ws, &ClientMessage::Auth { token }).await?;
-                match read_message(&mut ws).await? {
-                    ServerMessage::AuthAck { .. } => {}
-                    other => return Err(format!("authentication failed: {other:?}")),
-                }
-            }
-            let _ = phases.total.record(micros(start.elapsed()));
-            Ok::<_, String>(ws)
-        }));
-    }
-    let (mut held, mut failed, mut first_error) = (Vec::new(), 0, None);
-    for task in opening {
-        match task.await.map_err(|e| e.to_string())? {
-            Ok(ws) => held.push(ws),
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    // Let the server finish the work of the last handshakes before measuring.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let server = match (before, connect.server_pid.and_then(Sample::read)) {
-        (Some(before), Some(after)) => Some(Usage::between(before, after, started.elapsed().as_secs_f64())),
-        _ => None,
-    };
-    tokio::time::sleep(args.hold.0).await;
-    let report = IdleReport { held: held.len(), failed, first_error, server };
-    for mut ws in held {
-        let _ = ws.write_frame(Frame::close(1000, b"")).await;
-    }
-    Ok(report)
 }

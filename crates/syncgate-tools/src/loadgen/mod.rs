@@ -1,6 +1,6 @@
 //! The load generator: `syncgate bench ops`, `fanout` ([`fanout`]), `handshake`
-//! and `idle` ([`handshake`]), and the bare-transport `reference` server
-//! ([`reference`]); [`server_stats`] reads the server's CPU and memory.
+//! ([`handshake`]) and `idle` ([`idle`]), and the bare-transport `reference`
+//! server ([`reference`]); [`server_stats`] reads the server's CPU and memory.
 //!
 //! Opens authenticated connections that each write `OP_BATCH`es and wait for
 //! every `OP_RESULT`, then prints throughput and batch latency percentiles
@@ -9,10 +9,13 @@
 //! the writers run ([`flood`]), to measure what the attack costs them.
 
 pub mod api;
+pub mod compare;
 pub mod fanout;
 pub mod flood;
 pub mod handshake;
+pub mod idle;
 pub mod reference;
+pub mod reference_messages;
 pub mod server_stats;
 
 use std::fmt;
@@ -24,7 +27,9 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use rmpv::Value;
 
+use self::compare::{Figures, ReferenceChild, SideBySide};
 use self::flood::{Flood, FloodArgs, FloodReport};
+use self::reference::Workload;
 pub use crate::Seconds;
 use crate::devtoken::{TokenSpec, mint};
 use syncgate_proto::hlc::HlcClock;
@@ -65,6 +70,10 @@ pub struct OpsArgs {
     /// Pre-authentication attack traffic sent while the writers run.
     #[command(flatten)]
     pub flood: FloodArgs,
+    /// Then run the same load against the bare-transport reference (answering every
+    /// OP_BATCH with an all-ok OP_RESULT, storing nothing) and print the two side by side.
+    #[arg(long)]
+    pub reference: bool,
 }
 
 /// How long the flood may take to open its idle and slowloris sockets before
@@ -89,6 +98,8 @@ pub struct OpsReport {
     latency_us: Histogram<u64>,
     handshake_us: Histogram<u64>,
     flood: Option<FloodReport>,
+    /// The same load against the reference, with `--reference`.
+    reference: Option<Box<OpsReport>>,
 }
 
 impl OpsReport {
@@ -110,6 +121,13 @@ impl OpsReport {
     /// What the flood saw, when one ran.
     pub fn flood(&self) -> Option<&FloodReport> {
         self.flood.as_ref()
+    }
+
+    /// Accepted ops per second and the batch latency.
+    pub fn figures(&self) -> Figures {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        let rate = self.accepted as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON);
+        Figures { rate, p50_ms: ms(0.5), p99_ms: ms(0.99) }
     }
 }
 
@@ -153,6 +171,15 @@ impl fmt::Display for OpsReport {
         if let Some(flood) = &self.flood {
             write!(f, "\n{flood}")?;
         }
+        if let Some(reference) = &self.reference {
+            write!(
+                f,
+                "\n\nreference (bare fastwebsockets, all ops accepted, nothing stored), same load:\n{reference}"
+            )?;
+            let (syncgate, reference) = (self.figures(), reference.figures());
+            let table = SideBySide { unit: "ops/s", latency: "batch", syncgate, reference };
+            write!(f, "\n\n{table}")?;
+        }
         Ok(())
     }
 }
@@ -166,13 +193,23 @@ struct WriterResult {
     latency_us: Histogram<u64>,
 }
 
-/// Runs the `ops` scenario.
+/// Runs the `ops` scenario (and, with `--reference`, the same against the reference).
 pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
+    let mut report = measure_ops(&args, &args.url).await?;
+    if args.reference {
+        let child = ReferenceChild::start(Workload::Messages, None)?;
+        report.reference = Some(Box::new(measure_ops(&args, child.url()).await?));
+    }
+    Ok(report)
+}
+
+/// One run of the `ops` load against `url`.
+async fn measure_ops(args: &OpsArgs, url: &str) -> Result<OpsReport, String> {
     if args.writers == 0 || args.batch == 0 {
         return Err("--writers and --batch must be at least 1".into());
     }
     let flood = if args.flood.is_active() {
-        Some(Flood::start(&nth_url(&args.url, 0), args.flood.clone(), FLOOD_RAMP_LIMIT).await?)
+        Some(Flood::start(&nth_url(url, 0), args.flood.clone(), FLOOD_RAMP_LIMIT).await?)
     } else {
         None
     };
@@ -181,7 +218,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
     let mut tasks = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
         let token = args.credentials.token(&format!("bench-{writer}"))?;
-        let url = nth_url(&args.url, writer);
+        let url = nth_url(url, writer);
         let work = Work { batch: args.batch, value_bytes: args.value_bytes, batches: args.batches, deadline };
         tasks.push(tokio::spawn(async move { write_until(url, token, writer, work).await }));
     }
@@ -197,6 +234,7 @@ pub async fn run_ops(args: OpsArgs) -> Result<OpsReport, String> {
         latency_us: Histogram::new(3).map_err(|e| e.to_string())?,
         handshake_us: Histogram::new(3).map_err(|e| e.to_string())?,
         flood: None,
+        reference: None,
     };
     let mut first_error = None;
     for task in tasks {

@@ -9,6 +9,10 @@
 //! and checks its HS256 token with `jsonwebtoken`, as syncgate's verifier
 //! does, so that syncgate is compared with "transport + token check" and
 //! the difference is syncgate's own work (session, limits, registry, tasks).
+//!
+//! With `--workload messages` it also answers `SUB`, `PUB` and `OP_BATCH`
+//! ([`super::reference_messages`]), for `bench fanout --reference` and
+//! `bench ops --reference`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +32,8 @@ use syncgate_proto::protocol::{
 };
 use tokio::net::TcpListener;
 
+use super::reference_messages::{self, Topics};
+
 /// Flags of `syncgate bench reference`.
 #[derive(Debug, clap::Args)]
 pub struct ReferenceArgs {
@@ -38,13 +44,36 @@ pub struct ReferenceArgs {
     /// instead of acknowledging whatever comes.
     #[arg(long, env = "SYNCGATE_REFERENCE_SECRET", hide_env_values = true)]
     pub verify_secret: Option<String>,
+    /// What the reference answers after the handshake.
+    #[arg(long, value_enum, default_value_t = Workload::Handshake)]
+    pub workload: Workload,
+}
+
+/// What the reference does after `AUTH_ACK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Nothing: it reads until the close (for `bench handshake`).
+    Handshake,
+    /// `SUB`, `PUB` (forwarded as `MESSAGE` to the topic's subscribers) and
+    /// `OP_BATCH` (all accepted, nothing stored), for `bench fanout` and `bench ops`.
+    Messages,
+}
+
+impl Workload {
+    /// The value of `--workload`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Handshake => "handshake",
+            Self::Messages => "messages",
+        }
+    }
 }
 
 /// The fixed frames and, in verifying mode, the key the reference checks tokens with.
-struct Answers {
-    required: Bytes,
-    ack: Bytes,
-    fail: Bytes,
+pub(super) struct Answers {
+    pub(super) required: Bytes,
+    pub(super) ack: Bytes,
+    pub(super) fail: Bytes,
     verifier: Option<(DecodingKey, Validation)>,
 }
 
@@ -64,7 +93,7 @@ impl Answers {
         Self {
             required: encode_server(&ServerMessage::AuthRequired { protocol_version: PROTOCOL_VERSION }),
             ack: encode_server(&ServerMessage::AuthAck {
-                sub: "reference".into(),
+                sub: super::reference_messages::SUBJECT.into(),
                 roles: Vec::new(),
                 expires_at: None,
                 limits: None,
@@ -78,7 +107,7 @@ impl Answers {
     }
 
     /// Whether `message` is an acceptable `AUTH`: anything, without a verifier.
-    fn accepts(&self, message: &[u8]) -> bool {
+    pub(super) fn accepts(&self, message: &[u8]) -> bool {
         let Some((key, validation)) = &self.verifier else {
             return true;
         };
@@ -98,17 +127,22 @@ pub async fn serve_reference(args: ReferenceArgs) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     println!("{}", listener.local_addr()?);
     let answers = Arc::new(Answers::new(args.verify_secret.as_deref()));
+    let topics = Arc::new(Topics::default());
+    let workload = args.workload;
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
-        let answers = answers.clone();
+        let (answers, topics) = (answers.clone(), topics.clone());
         tokio::spawn(async move {
             let service = service_fn(move |mut request: Request<Incoming>| {
-                let answers = answers.clone();
+                let (answers, topics) = (answers.clone(), topics.clone());
                 async move {
                     let (response, socket) = upgrade::upgrade(&mut request)?;
                     tokio::spawn(async move {
-                        let _ = answer(socket, &answers).await;
+                        let _ = match workload {
+                            Workload::Handshake => answer(socket, &answers).await,
+                            Workload::Messages => reference_messages::answer(socket, &answers, &topics).await,
+                        };
                     });
                     Ok::<Response<Empty<Bytes>>, fastwebsockets::WebSocketError>(response)
                 }
