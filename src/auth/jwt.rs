@@ -253,19 +253,19 @@ impl JwtVerifier {
     pub fn check(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         let header = peek_header(token)?;
         let binding = self.binding(token)?;
-        let candidates: Vec<DecodingKey> = binding.static_candidates(header.alg, now).cloned().collect();
-        binding.try_keys(token, header.alg, &candidates, now, self.leeway_secs)
+        binding.try_keys(token, header.alg, binding.static_candidates(header.alg, now), now, self.leeway_secs)
     }
 
     /// Verifies a token against every key of its binding, fetching JWKS keys as needed.
     pub async fn verify_token(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         let header = peek_header(token)?;
         let binding = self.binding(token)?;
-        let mut candidates: Vec<DecodingKey> = binding.static_candidates(header.alg, now).cloned().collect();
+        let mut fetched: Vec<DecodingKey> = Vec::new();
         for source in &binding.jwks {
-            candidates.extend(source.keys_for(header.kid.as_deref(), header.alg).await);
+            fetched.extend(source.keys_for(header.kid.as_deref(), header.alg).await);
         }
-        binding.try_keys(token, header.alg, &candidates, now, self.leeway_secs)
+        let candidates = binding.static_candidates(header.alg, now).chain(&fetched);
+        binding.try_keys(token, header.alg, candidates, now, self.leeway_secs)
     }
 
     /// The binding that decides this token: the only one, or its issuer's.
@@ -343,24 +343,25 @@ impl Binding {
     }
 
     /// Tries each candidate key; a claim error after a good signature is final.
-    fn try_keys(
+    fn try_keys<'k>(
         &self,
         token: &str,
         alg: Algorithm,
-        candidates: &[DecodingKey],
+        candidates: impl IntoIterator<Item = &'k DecodingKey>,
         now: u64,
         leeway: u64,
     ) -> Result<Identity, AuthError> {
+        let mut candidates = candidates.into_iter().peekable();
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(AuthError::new(AuthFailCode::TokenInvalid, format!("algorithm {alg:?} is not accepted")));
         };
-        if candidates.is_empty() {
+        if candidates.peek().is_none() {
             return Err(AuthError::new(
                 AuthFailCode::TokenInvalid,
                 format!("no configured key accepts {alg:?} for this token"),
             ));
         }
-        let mut last = AuthError::new(AuthFailCode::TokenInvalid, "the token's signature does not verify");
+        let mut last = None;
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => {
@@ -380,11 +381,11 @@ impl Binding {
                     if refusal.code != AuthFailCode::TokenInvalid {
                         return Err(refusal);
                     }
-                    last = refusal;
+                    last = Some(refusal);
                 }
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| AuthError::new(AuthFailCode::TokenInvalid, "the token's signature does not verify")))
     }
 }
 
