@@ -298,23 +298,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         // One reading of the clock for the burst: its writes are gathered now
         // and go out together (a reading per delivery was a tenth of its cost).
         let now = self.now();
-        let mut flow = self.deliver(first, now).await;
-        let mut drained = 1u32;
-        while let Flow::Continue = flow
-            && self.ws.pending() < BATCH_BYTES
-            && let Some(item) = outbound.try_recv()
-        {
+        // Looked at once for the burst: with one `now`, the deadline and a due
+        // revalidation give the same answer for each of its messages, and a
+        // close order that comes during it is seen at the next turn.
+        if let Err(ending) = self.before_writing(now) {
+            self.batching = false;
+            return self.end_writing(ending).await;
+        }
+        let (mut next, mut flow, mut drained, mut messages) = (Some(first), Flow::Continue, 0u32, 0u64);
+        while let Some(item) = next.take() {
             drained += 1;
             flow = match item {
                 // Gathered without a future per message: most of a burst is publications.
-                Outbound::Message(bytes) => match self.gather_message(&bytes, now) {
-                    Ok(flow) => flow,
-                    Err(ending) => self.end_writing(ending).await,
-                },
+                Outbound::Message(bytes) => {
+                    messages += 1;
+                    self.gather_message(&bytes)
+                }
                 item => self.deliver(item, now).await,
             };
+            if let Flow::Continue = flow
+                && self.ws.pending() < BATCH_BYTES
+            {
+                next = outbound.try_recv();
+            }
         }
         self.batching = false;
+        self.node.metrics.deliveries.inc_by(messages);
         self.node.metrics.outbound_burst.observe(f64::from(drained));
         match flow {
             Flow::Continue => match self.write_pending().await {
@@ -389,11 +398,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         }
     }
 
-    /// Queues a publication of a burst ([`Self::deliver_burst`]).
-    fn gather_message(&mut self, bytes: &[u8], now: u64) -> Result<Flow, Ending> {
-        self.node.metrics.deliveries.inc();
-        self.before_writing(now)?;
-        Ok(if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop })
+    /// Queues a publication of a burst ([`Self::deliver_burst`], which looked
+    /// at the deadline and close orders for it).
+    fn gather_message(&mut self, bytes: &[u8]) -> Flow {
+        if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop }
     }
 
     /// What is looked at before every data write. A long run of writes

@@ -161,15 +161,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    /// Writes a queued publication or change (a change only as the sync
-    /// streams decide), or starts the catch-up a resync asks for.
+    /// Queues a publication or change of a burst (a change only as the sync
+    /// streams decide; the burst looked at the deadline and close orders), or
+    /// starts the catch-up a resync asks for.
     pub(super) async fn deliver(&mut self, item: Outbound, now: u64) -> Flow {
         let bytes = match item {
             Outbound::Message(bytes) => {
-                return match self.gather_message(&bytes, now) {
-                    Ok(flow) => flow,
-                    Err(ending) => self.end_writing(ending).await,
-                };
+                self.node.metrics.deliveries.inc();
+                return self.gather_message(&bytes);
             }
             Outbound::Resync { collection, round } => {
                 return match self.streams.resync(&collection, round) {
