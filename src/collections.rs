@@ -148,17 +148,17 @@ impl Collections {
             let inner = self.inner.clone();
             let committed = finish_detached(async move {
                 let started = std::time::Instant::now();
-                let result = inner.store.apply(&writes).await;
-                match &result {
-                    Ok(applied) => {
+                match inner.store.apply_owned(writes).await {
+                    Ok((applied, writes)) => {
                         inner.metrics.committed(writes.len(), started.elapsed());
-                        inner.publish(&writes, applied);
+                        inner.publish(&writes, &applied);
+                        Ok(applied)
                     }
-                    Err(_) => {
+                    Err(e) => {
                         inner.metrics.store_errors.inc();
+                        Err(e)
                     }
                 }
-                result
             })
             .await
             .unwrap_or_else(|e| Err(StoreError(format!("commit task failed: {e}"))));

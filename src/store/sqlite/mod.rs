@@ -47,7 +47,8 @@ pub enum Durability {
 }
 
 /// Where a batch's outcome goes.
-type ApplyReply = oneshot::Sender<Result<Vec<Applied>, StoreError>>;
+/// The outcomes of a job's writes, and the writes given back.
+type ApplyReply = oneshot::Sender<Result<(Vec<Applied>, Vec<Write>), StoreError>>;
 
 enum Job {
     Apply { writes: Vec<Write>, reply: ApplyReply },
@@ -241,8 +242,13 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn apply<'a>(&'a self, writes: &'a [Write]) -> StoreFuture<'a, Vec<Applied>> {
+        let owned = self.apply_owned(writes.to_vec());
+        Box::pin(async move { owned.await.map(|(applied, _)| applied) })
+    }
+
+    fn apply_owned(&self, writes: Vec<Write>) -> StoreFuture<'_, (Vec<Applied>, Vec<Write>)> {
         let (reply, answer) = oneshot::channel();
-        Box::pin(self.submit(Job::Apply { writes: writes.to_vec(), reply }, answer))
+        Box::pin(self.submit(Job::Apply { writes, reply }, answer))
     }
 
     fn get<'a>(&'a self, collection: &'a str, key: &'a str) -> StoreFuture<'a, Option<StoredRecord>> {

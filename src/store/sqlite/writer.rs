@@ -48,8 +48,8 @@ pub(super) fn commit_loop(
         restart_wal(&conn, state);
         match commit(&mut conn, &applies, state, &mut heads) {
             Ok(outcomes) => {
-                for ((_, reply), outcome) in applies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                for ((writes, reply), outcome) in applies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok((outcome, writes)));
                 }
             }
             Err(e) => {
@@ -75,7 +75,9 @@ fn commit(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| err("starting a commit", e))?;
     let mut all = Vec::with_capacity(applies.len());
     // The touched collections' new heads: kept only once the commit succeeds.
-    let mut moved: HashMap<&str, u64> = HashMap::new();
+    // A commit touches few collections: a list searched in order costs less
+    // than hashing every op's collection name.
+    let mut moved: Vec<(&str, u64)> = Vec::new();
     {
         // The stamp comparison is in the upsert itself: a write whose stamp is
         // not greater than the stored one changes nothing, and only then is the
@@ -121,10 +123,10 @@ fn commit(
                 }
                 seq += 1;
                 clock = clock.max((write.hlc.millis, write.hlc.counter));
-                let prev = match moved.get_mut(write.collection.as_str()) {
-                    Some(latest) => std::mem::replace(latest, seq),
+                let prev = match moved.iter_mut().find(|(name, _)| *name == write.collection) {
+                    Some((_, latest)) => std::mem::replace(latest, seq),
                     None => {
-                        moved.insert(&write.collection, seq);
+                        moved.push((&write.collection, seq));
                         heads.get(&write.collection).copied().unwrap_or(0)
                     }
                 };
@@ -145,7 +147,12 @@ fn commit(
     }
     tx.commit().map_err(|e| err("commit", e))?;
     for (collection, latest) in moved {
-        heads.insert(collection.to_string(), latest);
+        match heads.get_mut(collection) {
+            Some(head) => *head = latest,
+            None => {
+                heads.insert(collection.to_string(), latest);
+            }
+        }
     }
     state.last_seq.store(seq, Ordering::SeqCst);
     *state.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
