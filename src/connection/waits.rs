@@ -178,8 +178,8 @@ mod tests {
     #[tokio::test]
     async fn a_gated_wait_wakes_its_task() {
         let token = CancellationToken::new();
-        let mut gated = Gated::new(Box::pin(token.clone().cancelled_owned()));
-        let task = tokio::spawn(async move { (&mut gated).await });
+        let gated = Gated::new(Box::pin(token.clone().cancelled_owned()));
+        let task = tokio::spawn(gated);
         tokio::task::yield_now().await;
         token.cancel();
         tokio::time::timeout(std::time::Duration::from_secs(5), task).await.unwrap().unwrap();

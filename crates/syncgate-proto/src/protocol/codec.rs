@@ -251,7 +251,7 @@ fn decode_op(item: &ValueRef<'_>) -> OpInput {
     let fields = Fields(entries);
     let op_id = match fields.get("opId") {
         Some(v @ ValueRef::Integer(_)) => v.to_owned(),
-        Some(ValueRef::String(s)) if s.as_str().is_some() => Value::String(s.clone().into()),
+        Some(ValueRef::String(s)) if s.as_str().is_some() => Value::String((*s).into()),
         _ => {
             return OpInput::Invalid { op_id: Value::Nil, reason: "`opId` must be a string or an integer".into() };
         }
