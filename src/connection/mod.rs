@@ -58,7 +58,7 @@ use crate::sync_streams::SyncStreams;
 use completion::Completion;
 use frames::{BATCH_BYTES, FrameWriter};
 use reader::{AuthGate, ReaderEvent, read_loop};
-use waits::{Gated, SessionTimer, Signal};
+use waits::{Outside, SessionTimer, Signal, Sources};
 
 /// Writes one connection may have in flight before it stops reading (back-pressure).
 const MAX_WRITES_IN_FLIGHT: usize = 16;
@@ -181,9 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             return true;
         }
         let Queues { mut inbound, mut outbound, overflow, policy, close_slot } = queues;
-        let mut ending = waits::ending(self.node.shutdown.clone(), overflow, close_slot);
-        let mut policy_change = Gated::new(waits::next_policy(policy));
-        let mut policy_open = true;
+        let sources = Sources { shutdown: self.node.shutdown.clone(), overflow, close_slot };
+        let mut outside = sources.wait(Some(policy));
         let mut timer = SessionTimer::new();
         loop {
             // Messages held during a verification go first, once it is over.
@@ -202,15 +201,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
             let reading = self.held.is_empty() && self.writes_in_flight < MAX_WRITES_IN_FLIGHT;
             let effects = tokio::select! {
                 biased;
-                signal = &mut ending => match signal {
-                    Signal::Shutdown => return self.close(close::GOING_AWAY, "server shutting down").await,
-                    Signal::Overflow => {
+                event = &mut outside => match event {
+                    Outside::Ending(Signal::Shutdown) => {
+                        return self.close(close::GOING_AWAY, "server shutting down").await;
+                    }
+                    Outside::Ending(Signal::Overflow) => {
                         info!(peer = %self.peer, "slow consumer: outbound queue overflowed");
                         return self.close(close::SLOW_CONSUMER, "slow consumer").await;
                     }
-                    Signal::Close(CloseOrder::Close { code, reason }) => {
+                    Outside::Ending(Signal::Close(CloseOrder::Close { code, reason })) => {
                         info!(peer = %self.peer, code, %reason, "closed by the server");
                         return self.close(code, &reason).await;
+                    }
+                    Outside::Policy(policy, next) => {
+                        outside = sources.wait(Some(next));
+                        self.session.on_policy(policy)
+                    }
+                    Outside::PolicyGone => {
+                        outside = sources.wait(None);
+                        continue;
                     }
                 },
                 // Timers come before traffic: a client that keeps its queues full must
@@ -227,17 +236,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                     Err(e) => {
                         debug!(peer = %self.peer, error = %e, "connection task failed");
                         return self.close(close::GOING_AWAY, "internal error").await;
-                    }
-                },
-                (changed, receiver) = &mut policy_change, if policy_open => match changed {
-                    Some(policy) => {
-                        policy_change.set(waits::next_policy(receiver));
-                        self.session.on_policy(policy)
-                    }
-                    // The node's policy handle is gone (it is shutting down).
-                    None => {
-                        policy_open = false;
-                        continue;
                     }
                 },
                 item = outbound.recv() => match self.deliver_burst(item, &mut outbound).await {

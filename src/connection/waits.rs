@@ -5,10 +5,11 @@
 //! source and deregisters when dropped, and even a wait kept across turns
 //! takes its source's lock each time it is polled; at one turn per delivery
 //! either cost more than the delivery itself (callgrind, see
-//! `BENCHMARKS.md`). So the rare signals (shutdown, overflow, an
-//! administrator's close, a policy change) sit behind a [`Gated`] wait that
-//! looks at them only after one of them woke the task, and the session's
-//! timer is one [`SessionTimer`] moved only when the deadline changes.
+//! `BENCHMARKS.md`). So the rare events (shutdown, overflow, an
+//! administrator's close, a policy change) sit behind one [`Gated`] wait
+//! ([`Sources::wait`]) that looks at them only after one of them woke the
+//! task, and the session's timer is one [`SessionTimer`] moved only when the
+//! deadline changes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,12 +58,6 @@ impl<F: Future + Unpin> Gated<F> {
         let waker = Waker::from(flag.clone());
         Self { future, flag, waker }
     }
-
-    /// Replaces the future (after it completed); the next poll polls the new one.
-    pub(super) fn set(&mut self, future: F) {
-        self.future = future;
-        self.flag.woken.store(true, Ordering::Release);
-    }
 }
 
 impl<F: Future + Unpin> Future for Gated<F> {
@@ -89,36 +84,52 @@ pub(super) enum Signal {
     Close(CloseOrder),
 }
 
-/// A boxed wait (one allocation per connection, or per policy change).
-pub(super) type Wait<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// The first of shutdown, overflow and an administrator's close.
-pub(super) fn ending(
-    shutdown: CancellationToken,
-    overflow: CancellationToken,
-    close_slot: Arc<CloseSlot>,
-) -> Gated<Wait<Signal>> {
-    Gated::new(Box::pin(async move {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Signal::Shutdown,
-            () = overflow.cancelled() => Signal::Overflow,
-            order = close_slot.recv() => Signal::Close(order),
-        }
-    }))
+/// What comes to a connection from outside its traffic.
+pub(super) enum Outside {
+    /// It must end.
+    Ending(Signal),
+    /// The node published a new policy; the receiver waits for the next one.
+    Policy(Arc<Policy>, watch::Receiver<Arc<Policy>>),
+    /// The node's policy handle is gone (it is shutting down).
+    PolicyGone,
 }
 
-/// The next policy the node publishes, and the receiver to wait for the one
-/// after (`None`: the node's handle is gone).
-pub(super) type PolicyChange = (Option<Arc<Policy>>, watch::Receiver<Arc<Policy>>);
+/// A boxed wait (one allocation per connection, and one per policy change).
+pub(super) type Wait<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Waits for the next policy on `policy`.
-pub(super) fn next_policy(mut policy: watch::Receiver<Arc<Policy>>) -> Wait<PolicyChange> {
-    Box::pin(async move {
-        let changed = policy.changed().await.is_ok();
-        let current = changed.then(|| policy.borrow_and_update().clone());
-        (current, policy)
-    })
+/// The sources of [`Outside`] events, kept to wait on them again after a policy change.
+pub(super) struct Sources {
+    pub(super) shutdown: CancellationToken,
+    pub(super) overflow: CancellationToken,
+    pub(super) close_slot: Arc<CloseSlot>,
+}
+
+impl Sources {
+    /// The first of shutdown, overflow, an administrator's close and (while
+    /// `policy` is given) the next policy, in that order of precedence: one
+    /// gated wait for all four keeps an idle connection's memory down.
+    pub(super) fn wait(&self, policy: Option<watch::Receiver<Arc<Policy>>>) -> Gated<Wait<Outside>> {
+        let (shutdown, overflow, close_slot) = (self.shutdown.clone(), self.overflow.clone(), self.close_slot.clone());
+        Gated::new(Box::pin(async move {
+            let next_policy = async move {
+                let Some(mut policy) = policy else { return std::future::pending().await };
+                match policy.changed().await {
+                    Ok(()) => {
+                        let current = policy.borrow_and_update().clone();
+                        Outside::Policy(current, policy)
+                    }
+                    Err(_) => Outside::PolicyGone,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Outside::Ending(Signal::Shutdown),
+                () = overflow.cancelled() => Outside::Ending(Signal::Overflow),
+                order = close_slot.recv() => Outside::Ending(Signal::Close(order)),
+                outside = next_policy => outside,
+            }
+        }))
+    }
 }
 
 /// The session's next deadline as one timer that lives as long as the
