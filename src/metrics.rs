@@ -180,18 +180,9 @@ impl Metrics {
             handshakes_by_kind: Vec::new(),
         };
         let ops_ok = metrics.ops.get_or_create(&Code { code: "ok".into() }).clone();
-        let messages_in_by_kind = MESSAGE_KINDS
-            .iter()
-            .map(|&kind| (kind, metrics.messages_in.get_or_create(&Kind { kind }).clone()))
-            .collect();
-        let connections_by_kind = CONNECTION_KINDS
-            .iter()
-            .map(|&kind| (kind, metrics.connections.get_or_create(&Kind { kind }).clone()))
-            .collect();
-        let handshakes_by_kind = HANDSHAKE_KINDS
-            .iter()
-            .map(|&kind| (kind, metrics.handshakes.get_or_create(&Kind { kind }).clone()))
-            .collect();
+        let messages_in_by_kind = resolve(&metrics.messages_in, &MESSAGE_KINDS);
+        let connections_by_kind = resolve(&metrics.connections, &CONNECTION_KINDS);
+        let handshakes_by_kind = resolve(&metrics.handshakes, &HANDSHAKE_KINDS);
         let metrics = Self { ops_ok, messages_in_by_kind, connections_by_kind, handshakes_by_kind, ..metrics };
         metrics.create_every_series();
         let build_info = Family::<BuildInfo, Gauge>::default();
@@ -259,14 +250,9 @@ impl Metrics {
 
     /// Counts one message of `kind` in.
     pub fn message_in(&self, kind: &'static str) {
-        match self.messages_in_by_kind.iter().find(|(k, _)| *k == kind) {
-            Some((_, counter)) => {
-                counter.inc();
-            }
-            None => {
-                self.messages_in.get_or_create(&Kind { kind }).inc();
-            }
-        }
+        with_kind(&self.messages_in_by_kind, &self.messages_in, kind, |counter| {
+            counter.inc();
+        });
     }
 
     /// Counts one answered op: `None` accepted, else its refusal code.
@@ -283,26 +269,16 @@ impl Metrics {
 
     /// Counts a connection entering (`+1`) or leaving (`-1`) a state.
     pub fn connection(&self, kind: &'static str, delta: i64) {
-        match self.connections_by_kind.iter().find(|(k, _)| *k == kind) {
-            Some((_, gauge)) => {
-                gauge.inc_by(delta);
-            }
-            None => {
-                self.connections.get_or_create(&Kind { kind }).inc_by(delta);
-            }
-        }
+        with_kind(&self.connections_by_kind, &self.connections, kind, |gauge| {
+            gauge.inc_by(delta);
+        });
     }
 
     /// Counts one token verification: `ok` or `failed`.
     pub fn handshake(&self, kind: &'static str) {
-        match self.handshakes_by_kind.iter().find(|(k, _)| *k == kind) {
-            Some((_, counter)) => {
-                counter.inc();
-            }
-            None => {
-                self.handshakes.get_or_create(&Kind { kind }).inc();
-            }
-        }
+        with_kind(&self.handshakes_by_kind, &self.handshakes, kind, |counter| {
+            counter.inc();
+        });
     }
 
     /// Counts a refusal before the upgrade.
@@ -314,5 +290,20 @@ impl Metrics {
     pub fn committed(&self, ops: usize, took: Duration) {
         self.commit_seconds.observe(took.as_secs_f64());
         self.commit_ops.observe(ops as f64);
+    }
+}
+
+/// `family`'s series for each of `kinds`, looked up once at start: a lookup
+/// through the family hashes the label and takes a lock (≈ 300 instructions).
+fn resolve<M: Clone>(family: &Family<Kind, M>, kinds: &[&'static str]) -> Vec<(&'static str, M)> {
+    kinds.iter().map(|&kind| (kind, family.get_or_create(&Kind { kind }).clone())).collect()
+}
+
+/// Applies `count` to the series of `kind`: the one resolved at start, or the
+/// family's for a kind not known then.
+fn with_kind<M>(resolved: &[(&'static str, M)], family: &Family<Kind, M>, kind: &'static str, count: impl FnOnce(&M)) {
+    match resolved.iter().find(|(k, _)| *k == kind) {
+        Some((_, series)) => count(series),
+        None => count(&family.get_or_create(&Kind { kind })),
     }
 }

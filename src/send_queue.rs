@@ -228,6 +228,26 @@ mod tests {
         assert!(!sender.offer(message(1)), "nobody reads any more");
     }
 
+    #[tokio::test]
+    async fn an_item_offered_while_others_wait_unread_is_received_without_a_wake_up_of_its_own() {
+        let (sender, mut queue, _) = SendQueue::new(1, 8);
+        assert!(sender.offer(message(1)));
+        assert!(sender.offer(message(2)));
+        assert_eq!(byte(queue.try_recv()), Some(1), "2 is now held by the receiver, unread");
+        // Not the first item: no wake-up is sent for it; draining finds it.
+        assert!(sender.offer(message(3)));
+        let limit = std::time::Duration::from_secs(5);
+        for expected in [2, 3] {
+            let got = tokio::time::timeout(limit, queue.recv()).await.expect("received without waiting");
+            assert_eq!(byte(Some(got)), Some(expected));
+        }
+        // Empty again: the next offer is the first and wakes a waiting receiver.
+        let waiting = tokio::spawn(async move { byte(Some(queue.recv().await)) });
+        tokio::task::yield_now().await;
+        assert!(sender.offer(message(4)));
+        assert_eq!(tokio::time::timeout(limit, waiting).await.expect("woken").unwrap(), Some(4));
+    }
+
     #[test]
     fn a_drained_queue_gives_back_a_large_buffer() {
         let (sender, mut queue, _) = SendQueue::new(1, 1024);

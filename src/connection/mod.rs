@@ -103,7 +103,6 @@ where
         node: node.clone(),
         session,
         ws: FrameWriter::new(write),
-        batching: false,
         peer,
         gate,
         queue,
@@ -135,8 +134,6 @@ struct Actor<S> {
     node: Arc<Node>,
     session: Session,
     ws: FrameWriter<WriteHalf<S>>,
-    /// Deliveries are being gathered: data frames are queued, written together afterwards.
-    batching: bool,
     peer: SocketAddr,
     /// Tells the reader whether the session is authenticated (it lifts the
     /// pre-auth size limit), after every verification.
@@ -292,15 +289,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// Delivers `first` and whatever else is queued already (up to a batch),
     /// then writes them all at once.
     async fn deliver_burst(&mut self, first: Outbound, outbound: &mut SendQueueReceiver) -> Flow {
-        self.batching = true;
         // One reading of the clock for the burst: its writes are gathered now
         // and go out together (a reading per delivery was a tenth of its cost).
-        let now = self.now();
-        // Looked at once for the burst: with one `now`, the deadline and a due
-        // revalidation give the same answer for each of its messages, and a
-        // close order that comes during it is seen at the next turn.
-        if let Err(ending) = self.before_writing(now) {
-            self.batching = false;
+        // The deadline, close orders and a due revalidation are looked at once
+        // for it: with one `now` they give the same answer for each of its
+        // messages, and a close order that comes during it is seen at the next turn.
+        if let Err(ending) = self.before_writing(self.now()) {
             return self.end_writing(ending).await;
         }
         let (mut next, mut flow, mut drained, mut messages) = (Some(first), Flow::Continue, 0u32, 0u64);
@@ -310,9 +304,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 // Gathered without a future per message: most of a burst is publications.
                 Outbound::Message(bytes) => {
                     messages += 1;
-                    self.gather_message(&bytes)
+                    self.gather(&bytes)
                 }
-                item => self.deliver(item, now).await,
+                Outbound::Change(change) => self.deliver_change(change).await,
+                Outbound::Resync { collection, round } => self.resync(collection, round),
             };
             if let Flow::Continue = flow
                 && self.ws.pending() < BATCH_BYTES
@@ -320,7 +315,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
                 next = outbound.try_recv();
             }
         }
-        self.batching = false;
         self.node.metrics.deliveries.inc_by(messages);
         self.node.metrics.outbound_burst.observe(f64::from(drained));
         match flow {
@@ -378,17 +372,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
     /// then the session closes instead (a long run of writes, such as the
     /// pages of a large `SYNC`, never carries a session past its token).
     async fn write_data(&mut self, bytes: &[u8]) -> Flow {
-        let now = self.now();
-        self.write_data_at(bytes, now).await
-    }
-
-    /// [`Self::write_data`] with the clock already read (`now`).
-    async fn write_data_at(&mut self, bytes: &[u8], now: u64) -> Flow {
-        if let Err(ending) = self.before_writing(now) {
+        if let Err(ending) = self.before_writing(self.now()) {
             return self.end_writing(ending).await;
-        }
-        if self.batching {
-            return if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop };
         }
         match self.write(Frame::binary(Payload::Borrowed(bytes))).await {
             Ok(()) => Flow::Continue,
@@ -396,9 +381,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         }
     }
 
-    /// Queues a publication of a burst ([`Self::deliver_burst`], which looked
-    /// at the deadline and close orders for it).
-    fn gather_message(&mut self, bytes: &[u8]) -> Flow {
+    /// Queues a message of a burst ([`Self::deliver_burst`], which looked at
+    /// the deadline and close orders for it), to be written with the rest.
+    fn gather(&mut self, bytes: &[u8]) -> Flow {
         if self.ws.queue(Frame::binary(Payload::Borrowed(bytes))) { Flow::Continue } else { Flow::Stop }
     }
 

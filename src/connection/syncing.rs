@@ -19,7 +19,7 @@ use crate::node::Trigger;
 use crate::protocol::ServerMessage;
 use crate::protocol::codes::close;
 use crate::requests::RequestError;
-use crate::send_queue::Outbound;
+use crate::send_queue::SharedChange;
 use crate::store::StoreError;
 use crate::sync_streams::{ChangeStep, ScanStep, Ticket};
 
@@ -161,36 +161,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Actor<S> {
         Flow::Continue
     }
 
-    /// Queues a publication or change of a burst (a change only as the sync
-    /// streams decide; the burst looked at the deadline and close orders), or
-    /// starts the catch-up a resync asks for.
-    pub(super) async fn deliver(&mut self, item: Outbound, now: u64) -> Flow {
-        let bytes = match item {
-            Outbound::Message(bytes) => {
-                self.node.metrics.deliveries.inc();
-                return self.gather_message(&bytes);
+    /// Queues a change of a burst, as the sync streams decide (the burst
+    /// looked at the deadline and close orders for it).
+    pub(super) async fn deliver_change(&mut self, change: Arc<SharedChange>) -> Flow {
+        match self.streams.change(&change.collection, change.cursor, change.bytes.clone()) {
+            ChangeStep::Deliver(bytes) => {
+                self.node.metrics.changes.inc();
+                self.gather(&bytes)
             }
-            Outbound::Resync { collection, round } => {
-                return match self.streams.resync(&collection, round) {
-                    Some(catch_up) => self.start_scan(None, collection, catch_up.ticket, ScanFrom::CatchUp(catch_up)),
-                    None => Flow::Continue,
-                };
+            ChangeStep::Held | ChangeStep::Skip => Flow::Continue,
+            ChangeStep::Overflow => {
+                info!(peer = %self.peer, "slow consumer: changes piled up behind a snapshot");
+                self.close(close::SLOW_CONSUMER, "slow consumer").await;
+                Flow::Stop
             }
-            Outbound::Change(change) => {
-                match self.streams.change(&change.collection, change.cursor, change.bytes.clone()) {
-                    ChangeStep::Deliver(bytes) => {
-                        self.node.metrics.changes.inc();
-                        bytes
-                    }
-                    ChangeStep::Held | ChangeStep::Skip => return Flow::Continue,
-                    ChangeStep::Overflow => {
-                        info!(peer = %self.peer, "slow consumer: changes piled up behind a snapshot");
-                        self.close(close::SLOW_CONSUMER, "slow consumer").await;
-                        return Flow::Stop;
-                    }
-                }
-            }
-        };
-        self.write_data_at(&bytes, now).await
+        }
+    }
+
+    /// Starts the catch-up a resync asks for, if the sync streams want one.
+    pub(super) fn resync(&mut self, collection: Arc<str>, round: u64) -> Flow {
+        match self.streams.resync(&collection, round) {
+            Some(catch_up) => self.start_scan(None, collection, catch_up.ticket, ScanFrom::CatchUp(catch_up)),
+            None => Flow::Continue,
+        }
     }
 }

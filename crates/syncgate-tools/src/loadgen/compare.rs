@@ -90,23 +90,12 @@ impl fmt::Display for SideBySide {
             "{:<28} {:>12} {:>12} {:>22}",
             "same load, one invocation", "syncgate", "reference", "syncgate / reference"
         )?;
-        writeln!(f, "{:<28} {:>12.0} {:>12.0} {:>22.2}", self.unit, s.rate, r.rate, ratio(s.rate, r.rate))?;
-        writeln!(
-            f,
-            "{:<28} {:>12.2} {:>12.2} {:>22.2}",
-            format!("{} p50 ms", self.latency),
-            s.p50_ms,
-            r.p50_ms,
-            ratio(s.p50_ms, r.p50_ms)
-        )?;
-        write!(
-            f,
-            "{:<28} {:>12.2} {:>12.2} {:>22.2}",
-            format!("{} p99 ms", self.latency),
-            s.p99_ms,
-            r.p99_ms,
-            ratio(s.p99_ms, r.p99_ms)
-        )
+        write!(f, "{:<28} {:>12.0} {:>12.0} {:>22.2}", self.unit, s.rate, r.rate, ratio(s.rate, r.rate))?;
+        for (name, ours, theirs) in [("p50", s.p50_ms, r.p50_ms), ("p99", s.p99_ms, r.p99_ms)] {
+            let row = format!("{} {name} ms", self.latency);
+            write!(f, "\n{row:<28} {ours:>12.2} {theirs:>12.2} {:>22.2}", ratio(ours, theirs))?;
+        }
+        Ok(())
     }
 }
 
